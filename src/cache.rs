@@ -1,0 +1,345 @@
+//! A bounded, TTL'd, single-flight cache of Vault answers.
+//!
+//! - Concurrent misses for one key make one request; the others wait for it.
+//! - Values *and* definite errors (403, 404) are kept for the TTL, so a shell
+//!   probing for `.git` does not hit Vault on every prompt.
+//! - Transient failures are never cached. When one happens and an older value
+//!   is still within `stale_if_error` of its expiry, that value is served
+//!   again (and retried at most every `retry_stale`).
+//! - Entries are evicted least-recently-used when either the entry count or
+//!   the byte budget is exceeded. Values wipe themselves on drop (see
+//!   `secret.rs`), so eviction is also erasure.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use tokio::sync::watch;
+
+use crate::error::VaultError;
+
+/// Approximate bytes of memory a cached value holds.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Vec<String> {
+    fn weight(&self) -> usize {
+        self.iter().map(|s| s.len() + 24).sum::<usize>() + 24
+    }
+}
+
+pub type Answer<V> = Result<Arc<V>, VaultError>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    pub ttl: Duration,
+    pub stale_if_error: Duration,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl CachePolicy {
+    /// How often a stale value is retried while Vault is failing.
+    fn retry_stale(&self) -> Duration {
+        self.ttl
+            .clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+}
+
+struct Ready<V> {
+    answer: Answer<V>,
+    /// When the data was fetched from Vault.
+    fetched: Instant,
+    /// Until when it is served without asking Vault.
+    expires: Instant,
+    weight: usize,
+}
+
+enum Slot<V> {
+    Ready(Ready<V>),
+    /// A fetch is under way; waiters watch for the sender to go away.
+    Pending(watch::Receiver<()>),
+}
+
+struct Inner<K: Hash + Eq, V> {
+    lru: LruCache<K, Slot<V>>,
+    bytes: usize,
+}
+
+pub struct Cache<K: Hash + Eq, V> {
+    inner: Mutex<Inner<K, V>>,
+    policy: CachePolicy,
+}
+
+/// What [`Cache::get`] decided under the lock.
+enum Step<V> {
+    Hit(Answer<V>),
+    Wait(watch::Receiver<()>),
+    Fetch(watch::Sender<()>, Option<Ready<V>>),
+}
+
+impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
+    pub fn new(policy: CachePolicy) -> Self {
+        Cache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// The cached answer, or the result of `fetch` (run once for all
+    /// concurrent callers).
+    pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Answer<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, VaultError>>,
+    {
+        let mut fetch = Some(fetch);
+        loop {
+            match self.step(key) {
+                Step::Hit(a) => return a,
+                Step::Wait(mut rx) => {
+                    // Err means the fetcher finished (or was cancelled): look again.
+                    let _ = rx.changed().await;
+                }
+                Step::Fetch(tx, old) => {
+                    let f = fetch.take().expect("fetch runs once per call");
+                    let result = f().await;
+                    let answer = self.store(key, result, old);
+                    drop(tx);
+                    return answer;
+                }
+            }
+        }
+    }
+
+    /// The answer if one is cached and fresh, without fetching.
+    pub fn peek(&self, key: &K) -> Option<Answer<V>> {
+        let mut inner = self.inner.lock().expect("cache lock");
+        match inner.lru.get(key) {
+            Some(Slot::Ready(r)) if Instant::now() < r.expires => Some(r.answer.clone()),
+            _ => None,
+        }
+    }
+
+    fn step(&self, key: &K) -> Step<V> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock().expect("cache lock");
+        let old = match inner.lru.get(key) {
+            Some(Slot::Ready(r)) if now < r.expires => return Step::Hit(r.answer.clone()),
+            Some(Slot::Pending(rx)) if rx.has_changed().is_ok() => return Step::Wait(rx.clone()),
+            _ => match inner.lru.pop(key) {
+                Some(Slot::Ready(r)) => {
+                    inner.bytes -= r.weight;
+                    Some(r)
+                }
+                _ => None,
+            },
+        };
+        let (tx, rx) = watch::channel(());
+        inner.lru.put(key.clone(), Slot::Pending(rx));
+        Step::Fetch(tx, old)
+    }
+
+    fn store(&self, key: &K, result: Result<V, VaultError>, old: Option<Ready<V>>) -> Answer<V> {
+        let now = Instant::now();
+        let p = &self.policy;
+        let ready = match result {
+            Ok(v) => {
+                let weight = v.weight() + std::mem::size_of::<K>() + 64;
+                Ready {
+                    answer: Ok(Arc::new(v)),
+                    fetched: now,
+                    expires: now + p.ttl,
+                    weight,
+                }
+            }
+            Err(e) if e.is_definite() => Ready {
+                answer: Err(e),
+                fetched: now,
+                expires: now + p.ttl,
+                weight: 64,
+            },
+            Err(e) => {
+                let stale =
+                    old.filter(|o| o.answer.is_ok() && now < o.fetched + p.ttl + p.stale_if_error);
+                let mut inner = self.inner.lock().expect("cache lock");
+                inner.lru.pop(key);
+                let Some(mut o) = stale else {
+                    return Err(e);
+                };
+                tracing::warn!(
+                    error = %e,
+                    age_s = now.duration_since(o.fetched).as_secs(),
+                    "Vault unavailable: serving a cached answer past its TTL"
+                );
+                o.expires = now + p.retry_stale();
+                let answer = o.answer.clone();
+                inner.bytes += o.weight;
+                inner.lru.put(key.clone(), Slot::Ready(o));
+                return answer;
+            }
+        };
+        let answer = ready.answer.clone();
+        let mut inner = self.inner.lock().expect("cache lock");
+        inner.bytes += ready.weight;
+        inner.lru.put(key.clone(), Slot::Ready(ready));
+        self.evict(&mut inner);
+        answer
+    }
+
+    fn evict(&self, inner: &mut Inner<K, V>) {
+        while inner.lru.len() > 1
+            && (inner.lru.len() > self.policy.max_entries || inner.bytes > self.policy.max_bytes)
+        {
+            match inner.lru.pop_lru() {
+                Some((_, Slot::Ready(r))) => inner.bytes -= r.weight,
+                Some((k, pending @ Slot::Pending(_))) => {
+                    // Never drop an in-flight fetch; put it back as most recent.
+                    inner.lru.put(k, pending);
+                    if inner.lru.iter().all(|(_, s)| matches!(s, Slot::Pending(_))) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Entries and bytes held (for tests and stats).
+    pub fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock().expect("cache lock");
+        (inner.lru.len(), inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug)]
+    struct Val(usize);
+    impl Weigh for Val {
+        fn weight(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn policy(ttl_ms: u64) -> CachePolicy {
+        CachePolicy {
+            ttl: Duration::from_millis(ttl_ms),
+            stale_if_error: Duration::from_secs(3600),
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_fetch_once() {
+        let cache = Arc::new(Cache::<u32, Val>::new(policy(60_000)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get(&7, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(Val(1))
+                    })
+                    .await
+                    .unwrap()
+                    .0
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 1);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn ttl_expiry_refetches_and_definite_errors_are_cached() {
+        let cache = Cache::<u32, Val>::new(policy(50));
+        let calls = AtomicUsize::new(0);
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<Val, _>(VaultError::NotFound)
+        };
+        assert!(cache.get(&1, fetch).await.is_err());
+        assert!(cache.get(&1, fetch).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(cache.get(&1, fetch).await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_serves_old_value_on_transient_only() {
+        let cache = Cache::<u32, Val>::new(policy(20));
+        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let v = cache
+            .get(&1, || async { Err(VaultError::Sealed) })
+            .await
+            .unwrap();
+        assert_eq!(v.0, 5);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // A definite answer replaces the stale value.
+        let e = cache.get(&1, || async { Err(VaultError::Forbidden) }).await;
+        assert_eq!(e.unwrap_err(), VaultError::Forbidden);
+        // Transient errors are not cached.
+        let e = cache.get(&2, || async { Err(VaultError::Sealed) }).await;
+        assert_eq!(e.unwrap_err(), VaultError::Sealed);
+        assert!(cache.get(&2, || async { Ok(Val(1)) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn stale_disabled_with_zero() {
+        let mut p = policy(10);
+        p.stale_if_error = Duration::ZERO;
+        let cache = Cache::<u32, Val>::new(p);
+        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(cache
+            .get(&1, || async { Err(VaultError::Sealed) })
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn evicts_by_bytes_and_count() {
+        let mut p = policy(60_000);
+        p.max_bytes = 10_000;
+        p.max_entries = 5;
+        let cache = Cache::<u32, Val>::new(p);
+        for i in 0..10 {
+            cache.get(&i, || async { Ok(Val(10)) }).await.unwrap();
+        }
+        assert_eq!(cache.usage().0, 5);
+        let big = Cache::<u32, Val>::new(CachePolicy {
+            max_entries: 100,
+            ..p
+        });
+        for i in 0..10 {
+            big.get(&i, || async { Ok(Val(3000)) }).await.unwrap();
+        }
+        let (n, bytes) = big.usage();
+        assert!(bytes <= 10_000, "{bytes}");
+        assert!(n < 4, "{n}");
+        // The most recent survives.
+        assert!(big.peek(&9).is_some());
+        assert!(big.peek(&0).is_none());
+    }
+}

@@ -1,0 +1,305 @@
+//! Command line and environment: everything a user can set, resolved into
+//! plain settings for the other modules.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use reqwest::Url;
+
+use crate::vault::{ClientConfig, TlsConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaultfs",
+    version,
+    about = "Mount HashiCorp Vault / OpenBao KV secrets engines as a read-only filesystem",
+    long_about = "Mount HashiCorp Vault / OpenBao KV secrets engines as a read-only FUSE \
+filesystem.\n\nConnection settings follow the Vault CLI: VAULT_ADDR, VAULT_TOKEN, \
+VAULT_NAMESPACE, VAULT_CACERT, ... (BAO_* names are a fallback). The token is read from \
+--token-file, VAULT_TOKEN, BAO_TOKEN or ~/.vault-token, in that order; it is never taken \
+on the command line."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mount Vault's KV secrets at MOUNTPOINT (default ~/secrets)
+    Mount(Box<MountArgs>),
+    /// Unmount a vaultfs mount and wait for its daemon to exit
+    #[command(alias = "umount")]
+    Unmount(UnmountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// Mount point (default ~/secrets)
+    pub mountpoint: Option<PathBuf>,
+    /// How long to wait for the daemon to exit
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MountArgs {
+    /// Mount point, created if missing (default ~/secrets)
+    pub mountpoint: Option<PathBuf>,
+
+    /// Stay attached to the terminal (for systemd and tests); logs go to stderr
+    #[arg(short, long)]
+    pub foreground: bool,
+
+    /// Vault address [env: VAULT_ADDR, BAO_ADDR] [default: https://127.0.0.1:8200]
+    #[arg(long, value_name = "URL")]
+    pub address: Option<String>,
+
+    /// Vault Enterprise / OpenBao namespace [env: VAULT_NAMESPACE, BAO_NAMESPACE]
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+
+    /// Show only this KV mount (repeatable); default: every KV mount the token can see
+    #[arg(long = "kv", value_name = "PATH")]
+    pub kv: Vec<String>,
+
+    /// Read the token from this file (re-read when it changes)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// How long listings and secrets are cached, in the daemon and the kernel
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// Deadline of each Vault request, connect to last byte
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Keep serving cached answers this long past their TTL while Vault is unreachable (0 disables)
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub stale_if_error: Duration,
+
+    /// Most Vault requests in flight at once; more wait
+    #[arg(long, default_value_t = 16)]
+    pub max_requests: usize,
+
+    /// Most cached listings and secrets (each)
+    #[arg(long, default_value_t = 50_000)]
+    pub cache_entries: usize,
+
+    /// Most memory held by cached listings and secrets (each), in MiB
+    #[arg(long, default_value_t = 256)]
+    pub cache_mib: usize,
+
+    /// Largest Vault response accepted, in MiB
+    #[arg(long, default_value_t = 32)]
+    pub max_response_mib: usize,
+
+    /// Log to this file (default in background: $XDG_STATE_HOME/vaultfs/vaultfs.log); level from RUST_LOG
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Owner of every file and directory (default: the mounting user)
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group of every file and directory (default: the mounting user's group)
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Mode of files, octal
+    #[arg(long, default_value = "0400", value_parser = parse_mode)]
+    pub file_mode: u16,
+    /// Mode of directories, octal
+    #[arg(long, default_value = "0500", value_parser = parse_mode)]
+    pub dir_mode: u16,
+    /// Let other users in (needs user_allow_other in /etc/fuse.conf for non-root)
+    #[arg(long, conflicts_with = "allow_root")]
+    pub allow_other: bool,
+    /// Let root in besides the mounting user
+    #[arg(long)]
+    pub allow_root: bool,
+
+    /// How long `mount` waits in the background for the mount to be live
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+
+    /// Do not lock memory (secrets may then reach swap)
+    #[arg(long)]
+    pub no_mlock: bool,
+
+    /// CA certificate (PEM) to verify Vault [env: VAULT_CACERT]
+    #[arg(long, value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+    /// Directory of CA certificates (PEM) [env: VAULT_CAPATH]
+    #[arg(long, value_name = "DIR")]
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS [env: VAULT_CLIENT_CERT]
+    #[arg(long, value_name = "PATH")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS [env: VAULT_CLIENT_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify in Vault's certificate (SNI) [env: VAULT_TLS_SERVER_NAME]
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Do not verify Vault's certificate (insecure) [env: VAULT_SKIP_VERIFY]
+    #[arg(long)]
+    pub tls_skip_verify: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    let m = u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("{s:?} is not an octal mode like 0400"))?;
+    if m > 0o7777 {
+        return Err(format!("{s:?} is not a mode (max 07777)"));
+    }
+    Ok(m)
+}
+
+/// The environment, injectable for tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// `VAULT_<name>`, else `BAO_<name>`; empty counts as unset.
+pub fn vault_env(env: Env<'_>, name: &str) -> Option<String> {
+    ["VAULT_", "BAO_"]
+        .iter()
+        .find_map(|p| env(&format!("{p}{name}")).filter(|v| !v.is_empty()))
+}
+
+fn truthy(v: &str) -> bool {
+    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "t")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("invalid Vault address {0:?}: {1}")]
+    BadAddress(String, String),
+    #[error("cannot find the home directory: HOME is not set")]
+    NoHome,
+}
+
+pub fn home(env: Env<'_>) -> Option<PathBuf> {
+    env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+}
+
+/// `~/secrets` unless given.
+pub fn mountpoint(arg: Option<&Path>, env: Env<'_>) -> Result<PathBuf, CliError> {
+    match arg {
+        Some(p) => Ok(p.to_path_buf()),
+        None => Ok(home(env).ok_or(CliError::NoHome)?.join("secrets")),
+    }
+}
+
+impl MountArgs {
+    /// The client settings: flags first, then VAULT_*, then BAO_*, then defaults.
+    pub fn client_config(&self, env: Env<'_>) -> Result<ClientConfig, CliError> {
+        let addr = self
+            .address
+            .clone()
+            .or_else(|| vault_env(env, "ADDR"))
+            .unwrap_or_else(|| "https://127.0.0.1:8200".to_string());
+        let address =
+            Url::parse(&addr).map_err(|e| CliError::BadAddress(addr.clone(), e.to_string()))?;
+        if !matches!(address.scheme(), "http" | "https") || address.host().is_none() {
+            return Err(CliError::BadAddress(
+                addr,
+                "expected http(s)://host[:port]".into(),
+            ));
+        }
+        let path_env = |name| vault_env(env, name).map(PathBuf::from);
+        Ok(ClientConfig {
+            address,
+            namespace: self
+                .namespace
+                .clone()
+                .or_else(|| vault_env(env, "NAMESPACE")),
+            timeout: self.timeout,
+            kv_filter: self
+                .kv
+                .iter()
+                .map(|k| k.trim_matches('/').to_string())
+                .collect(),
+            tls: TlsConfig {
+                ca_cert: self.ca_cert.clone().or_else(|| path_env("CACERT")),
+                ca_path: self.ca_path.clone().or_else(|| path_env("CAPATH")),
+                client_cert: self.client_cert.clone().or_else(|| path_env("CLIENT_CERT")),
+                client_key: self.client_key.clone().or_else(|| path_env("CLIENT_KEY")),
+                server_name: self
+                    .tls_server_name
+                    .clone()
+                    .or_else(|| vault_env(env, "TLS_SERVER_NAME")),
+                skip_verify: self.tls_skip_verify
+                    || vault_env(env, "SKIP_VERIFY").is_some_and(|v| truthy(&v)),
+            },
+            max_response_bytes: self.max_response_mib.max(1) << 20,
+            max_requests: self.max_requests.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> MountArgs {
+        let mut v = vec!["vaultfs", "mount"];
+        v.extend_from_slice(extra);
+        match Cli::parse_from(v).command {
+            Command::Mount(m) => *m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn env_precedence() {
+        let env = |k: &str| match k {
+            "VAULT_ADDR" => Some("http://127.0.0.1:1".to_string()),
+            "BAO_ADDR" => Some("http://127.0.0.1:2".to_string()),
+            "BAO_NAMESPACE" => Some("team".to_string()),
+            "VAULT_SKIP_VERIFY" => Some("1".to_string()),
+            _ => None,
+        };
+        let c = args(&[]).client_config(&env).unwrap();
+        assert_eq!(c.address.as_str(), "http://127.0.0.1:1/");
+        assert_eq!(c.namespace.as_deref(), Some("team"));
+        assert!(c.tls.skip_verify);
+        let c = args(&["--address", "http://127.0.0.1:3", "-n", "x"])
+            .client_config(&env)
+            .unwrap();
+        assert_eq!(c.address.port(), Some(3));
+        assert_eq!(c.namespace.as_deref(), Some("x"));
+        let none = |_: &str| None;
+        let c = args(&["--kv", "/team/kv/", "--kv", "secret"])
+            .client_config(&none)
+            .unwrap();
+        assert_eq!(c.address.as_str(), "https://127.0.0.1:8200/");
+        assert_eq!(c.kv_filter, ["team/kv", "secret"]);
+        assert!(!c.tls.skip_verify);
+    }
+
+    #[test]
+    fn bad_address_and_modes() {
+        let none = |_: &str| None;
+        assert!(args(&["--address", "not a url"])
+            .client_config(&none)
+            .is_err());
+        assert!(args(&["--address", "ftp://x"])
+            .client_config(&none)
+            .is_err());
+        assert_eq!(parse_mode("0440").unwrap(), 0o440);
+        assert!(parse_mode("0999").is_err());
+        let a = args(&["--file-mode", "0440", "--ttl", "5s"]);
+        assert_eq!(a.file_mode, 0o440);
+        assert_eq!(a.ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn default_mountpoint() {
+        let env = |k: &str| (k == "HOME").then(|| "/home/dev".to_string());
+        assert_eq!(
+            mountpoint(None, &env).unwrap(),
+            PathBuf::from("/home/dev/secrets")
+        );
+        assert!(mountpoint(None, &|_| None).is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Error types, and the one place where they become errno values.
+
+use std::time::Duration;
+
+/// What went wrong talking to Vault. Cloneable so one failed request can be
+/// handed to every caller that was waiting on it (single-flight).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum VaultError {
+    #[error("permission denied by Vault")]
+    Forbidden,
+    #[error("not found in Vault")]
+    NotFound,
+    #[error("Vault is sealed")]
+    Sealed,
+    #[error("Vault rate-limited the request (HTTP 429)")]
+    RateLimited,
+    #[error("Vault answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    #[error("no answer from Vault within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to Vault: {0}")]
+    Connect(String),
+    #[error("TLS error talking to Vault: {0}")]
+    Tls(String),
+    #[error("unexpected response from Vault: {0}")]
+    BadResponse(String),
+    #[error("response from Vault larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("Vault rejected the token: {0}")]
+    BadToken(String),
+}
+
+impl VaultError {
+    /// Errors that say nothing about the data itself: the server was away, slow
+    /// or overloaded. Only these may be retried or answered from a stale cache.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultError::Sealed
+            | VaultError::RateLimited
+            | VaultError::Timeout(_)
+            | VaultError::Connect(_) => true,
+            VaultError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Definite answers about the data (cacheable for the TTL like a value).
+    pub fn is_definite(&self) -> bool {
+        matches!(self, VaultError::Forbidden | VaultError::NotFound)
+    }
+}
+
+/// Errors of filesystem operations, whatever their cause.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FsError {
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("no such entry")]
+    NoEntry,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("read-only filesystem")]
+    ReadOnly,
+    #[error("stale file handle")]
+    BadHandle,
+}
+
+impl FsError {
+    /// The single mapping from errors to errno (see docs/semantics.md).
+    pub fn errno(&self) -> libc::c_int {
+        match self {
+            FsError::Vault(VaultError::Forbidden) => libc::EACCES,
+            FsError::Vault(VaultError::NotFound) | FsError::NoEntry => libc::ENOENT,
+            FsError::Vault(_) => libc::EIO,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::BadHandle => libc::EBADF,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(FsError::from(VaultError::Forbidden).errno(), libc::EACCES);
+        assert_eq!(FsError::from(VaultError::NotFound).errno(), libc::ENOENT);
+        assert_eq!(FsError::from(VaultError::Sealed).errno(), libc::EIO);
+        assert_eq!(
+            FsError::from(VaultError::Http {
+                status: 500,
+                message: String::new()
+            })
+            .errno(),
+            libc::EIO
+        );
+        assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+    }
+
+    #[test]
+    fn transient_classification() {
+        assert!(VaultError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(VaultError::Http {
+            status: 503,
+            message: String::new()
+        }
+        .is_transient());
+        assert!(!VaultError::Forbidden.is_transient());
+        assert!(!VaultError::NotFound.is_transient());
+        assert!(!VaultError::BadResponse(String::new()).is_transient());
+    }
+}

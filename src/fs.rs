@@ -1,0 +1,531 @@
+//! The FUSE adapter: turns kernel requests into [`Tree`] calls.
+//!
+//! Every request that may need Vault is answered from a tokio task (fuser's
+//! reply objects are `Send`), so the FUSE loop never waits on the network
+//! and cold reads overlap. Nothing here knows HTTP.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle as Runtime;
+
+use crate::error::FsError;
+use crate::secret::{Secret, SecretFile};
+use crate::tree::{Entry, Kind, Tree};
+use crate::vault::SecretStore;
+
+/// How files look to `stat`.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// How long the kernel may keep entries and attributes.
+    pub ttl: Duration,
+}
+
+enum Handle {
+    File(Arc<Secret>, SecretFile),
+    /// A directory snapshot taken at opendir, so offsets stay meaningful.
+    Dir(Arc<Vec<(String, Entry)>>),
+}
+
+pub struct VaultFs<S> {
+    tree: Arc<Tree<S>>,
+    rt: Runtime,
+    opts: FsOptions,
+    start: SystemTime,
+    handles: Arc<Mutex<HashMap<u64, Handle>>>,
+    next_fh: AtomicU64,
+    notifier: Arc<OnceLock<Notifier>>,
+    /// Fingerprint of the content last served per file inode, to tell the
+    /// kernel to drop its cached size and pages when a value changes.
+    served: Arc<Mutex<HashMap<u64, u64>>>,
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+fn fingerprint(data: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+impl<S: SecretStore> VaultFs<S> {
+    pub fn new(tree: Arc<Tree<S>>, rt: Runtime, opts: FsOptions) -> Self {
+        VaultFs {
+            tree,
+            rt,
+            opts,
+            start: SystemTime::now(),
+            handles: Arc::default(),
+            next_fh: AtomicU64::new(1),
+            notifier: Arc::default(),
+            served: Arc::default(),
+        }
+    }
+
+    /// Set once the session exists (the notifier comes from it).
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    fn attr(&self, e: &Entry) -> FileAttr {
+        attr(&self.opts, self.start, e)
+    }
+
+    /// Run `f` on the runtime and hand its result to `done`.
+    fn spawn<T, F, D>(&self, f: F, done: D)
+    where
+        F: std::future::Future<Output = Result<T, FsError>> + Send + 'static,
+        D: FnOnce(Result<T, FsError>) + Send + 'static,
+        T: Send + 'static,
+    {
+        self.rt.spawn(async move { done(f.await) });
+    }
+}
+
+fn attr(opts: &FsOptions, start: SystemTime, e: &Entry) -> FileAttr {
+    let t = e.mtime.unwrap_or(start);
+    let (kind, perm, nlink) = match e.kind {
+        Kind::Dir => (FileType::Directory, opts.dir_mode, 2),
+        Kind::File => (FileType::RegularFile, opts.file_mode, 1),
+    };
+    FileAttr {
+        ino: INodeNo(e.ino),
+        size: e.size,
+        blocks: e.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind,
+        perm,
+        nlink,
+        uid: opts.uid,
+        gid: opts.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+macro_rules! read_only {
+    ($reply:ident) => {{
+        $reply.error(Errno::from_i32(FsError::ReadOnly.errno()));
+    }};
+}
+
+impl<S: SecretStore> Filesystem for VaultFs<S> {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (tree, name) = (self.tree.clone(), name.as_bytes().to_vec());
+        let (opts, start) = (self.opts.clone(), self.start);
+        self.spawn(
+            async move { tree.lookup(parent.0, &name).await },
+            move |r| match r {
+                Ok(e) => reply.entry(&opts.ttl, &attr(&opts, start, &e), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            },
+        );
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // An open file answers from its handle: the size matches what reads return.
+        if let Some(fh) = fh {
+            if let Some(Handle::File(s, f)) = self.handles.lock().expect("handles").get(&fh.0) {
+                let size = s.content(f).map_or(0, |c| c.len() as u64);
+                let e = Entry {
+                    ino: ino.0,
+                    kind: Kind::File,
+                    size,
+                    mtime: s.mtime,
+                };
+                return reply.attr(&self.opts.ttl, &self.attr(&e));
+            }
+        }
+        let tree = self.tree.clone();
+        let (opts, start) = (self.opts.clone(), self.start);
+        self.spawn(async move { tree.getattr(ino.0).await }, move |r| match r {
+            Ok(e) => reply.attr(&opts.ttl, &attr(&opts, start, &e)),
+            Err(e) => reply.error(errno(&e)),
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return read_only!(reply);
+        }
+        let tree = self.tree.clone();
+        let (handles, served, notifier) = (
+            self.handles.clone(),
+            self.served.clone(),
+            self.notifier.clone(),
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.spawn(async move { tree.open(ino.0).await }, move |r| match r {
+            Ok((secret, file)) => {
+                let fp = secret.content(&file).map_or(0, |c| fingerprint(c));
+                let changed = served
+                    .lock()
+                    .expect("served")
+                    .insert(ino.0, fp)
+                    .is_some_and(|old| old != fp);
+                if changed {
+                    // The kernel may hold the old size and pages: drop them so
+                    // this open reads the whole new value.
+                    if let Some(n) = notifier.get() {
+                        let _ = n.inval_inode(ino, 0, 0);
+                    }
+                }
+                handles
+                    .lock()
+                    .expect("handles")
+                    .insert(fh, Handle::File(secret, file));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let handles = self.handles.lock().expect("handles");
+        match handles.get(&fh.0) {
+            Some(Handle::File(s, f)) => {
+                let data = s.content(f).map_or(&[][..], |c| c.as_slice());
+                let start = (offset as usize).min(data.len());
+                let end = start.saturating_add(size as usize).min(data.len());
+                reply.data(&data[start..end]);
+            }
+            _ => reply.error(errno(&FsError::BadHandle)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().expect("handles").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return read_only!(reply);
+        }
+        let tree = self.tree.clone();
+        let handles = self.handles.clone();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.spawn(async move { tree.readdir(ino.0).await }, move |r| match r {
+            Ok(entries) => {
+                handles
+                    .lock()
+                    .expect("handles")
+                    .insert(fh, Handle::Dir(Arc::new(entries)));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entries) = self.dir_snapshot(fh) else {
+            return reply.error(errno(&FsError::BadHandle));
+        };
+        // Offsets: 1 is ".", 2 is "..", 3.. are the entries.
+        let dots = [(".", ino.0), ("..", ino.0)];
+        let all = dots
+            .iter()
+            .map(|(n, i)| (*n, *i, FileType::Directory))
+            .chain(
+                entries
+                    .iter()
+                    .map(|(n, e)| (n.as_str(), e.ino, file_type(e.kind))),
+            );
+        for (i, (name, ino, kind)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = self.dir_snapshot(fh) else {
+            return reply.error(errno(&FsError::BadHandle));
+        };
+        let me = Entry {
+            ino: ino.0,
+            kind: Kind::Dir,
+            size: 0,
+            mtime: None,
+        };
+        let dots = [(".".to_string(), me.clone()), ("..".to_string(), me)];
+        for (i, (name, e)) in dots
+            .iter()
+            .chain(entries.iter())
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(
+                INodeNo(e.ino),
+                i as u64 + 1,
+                name,
+                &self.opts.ttl,
+                &self.attr(e),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().expect("handles").remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, crate::naming::NAME_MAX as u32, 4096);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission bits are checked by the kernel (default_permissions);
+        // here only writes are refused.
+        if mask.contains(AccessFlags::W_OK) {
+            return read_only!(reply);
+        }
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // ENOSYS makes the kernel stop asking for the life of the mount.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        read_only!(reply)
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _r: u32,
+        reply: ReplyEntry,
+    ) {
+        read_only!(reply)
+    }
+
+    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _t: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        read_only!(reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _np: INodeNo,
+        _nn: &OsStr,
+        _f: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        read_only!(reply)
+    }
+
+    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        read_only!(reply)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lo: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        read_only!(reply)
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _p: INodeNo,
+        _n: &OsStr,
+        _m: u32,
+        _u: u32,
+        _f: i32,
+        reply: ReplyCreate,
+    ) {
+        read_only!(reply)
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _n: &OsStr,
+        _v: &[u8],
+        _f: i32,
+        _p: u32,
+        reply: ReplyEmpty,
+    ) {
+        read_only!(reply)
+    }
+
+    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
+        read_only!(reply)
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        _o: u64,
+        _l: u64,
+        _m: i32,
+        reply: ReplyEmpty,
+    ) {
+        read_only!(reply)
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ii: INodeNo,
+        _fi: FileHandle,
+        _oi: u64,
+        _io: INodeNo,
+        _fo: FileHandle,
+        _oo: u64,
+        _len: u64,
+        _f: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        read_only!(reply)
+    }
+}
+
+impl<S> VaultFs<S> {
+    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Vec<(String, Entry)>>> {
+        match self.handles.lock().expect("handles").get(&fh.0) {
+            Some(Handle::Dir(d)) => Some(d.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+    }
+}

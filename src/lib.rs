@@ -1,0 +1,18 @@
+//! vaultfs: HashiCorp Vault / OpenBao KV secrets as a read-only FUSE filesystem.
+//!
+//! Layers, outermost first: `cli` (flags and environment) → `daemon` (the
+//! mount's life) → `fs` (FUSE adapter) → `tree` (names and semantics) →
+//! `cache` → `vault` (HTTP client behind the `SecretStore` trait).
+
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod daemon;
+pub mod error;
+pub mod fs;
+pub mod logging;
+pub mod naming;
+pub mod secret;
+pub mod tls;
+pub mod tree;
+pub mod vault;

@@ -1,0 +1,257 @@
+//! A secret as the filesystem shows it: one file per key plus the `.json`
+//! and `.env` views, rendered once when the secret is fetched and wiped from
+//! memory when the last reference goes away.
+
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+use zeroize::{Zeroize, Zeroizing};
+
+/// Name of the view holding the whole secret as one JSON object.
+pub const JSON_VIEW: &str = ".json";
+/// Name of the view holding `KEY='value'` lines for `set -a; . .env`.
+pub const ENV_VIEW: &str = ".env";
+
+pub type Bytes = Zeroizing<Vec<u8>>;
+
+#[derive(Debug, Default)]
+pub struct Secret {
+    /// (key, rendered value), sorted by key.
+    entries: Vec<(String, Bytes)>,
+    json: Bytes,
+    env: Bytes,
+    /// Creation time of the current version (KV v2 only).
+    pub mtime: Option<SystemTime>,
+    /// KV v2 version whose current version is deleted or destroyed: it exists
+    /// (LIST still names it) but has no data to show.
+    pub deleted: bool,
+}
+
+/// One file of a secret's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretFile {
+    Key(String),
+    Json,
+    Env,
+}
+
+impl Secret {
+    /// Render a KV data object. Takes the map by value and wipes every string
+    /// in it afterwards, so the parsed copy does not linger in freed memory.
+    pub fn from_data(mut data: Map<String, Value>, mtime: Option<SystemTime>) -> Secret {
+        let mut entries: Vec<(String, Bytes)> = data
+            .iter()
+            .map(|(k, v)| (k.clone(), render_value(v)))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut json = Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default());
+        json.push(b'\n');
+        let env = render_env(&entries);
+        for v in data.values_mut() {
+            wipe(v);
+        }
+        Secret {
+            entries,
+            json,
+            env,
+            mtime,
+            deleted: false,
+        }
+    }
+
+    pub fn deleted(mtime: Option<SystemTime>) -> Secret {
+        Secret {
+            mtime,
+            deleted: true,
+            ..Secret::default()
+        }
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn has_key(&self, key: &str) -> bool {
+        self.value(key).is_some()
+    }
+
+    pub fn value(&self, key: &str) -> Option<&Bytes> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.entries[i].1)
+    }
+
+    /// The files this secret shows, in directory order: keys, then the views.
+    /// A deleted secret shows none.
+    pub fn files(&self) -> Vec<SecretFile> {
+        if self.deleted {
+            return Vec::new();
+        }
+        let mut files: Vec<SecretFile> = self.keys().map(|k| SecretFile::Key(k.into())).collect();
+        // A key with the view's name wins over the view.
+        for (name, view) in [(JSON_VIEW, SecretFile::Json), (ENV_VIEW, SecretFile::Env)] {
+            if !self.has_key(name) {
+                files.push(view);
+            }
+        }
+        files
+    }
+
+    /// The content of one file, `None` when the secret has no such file.
+    pub fn content(&self, file: &SecretFile) -> Option<&Bytes> {
+        if self.deleted {
+            return None;
+        }
+        match file {
+            SecretFile::Key(k) => self.value(k),
+            SecretFile::Json => Some(&self.json),
+            SecretFile::Env => Some(&self.env),
+        }
+    }
+
+    /// Bytes of memory held, for the cache's budget.
+    pub fn mem_size(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 48)
+            .sum();
+        entries + self.json.len() + self.env.len() + 96
+    }
+}
+
+/// Strings as their exact bytes; everything else as compact JSON.
+fn render_value(v: &Value) -> Bytes {
+    Zeroizing::new(match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => serde_json::to_vec(other).unwrap_or_default(),
+    })
+}
+
+fn is_shell_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// `KEY='value'` lines. Single quotes keep every byte literal in POSIX shells
+/// (newlines, `$`, backticks); a quote inside is written `'\''`. Keys that
+/// are not shell names, and values with NUL (which no shell variable can
+/// hold), are left out and named in a comment, JSON-quoted so a hostile key
+/// cannot break out of the comment line.
+fn render_env(entries: &[(String, Bytes)]) -> Bytes {
+    let mut out = Zeroizing::new(Vec::new());
+    let mut skipped = Vec::new();
+    for (k, v) in entries {
+        if !is_shell_name(k) || v.contains(&0) {
+            skipped.push(serde_json::to_string(k).unwrap_or_default());
+            continue;
+        }
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"='");
+        for &b in v.iter() {
+            if b == b'\'' {
+                out.extend_from_slice(b"'\\''");
+            } else {
+                out.push(b);
+            }
+        }
+        out.extend_from_slice(b"'\n");
+    }
+    if !skipped.is_empty() {
+        let mut head = format!(
+            "# vaultfs: left out (not a shell variable name, or value has NUL): {}\n",
+            skipped.join(", ")
+        )
+        .into_bytes();
+        head.extend_from_slice(&out);
+        out.zeroize();
+        return Zeroizing::new(head);
+    }
+    out
+}
+
+/// Overwrite every string inside a parsed JSON value.
+pub fn wipe(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn secret(v: Value) -> Secret {
+        match v {
+            Value::Object(m) => Secret::from_data(m, None),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn renders_values() {
+        let s = secret(json!({"s": "a\nb", "n": 42, "f": 1.5, "b": true, "z": null,
+                              "o": {"x": [1, "y"]}, "e": ""}));
+        let get = |k: &str| s.value(k).unwrap().as_slice().to_vec();
+        assert_eq!(get("s"), b"a\nb");
+        assert_eq!(get("n"), b"42");
+        assert_eq!(get("f"), b"1.5");
+        assert_eq!(get("b"), b"true");
+        assert_eq!(get("z"), b"null");
+        assert_eq!(get("o"), br#"{"x":[1,"y"]}"#);
+        assert_eq!(get("e"), b"");
+        let json: Value = serde_json::from_slice(s.content(&SecretFile::Json).unwrap()).unwrap();
+        assert_eq!(json["o"]["x"][1], "y");
+        assert_eq!(json["s"], "a\nb");
+    }
+
+    #[test]
+    fn env_quotes_and_skips() {
+        let s = secret(
+            json!({"A": "it's $HOME `x`\nline2", "bad-name": "x", "_ok1": 7, "1x": "y", "N": "a\u{0}b"}),
+        );
+        let env = String::from_utf8(s.content(&SecretFile::Env).unwrap().to_vec()).unwrap();
+        assert!(env.starts_with("# vaultfs: left out"), "{env}");
+        assert!(env.contains("\"bad-name\""));
+        assert!(env.contains("\"1x\""));
+        assert!(env.contains("\"N\""));
+        assert!(env.contains("A='it'\\''s $HOME `x`\nline2'\n"));
+        assert!(env.contains("_ok1='7'\n"));
+    }
+
+    #[test]
+    fn hostile_key_cannot_escape_comment() {
+        let s = secret(json!({"x\nEVIL=1": "v"}));
+        let env = String::from_utf8(s.content(&SecretFile::Env).unwrap().to_vec()).unwrap();
+        assert_eq!(env.lines().count(), 1, "{env}");
+    }
+
+    #[test]
+    fn key_named_like_view_wins() {
+        let s = secret(json!({".json": "mine", "k": "v"}));
+        let files = s.files();
+        assert!(files.contains(&SecretFile::Key(".json".into())));
+        assert!(!files.contains(&SecretFile::Json));
+        assert!(files.contains(&SecretFile::Env));
+    }
+
+    #[test]
+    fn deleted_has_no_files() {
+        let s = Secret::deleted(None);
+        assert!(s.files().is_empty());
+        assert!(s.content(&SecretFile::Json).is_none());
+    }
+
+    #[test]
+    fn wipe_clears_strings() {
+        let mut v = json!({"a": ["secret", {"b": "secret"}]});
+        wipe(&mut v);
+        assert_eq!(v, json!({"a": ["", {"b": ""}]}));
+    }
+}

@@ -1,0 +1,518 @@
+//! The directory tree: which names exist where, and what they hold.
+//!
+//! This layer knows Vault's data model (mounts, folders, secrets, keys) but
+//! neither HTTP (that is `vault.rs`, behind [`SecretStore`]) nor FUSE (that
+//! is `fs.rs`). See docs/semantics.md for the rules implemented here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::cache::{Answer, Cache, CachePolicy, Weigh};
+use crate::error::{FsError, VaultError};
+use crate::naming;
+use crate::secret::{Secret, SecretFile, ENV_VIEW, JSON_VIEW};
+use crate::vault::{KvMount, SecretStore};
+
+pub const ROOT_INO: u64 = 1;
+
+/// Everything that has an inode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    /// A directory made by a slash in a mount path (`team` of `team/kv`).
+    Prefix(String),
+    /// A folder and/or a secret inside a mount; `path` "" is the mount root.
+    Dir {
+        mount: KvMount,
+        path: String,
+    },
+    /// One file of a secret's directory.
+    File {
+        mount: KvMount,
+        secret: String,
+        file: SecretFile,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// What the adapter needs to build attributes.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: Option<SystemTime>,
+}
+
+impl Weigh for Secret {
+    fn weight(&self) -> usize {
+        self.mem_size()
+    }
+}
+
+impl Weigh for Vec<KvMount> {
+    fn weight(&self) -> usize {
+        self.iter().map(|m| m.path.len() + 32).sum()
+    }
+}
+
+#[derive(Default)]
+struct Inodes {
+    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, Node>,
+}
+
+type Key = (KvMount, String);
+
+pub struct Tree<S> {
+    store: Arc<S>,
+    mounts: Cache<(), Vec<KvMount>>,
+    listings: Cache<Key, Vec<String>>,
+    secrets: Cache<Key, Secret>,
+    inodes: Mutex<Inodes>,
+}
+
+fn join(parent: &str, seg: &str) -> String {
+    if parent.is_empty() {
+        seg.to_string()
+    } else {
+        format!("{parent}/{seg}")
+    }
+}
+
+fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+/// The children of the root (`prefix` "") or of a mount-path prefix.
+pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
+    let mut out = BTreeMap::new();
+    for m in mounts {
+        let rest = if prefix.is_empty() {
+            Some(m.path.as_str())
+        } else {
+            m.path
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest.filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let seg = rest.split('/').next().unwrap_or(rest);
+        let node = if seg == rest {
+            Node::Dir {
+                mount: m.clone(),
+                path: String::new(),
+            }
+        } else {
+            Node::Prefix(join(prefix, seg))
+        };
+        out.entry(seg.to_string()).or_insert(node);
+    }
+    out.into_iter().collect()
+}
+
+/// Group raw LIST keys into child names: `a` (secret) and `a/` (folder) are
+/// one child. Keys with an inner slash cannot be one path segment: skipped.
+pub fn listing_children(keys: &[String]) -> Vec<String> {
+    let mut segs: Vec<String> = keys
+        .iter()
+        .map(|k| k.strip_suffix('/').unwrap_or(k))
+        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .map(str::to_string)
+        .collect();
+    segs.sort();
+    segs.dedup();
+    segs
+}
+
+/// Whether a name is a child directory, when it can be known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Yes,
+    No,
+    /// Vault denied the requests that would tell.
+    Denied,
+}
+
+impl<S: SecretStore> Tree<S> {
+    pub fn new(store: Arc<S>, policy: CachePolicy) -> Self {
+        let mut inodes = Inodes::default();
+        inodes.by_node.insert(Node::Root, ROOT_INO);
+        inodes.by_ino.insert(ROOT_INO, Node::Root);
+        Tree {
+            store,
+            mounts: Cache::new(CachePolicy {
+                max_entries: 1,
+                ..policy
+            }),
+            listings: Cache::new(policy),
+            secrets: Cache::new(policy),
+            inodes: Mutex::new(inodes),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .by_ino
+            .get(&ino)
+            .cloned()
+    }
+
+    /// The inode of a node, allocated on first sight and kept for the life of
+    /// the mount (so names keep their inode across TTL refreshes).
+    fn ino(&self, node: Node) -> u64 {
+        let mut t = self.inodes.lock().expect("inode lock");
+        if let Some(&i) = t.by_node.get(&node) {
+            return i;
+        }
+        let i = t.by_ino.len() as u64 + 1;
+        t.by_ino.insert(i, node.clone());
+        t.by_node.insert(node, i);
+        i
+    }
+
+    pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
+        let store = &self.store;
+        self.mounts.get(&(), || store.mounts()).await
+    }
+
+    pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
+        let key = (mount.clone(), path.to_string());
+        let store = &self.store;
+        self.listings.get(&key, || store.list(mount, path)).await
+    }
+
+    pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
+        let key = (mount.clone(), path.to_string());
+        let store = &self.store;
+        self.secrets.get(&key, || store.read(mount, path)).await
+    }
+
+    fn dir_entry(&self, node: Node) -> Entry {
+        Entry {
+            ino: self.ino(node),
+            kind: Kind::Dir,
+            size: 0,
+            mtime: None,
+        }
+    }
+
+    fn file_entry(
+        &self,
+        mount: &KvMount,
+        secret_path: &str,
+        s: &Secret,
+        file: SecretFile,
+    ) -> Option<Entry> {
+        let size = s.content(&file)?.len() as u64;
+        Some(Entry {
+            ino: self.ino(Node::File {
+                mount: mount.clone(),
+                secret: secret_path.to_string(),
+                file,
+            }),
+            kind: Kind::File,
+            size,
+            mtime: s.mtime,
+        })
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+        let node = self.node(parent).ok_or(FsError::BadHandle)?;
+        let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
+        match node {
+            Node::Root | Node::Prefix(_) => {
+                let prefix = match &node {
+                    Node::Prefix(p) => p.as_str(),
+                    _ => "",
+                };
+                let mounts = self.mounts().await?;
+                mount_children(&mounts, prefix)
+                    .into_iter()
+                    .find(|(s, _)| *s == seg)
+                    .map(|(_, n)| self.dir_entry(n))
+                    .ok_or(FsError::NoEntry)
+            }
+            Node::Dir { mount, path } => self.lookup_in_dir(&mount, &path, &seg).await,
+            Node::File { .. } => Err(FsError::NotDir),
+        }
+    }
+
+    async fn lookup_in_dir(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        seg: &str,
+    ) -> Result<Entry, FsError> {
+        let known = if seg.contains('/') {
+            Known::No
+        } else {
+            self.is_child_dir(mount, path, seg).await?
+        };
+        if known == Known::Yes {
+            return Ok(self.dir_entry(Node::Dir {
+                mount: mount.clone(),
+                path: join(path, seg),
+            }));
+        }
+        if !path.is_empty() {
+            match self.secret(mount, path).await {
+                Ok(s) => {
+                    let file = if s.has_key(seg) {
+                        Some(SecretFile::Key(seg.to_string()))
+                    } else if seg == JSON_VIEW {
+                        Some(SecretFile::Json)
+                    } else if seg == ENV_VIEW {
+                        Some(SecretFile::Env)
+                    } else {
+                        None
+                    };
+                    if let Some(e) = file.and_then(|f| self.file_entry(mount, path, &s, f)) {
+                        return Ok(e);
+                    }
+                }
+                Err(VaultError::NotFound | VaultError::Forbidden) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(match known {
+            Known::Denied => VaultError::Forbidden.into(),
+            _ => FsError::NoEntry,
+        })
+    }
+
+    /// Is `seg` a child folder or secret of `path`? Answered from the parent's
+    /// LIST when the token may list; otherwise by asking for the child itself,
+    /// so that read-only tokens can still walk to what they know the name of.
+    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
+        match self.listing(mount, path).await {
+            Ok(keys) => {
+                let folder = format!("{seg}/");
+                let hit = keys.iter().any(|k| *k == seg || *k == folder);
+                return Ok(if hit { Known::Yes } else { Known::No });
+            }
+            Err(VaultError::NotFound) => return Ok(Known::No),
+            Err(VaultError::Forbidden) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let child = join(path, seg);
+        match self.secret(mount, &child).await {
+            Ok(_) => return Ok(Known::Yes),
+            Err(VaultError::NotFound | VaultError::Forbidden) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self.listing(mount, &child).await {
+            Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
+            Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
+            Err(VaultError::Forbidden) => Ok(Known::Denied),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
+        match self.node(ino).ok_or(FsError::BadHandle)? {
+            Node::File {
+                mount,
+                secret,
+                file,
+            } => {
+                let s = self.secret(&mount, &secret).await.map_err(not_found)?;
+                self.file_entry(&mount, &secret, &s, file)
+                    .ok_or(FsError::NoEntry)
+            }
+            _ => Ok(Entry {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: None,
+            }),
+        }
+    }
+
+    /// The current content of a file, held for the life of an open handle.
+    pub async fn open(&self, ino: u64) -> Result<(Arc<Secret>, SecretFile), FsError> {
+        match self.node(ino).ok_or(FsError::BadHandle)? {
+            Node::File {
+                mount,
+                secret,
+                file,
+            } => {
+                let s = self.secret(&mount, &secret).await.map_err(not_found)?;
+                if s.content(&file).is_none() {
+                    return Err(FsError::NoEntry);
+                }
+                Ok((s, file))
+            }
+            _ => Err(FsError::IsDir),
+        }
+    }
+
+    /// Every entry of a directory (without `.` and `..`), sorted by name.
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Entry)>, FsError> {
+        let node = self.node(ino).ok_or(FsError::BadHandle)?;
+        let (mount, path) = match node {
+            Node::Root | Node::Prefix(_) => {
+                let prefix = match &node {
+                    Node::Prefix(p) => p.clone(),
+                    _ => String::new(),
+                };
+                let mounts = self.mounts().await?;
+                return Ok(mount_children(&mounts, &prefix)
+                    .into_iter()
+                    .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
+                    .collect());
+            }
+            Node::Dir { mount, path } => (mount, path),
+            Node::File { .. } => return Err(FsError::NotDir),
+        };
+        let (is_secret, is_folder) = self.dir_facts(&mount, &path).await;
+        let (listing, secret) = tokio::join!(
+            async {
+                match is_folder {
+                    Known::No => Ok(Arc::new(Vec::new())),
+                    _ => self.listing(&mount, &path).await,
+                }
+            },
+            async {
+                match is_secret {
+                    Known::No => None,
+                    _ => Some(self.secret(&mount, &path).await),
+                }
+            }
+        );
+        let secret = match secret {
+            Some(Ok(s)) => Some(s),
+            Some(Err(VaultError::NotFound | VaultError::Forbidden)) | None => None,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let children = match listing {
+            Ok(keys) => listing_children(&keys),
+            Err(VaultError::NotFound) => Vec::new(),
+            // A readable secret still shows its keys when its folder is unlistable.
+            Err(VaultError::Forbidden) if secret.is_some() => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+        for seg in &children {
+            match encoded(seg) {
+                Some(name) => {
+                    let node = Node::Dir {
+                        mount: mount.clone(),
+                        path: join(&path, seg),
+                    };
+                    out.insert(name, self.dir_entry(node));
+                }
+                None => {
+                    tracing::warn!(mount = %mount.path, path = %path, len = seg.len(), "child name too long or empty; left out")
+                }
+            }
+        }
+        if let Some(s) = secret {
+            for f in s.files() {
+                let name = match &f {
+                    SecretFile::Key(k) => match encoded(k) {
+                        Some(n) => n,
+                        None => {
+                            tracing::warn!(mount = %mount.path, path = %path, len = k.len(), "key name too long or empty; left out");
+                            continue;
+                        }
+                    },
+                    SecretFile::Json => JSON_VIEW.to_string(),
+                    SecretFile::Env => ENV_VIEW.to_string(),
+                };
+                // A child folder or secret wins over a key of the same name.
+                if out.contains_key(&name) {
+                    continue;
+                }
+                if let Some(e) = self.file_entry(&mount, &path, &s, f) {
+                    out.insert(name, e);
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// What the parent's listing says `path` is: (a secret?, a folder?).
+    async fn dir_facts(&self, mount: &KvMount, path: &str) -> (Known, Known) {
+        if path.is_empty() {
+            return (Known::No, Known::Yes);
+        }
+        let (parent, leaf) = split_parent(path);
+        match self.listing(mount, parent).await {
+            Ok(keys) => {
+                let folder = format!("{leaf}/");
+                let has = |k: &str| {
+                    if keys.iter().any(|x| x == k) {
+                        Known::Yes
+                    } else {
+                        Known::No
+                    }
+                };
+                (has(leaf), has(&folder))
+            }
+            Err(_) => (Known::Denied, Known::Denied),
+        }
+    }
+}
+
+fn encoded(seg: &str) -> Option<String> {
+    naming::encode(seg)
+}
+
+/// A file whose secret vanished is simply gone.
+fn not_found(e: VaultError) -> FsError {
+    match e {
+        VaultError::NotFound => FsError::NoEntry,
+        e => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::KvVersion;
+
+    fn m(p: &str) -> KvMount {
+        KvMount {
+            path: p.into(),
+            version: KvVersion::V2,
+        }
+    }
+
+    #[test]
+    fn mount_paths_nest() {
+        let ms = vec![m("secret"), m("team/kv"), m("team/other"), m("a/b/c")];
+        let root: Vec<String> = mount_children(&ms, "").into_iter().map(|c| c.0).collect();
+        assert_eq!(root, ["a", "secret", "team"]);
+        let team = mount_children(&ms, "team");
+        assert_eq!(team.len(), 2);
+        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if mount.path == "team/kv"));
+        assert_eq!(mount_children(&ms, "a")[0].1, Node::Prefix("a/b".into()));
+        assert!(mount_children(&ms, "te").is_empty());
+    }
+
+    #[test]
+    fn listing_merges_secret_and_folder() {
+        let keys: Vec<String> = ["app", "app/", "db/", "x/y", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(listing_children(&keys), ["app", "db"]);
+    }
+}

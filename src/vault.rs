@@ -1,0 +1,493 @@
+//! The Vault HTTP client: the only module that speaks HTTP. The filesystem
+//! sees it through the small [`SecretStore`] trait.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::auth::TokenSource;
+use crate::error::VaultError;
+use crate::secret::{wipe, Secret};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvVersion {
+    V1,
+    V2,
+}
+
+/// A KV secrets engine mount. `path` has no trailing slash (`secret`, `team/kv`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KvMount {
+    pub path: String,
+    pub version: KvVersion,
+}
+
+/// What the filesystem needs from Vault. Paths inside a mount have no
+/// leading or trailing slash; `""` is the mount's root.
+pub trait SecretStore: Send + Sync + 'static {
+    /// The KV mounts to show.
+    fn mounts(&self) -> impl Future<Output = Result<Vec<KvMount>, VaultError>> + Send;
+    /// The raw LIST keys of a folder (`name` for secrets, `name/` for folders).
+    fn list(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+    /// The current version of a secret.
+    fn read(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub skip_verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub address: Url,
+    pub namespace: Option<String>,
+    /// Deadline of one request, connect to last byte.
+    pub timeout: Duration,
+    /// Show only these mounts (`--kv`); empty means all KV mounts.
+    pub kv_filter: Vec<String>,
+    pub tls: TlsConfig,
+    pub max_response_bytes: usize,
+    /// Requests in flight at once; the rest wait.
+    pub max_requests: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {what} in {path}: {message}")]
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot build HTTP client: {0}")]
+    Client(String),
+}
+
+/// Token details from `auth/token/lookup-self`.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub ttl: Duration,
+    pub renewable: bool,
+    pub display_name: String,
+}
+
+pub struct VaultClient {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    token: Arc<TokenSource>,
+    permits: Semaphore,
+}
+
+impl VaultClient {
+    pub fn new(cfg: ClientConfig, token: Arc<TokenSource>) -> Result<VaultClient, ConfigError> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("vaultfs/", env!("CARGO_PKG_VERSION")))
+            // Never follow a redirect with our token to another place.
+            .redirect(reqwest::redirect::Policy::none());
+        b = crate::tls::configure(b, &cfg.tls, &cfg.address)?;
+        let http = b.build().map_err(|e| ConfigError::Client(e.to_string()))?;
+        Ok(VaultClient {
+            http,
+            permits: Semaphore::new(cfg.max_requests.max(1)),
+            cfg,
+            token,
+        })
+    }
+
+    pub fn token(&self) -> &TokenSource {
+        &self.token
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.cfg.address.clone();
+        let base = u.path().trim_end_matches('/').to_string();
+        u.set_path(&format!("{base}/v1/{path}"));
+        u
+    }
+
+    /// One request: status and body (capped). The single exit of HTTP errors.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        list: bool,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let deadline = self.cfg.timeout;
+        let fut = async {
+            let mut url = self.url(path);
+            if list {
+                url.query_pairs_mut().append_pair("list", "true");
+            }
+            let mut req = self
+                .http
+                .request(method, url)
+                .header("X-Vault-Token", self.token.current().as_str())
+                .header("X-Vault-Request", "true");
+            if let Some(ns) = &self.cfg.namespace {
+                req = req.header("X-Vault-Namespace", ns);
+            }
+            let mut resp = req.send().await.map_err(classify)?;
+            let status = resp.status();
+            let mut body = Zeroizing::new(Vec::new());
+            while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+                if body.len() + chunk.len() > self.cfg.max_response_bytes {
+                    return Err(VaultError::TooLarge(self.cfg.max_response_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok((status, body))
+        };
+        match tokio::time::timeout(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(VaultError::Timeout(deadline)),
+        }
+    }
+
+    /// A request whose success is a JSON body. 404s come back as
+    /// `Ok((404, body))` when `keep_404` (KV v2 deleted versions answer so).
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        list: bool,
+        keep_404: bool,
+    ) -> Result<(StatusCode, Value), VaultError> {
+        let (status, body) = self.send(method, path, list).await?;
+        if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
+            return Err(status_error(status, &body));
+        }
+        if body.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let v = serde_json::from_slice(&body)
+            .map_err(|e| VaultError::BadResponse(format!("invalid JSON: {e}")))?;
+        Ok((status, v))
+    }
+
+    /// `auth/token/lookup-self`: proves the token works before mounting.
+    pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
+        let (_, v) = self
+            .json(Method::GET, "auth/token/lookup-self", false, false)
+            .await
+            .map_err(|e| match e {
+                VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
+                e => e,
+            })?;
+        let d = &v["data"];
+        Ok(TokenInfo {
+            ttl: Duration::from_secs(d["ttl"].as_u64().unwrap_or(0)),
+            renewable: d["renewable"].as_bool().unwrap_or(false),
+            display_name: d["display_name"].as_str().unwrap_or("").to_string(),
+        })
+    }
+
+    /// `auth/token/renew-self`; returns the new TTL.
+    pub async fn renew_self(&self) -> Result<Duration, VaultError> {
+        let (_, v) = self
+            .json(Method::POST, "auth/token/renew-self", false, false)
+            .await?;
+        Ok(Duration::from_secs(
+            v["auth"]["lease_duration"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    async fn mount_info(&self, path: &str) -> Result<Option<KvMount>, VaultError> {
+        let p = path.trim_matches('/');
+        let (_, v) = self
+            .json(
+                Method::GET,
+                &format!("sys/internal/ui/mounts/{p}"),
+                false,
+                false,
+            )
+            .await?;
+        let d = &v["data"];
+        let real = d["path"].as_str().unwrap_or(p).trim_matches('/');
+        Ok(parse_mount(real, d))
+    }
+}
+
+/// Turn one `sys/internal/ui/mounts` entry into a KV mount, if it is one.
+fn parse_mount(path: &str, d: &Value) -> Option<KvMount> {
+    let kind = d["type"].as_str()?;
+    if kind != "kv" && kind != "generic" {
+        return None;
+    }
+    let version = match d["options"]["version"].as_str() {
+        Some("2") => KvVersion::V2,
+        _ => KvVersion::V1,
+    };
+    Some(KvMount {
+        path: path.trim_matches('/').to_string(),
+        version,
+    })
+}
+
+fn classify(e: reqwest::Error) -> VaultError {
+    // The URL in reqwest's message holds no secret (the token travels in a
+    // header), but the chain is what says *why*.
+    let (timeout, connect) = (e.is_timeout(), e.is_connect());
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    let mut tls = false;
+    while let Some(s) = src {
+        let text = s.to_string();
+        tls |= text.contains("certificate") || text.contains("tls handshake");
+        msg = format!("{msg}: {text}");
+        src = s.source();
+    }
+    if tls {
+        VaultError::Tls(msg)
+    } else if timeout {
+        VaultError::Timeout(Duration::ZERO)
+    } else if connect {
+        VaultError::Connect(msg)
+    } else {
+        VaultError::BadResponse(msg)
+    }
+}
+
+/// Map an HTTP error status. Vault's `errors` are included (capped): they
+/// name paths and reasons, never values.
+fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .unwrap_or_default();
+    let message: String = message.chars().take(200).collect();
+    match status.as_u16() {
+        403 => VaultError::Forbidden,
+        404 => VaultError::NotFound,
+        429 => VaultError::RateLimited,
+        503 if message.contains("sealed") => VaultError::Sealed,
+        s => VaultError::Http { status: s, message },
+    }
+}
+
+fn kv_path(mount: &KvMount, section: &str, path: &str) -> String {
+    match (mount.version, path.is_empty()) {
+        (KvVersion::V1, true) => format!("{}/", mount.path),
+        (KvVersion::V1, false) => format!("{}/{path}", mount.path),
+        (KvVersion::V2, _) => format!("{}/{section}/{path}", mount.path),
+    }
+}
+
+/// Parse the keys of a LIST answer.
+pub fn parse_list(v: &Value) -> Result<Vec<String>, VaultError> {
+    let keys = v["data"]["keys"]
+        .as_array()
+        .ok_or_else(|| VaultError::BadResponse("LIST answer without data.keys".into()))?;
+    Ok(keys
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Parse a KV read answer (status 200, or 404 for a deleted v2 version).
+pub fn parse_read(
+    version: KvVersion,
+    status: StatusCode,
+    mut v: Value,
+) -> Result<Secret, VaultError> {
+    let result = match version {
+        KvVersion::V1 => match v.get_mut("data").map(Value::take) {
+            Some(Value::Object(m)) if status.is_success() => Ok(Secret::from_data(m, None)),
+            _ if !status.is_success() => Err(VaultError::NotFound),
+            _ => Err(VaultError::BadResponse("KV v1 answer without data".into())),
+        },
+        KvVersion::V2 => {
+            let d = &mut v["data"];
+            let meta = d["metadata"].take();
+            let mtime = meta["created_time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+            let gone = meta["deletion_time"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())
+                || meta["destroyed"].as_bool() == Some(true);
+            match d.get_mut("data").map(Value::take) {
+                Some(Value::Object(m)) if status.is_success() && !gone => {
+                    Ok(Secret::from_data(m, mtime))
+                }
+                _ if meta.is_object() && (gone || !status.is_success()) => {
+                    Ok(Secret::deleted(mtime))
+                }
+                _ if !status.is_success() => Err(VaultError::NotFound),
+                _ => Err(VaultError::BadResponse(
+                    "KV v2 answer without data.data".into(),
+                )),
+            }
+        }
+    };
+    wipe(&mut v);
+    result
+}
+
+impl SecretStore for VaultClient {
+    async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
+        if !self.cfg.kv_filter.is_empty() {
+            let mut out = Vec::new();
+            for p in &self.cfg.kv_filter {
+                match self.mount_info(p).await? {
+                    Some(m) => out.push(m),
+                    None => return Err(VaultError::BadResponse(format!("{p} is not a KV mount"))),
+                }
+            }
+            return Ok(out);
+        }
+        let (_, v) = self
+            .json(Method::GET, "sys/internal/ui/mounts", false, false)
+            .await?;
+        let secret = v["data"]["secret"]
+            .as_object()
+            .cloned()
+            .unwrap_or_else(Map::new);
+        let mut out: Vec<KvMount> = secret
+            .iter()
+            .filter_map(|(p, d)| parse_mount(p, d))
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    async fn list(&self, mount: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+        let p = kv_path(mount, "metadata", path);
+        let p = if p.ends_with('/') { p } else { format!("{p}/") };
+        let (_, v) = self.json(Method::GET, &p, true, false).await?;
+        parse_list(&v)
+    }
+
+    async fn read(&self, mount: &KvMount, path: &str) -> Result<Secret, VaultError> {
+        if path.is_empty() {
+            return Err(VaultError::NotFound);
+        }
+        let keep_404 = mount.version == KvVersion::V2;
+        let (status, v) = self
+            .json(Method::GET, &kv_path(mount, "data", path), false, keep_404)
+            .await?;
+        parse_read(mount.version, status, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kv_paths() {
+        let v1 = KvMount {
+            path: "kv1".into(),
+            version: KvVersion::V1,
+        };
+        let v2 = KvMount {
+            path: "team/kv".into(),
+            version: KvVersion::V2,
+        };
+        assert_eq!(kv_path(&v1, "data", "a/b"), "kv1/a/b");
+        assert_eq!(kv_path(&v1, "metadata", ""), "kv1/");
+        assert_eq!(kv_path(&v2, "data", "a/b"), "team/kv/data/a/b");
+        assert_eq!(kv_path(&v2, "metadata", ""), "team/kv/metadata/");
+    }
+
+    #[test]
+    fn reads_v2_and_deleted() {
+        let ok = json!({"data": {"data": {"k": "v"}, "metadata": {"created_time": "2024-01-02T03:04:05.123456789Z", "deletion_time": "", "destroyed": false}}});
+        let s = parse_read(KvVersion::V2, StatusCode::OK, ok).unwrap();
+        assert_eq!(s.value("k").unwrap().as_slice(), b"v");
+        assert!(s.mtime.is_some());
+        let del = json!({"data": {"data": null, "metadata": {"created_time": "2024-01-02T03:04:05Z", "deletion_time": "2024-01-03T00:00:00Z", "destroyed": false}}});
+        assert!(
+            parse_read(KvVersion::V2, StatusCode::NOT_FOUND, del)
+                .unwrap()
+                .deleted
+        );
+        assert_eq!(
+            parse_read(KvVersion::V2, StatusCode::NOT_FOUND, json!({"errors": []})).unwrap_err(),
+            VaultError::NotFound
+        );
+        assert!(matches!(
+            parse_read(KvVersion::V2, StatusCode::OK, json!({"data": {"data": 5}})),
+            Err(VaultError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_read(KvVersion::V1, StatusCode::OK, json!({"data": "x"})),
+            Err(VaultError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn status_errors() {
+        assert_eq!(
+            status_error(StatusCode::FORBIDDEN, b""),
+            VaultError::Forbidden
+        );
+        assert_eq!(
+            status_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                br#"{"errors":["Vault is sealed"]}"#
+            ),
+            VaultError::Sealed
+        );
+        assert!(matches!(
+            status_error(StatusCode::INTERNAL_SERVER_ERROR, b"not json"),
+            VaultError::Http { status: 500, .. }
+        ));
+    }
+
+    #[test]
+    fn mounts_parse() {
+        let d = json!({"type": "kv", "options": {"version": "2"}});
+        assert_eq!(parse_mount("secret/", &d).unwrap().version, KvVersion::V2);
+        let d = json!({"type": "kv", "options": null});
+        assert_eq!(parse_mount("old/", &d).unwrap().version, KvVersion::V1);
+        assert!(parse_mount("c/", &json!({"type": "cubbyhole"})).is_none());
+        assert!(parse_list(&json!({"data": {}})).is_err());
+    }
+}
