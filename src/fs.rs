@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, LockOwner, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle as Runtime;
 
@@ -131,6 +131,12 @@ macro_rules! read_only {
 }
 
 impl<S: SecretStore> Filesystem for VaultFs<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Lets programs mmap our direct-I/O files (Linux 6.6+); harmless if refused.
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (tree, name) = (self.tree.clone(), name.as_bytes().to_vec());
         let (opts, start) = (self.opts.clone(), self.start);
@@ -195,7 +201,10 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                     .lock()
                     .expect("handles")
                     .insert(fh, Handle::File(secret, file));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                // Direct I/O: every read is served from this handle's snapshot,
+                // so an open file never mixes two versions through the shared
+                // page cache (see docs/semantics.md).
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(errno(&e)),
         });

@@ -271,30 +271,40 @@ impl<S: SecretStore> Tree<S> {
                 path: join(path, seg),
             }));
         }
-        if !path.is_empty() {
+        let parent_secret = if path.is_empty() {
+            None
+        } else {
             match self.secret(mount, path).await {
-                Ok(s) => {
-                    let file = if s.has_key(seg) {
-                        Some(SecretFile::Key(seg.to_string()))
-                    } else if seg == JSON_VIEW {
-                        Some(SecretFile::Json)
-                    } else if seg == ENV_VIEW {
-                        Some(SecretFile::Env)
-                    } else {
-                        None
-                    };
-                    if let Some(e) = file.and_then(|f| self.file_entry(mount, path, &s, f)) {
-                        return Ok(e);
-                    }
-                }
-                Err(VaultError::NotFound | VaultError::Forbidden) => {}
+                Ok(s) => Some(s),
+                Err(VaultError::NotFound | VaultError::Forbidden) => None,
                 Err(e) => return Err(e.into()),
             }
+        };
+        if let Some(s) = &parent_secret {
+            let file = if s.has_key(seg) {
+                Some(SecretFile::Key(seg.to_string()))
+            } else if seg == JSON_VIEW {
+                Some(SecretFile::Json)
+            } else if seg == ENV_VIEW {
+                Some(SecretFile::Env)
+            } else {
+                None
+            };
+            if let Some(e) = file.and_then(|f| self.file_entry(mount, path, s, f)) {
+                return Ok(e);
+            }
         }
-        Err(match known {
-            Known::Denied => VaultError::Forbidden.into(),
-            _ => FsError::NoEntry,
-        })
+        match known {
+            // Vault would not say whether this is a folder. Inside a plain
+            // folder, assume it is one, so a read-only token can still walk to
+            // secrets it knows the path of; inside a secret, the name is far
+            // more likely a key that does not exist.
+            Known::Denied if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
+                mount: mount.clone(),
+                path: join(path, seg),
+            })),
+            _ => Err(FsError::NoEntry),
+        }
     }
 
     /// Is `seg` a child folder or secret of `path`? Answered from the parent's

@@ -134,7 +134,7 @@ impl VaultClient {
     fn url(&self, path: &str) -> Url {
         let mut u = self.cfg.address.clone();
         let base = u.path().trim_end_matches('/').to_string();
-        u.set_path(&format!("{base}/v1/{path}"));
+        u.set_path(&format!("{base}/v1/{}", escape_path(path)));
         u
     }
 
@@ -310,6 +310,20 @@ fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
     }
 }
 
+/// Percent-encode every byte of each segment but the unreserved ones, so
+/// names with `%`, `?`, `#`, spaces or unicode reach Vault as themselves.
+fn escape_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn kv_path(mount: &KvMount, section: &str, path: &str) -> String {
     match (mount.version, path.is_empty()) {
         (KvVersion::V1, true) => format!("{}/", mount.path),
@@ -434,6 +448,12 @@ mod tests {
         assert_eq!(kv_path(&v1, "metadata", ""), "kv1/");
         assert_eq!(kv_path(&v2, "data", "a/b"), "team/kv/data/a/b");
         assert_eq!(kv_path(&v2, "metadata", ""), "team/kv/metadata/");
+    }
+
+    #[test]
+    fn escapes_segments() {
+        assert_eq!(escape_path("a b/100%/ü?#"), "a%20b/100%25/%C3%BC%3F%23");
+        assert_eq!(escape_path("secret/data/x"), "secret/data/x");
     }
 
     #[test]
