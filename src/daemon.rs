@@ -390,14 +390,25 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
         source,
     })?;
     let p = prepare(args)?;
+    let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
+        MountError::Mountpoint {
+            path: p.mountpoint.clone(),
+            message: format!("cannot take the mount lock: {e}"),
+        }
+    })?;
     prepare_mountpoint(&p.mountpoint)?;
     if args.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    background(p, log.as_deref())
+    background(p, log.as_deref(), lock)
 }
 
-fn background(p: Prepared, log: Option<&Path>) -> Result<(), MountError> {
+/// `lock` is released when the parent exits, after the mount is live.
+fn background(
+    p: Prepared,
+    log: Option<&Path>,
+    lock: Option<std::fs::File>,
+) -> Result<(), MountError> {
     let wait = p.args.wait;
     let mp = p.mountpoint.clone();
     let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
@@ -408,7 +419,7 @@ fn background(p: Prepared, log: Option<&Path>) -> Result<(), MountError> {
             io::Error::last_os_error()
         ))),
         0 => {
-            drop(rx);
+            drop((rx, lock));
             let code = child(p, tx, log);
             std::process::exit(code)
         }

@@ -249,6 +249,41 @@ impl Drop for PidFile {
     }
 }
 
+/// Serialise `vaultfs mount` on one mount point (parallel start scripts):
+/// an exclusive flock on `<run dir>/<name>.lock`, waited for up to `timeout`.
+/// Held until the mount is live, so a second caller then sees it live.
+pub fn lock(env: Env<'_>, mountpoint: &Path, timeout: Duration) -> io::Result<Option<fs::File>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(pid_path) = PidFile::path_for(env, mountpoint) else {
+        return Ok(None);
+    };
+    if let Some(dir) = pid_path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(pid_path.with_extension("lock"))?;
+    let end = Instant::now() + timeout;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= end {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Running, and not a zombie waiting for a parent that never reaps.
 pub fn is_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

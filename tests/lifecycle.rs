@@ -308,6 +308,29 @@ fn default_mountpoint_and_busy_unmount() {
 }
 
 #[test]
+fn parallel_mounts_on_one_mountpoint_mount_once() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap().to_string();
+    let cmds: Vec<Command> = (0..3).map(|_| h.cmd(ROOT_TOKEN, &["mount", &m])).collect();
+    let outs: Vec<Output> = cmds
+        .into_iter()
+        .map(|c| std::thread::spawn(move || run(c, 40)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "exactly one mount wins");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_fails(o, "already mounted by vaultfs");
+    }
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount", &m]), 20), "unmount");
+}
+
+#[test]
 fn systemd_notify_ready_when_live() {
     let h = Home::new();
     let name = format!("vaultfs-test-notify-{}", std::process::id());
