@@ -6,7 +6,6 @@ mod common;
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,127 +22,14 @@ fn bao() -> &'static Bao {
     b
 }
 
-/// A private HOME (so ~/secrets, the log and pid files belong to the test).
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new() -> Home {
-        Home {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    fn secrets(&self) -> PathBuf {
-        self.path().join("secrets")
-    }
-    fn pid_file(&self, mp: &Path) -> PathBuf {
-        self.path()
-            .join(".local/state/vaultfs/run")
-            .join(vaultfs::mountpoint::pid_file_name(mp))
-    }
-    fn pid(&self, mp: &Path) -> i32 {
-        let f = self.pid_file(mp);
-        std::fs::read_to_string(&f)
-            .unwrap_or_else(|e| panic!("pid file {}: {e}", f.display()))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join(".local/state/vaultfs/vaultfs.log"))
-            .unwrap_or_default()
-    }
-    /// `vaultfs ARGS` with this HOME, pointing at `bao` with `token`.
-    fn cmd(&self, token: &str, args: &[&str]) -> Command {
-        let mut c = vaultfs_cmd(bao(), token);
-        c.args(args)
-            .env("HOME", self.path())
-            .env("RUST_LOG", "info")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("NOTIFY_SOCKET");
-        c
-    }
-}
-
-impl Drop for Home {
-    /// Never leave a daemon or a mount behind, whatever the test did.
-    fn drop(&mut self) {
-        let run = self.path().join(".local/state/vaultfs/run");
-        for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
-            if let Ok(pid) = std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .trim()
-                .parse::<i32>()
-            {
-                // SAFETY: the pid came from a pid file our daemon wrote.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        for line in std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-        {
-            if let Some(mp) = line.split(' ').nth(4) {
-                if Path::new(mp).starts_with(self.path()) {
-                    let _ = Command::new("umount").arg("-l").arg(mp).status();
-                }
-            }
-        }
-    }
-}
-
-/// Run to completion within `secs`. A daemon that kept the caller's
-/// stdout/stderr open would hang `output()`: that is a failure too.
-fn run(mut cmd: Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(cmd.output().unwrap()));
-    rx.recv_timeout(Duration::from_secs(secs))
-        .expect("command did not finish (did the daemon keep stdout/stderr open?)")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {}", stderr(o));
-}
-
-/// Exit non-zero with exactly one stderr line containing `want`.
-fn assert_fails(o: &Output, want: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success");
-    assert_eq!(err.lines().count(), 1, "want one stderr line, got: {err:?}");
-    assert!(
-        err.starts_with("vaultfs: ") && err.contains(want),
-        "stderr {err:?} should mention {want:?}"
-    );
-}
-
-fn mount_count(p: &Path) -> usize {
-    let p = p.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(p.as_str()))
-        .count()
-}
-
-fn alive(pid: i32) -> bool {
-    vaultfs::mountpoint::is_alive(pid)
-}
-
 #[test]
 fn background_mount_is_ready_on_return_and_unmounts() {
     let h = Home::new();
     let mp = h.path().join("mnt");
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", mp.to_str().unwrap()]), 40);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", mp.to_str().unwrap()]),
+        40,
+    );
     assert_ok(&o, "mount");
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", stderr(&o));
     // No polling: the very next line of a start script can read a secret.
@@ -152,14 +38,20 @@ fn background_mount_is_ready_on_return_and_unmounts() {
     assert!(alive(pid));
     assert!(h.log().contains("mounted and live"), "{}", h.log());
 
-    let o = run(h.cmd(ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]),
+        20,
+    );
     assert_ok(&o, "unmount");
     // unmount returns only once the daemon is gone, its pid file with it.
     assert!(!alive(pid), "daemon still running after unmount returned");
     assert!(!is_mounted(&mp));
     assert!(!h.pid_file(&mp).exists());
 
-    let o = run(h.cmd(ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]),
+        20,
+    );
     assert_fails(&o, "nothing is mounted at");
 }
 
@@ -169,30 +61,33 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     let mp = h.path().join("mnt");
     let m = mp.to_str().unwrap();
 
-    let o = run(h.cmd("not-a-token", &["mount", m]), 40);
+    let o = run(h.cmd(bao(), "not-a-token", &["mount", m]), 40);
     assert_fails(&o, "token from $VAULT_TOKEN was rejected");
     assert!(!is_mounted(&mp));
 
-    let mut c = h.cmd(ROOT_TOKEN, &["mount", m]);
+    let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m]);
     c.env("VAULT_ADDR", format!("http://127.0.0.1:{}", free_port()));
     let o = run(c, 40);
     assert_fails(&o, "cannot reach Vault");
     assert!(!is_mounted(&mp));
 
-    let mut c = h.cmd("", &["mount", m]);
+    let mut c = h.cmd(bao(), "", &["mount", m]);
     c.env_remove("VAULT_TOKEN");
     assert_fails(&run(c, 20), "no Vault token");
 
     let file = h.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", file.to_str().unwrap()]), 20);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", file.to_str().unwrap()]),
+        20,
+    );
     assert_fails(&o, "not a directory");
     assert!(!is_mounted(&file));
 
     // Vault that accepts connections and never answers: --wait bounds us,
     // and the half-started daemon is stopped.
     let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut c = h.cmd(ROOT_TOKEN, &["mount", m, "--wait", "1s"]);
+    let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m, "--wait", "1s"]);
     c.env(
         "VAULT_ADDR",
         format!("http://{}", hang.local_addr().unwrap()),
@@ -205,10 +100,10 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     drop(hang);
 
     // A live mount is never stacked over.
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", m]), 40);
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
     assert_ok(&o, "mount");
     let pid = h.pid(&mp);
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", m]), 40);
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
     assert_fails(&o, &format!("already mounted by vaultfs (pid {pid})"));
     assert_eq!(mount_count(&mp), 1);
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
@@ -223,9 +118,15 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
         .status()
         .unwrap()
         .success());
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", other.to_str().unwrap()]), 20);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", other.to_str().unwrap()]),
+        20,
+    );
     assert_fails(&o, "busy: a tmpfs filesystem is mounted here");
-    let o = run(h.cmd(ROOT_TOKEN, &["unmount", other.to_str().unwrap()]), 20);
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", other.to_str().unwrap()]),
+        20,
+    );
     assert_fails(&o, "not a vaultfs mount (tmpfs)");
     assert_eq!(mount_count(&other), 1);
 }
@@ -235,7 +136,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     let h = Home::new();
     let mp = h.path().join("mnt");
     let m = mp.to_str().unwrap();
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["mount", m]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
     // SAFETY: signalling the daemon we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -245,7 +146,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     assert!(!is_mounted(&mp), "SIGTERM must unmount");
     assert!(h.log().contains("signal received: unmounting"));
 
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["mount", m]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -253,7 +154,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     // The dead mount users see: "Transport endpoint is not connected".
     assert_eq!(errno_of(std::fs::metadata(&mp)), libc::ENOTCONN);
 
-    let o = run(h.cmd(ROOT_TOKEN, &["mount", m]), 40);
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
     assert_ok(&o, "mount over a dead mount");
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
     assert_eq!(
@@ -261,35 +162,44 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
         1,
         "the dead mount must be gone, not stacked under"
     );
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount", m]), 20), "unmount");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount",
+    );
     assert!(!is_mounted(&mp));
 
     // `unmount` also cleans a dead mount on its own.
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["mount", m]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount", m]), 20), "unmount dead");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount dead",
+    );
     assert!(!is_mounted(&mp));
 }
 
 #[test]
 fn default_mountpoint_and_busy_unmount() {
     let h = Home::new();
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["mount"]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount"]), 40), "mount");
     let mp = h.secrets();
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
     let pid = h.pid(&mp);
 
     // An open file keeps it busy: refused, still mounted and serving.
     let f = std::fs::File::open(mp.join("secret/app/db/password")).unwrap();
-    let o = run(h.cmd(ROOT_TOKEN, &["unmount"]), 20);
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20);
     assert_fails(&o, "pass --lazy");
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
 
     // --lazy detaches now; the daemon exits when the last file closes.
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount", "--lazy"]), 20), "lazy");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", "--lazy"]), 20),
+        "lazy",
+    );
     assert!(!is_mounted(&mp));
     drop(f);
     wait_until(
@@ -298,11 +208,11 @@ fn default_mountpoint_and_busy_unmount() {
         || !alive(pid),
     );
 
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["mount"]), 40), "mount");
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount"]), 20), "unmount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount"]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20), "unmount");
     assert!(!is_mounted(&mp));
     assert_fails(
-        &run(h.cmd(ROOT_TOKEN, &["unmount"]), 20),
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20),
         "nothing is mounted",
     );
 }
@@ -312,7 +222,9 @@ fn parallel_mounts_on_one_mountpoint_mount_once() {
     let h = Home::new();
     let mp = h.path().join("mnt");
     let m = mp.to_str().unwrap().to_string();
-    let cmds: Vec<Command> = (0..3).map(|_| h.cmd(ROOT_TOKEN, &["mount", &m])).collect();
+    let cmds: Vec<Command> = (0..3)
+        .map(|_| h.cmd(bao(), ROOT_TOKEN, &["mount", &m]))
+        .collect();
     let outs: Vec<Output> = cmds
         .into_iter()
         .map(|c| std::thread::spawn(move || run(c, 40)))
@@ -327,7 +239,10 @@ fn parallel_mounts_on_one_mountpoint_mount_once() {
     }
     assert_eq!(mount_count(&mp), 1);
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
-    assert_ok(&run(h.cmd(ROOT_TOKEN, &["unmount", &m]), 20), "unmount");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", &m]), 20),
+        "unmount",
+    );
 }
 
 #[test]
@@ -339,7 +254,11 @@ fn systemd_notify_ready_when_live() {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mp = h.path().join("mnt");
-    let mut c = h.cmd(ROOT_TOKEN, &["mount", "--foreground", mp.to_str().unwrap()]);
+    let mut c = h.cmd(
+        bao(),
+        ROOT_TOKEN,
+        &["mount", "--foreground", mp.to_str().unwrap()],
+    );
     c.env("NOTIFY_SOCKET", format!("@{name}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
