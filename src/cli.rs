@@ -41,6 +41,9 @@ pub struct UnmountArgs {
     /// How long to wait for the daemon to exit
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub wait: Duration,
+    /// Detach even while files are open there (the daemon exits once they close)
+    #[arg(long)]
+    pub lazy: bool,
 }
 
 #[derive(Debug, Args, Clone)]

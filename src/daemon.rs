@@ -1,16 +1,27 @@
-//! The mount's life: check the token, mount, serve, unmount on a signal.
+//! The mount's life: check the token, mount, prove the mount is live, serve,
+//! unmount on a signal; and `vaultfs unmount`.
+//!
+//! In the background (the default) we fork *before* any thread exists (the
+//! tokio runtime is built in the child). Errors found before the fork are
+//! returned directly; the child reports its outcome on a pipe, and the
+//! parent exits 0 only after the child has listed the mount's root.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 
 use crate::auth::{TokenError, TokenSource};
 use crate::cache::CachePolicy;
-use crate::cli::{self, MountArgs};
+use crate::cli::{self, MountArgs, UnmountArgs};
 use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
+use crate::logging;
+use crate::mountpoint::{self, PidFile, State};
+use crate::readiness::{self, Outcome, Reporter};
 use crate::tree::Tree;
 use crate::vault::{ConfigError, SecretStore, VaultClient};
 
@@ -40,6 +51,23 @@ pub enum MountError {
         source: io::Error,
         hint: &'static str,
     },
+    #[error("{path}: the mount came up but its root cannot be listed: {source}")]
+    NotReady { path: PathBuf, source: io::Error },
+    #[error("{path} is already mounted by vaultfs{pid}; run `vaultfs unmount {path}` first")]
+    AlreadyMounted { path: PathBuf, pid: String },
+    #[error("nothing is mounted at {0}")]
+    NotMounted(PathBuf),
+    #[error("cannot unmount {path}: {source}{hint}")]
+    Unmount {
+        path: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot open log file {path}: {source}")]
+    Log { path: PathBuf, source: io::Error },
+    /// A failure the background daemon reported through the pipe, verbatim.
+    #[error("{0}")]
+    Daemon(String),
     #[error("{0}")]
     Other(String),
 }
@@ -74,8 +102,13 @@ pub struct Prepared {
 }
 
 /// Resolve settings and read the token: errors here need no network.
+/// Paths are made absolute: the background daemon runs in `/`.
 pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
-    let mountpoint = cli::mountpoint(args.mountpoint.as_deref(), &getenv)?;
+    let mut args = args.clone();
+    let mountpoint = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
+    args.token_file = args
+        .token_file
+        .map(|f| std::path::absolute(&f).unwrap_or(f));
     let cfg = args.client_config(&getenv)?;
     let home = cli::home(&getenv);
     let token = TokenSource::resolve(args.token_file.as_deref(), &getenv, home.as_deref())?;
@@ -83,7 +116,7 @@ pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
     Ok(Prepared {
         mountpoint,
         client,
-        args: args.clone(),
+        args,
     })
 }
 
@@ -113,12 +146,40 @@ pub async fn check_vault(client: &VaultClient) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Create the mountpoint if missing; it must be an empty-enough directory.
+/// Make `path` ready to mount on: recover a dead mount left by a killed
+/// daemon, refuse a live one, create the directory if missing.
+///
+/// Mounting over a live vaultfs mount is an error, whatever its settings:
+/// a second daemon stacked on the first would hide it without stopping it.
 pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
     let err = |message: String| MountError::Mountpoint {
         path: path.to_path_buf(),
         message,
     };
+    match mountpoint::state(path) {
+        State::Free => {}
+        State::Dead => {
+            tracing::warn!(mountpoint = %path.display(), "recovering a dead vaultfs mount (its daemon was killed)");
+            mountpoint::unmount(path, true).map_err(|e| {
+                err(format!(
+                    "a dead FUSE mount is left here and cannot be removed: {e}"
+                ))
+            })?;
+        }
+        State::Live => {
+            let pid = PidFile::path_for(&getenv, path)
+                .and_then(|f| PidFile::read_live(&f))
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(MountError::AlreadyMounted {
+                path: path.to_path_buf(),
+                pid,
+            });
+        }
+        State::Other(fstype) => {
+            return Err(err(format!("busy: a {fstype} filesystem is mounted here")))
+        }
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(err("not a directory".into())),
@@ -160,9 +221,14 @@ pub fn cache_policy(args: &MountArgs) -> CachePolicy {
     }
 }
 
-/// Mount and serve until unmounted or signalled. Blocks.
-pub fn serve(p: Prepared, rt: &tokio::runtime::Runtime) -> Result<(), MountError> {
-    prepare_mountpoint(&p.mountpoint)?;
+/// Mount and serve until unmounted or signalled. Blocks. `reporter` hears
+/// once the root has been listed (or why the mount failed to come up); it is
+/// left pending when an error is returned before the mount exists.
+pub fn serve(
+    p: Prepared,
+    rt: &tokio::runtime::Runtime,
+    reporter: &mut Reporter,
+) -> Result<(), MountError> {
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let opts = FsOptions {
@@ -191,19 +257,93 @@ pub fn serve(p: Prepared, rt: &tokio::runtime::Runtime) -> Result<(), MountError
     })?;
     let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
+    let mp = p.mountpoint.clone();
     rt.spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: unmounting");
-        if let Err(e) = unmounter.unmount() {
-            tracing::warn!(error = %e, "unmount failed");
-        }
+        let _ = readiness::sd_notify(&getenv, "STOPPING=1");
+        unmount_own(&mut unmounter, &mp);
     });
-    tracing::info!(mountpoint = %p.mountpoint.display(), "mounted");
-    session
-        .run()
-        .map_err(|e| MountError::Other(format!("FUSE session ended with an error: {e}")))?;
+    // The session loop must run for the root to be listed: check from a
+    // thread of our own while this one serves.
+    let check = {
+        let unmounter = session.unmount_callable();
+        let mp = p.mountpoint.clone();
+        let reporter = std::mem::take(reporter);
+        std::thread::Builder::new()
+            .name("vaultfs-ready".into())
+            .spawn(move || announce_when_live(&mp, reporter, unmounter))
+            .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
+    };
+    let ended = session.run();
+    let (ready, _pid_file) = check.join().unwrap_or((
+        Err(MountError::Other("readiness check panicked".into())),
+        None,
+    ));
+    ready?;
+    ended.map_err(|e| MountError::Other(format!("FUSE session ended with an error: {e}")))?;
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Prove the mount is live (it is FUSE, and its root lists), then record the
+/// pid and tell the parent and systemd. On failure, unmount so the session
+/// ends and nothing is left behind.
+fn announce_when_live(
+    mp: &Path,
+    mut reporter: Reporter,
+    mut unmounter: fuser::SessionUnmounter,
+) -> (Result<(), MountError>, Option<PidFile>) {
+    let listed = if mountpoint::is_fuse_root(mp) {
+        list_root(mp)
+    } else {
+        Err(io::Error::other("it is not mounted"))
+    };
+    if let Err(source) = listed {
+        unmount_own(&mut unmounter, mp);
+        let e = MountError::NotReady {
+            path: mp.to_path_buf(),
+            source,
+        };
+        reporter.failed(&e.to_string());
+        return (Err(e), None);
+    }
+    let pid_file = PidFile::path_for(&getenv, mp).and_then(|f| {
+        PidFile::create(f)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
+            .ok()
+    });
+    if reporter.ready().is_err() {
+        tracing::warn!("nobody is waiting for the mount any more (interrupted?): unmounting");
+        unmount_own(&mut unmounter, mp);
+        return (Ok(()), pid_file);
+    }
+    if let Err(e) = readiness::sd_notify(&getenv, "READY=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+    tracing::info!(mountpoint = %mp.display(), "mounted and live");
+    (Ok(()), pid_file)
+}
+
+/// Read every entry of the root. Permission denied still proves the kernel
+/// got answers from us (e.g. --uid set to another user, mode 0500).
+fn list_root(mp: &Path) -> io::Result<()> {
+    let r = std::fs::read_dir(mp).and_then(|mut d| d.try_for_each(|e| e.map(drop)));
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        r => r,
+    }
+}
+
+/// Unmount our own mount; when busy (root gets EBUSY while files are open),
+/// detach it lazily: the kernel ends the session once the last file closes.
+fn unmount_own(unmounter: &mut fuser::SessionUnmounter, mp: &Path) {
+    if let Err(e) = unmounter.unmount() {
+        tracing::warn!(error = %e, "unmount failed: detaching lazily");
+        if let Err(e) = mountpoint::unmount(mp, true) {
+            tracing::warn!(error = %e, "lazy unmount failed");
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -224,11 +364,220 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// `vaultfs mount --foreground`.
-pub fn run_foreground(args: &MountArgs) -> Result<(), MountError> {
-    harden(!args.no_mlock);
-    let p = prepare(args)?;
+/// Everything after the fork (or all of it in the foreground): needs the
+/// runtime, so threads, so it never runs in a process that will fork.
+fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
+    harden(!p.args.no_mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
     rt.block_on(check_vault(&p.client))?;
-    serve(p, &rt)
+    serve(p, &rt, reporter)
+}
+
+/// The log file in the background: `--log-file`, else under the state dir.
+fn log_file(args: &MountArgs) -> Option<PathBuf> {
+    args.log_file.clone().or_else(|| {
+        (!args.foreground)
+            .then(|| mountpoint::state_dir(&getenv).map(|d| d.join("vaultfs.log")))
+            .flatten()
+    })
+}
+
+/// `vaultfs mount`.
+pub fn mount(args: &MountArgs) -> Result<(), MountError> {
+    let log = log_file(args).map(|f| std::path::absolute(&f).unwrap_or(f));
+    logging::init(log.as_deref()).map_err(|source| MountError::Log {
+        path: log.clone().unwrap_or_default(),
+        source,
+    })?;
+    let p = prepare(args)?;
+    let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
+        MountError::Mountpoint {
+            path: p.mountpoint.clone(),
+            message: format!("cannot take the mount lock: {e}"),
+        }
+    })?;
+    prepare_mountpoint(&p.mountpoint)?;
+    if args.foreground {
+        return run_daemon(p, &mut Reporter::none());
+    }
+    background(p, log.as_deref(), lock)
+}
+
+/// `lock` is released when the parent exits, after the mount is live.
+fn background(
+    p: Prepared,
+    log: Option<&Path>,
+    lock: Option<std::fs::File>,
+) -> Result<(), MountError> {
+    let wait = p.args.wait;
+    let mp = p.mountpoint.clone();
+    let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
+    // SAFETY: no other thread exists yet (the runtime is built in the child).
+    match unsafe { libc::fork() } {
+        -1 => Err(MountError::Other(format!(
+            "fork: {}",
+            io::Error::last_os_error()
+        ))),
+        0 => {
+            drop((rx, lock));
+            let code = child(p, tx, log);
+            std::process::exit(code)
+        }
+        pid => {
+            drop(tx);
+            parent(pid, rx, wait, &mp, log)
+        }
+    }
+}
+
+/// The daemon: detach from the terminal and the caller's pipes (a start
+/// script's output must not stay open because of us), then run.
+fn child(p: Prepared, tx: OwnedFd, log: Option<&Path>) -> i32 {
+    // SAFETY: plain syscalls on fds we own.
+    unsafe {
+        libc::setsid();
+        let _ = libc::chdir(c"/".as_ptr());
+    }
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    let err = log
+        .and_then(|l| std::fs::File::options().append(true).open(l).ok())
+        .or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
+    if let (Ok(null), Some(err)) = (&null, &err) {
+        // SAFETY: dup2 onto the standard fds; panics then land in the log.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(err.as_raw_fd(), 2);
+        }
+    }
+    let mut reporter = Reporter::pipe(tx);
+    match run_daemon(p, &mut reporter) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            reporter.failed(&e.to_string());
+            1
+        }
+    }
+}
+
+/// Wait for the daemon's word. On a timeout, stop it and leave nothing mounted.
+fn parent(
+    pid: i32,
+    rx: OwnedFd,
+    wait: Duration,
+    mp: &Path,
+    log: Option<&Path>,
+) -> Result<(), MountError> {
+    let see_log = log
+        .map(|l| format!("; see {}", l.display()))
+        .unwrap_or_default();
+    match readiness::wait(rx, wait) {
+        Outcome::Ready => Ok(()),
+        Outcome::Failed(msg) => {
+            reap(pid, Duration::from_secs(5));
+            Err(MountError::Daemon(msg))
+        }
+        Outcome::Vanished => {
+            let status = reap(pid, Duration::from_secs(5));
+            cleanup_dead(mp);
+            Err(MountError::Other(format!(
+                "the daemon exited ({status}) before the mount was live{see_log}"
+            )))
+        }
+        Outcome::TimedOut => {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if reap(pid, Duration::from_secs(5)) == "still running" {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                reap(pid, Duration::from_secs(5));
+            }
+            cleanup_dead(mp);
+            Err(MountError::Other(format!(
+                "{}: the mount was not live within {} (is Vault slow or unreachable?){see_log}",
+                mp.display(),
+                humantime::format_duration(wait)
+            )))
+        }
+    }
+}
+
+/// Wait for our child; describe how it ended.
+fn reap(pid: i32, timeout: Duration) -> String {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let mut st = 0;
+        // SAFETY: waiting on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFSIGNALED(st) {
+                format!("killed by signal {}", libc::WTERMSIG(st))
+            } else {
+                format!("exit status {}", libc::WEXITSTATUS(st))
+            };
+        }
+        if r < 0 || std::time::Instant::now() >= end {
+            return if r < 0 {
+                "gone".into()
+            } else {
+                "still running".into()
+            };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cleanup_dead(mp: &Path) {
+    if mountpoint::state(mp) == State::Dead {
+        let _ = mountpoint::unmount(mp, true);
+    }
+}
+
+/// `vaultfs unmount`: unmount, then wait for the daemon to exit.
+pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
+    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
+    let pid_file = PidFile::path_for(&getenv, &path);
+    let pid = pid_file.as_deref().and_then(PidFile::read_live);
+    let fail = |source: io::Error, hint| MountError::Unmount {
+        path: path.clone(),
+        source,
+        hint,
+    };
+    match mountpoint::state(&path) {
+        State::Free => return Err(MountError::NotMounted(path)),
+        State::Other(fstype) => {
+            return Err(MountError::Mountpoint {
+                path,
+                message: format!("not a vaultfs mount ({fstype})"),
+            })
+        }
+        // Its daemon is gone; only the kernel's entry is left.
+        State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
+        State::Live => mountpoint::unmount(&path, args.lazy).map_err(|e| {
+            let busy = e.raw_os_error() == Some(libc::EBUSY);
+            fail(
+                e,
+                if busy {
+                    " (a process has a file open or its working directory there; close it, or pass --lazy)"
+                } else {
+                    ""
+                },
+            )
+        })?,
+    }
+    // After a lazy detach the daemon lives until the last open file closes.
+    if let Some(pid) = pid.filter(|_| !args.lazy) {
+        if !mountpoint::wait_exit(pid, args.wait) {
+            return Err(MountError::Other(format!(
+                "{} is unmounted, but its daemon (pid {pid}) did not exit within {}",
+                path.display(),
+                humantime::format_duration(args.wait)
+            )));
+        }
+    }
+    Ok(())
 }

@@ -2,21 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
-use vaultfs::{daemon, logging};
+use vaultfs::daemon;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Mount(args) => {
-            if let Err(e) = logging::init(args.log_file.as_deref()) {
-                eprintln!("vaultfs: cannot open log: {e}");
-                return ExitCode::from(2);
-            }
-            daemon::run_foreground(args)
-        }
-        Command::Unmount(_) => Err(daemon::MountError::Other(
-            "unmount: not implemented yet".into(),
-        )),
+        Command::Mount(args) => daemon::mount(args),
+        Command::Unmount(args) => daemon::unmount(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -411,3 +411,120 @@ pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
         Err(e) => e.raw_os_error().unwrap_or(-1),
     }
 }
+
+// ---- lifecycle branch: helpers for tests/lifecycle.rs and tests/coder.rs ----
+
+/// A private HOME (so ~/secrets, the log and pid files belong to the test).
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.path().join("secrets")
+    }
+    pub fn pid_file(&self, mp: &Path) -> PathBuf {
+        self.path()
+            .join(".local/state/vaultfs/run")
+            .join(vaultfs::mountpoint::pid_file_name(mp))
+    }
+    pub fn pid(&self, mp: &Path) -> i32 {
+        let f = self.pid_file(mp);
+        std::fs::read_to_string(&f)
+            .unwrap_or_else(|e| panic!("pid file {}: {e}", f.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join(".local/state/vaultfs/vaultfs.log"))
+            .unwrap_or_default()
+    }
+    /// `vaultfs ARGS` with this HOME, pointing at `bao` with `token`.
+    pub fn cmd(&self, bao: &Bao, token: &str, args: &[&str]) -> Command {
+        let mut c = vaultfs_cmd(bao, token);
+        c.args(args)
+            .env("HOME", self.path())
+            .env("RUST_LOG", "info")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("NOTIFY_SOCKET");
+        c
+    }
+}
+
+impl Drop for Home {
+    /// Never leave a daemon or a mount behind, whatever the test did.
+    fn drop(&mut self) {
+        let run = self.path().join(".local/state/vaultfs/run");
+        for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<i32>()
+            {
+                // SAFETY: the pid came from a pid file our daemon wrote.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for e in mountinfo
+            .lines()
+            .filter_map(vaultfs::mountpoint::parse_mountinfo_line)
+        {
+            if e.target.starts_with(self.path()) {
+                let _ = Command::new("umount").arg("-l").arg(&e.target).status();
+            }
+        }
+    }
+}
+
+/// Run to completion within `secs`. A daemon that kept the caller's
+/// stdout/stderr open would hang `output()`: that is a failure too.
+pub fn run(mut cmd: Command, secs: u64) -> Output {
+    cmd.stdin(Stdio::null());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(cmd.output().unwrap()));
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("command did not finish (did the daemon keep stdout/stderr open?)")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what} failed: {}", stderr(o));
+}
+
+/// Exit non-zero with exactly one stderr line containing `want`.
+pub fn assert_fails(o: &Output, want: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success");
+    assert_eq!(err.lines().count(), 1, "want one stderr line, got: {err:?}");
+    assert!(
+        err.starts_with("vaultfs: ") && err.contains(want),
+        "stderr {err:?} should mention {want:?}"
+    );
+}
+
+pub fn mount_count(p: &Path) -> usize {
+    let p = p.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(p.as_str()))
+        .count()
+}
+
+pub fn alive(pid: i32) -> bool {
+    vaultfs::mountpoint::is_alive(pid)
+}

@@ -1,0 +1,201 @@
+//! Telling whoever started us that the mount is live: the parent of a
+//! background daemon (through a pipe), and systemd (`NOTIFY_SOCKET`).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::time::{Duration, Instant};
+
+const READY: &str = "READY";
+const ERROR: &str = "ERROR ";
+
+/// A pipe whose ends survive fork but not exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The daemon's side: says once whether the mount came up.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    pipe: Option<File>,
+}
+
+impl Reporter {
+    /// Foreground: nobody waits on a pipe.
+    pub fn none() -> Reporter {
+        Reporter { pipe: None }
+    }
+
+    pub fn pipe(fd: OwnedFd) -> Reporter {
+        Reporter {
+            pipe: Some(File::from(fd)),
+        }
+    }
+
+    /// Whether an answer is still owed (so errors must go to the pipe).
+    pub fn pending(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// The mount is live. Fails (EPIPE) when the parent has gone away, e.g.
+    /// the user pressed ^C while waiting: the caller should then unmount.
+    pub fn ready(&mut self) -> io::Result<()> {
+        self.send(READY)
+    }
+
+    /// The mount failed with `msg` (one line).
+    pub fn failed(&mut self, msg: &str) {
+        let _ = self.send(&format!("{ERROR}{}", one_line(msg)));
+    }
+
+    fn send(&mut self, line: &str) -> io::Result<()> {
+        match self.pipe.take() {
+            Some(mut f) => f.write_all(format!("{line}\n").as_bytes()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What the parent learned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ready,
+    Failed(String),
+    /// The pipe closed without a word: the daemon died.
+    Vanished,
+    TimedOut,
+}
+
+/// The parent's side: wait up to `timeout` for the daemon's one line.
+pub fn wait(fd: OwnedFd, timeout: Duration) -> Outcome {
+    let end = Instant::now() + timeout;
+    let raw = fd.as_raw_fd();
+    let mut f = File::from(fd);
+    let mut buf = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Outcome::TimedOut;
+        }
+        let mut pfd = libc::pollfd {
+            fd: raw,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if rc < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Outcome::Vanished;
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut chunk = [0u8; 1024];
+        match f.read(&mut chunk) {
+            Ok(0) => return parse(&buf).unwrap_or(Outcome::Vanished),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(o) = parse(&buf) {
+                    return o;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Outcome::Vanished,
+        }
+    }
+}
+
+fn parse(buf: &[u8]) -> Option<Outcome> {
+    let line = String::from_utf8_lossy(buf);
+    let line = line.split_once('\n')?.0;
+    Some(match line.strip_prefix(ERROR) {
+        Some(msg) => Outcome::Failed(msg.to_string()),
+        None if line == READY => Outcome::Ready,
+        None => Outcome::Failed(format!("unexpected message from the daemon: {line:?}")),
+    })
+}
+
+/// Send `state` (e.g. `READY=1`) to the service manager when `NOTIFY_SOCKET`
+/// is set; a no-op otherwise. A leading `@` names an abstract socket.
+pub fn sd_notify(env: crate::cli::Env<'_>, state: &str) -> io::Result<()> {
+    let Some(path) = env("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
+        None => SocketAddr::from_pathname(&path)?,
+    };
+    let sock = UnixDatagram::unbound()?;
+    sock.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_round_trip() {
+        let (r, w) = pipe().unwrap();
+        let mut rep = Reporter::pipe(w);
+        rep.ready().unwrap();
+        assert!(!rep.pending());
+        assert_eq!(wait(r, Duration::from_secs(5)), Outcome::Ready);
+
+        let (r, w) = pipe().unwrap();
+        Reporter::pipe(w).failed("token rejected\nby Vault");
+        assert_eq!(
+            wait(r, Duration::from_secs(5)),
+            Outcome::Failed("token rejected; by Vault".into())
+        );
+
+        let (r, w) = pipe().unwrap();
+        drop(w);
+        assert_eq!(wait(r, Duration::from_secs(5)), Outcome::Vanished);
+
+        let (r, _w) = pipe().unwrap();
+        assert_eq!(wait(r, Duration::from_millis(50)), Outcome::TimedOut);
+    }
+
+    #[test]
+    fn ready_fails_when_parent_is_gone() {
+        let (r, w) = pipe().unwrap();
+        drop(r);
+        assert!(Reporter::pipe(w).ready().is_err());
+    }
+
+    #[test]
+    fn notify_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&p).unwrap();
+        let ps = p.to_string_lossy().to_string();
+        let env = |k: &str| (k == "NOTIFY_SOCKET").then(|| ps.clone());
+        sd_notify(&env, "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        // Unset: nothing to do, no error.
+        sd_notify(&|_| None, "READY=1").unwrap();
+    }
+}

@@ -1,0 +1,341 @@
+//! Issue #3: the mount's life, against a real OpenBao and real FUSE mounts:
+//! background mount ready on return, every failure path, signals, stale-mount
+//! recovery, `vaultfs unmount`, systemd notify.
+
+mod common;
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn bao() -> &'static Bao {
+    static SEEDED: OnceLock<()> = OnceLock::new();
+    let b = Bao::shared();
+    SEEDED.get_or_init(|| {
+        b.put("secret", "app/db", json!({"password": "s3cr3t"}));
+    });
+    b
+}
+
+#[test]
+fn background_mount_is_ready_on_return_and_unmounts() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", mp.to_str().unwrap()]),
+        40,
+    );
+    assert_ok(&o, "mount");
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", stderr(&o));
+    // No polling: the very next line of a start script can read a secret.
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    let pid = h.pid(&mp);
+    assert!(alive(pid));
+    assert!(h.log().contains("mounted and live"), "{}", h.log());
+
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]),
+        20,
+    );
+    assert_ok(&o, "unmount");
+    // unmount returns only once the daemon is gone, its pid file with it.
+    assert!(!alive(pid), "daemon still running after unmount returned");
+    assert!(!is_mounted(&mp));
+    assert!(!h.pid_file(&mp).exists());
+
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]),
+        20,
+    );
+    assert_fails(&o, "nothing is mounted at");
+}
+
+#[test]
+fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+
+    let o = run(h.cmd(bao(), "not-a-token", &["mount", m]), 40);
+    assert_fails(&o, "token from $VAULT_TOKEN was rejected");
+    assert!(!is_mounted(&mp));
+
+    let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m]);
+    c.env("VAULT_ADDR", format!("http://127.0.0.1:{}", free_port()));
+    let o = run(c, 40);
+    assert_fails(&o, "cannot reach Vault");
+    assert!(!is_mounted(&mp));
+
+    let mut c = h.cmd(bao(), "", &["mount", m]);
+    c.env_remove("VAULT_TOKEN");
+    assert_fails(&run(c, 20), "no Vault token");
+
+    let file = h.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", file.to_str().unwrap()]),
+        20,
+    );
+    assert_fails(&o, "not a directory");
+    assert!(!is_mounted(&file));
+
+    // Vault that accepts connections and never answers: --wait bounds us,
+    // and the half-started daemon is stopped.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m, "--wait", "1s"]);
+    c.env(
+        "VAULT_ADDR",
+        format!("http://{}", hang.local_addr().unwrap()),
+    );
+    let t = std::time::Instant::now();
+    let o = run(c, 20);
+    assert_fails(&o, "was not live within 1s");
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert!(!is_mounted(&mp));
+    drop(hang);
+
+    // A live mount is never stacked over.
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_ok(&o, "mount");
+    let pid = h.pid(&mp);
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_fails(&o, &format!("already mounted by vaultfs (pid {pid})"));
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert!(alive(pid));
+
+    // Another filesystem there: busy.
+    let other = h.path().join("tmpfs");
+    std::fs::create_dir(&other).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&other)
+        .status()
+        .unwrap()
+        .success());
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", other.to_str().unwrap()]),
+        20,
+    );
+    assert_fails(&o, "busy: a tmpfs filesystem is mounted here");
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", other.to_str().unwrap()]),
+        20,
+    );
+    assert_fails(&o, "not a vaultfs mount (tmpfs)");
+    assert_eq!(mount_count(&other), 1);
+}
+
+#[test]
+fn sigterm_unmounts_and_sigkill_is_recovered() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
+    let pid = h.pid(&mp);
+    // SAFETY: signalling the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until("daemon exit on SIGTERM", Duration::from_secs(10), || {
+        !alive(pid)
+    });
+    assert!(!is_mounted(&mp), "SIGTERM must unmount");
+    assert!(h.log().contains("signal received: unmounting"));
+
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
+    let pid = h.pid(&mp);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    // The dead mount users see: "Transport endpoint is not connected" (or,
+    // when the kernel marked the connection aborted, ECONNABORTED).
+    let e = errno_of(std::fs::metadata(&mp));
+    assert!(e == libc::ENOTCONN || e == libc::ECONNABORTED, "errno {e}");
+
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_ok(&o, "mount over a dead mount");
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert_eq!(
+        mount_count(&mp),
+        1,
+        "the dead mount must be gone, not stacked under"
+    );
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount",
+    );
+    assert!(!is_mounted(&mp));
+
+    // `unmount` also cleans a dead mount on its own.
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
+    let pid = h.pid(&mp);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount dead",
+    );
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
+fn default_mountpoint_and_busy_unmount() {
+    let h = Home::new();
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount"]), 40), "mount");
+    let mp = h.secrets();
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    let pid = h.pid(&mp);
+
+    // An open file keeps it busy: refused, still mounted and serving.
+    let f = std::fs::File::open(mp.join("secret/app/db/password")).unwrap();
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20);
+    assert_fails(&o, "pass --lazy");
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+
+    // --lazy detaches now; the daemon exits when the last file closes.
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", "--lazy"]), 20),
+        "lazy",
+    );
+    assert!(!is_mounted(&mp));
+    drop(f);
+    wait_until(
+        "daemon exit after lazy unmount",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount"]), 40), "mount");
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20), "unmount");
+    assert!(!is_mounted(&mp));
+    assert_fails(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount"]), 20),
+        "nothing is mounted",
+    );
+}
+
+#[test]
+fn parallel_mounts_on_one_mountpoint_mount_once() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap().to_string();
+    let cmds: Vec<Command> = (0..3)
+        .map(|_| h.cmd(bao(), ROOT_TOKEN, &["mount", &m]))
+        .collect();
+    let outs: Vec<Output> = cmds
+        .into_iter()
+        .map(|c| std::thread::spawn(move || run(c, 40)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "exactly one mount wins");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_fails(o, "already mounted by vaultfs");
+    }
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", &m]), 20),
+        "unmount",
+    );
+}
+
+#[test]
+fn systemd_notify_ready_when_live() {
+    let h = Home::new();
+    let name = format!("vaultfs-test-notify-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = UnixDatagram::bind_addr(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mp = h.path().join("mnt");
+    let mut c = h.cmd(
+        bao(),
+        ROOT_TOKEN,
+        &["mount", "--foreground", mp.to_str().unwrap()],
+    );
+    c.env("NOTIFY_SOCKET", format!("@{name}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn_kept(c);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("READY=1 within 30s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means live: no waiting.
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let st = child.wait().unwrap();
+    assert!(st.success(), "SIGTERM must exit 0: {st}");
+    assert!(!is_mounted(&mp));
+}
+
+/// A normal user mounts through the setuid fusermount3 (no AutoUnmount, no
+/// allow_other), reads its secrets, and unmounts. This machine's /dev/fuse is
+/// root-only, so the test runs in a private mount namespace where a 0666
+/// node for the same device is bound over /dev/fuse, as on usual hosts.
+#[test]
+fn normal_user_mounts_through_fusermount3() {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = top.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    assert!(Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&home)
+        .status()
+        .unwrap()
+        .success());
+    let bin = top.path().join("vaultfs");
+    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    let script = r#"
+set -u
+D="$1" H="$2" BIN="$3"
+mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
+as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH=/usr/bin:/bin HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" "$@"; }
+cleanup() { p=$(cat "$H"/.local/state/vaultfs/run/*.pid 2>/dev/null) && kill -9 $p; }
+trap cleanup EXIT
+as_user "$BIN" mount || exit 21
+echo "value=$(as_user cat "$H/secrets/secret/app/db/password")"
+grep " $H/secrets " /proc/self/mountinfo | sed 's/.* - /type=/'
+cat "$H/secrets/secret/app/db/password" 2>/dev/null && exit 22
+as_user "$BIN" unmount || exit 23
+grep -q " $H/secrets " /proc/self/mountinfo && exit 24
+echo done
+"#;
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+        "bash",
+    ])
+    .arg(top.path())
+    .arg(&home)
+    .arg(&bin)
+    .env("ADDR", &bao().addr)
+    .env("TOKEN", ROOT_TOKEN);
+    let o = run(c, 60);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("value=s3cr3t\n"), "{out}");
+    // fusermount3 mounted it (type fuse.vaultfs), as the user (user_id).
+    assert!(
+        out.contains("type=fuse.vaultfs vaultfs ro,user_id=65534"),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+}
