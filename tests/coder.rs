@@ -151,15 +151,16 @@ fn installs_when_missing_and_applies_the_module_settings() {
     // Only the chosen KV mount is shown.
     assert_eq!(names(&mp), ["coder"]);
     // Without `list` (docs/coder.md): a secret at the top of the mount reads
-    // by name, its keys list; listing folders is denied, and so is walking
-    // through a folder that is not itself a secret.
+    // by name and its keys list; listing folders is denied, but walking by
+    // name through a folder that is not itself a secret works.
     assert_eq!(read(mp.join("coder/db/password")), "top-level");
     assert_eq!(names(mp.join("coder/db")), [".env", ".json", "password"]);
     assert_eq!(errno_of(std::fs::read_dir(mp.join("coder"))), libc::EACCES);
     assert_eq!(
-        errno_of(std::fs::read(mp.join("coder/app/db/password"))),
+        errno_of(std::fs::read_dir(mp.join("coder/app"))),
         libc::EACCES
     );
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
 
     // The installed binary is found again for stop (no VAULTFS_BIN).
     assert_ok(&run(script(&h, "stop"), 20), "stop");
