@@ -198,6 +198,7 @@ pub fn serve(p: Prepared, rt: &tokio::runtime::Runtime) -> Result<(), MountError
             tracing::warn!(error = %e, "unmount failed");
         }
     });
+    crate::renew::spawn(p.client.clone(), rt.handle());
     tracing::info!(mountpoint = %p.mountpoint.display(), "mounted");
     session
         .run()

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fs;
 pub mod logging;
 pub mod naming;
+pub mod renew;
 pub mod secret;
 pub mod tls;
 pub mod tree;

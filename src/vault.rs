@@ -87,6 +87,8 @@ pub enum ConfigError {
     },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 /// Token details from `auth/token/lookup-self`.
@@ -100,23 +102,35 @@ pub struct TokenInfo {
 pub struct VaultClient {
     http: reqwest::Client,
     cfg: ClientConfig,
+    /// Where requests go: `cfg.address`, with the TLS server name as host
+    /// when one is set (see `tls::request_address`).
+    base: Url,
     token: Arc<TokenSource>,
     permits: Semaphore,
 }
 
 impl VaultClient {
     pub fn new(cfg: ClientConfig, token: Arc<TokenSource>) -> Result<VaultClient, ConfigError> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("vaultfs/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect with our token to another place.
-            .redirect(reqwest::redirect::Policy::none());
-        b = crate::tls::configure(b, &cfg.tls, &cfg.address)?;
-        let http = b.build().map_err(|e| ConfigError::Client(e.to_string()))?;
+        let build = |system_roots| {
+            let b = reqwest::Client::builder()
+                .connect_timeout(cfg.timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .user_agent(concat!("vaultfs/", env!("CARGO_PKG_VERSION")))
+                // Never follow a redirect with our token to another place.
+                .redirect(reqwest::redirect::Policy::none());
+            crate::tls::configure(b, &cfg.tls, &cfg.address, system_roots)?
+                .build()
+                .map_err(|e| ConfigError::Client(e.to_string()))
+        };
+        // A system CA bundle rustls cannot parse must not stop the mount.
+        let http = build(true).or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the system CA bundle");
+            build(false)
+        })?;
         Ok(VaultClient {
             http,
+            base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
             permits: Semaphore::new(cfg.max_requests.max(1)),
             cfg,
             token,
@@ -132,7 +146,7 @@ impl VaultClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        let mut u = self.cfg.address.clone();
+        let mut u = self.base.clone();
         let base = u.path().trim_end_matches('/').to_string();
         u.set_path(&format!("{base}/v1/{path}"));
         u
@@ -181,6 +195,33 @@ impl VaultClient {
         }
     }
 
+    /// [`Self::send`] with the token kept current: a changed token file is
+    /// re-read first, and a 403 re-reads it and retries once if that gave
+    /// a different token (Vault Agent / `vault login` rotated it).
+    async fn authed(
+        &self,
+        method: Method,
+        path: &str,
+        list: bool,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
+        self.token.refresh_if_changed();
+        let generation = self.token.generation();
+        let r = self.send(method.clone(), path, list).await?;
+        if r.0 == StatusCode::FORBIDDEN && self.token.reload_after_denied(generation) {
+            return self.send(method, path, list).await;
+        }
+        Ok(r)
+    }
+
+    /// The HTTP version spoken with Vault (HTTP/2 when TLS offers it).
+    pub async fn http_version(&self) -> Result<reqwest::Version, VaultError> {
+        let req = self.http.get(self.url("sys/health")).send();
+        match tokio::time::timeout(self.cfg.timeout, req).await {
+            Ok(r) => Ok(r.map_err(classify)?.version()),
+            Err(_) => Err(VaultError::Timeout(self.cfg.timeout)),
+        }
+    }
+
     /// A request whose success is a JSON body. 404s come back as
     /// `Ok((404, body))` when `keep_404` (KV v2 deleted versions answer so).
     async fn json(
@@ -190,7 +231,7 @@ impl VaultClient {
         list: bool,
         keep_404: bool,
     ) -> Result<(StatusCode, Value), VaultError> {
-        let (status, body) = self.send(method, path, list).await?;
+        let (status, body) = self.authed(method, path, list).await?;
         if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
             return Err(status_error(status, &body));
         }
@@ -271,11 +312,17 @@ fn classify(e: reqwest::Error) -> VaultError {
     let mut tls = false;
     while let Some(s) = src {
         let text = s.to_string();
-        tls |= text.contains("certificate") || text.contains("tls handshake");
+        let lower = text.to_ascii_lowercase();
+        // rustls names failures "invalid peer certificate: ..." and
+        // "received fatal alert: ..." (client certificate refused).
+        tls |= lower.contains("certificate") || lower.contains("tls") || lower.contains("alert");
         msg = format!("{msg}: {text}");
         src = s.source();
     }
     if tls {
+        if let Some(hint) = crate::tls::explain(&msg) {
+            msg = format!("{msg}. {hint}");
+        }
         VaultError::Tls(msg)
     } else if timeout {
         VaultError::Timeout(Duration::ZERO)
