@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::error::VaultError;
 use crate::vault::VaultClient;
 
 /// How often a token file is looked at (one `stat`) while the task waits,
@@ -78,20 +79,26 @@ async fn run(client: Arc<VaultClient>) {
                 i
             }
             Err(e) => {
-                if !failing {
+                // A rejected token waits for a new one; anything else
+                // (Vault away, TLS trouble) is retried.
+                let rejected = matches!(e, VaultError::BadToken(_) | VaultError::Forbidden);
+                if rejected {
+                    tracing::warn!(
+                        "Vault no longer accepts the token (expired or revoked): {}",
+                        fix(&client)
+                    );
+                } else if !failing {
                     tracing::warn!(error = %e, "token lookup failed; renewal will retry");
                     failing = true;
                 }
-                // A rejected token waits for a new one; an unreachable
-                // Vault is retried.
-                let deadline = e.is_transient().then(|| Instant::now() + RETRY);
+                let deadline = (!rejected).then(|| Instant::now() + RETRY);
                 if wait(&client, &mut changed, deadline).await == Woke::NewToken {
                     capped = false;
                 }
                 continue;
             }
         };
-        if info.ttl.is_zero() {
+        if !info.expires {
             tracing::info!("token does not expire: nothing to renew");
             wait(&client, &mut changed, None).await;
             capped = false;
@@ -106,10 +113,9 @@ async fn run(client: Arc<VaultClient>) {
             }
             match client.renew_self().await {
                 Ok(ttl) => {
-                    // Vault caps a renewal at the max TTL: when the expiry
-                    // no longer moves, renewing is over.
-                    let slack = (info.ttl / 10).min(Duration::from_secs(1));
-                    capped = Instant::now() + ttl <= expiry + slack;
+                    // Vault caps a renewal at the max TTL: once it gives
+                    // less than the usual TTL, the expiry cannot move.
+                    capped = ttl < info.creation_ttl;
                     tracing::info!(ttl = %secs(ttl), "token renewed");
                 }
                 Err(e) if e.is_transient() => {

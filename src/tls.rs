@@ -233,14 +233,41 @@ pub fn explain(message: &str) -> Option<&'static str> {
         "Vault requires a client certificate: set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY \
          (or --client-cert and --client-key)"
     } else if m.contains("alert") && (m.contains("unknownca") || m.contains("badcertificate")) {
-        "Vault did not accept the client certificate (VAULT_CLIENT_CERT): it must be signed by a \
-         CA that Vault's listener trusts"
+        "Vault did not accept the client certificate (VAULT_CLIENT_CERT): it must be \
+         signed by a CA that Vault's listener trusts (tls_client_ca_file)"
     } else if m.contains("invalid peer certificate") {
         "Vault's certificate was rejected: check VAULT_CACERT / --ca-cert"
     } else {
         return None;
     };
     Some(hint)
+}
+
+/// Over TLS 1.3 and HTTP/2, a listener that refuses the client
+/// certificate (or its absence) sends its alert after the handshake, and
+/// what reaches us is often only the closed connection ("connection
+/// closed", "channel closed", "broken pipe"). At mount time that is almost
+/// always the cause, so say what to check.
+pub fn explain_closed(message: &str, tls: &TlsConfig, address: &Url) -> Option<&'static str> {
+    let closed = [
+        "connection closed",
+        "channel closed",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|c| message.contains(c));
+    if address.scheme() != "https" || !closed {
+        return None;
+    }
+    Some(if tls.client_cert.is_some() {
+        "Vault closed the TLS connection: if its listener requires client certificates, \
+         VAULT_CLIENT_CERT must be signed by a CA that Vault's listener trusts \
+         (tls_client_ca_file)"
+    } else {
+        "Vault closed the TLS connection: if its listener requires client certificates, \
+         set VAULT_CLIENT_CERT and VAULT_CLIENT_KEY (or --client-cert and --client-key)"
+    })
 }
 
 #[cfg(test)]

@@ -94,8 +94,14 @@ pub enum ConfigError {
 /// Token details from `auth/token/lookup-self`.
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
+    /// Time left, in whole seconds (Vault rounds down).
     pub ttl: Duration,
+    /// False for tokens without an expiry (root tokens): their `ttl` is 0.
+    pub expires: bool,
     pub renewable: bool,
+    /// The TTL a renewal gives back; a renewal that gives less was capped
+    /// by the max TTL.
+    pub creation_ttl: Duration,
     pub display_name: String,
 }
 
@@ -243,6 +249,17 @@ impl VaultClient {
         Ok((status, v))
     }
 
+    /// A connection closed over TLS is most likely a refused client
+    /// certificate (see `tls::explain_closed`); say so.
+    fn closed_hint(&self, e: VaultError) -> VaultError {
+        if let VaultError::BadResponse(m) | VaultError::Connect(m) = &e {
+            if let Some(hint) = crate::tls::explain_closed(m, &self.cfg.tls, &self.base) {
+                return VaultError::Tls(format!("{m}. {hint}"));
+            }
+        }
+        e
+    }
+
     /// `auth/token/lookup-self`: proves the token works before mounting.
     pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
         let (_, v) = self
@@ -250,12 +267,14 @@ impl VaultClient {
             .await
             .map_err(|e| match e {
                 VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
-                e => e,
+                e => self.closed_hint(e),
             })?;
         let d = &v["data"];
         Ok(TokenInfo {
             ttl: Duration::from_secs(d["ttl"].as_u64().unwrap_or(0)),
+            expires: !d["expire_time"].is_null(),
             renewable: d["renewable"].as_bool().unwrap_or(false),
+            creation_ttl: Duration::from_secs(d["creation_ttl"].as_u64().unwrap_or(0)),
             display_name: d["display_name"].as_str().unwrap_or("").to_string(),
         })
     }
