@@ -1,8 +1,10 @@
 //! Where the Vault token comes from, and holding it safely in memory.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
+use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 /// Where the token was found. Logged by name; the token never is.
@@ -50,12 +52,41 @@ pub enum TokenError {
     Empty(PathBuf),
 }
 
-/// The token in use. Files are re-read on demand (Vault Agent and
-/// `vault login` rewrite them in place).
+/// What identifies one version of a token file without reading it. Vault
+/// Agent replaces the file (new inode); `vault login` rewrites it (new
+/// mtime/size). ctime is left out on purpose: a rewrite that keeps size and
+/// mtime is then only caught by the re-read on 403, which the tests rely on
+/// to exercise that path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+/// The token in use. Files are re-read when they change and when Vault
+/// answers 403 (Vault Agent and `vault login` rewrite them).
 #[derive(Debug)]
 pub struct TokenSource {
     origin: TokenOrigin,
     token: RwLock<Zeroizing<String>>,
+    /// The token file's identity when last looked at (`None`: missing).
+    stamp: Mutex<Option<Stamp>>,
+    /// Bumped whenever the token changes; the renewal task watches it.
+    generation: watch::Sender<u64>,
 }
 
 /// Env lookup, injectable for tests.
@@ -90,14 +121,21 @@ impl TokenSource {
         TokenSource {
             origin,
             token: RwLock::new(Zeroizing::new(token)),
+            stamp: Mutex::new(None),
+            generation: watch::Sender::new(0),
         }
     }
 
     fn from_file(origin: TokenOrigin) -> Result<TokenSource, TokenError> {
-        let token = read_token_file(origin.file().expect("file origin"))?;
+        let path = origin.file().expect("file origin");
+        // Stamp first: a rewrite racing the read is then seen as a change.
+        let stamp = Stamp::of(path);
+        let token = read_token_file(path)?;
         Ok(TokenSource {
             origin,
             token: RwLock::new(token),
+            stamp: Mutex::new(stamp),
+            generation: watch::Sender::new(0),
         })
     }
 
@@ -109,18 +147,76 @@ impl TokenSource {
         self.token.read().expect("token lock").clone()
     }
 
+    /// How many times the token has changed since start.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Wakes when the token changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// Re-read a token file. Returns true when the token changed.
     pub fn reload(&self) -> Result<bool, TokenError> {
         let Some(path) = self.origin.file() else {
             return Ok(false);
         };
+        *self.stamp.lock().expect("stamp lock") = Stamp::of(path);
         let new = read_token_file(path)?;
         let mut cur = self.token.write().expect("token lock");
         if *cur == new {
             return Ok(false);
         }
         *cur = new;
+        drop(cur);
+        self.generation.send_modify(|g| *g += 1);
         Ok(true)
+    }
+
+    /// Before a request: re-read the token file if it looks different from
+    /// last time (one `stat`, no read). A file that vanished or cannot be
+    /// read keeps the current token, with one warning per change.
+    pub fn refresh_if_changed(&self) {
+        let Some(path) = self.origin.file() else {
+            return;
+        };
+        let now = Stamp::of(path);
+        {
+            let mut last = self.stamp.lock().expect("stamp lock");
+            if *last == now {
+                return;
+            }
+            *last = now;
+        }
+        if now.is_none() {
+            tracing::warn!(source = %self.origin, "token file is gone: keeping the current token");
+            return;
+        }
+        match self.reload() {
+            Ok(true) => {
+                tracing::info!(source = %self.origin, "token file changed: using the new token")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "keeping the current token"),
+        }
+    }
+
+    /// After a 403 answered to a request made at `generation`: re-read the
+    /// file. True when a different token is now in use, so the request is
+    /// worth one retry (another request may have re-read it meanwhile).
+    pub fn reload_after_denied(&self, generation: u64) -> bool {
+        match self.reload() {
+            Ok(true) => {
+                tracing::info!(source = %self.origin, "permission denied: token file holds a new token, retrying with it");
+                true
+            }
+            Ok(false) => self.generation() != generation,
+            Err(e) => {
+                tracing::warn!(error = %e, "permission denied, and the token file cannot be re-read");
+                false
+            }
+        }
     }
 }
 
@@ -182,5 +278,32 @@ mod tests {
         std::fs::write(&f, "two\n").unwrap();
         assert!(t.reload().unwrap());
         assert_eq!(t.current().as_str(), "two");
+        assert_eq!(t.generation(), 1);
+    }
+
+    #[test]
+    fn refresh_sees_replaced_file_and_survives_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "one").unwrap();
+        let t = TokenSource::resolve(Some(&f), &|_| None, None).unwrap();
+        t.refresh_if_changed();
+        assert_eq!(t.generation(), 0);
+        // Replaced the way Vault Agent does it: new file, rename over.
+        let tmp = dir.path().join("tok.new");
+        std::fs::write(&tmp, "one-rotated").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        t.refresh_if_changed();
+        assert_eq!(t.current().as_str(), "one-rotated");
+        assert_eq!(t.generation(), 1);
+        std::fs::remove_file(&f).unwrap();
+        t.refresh_if_changed();
+        assert_eq!(t.current().as_str(), "one-rotated");
+        // A 403 seen by a request made before another one re-read the file
+        // still earns a retry.
+        std::fs::write(&f, "three").unwrap();
+        assert!(t.reload_after_denied(1));
+        assert!(t.reload_after_denied(1));
+        assert!(!t.reload_after_denied(2));
     }
 }

@@ -264,6 +264,7 @@ pub fn serve(
         let _ = readiness::sd_notify(&getenv, "STOPPING=1");
         unmount_own(&mut unmounter, &mp);
     });
+    crate::renew::spawn(p.client.clone(), rt.handle());
     // The session loop must run for the root to be listed: check from a
     // thread of our own while this one serves.
     let check = {

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod mountpoint;
 pub mod naming;
 pub mod readiness;
+pub mod renew;
 pub mod secret;
 pub mod tls;
 pub mod tree;

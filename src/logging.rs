@@ -3,7 +3,7 @@
 //! their debug and trace output can include headers (the token) and bodies.
 
 use std::fs::OpenOptions;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -53,7 +53,11 @@ pub fn init(file: Option<&Path>) -> io::Result<()> {
                 .try_init()
         }
         None => registry
-            .with(fmt.with_writer(io::stderr).with_filter(cap))
+            .with(
+                fmt.with_ansi(io::stderr().is_terminal())
+                    .with_writer(io::stderr)
+                    .with_filter(cap),
+            )
             .try_init(),
     };
     result.map_err(|e| io::Error::other(e.to_string()))

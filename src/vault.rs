@@ -87,36 +87,56 @@ pub enum ConfigError {
     },
     #[error("cannot build HTTP client: {0}")]
     Client(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }
 
 /// Token details from `auth/token/lookup-self`.
 #[derive(Debug, Clone)]
 pub struct TokenInfo {
+    /// Time left, in whole seconds (Vault rounds down).
     pub ttl: Duration,
+    /// False for tokens without an expiry (root tokens): their `ttl` is 0.
+    pub expires: bool,
     pub renewable: bool,
+    /// The TTL a renewal gives back; a renewal that gives less was capped
+    /// by the max TTL.
+    pub creation_ttl: Duration,
     pub display_name: String,
 }
 
 pub struct VaultClient {
     http: reqwest::Client,
     cfg: ClientConfig,
+    /// Where requests go: `cfg.address`, with the TLS server name as host
+    /// when one is set (see `tls::request_address`).
+    base: Url,
     token: Arc<TokenSource>,
     permits: Semaphore,
 }
 
 impl VaultClient {
     pub fn new(cfg: ClientConfig, token: Arc<TokenSource>) -> Result<VaultClient, ConfigError> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("vaultfs/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect with our token to another place.
-            .redirect(reqwest::redirect::Policy::none());
-        b = crate::tls::configure(b, &cfg.tls, &cfg.address)?;
-        let http = b.build().map_err(|e| ConfigError::Client(e.to_string()))?;
+        let build = |system_roots| {
+            let b = reqwest::Client::builder()
+                .connect_timeout(cfg.timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .user_agent(concat!("vaultfs/", env!("CARGO_PKG_VERSION")))
+                // Never follow a redirect with our token to another place.
+                .redirect(reqwest::redirect::Policy::none());
+            crate::tls::configure(b, &cfg.tls, &cfg.address, system_roots)?
+                .build()
+                .map_err(|e| ConfigError::Client(e.to_string()))
+        };
+        // A system CA bundle rustls cannot parse must not stop the mount.
+        let http = build(true).or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the system CA bundle");
+            build(false)
+        })?;
         Ok(VaultClient {
             http,
+            base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
             permits: Semaphore::new(cfg.max_requests.max(1)),
             cfg,
             token,
@@ -132,7 +152,7 @@ impl VaultClient {
     }
 
     fn url(&self, path: &str) -> Url {
-        let mut u = self.cfg.address.clone();
+        let mut u = self.base.clone();
         let base = u.path().trim_end_matches('/').to_string();
         u.set_path(&format!("{base}/v1/{}", escape_path(path)));
         u
@@ -181,6 +201,33 @@ impl VaultClient {
         }
     }
 
+    /// [`Self::send`] with the token kept current: a changed token file is
+    /// re-read first, and a 403 re-reads it and retries once if that gave
+    /// a different token (Vault Agent / `vault login` rotated it).
+    async fn authed(
+        &self,
+        method: Method,
+        path: &str,
+        list: bool,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
+        self.token.refresh_if_changed();
+        let generation = self.token.generation();
+        let r = self.send(method.clone(), path, list).await?;
+        if r.0 == StatusCode::FORBIDDEN && self.token.reload_after_denied(generation) {
+            return self.send(method, path, list).await;
+        }
+        Ok(r)
+    }
+
+    /// The HTTP version spoken with Vault (HTTP/2 when TLS offers it).
+    pub async fn http_version(&self) -> Result<reqwest::Version, VaultError> {
+        let req = self.http.get(self.url("sys/health")).send();
+        match tokio::time::timeout(self.cfg.timeout, req).await {
+            Ok(r) => Ok(r.map_err(classify)?.version()),
+            Err(_) => Err(VaultError::Timeout(self.cfg.timeout)),
+        }
+    }
+
     /// A request whose success is a JSON body. 404s come back as
     /// `Ok((404, body))` when `keep_404` (KV v2 deleted versions answer so).
     async fn json(
@@ -190,7 +237,7 @@ impl VaultClient {
         list: bool,
         keep_404: bool,
     ) -> Result<(StatusCode, Value), VaultError> {
-        let (status, body) = self.send(method, path, list).await?;
+        let (status, body) = self.authed(method, path, list).await?;
         if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
             return Err(status_error(status, &body));
         }
@@ -202,6 +249,17 @@ impl VaultClient {
         Ok((status, v))
     }
 
+    /// A connection closed over TLS is most likely a refused client
+    /// certificate (see `tls::explain_closed`); say so.
+    fn closed_hint(&self, e: VaultError) -> VaultError {
+        if let VaultError::BadResponse(m) | VaultError::Connect(m) = &e {
+            if let Some(hint) = crate::tls::explain_closed(m, &self.cfg.tls, &self.base) {
+                return VaultError::Tls(format!("{m}. {hint}"));
+            }
+        }
+        e
+    }
+
     /// `auth/token/lookup-self`: proves the token works before mounting.
     pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
         let (_, v) = self
@@ -209,12 +267,14 @@ impl VaultClient {
             .await
             .map_err(|e| match e {
                 VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
-                e => e,
+                e => self.closed_hint(e),
             })?;
         let d = &v["data"];
         Ok(TokenInfo {
             ttl: Duration::from_secs(d["ttl"].as_u64().unwrap_or(0)),
+            expires: !d["expire_time"].is_null(),
             renewable: d["renewable"].as_bool().unwrap_or(false),
+            creation_ttl: Duration::from_secs(d["creation_ttl"].as_u64().unwrap_or(0)),
             display_name: d["display_name"].as_str().unwrap_or("").to_string(),
         })
     }
@@ -271,11 +331,17 @@ fn classify(e: reqwest::Error) -> VaultError {
     let mut tls = false;
     while let Some(s) = src {
         let text = s.to_string();
-        tls |= text.contains("certificate") || text.contains("tls handshake");
+        let lower = text.to_ascii_lowercase();
+        // rustls names failures "invalid peer certificate: ..." and
+        // "received fatal alert: ..." (client certificate refused).
+        tls |= lower.contains("certificate") || lower.contains("tls") || lower.contains("alert");
         msg = format!("{msg}: {text}");
         src = s.source();
     }
     if tls {
+        if let Some(hint) = crate::tls::explain(&msg) {
+            msg = format!("{msg}. {hint}");
+        }
         VaultError::Tls(msg)
     } else if timeout {
         VaultError::Timeout(Duration::ZERO)
