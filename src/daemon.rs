@@ -172,7 +172,9 @@ pub fn serve(p: Prepared, rt: &tokio::runtime::Runtime) -> Result<(), MountError
         dir_mode: p.args.dir_mode,
         ttl: p.args.ttl,
     };
-    let tree = Arc::new(Tree::new(p.client.clone(), cache_policy(&p.args)));
+    let tree = Arc::new(
+        Tree::new(p.client.clone(), cache_policy(&p.args)).with_prefetch(p.args.max_requests),
+    );
     let fs = VaultFs::new(tree, rt.handle().clone(), opts);
     let notifier = fs.notifier_slot();
     let mut session = Session::new(fs, &p.mountpoint, &fuse_config(&p.args)).map_err(|source| {
