@@ -59,6 +59,14 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+fn listing_fingerprint(entries: &[(String, Entry)]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, e) in entries {
+        (name, e.ino, e.kind == Kind::Dir).hash(&mut h);
+    }
+    h.finish()
+}
+
 fn content_fingerprint(s: &Secret, f: &SecretFile) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     s.content(f).map(|c| c.as_slice()).hash(&mut h);
@@ -299,15 +307,11 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             self.notifier.clone(),
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.spawn(async move { tree.readdir(ino.0).await }, move |r| match r {
+        let done = move |r: Result<Vec<(String, Entry)>, FsError>| match r {
             Ok(entries) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                for (name, e) in &entries {
-                    (name, e.ino, e.kind == Kind::Dir).hash(&mut h);
-                }
                 // The kernel may serve later readdirs from its own copy of
                 // this listing until the listing changes.
-                let keep = note_served(&served, &notifier, ino, h.finish());
+                let keep = note_served(&served, &notifier, ino, listing_fingerprint(&entries));
                 handles
                     .lock()
                     .expect("handles")
@@ -315,7 +319,22 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                 reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
             }
             Err(e) => reply.error(errno(&e)),
-        });
+        };
+        // As in `open`: cached and unchanged is answered here, anything
+        // else (a fetch, or an invalidation) from a task.
+        let unchanged = self
+            .tree
+            .readdir_cached(ino.0)
+            .and_then(Result::ok)
+            .filter(|entries| {
+                let fp = listing_fingerprint(entries);
+                let served = self.served.lock().expect("served");
+                served.get(&ino.0).is_none_or(|&old| old == fp)
+            });
+        match unchanged {
+            Some(entries) => done(Ok(entries)),
+            None => self.spawn(async move { tree.readdir(ino.0).await }, done),
+        }
     }
 
     fn readdir(

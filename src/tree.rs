@@ -409,7 +409,7 @@ impl<S: SecretStore> Tree<S> {
             Node::File { .. } => return Err(FsError::NotDir),
         };
         let (is_secret, is_folder) = self.dir_facts(&mount, &path).await;
-        let (listing, secret) = tokio::join!(
+        let (listing, secret): (Answer<Vec<String>>, _) = tokio::join!(
             async {
                 match is_folder {
                     Known::No => Ok(Arc::new(Vec::new())),
@@ -423,16 +423,71 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         );
+        if let Ok(keys) = &listing {
+            self.prefetch_children(&mount, &path, keys);
+        }
+        self.assemble(&mount, &path, listing, secret)
+    }
+
+    /// [`Tree::readdir`] of a folder or secret when it needs no request and
+    /// no prefetch (everything it shows and its children are cached and
+    /// fresh); `None` otherwise. Lets warm walks skip a task per directory.
+    pub fn readdir_cached(&self, ino: u64) -> Option<Result<Vec<(String, Entry)>, FsError>> {
+        let Node::Dir { mount, path } = self.node(ino)? else {
+            return None;
+        };
+        let (is_secret, is_folder) = if path.is_empty() {
+            (Known::No, Known::Yes)
+        } else {
+            let (parent, leaf) = split_parent(&path);
+            facts(
+                &self.listings.peek(&(mount.clone(), parent.to_string()))?,
+                leaf,
+            )
+        };
+        let key = (mount.clone(), path.clone());
+        let listing = match is_folder {
+            Known::No => Ok(Arc::new(Vec::new())),
+            _ => self.listings.peek(&key)?,
+        };
+        let secret = match is_secret {
+            Known::No => None,
+            _ => Some(self.secrets.peek(&key)?),
+        };
+        if let Ok(keys) = &listing {
+            let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
+                Some(f) => self
+                    .listings
+                    .peek(&(mount.clone(), join(&path, f)))
+                    .is_some(),
+                None => self
+                    .secrets
+                    .peek(&(mount.clone(), join(&path, k)))
+                    .is_some(),
+            });
+            if !all_cached {
+                return None;
+            }
+        }
+        Some(self.assemble(&mount, &path, listing, secret))
+    }
+
+    /// The entries of a directory from its listing and its own secret.
+    fn assemble(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        listing: Answer<Vec<String>>,
+        secret: Option<Answer<Secret>>,
+    ) -> Result<Vec<(String, Entry)>, FsError> {
+        let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
             Some(Ok(s)) => Some(s),
             Some(Err(VaultError::NotFound | VaultError::Forbidden)) | None => None,
             Some(Err(e)) => return Err(e.into()),
         };
         let children = match listing {
-            Ok(keys) => {
-                self.prefetch_children(&mount, &path, &keys);
-                listing_children(&keys)
-            }
+            Ok(keys) => listing_children(&keys),
             Err(VaultError::NotFound) => Vec::new(),
             // A readable secret still shows its keys when its folder is unlistable.
             Err(VaultError::Forbidden) if secret.is_some() => Vec::new(),
@@ -527,20 +582,25 @@ impl<S: SecretStore> Tree<S> {
             return (Known::No, Known::Yes);
         }
         let (parent, leaf) = split_parent(path);
-        match self.listing(mount, parent).await {
-            Ok(keys) => {
-                let folder = format!("{leaf}/");
-                let has = |k: &str| {
-                    if keys.iter().any(|x| x == k) {
-                        Known::Yes
-                    } else {
-                        Known::No
-                    }
-                };
-                (has(leaf), has(&folder))
-            }
-            Err(_) => (Known::Denied, Known::Denied),
+        facts(&self.listing(mount, parent).await, leaf)
+    }
+}
+
+/// What a parent's listing says its child `leaf` is: (a secret?, a folder?).
+fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
+    match listing {
+        Ok(keys) => {
+            let folder = format!("{leaf}/");
+            let has = |k: &str| {
+                if keys.iter().any(|x| x == k) {
+                    Known::Yes
+                } else {
+                    Known::No
+                }
+            };
+            (has(leaf), has(&folder))
         }
+        Err(_) => (Known::Denied, Known::Denied),
     }
 }
 
