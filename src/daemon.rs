@@ -120,8 +120,9 @@ pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
     })
 }
 
-/// Check the token and that mounts can be listed.
-pub async fn check_vault(client: &VaultClient) -> Result<(), MountError> {
+/// Check the token and that mounts can be listed (through the tree, whose
+/// cache then already holds the mount table).
+pub async fn check_vault(client: &VaultClient, tree: &Tree<VaultClient>) -> Result<(), MountError> {
     let addr = client.config().address.to_string();
     match client.lookup_self().await {
         Ok(info) => tracing::info!(
@@ -139,8 +140,7 @@ pub async fn check_vault(client: &VaultClient) -> Result<(), MountError> {
         }
         Err(e) => return Err(MountError::Unreachable { addr, source: e }),
     }
-    client
-        .mounts()
+    tree.mounts()
         .await
         .map_err(|e| MountError::Mounts { addr, source: e })?;
     Ok(())
@@ -226,6 +226,7 @@ pub fn cache_policy(args: &MountArgs) -> CachePolicy {
 /// left pending when an error is returned before the mount exists.
 pub fn serve(
     p: Prepared,
+    tree: Arc<Tree<VaultClient>>,
     rt: &tokio::runtime::Runtime,
     reporter: &mut Reporter,
 ) -> Result<(), MountError> {
@@ -238,7 +239,6 @@ pub fn serve(
         dir_mode: p.args.dir_mode,
         ttl: p.args.ttl,
     };
-    let tree = Arc::new(Tree::new(p.client.clone(), cache_policy(&p.args)));
     let fs = VaultFs::new(tree, rt.handle().clone(), opts);
     let notifier = fs.notifier_slot();
     let mut session = Session::new(fs, &p.mountpoint, &fuse_config(&p.args)).map_err(|source| {
@@ -370,8 +370,11 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     harden(!p.args.no_mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
-    rt.block_on(check_vault(&p.client))?;
-    serve(p, &rt, reporter)
+    let tree = Arc::new(
+        Tree::new(p.client.clone(), cache_policy(&p.args)).with_prefetch(p.args.max_requests),
+    );
+    rt.block_on(check_vault(&p.client, &tree))?;
+    serve(p, tree, &rt, reporter)
 }
 
 /// The log file in the background: `--log-file`, else under the state dir.

@@ -59,9 +59,17 @@ fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
-fn fingerprint(data: &[u8]) -> u64 {
+fn listing_fingerprint(entries: &[(String, Entry)]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    data.hash(&mut h);
+    for (name, e) in entries {
+        (name, e.ino, e.kind == Kind::Dir).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn content_fingerprint(s: &Secret, f: &SecretFile) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.content(f).map(|c| c.as_slice()).hash(&mut h);
     h.finish()
 }
 
@@ -99,6 +107,28 @@ impl<S: SecretStore> VaultFs<S> {
     }
 }
 
+/// Record what an open of `ino` serves and decide whether the kernel may keep
+/// its cached pages (file data, or a directory's cached listing). When the
+/// content changed since the last open, the kernel's copy and its cached
+/// attributes (the size) are dropped first, so the new value is read whole.
+fn note_served(
+    served: &Mutex<HashMap<u64, u64>>,
+    notifier: &OnceLock<Notifier>,
+    ino: INodeNo,
+    fp: u64,
+) -> FopenFlags {
+    let old = served.lock().expect("served").insert(ino.0, fp);
+    match old {
+        Some(old) if old != fp => {
+            if let Some(n) = notifier.get() {
+                let _ = n.inval_inode(ino, 0, 0);
+            }
+            FopenFlags::empty()
+        }
+        _ => FopenFlags::FOPEN_KEEP_CACHE,
+    }
+}
+
 fn attr(opts: &FsOptions, start: SystemTime, e: &Entry) -> FileAttr {
     let t = e.mtime.unwrap_or(start);
     let (kind, perm, nlink) = match e.kind {
@@ -132,8 +162,26 @@ macro_rules! read_only {
 
 impl<S: SecretStore> Filesystem for VaultFs<S> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Lets programs mmap our direct-I/O files (Linux 6.6+); harmless if refused.
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Each is best effort: an older kernel without one still works.
+        for cap in [
+            // Attributes come with directory entries (they are free here):
+            // `ls -l` and walks need no LOOKUP per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            // Lookups in one directory run in parallel, not one at a time.
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            // A changed mtime or size drops cached pages: a rotated secret
+            // is read whole once its attributes are refreshed.
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            // Lets programs mmap our direct-I/O files (Linux 6.6+).
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                tracing::debug!(?cap, "kernel lacks FUSE capability");
+            }
+        }
+        // Room for parallel reads (xargs -P, readahead) in flight at once.
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 
@@ -182,32 +230,41 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             self.notifier.clone(),
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.spawn(async move { tree.open(ino.0).await }, move |r| match r {
+        let done = move |r: Result<(Arc<Secret>, SecretFile), FsError>| match r {
             Ok((secret, file)) => {
-                let fp = secret.content(&file).map_or(0, |c| fingerprint(c));
-                let changed = served
-                    .lock()
-                    .expect("served")
-                    .insert(ino.0, fp)
-                    .is_some_and(|old| old != fp);
-                if changed {
-                    // The kernel may hold the old size and pages: drop them so
-                    // this open reads the whole new value.
-                    if let Some(n) = notifier.get() {
-                        let _ = n.inval_inode(ino, 0, 0);
-                    }
-                }
+                let fp = content_fingerprint(&secret, &file);
+                let keep = note_served(&served, &notifier, ino, fp);
                 handles
                     .lock()
                     .expect("handles")
                     .insert(fh, Handle::File(secret, file));
-                // Direct I/O: every read is served from this handle's snapshot,
-                // so an open file never mixes two versions through the shared
-                // page cache (see docs/semantics.md).
+                // Direct I/O: every read is served from this handle's
+                // snapshot, so an open file never mixes two versions through
+                // the shared page cache, and a reader never sees an older
+                // version left in it (see docs/semantics.md). `note_served`
+                // still drops the kernel's cached size when the value changed.
+                let _ = keep;
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(errno(&e)),
-        });
+        };
+        // A cached, unchanged secret is answered right here: no task, no
+        // thread hop. A changed one goes through a task, because invalidating
+        // the kernel's pages from this thread could wait on a READ that only
+        // this thread would answer.
+        let unchanged = self
+            .tree
+            .open_cached(ino.0)
+            .and_then(Result::ok)
+            .filter(|(s, f)| {
+                let fp = content_fingerprint(s, f);
+                let served = self.served.lock().expect("served");
+                served.get(&ino.0).is_none_or(|&old| old == fp)
+            });
+        match unchanged {
+            Some(r) => done(Ok(r)),
+            None => self.spawn(async move { tree.open(ino.0).await }, done),
+        }
     }
 
     fn read(
@@ -252,18 +309,40 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             return read_only!(reply);
         }
         let tree = self.tree.clone();
-        let handles = self.handles.clone();
+        let (handles, served, notifier) = (
+            self.handles.clone(),
+            self.served.clone(),
+            self.notifier.clone(),
+        );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.spawn(async move { tree.readdir(ino.0).await }, move |r| match r {
+        let done = move |r: Result<Vec<(String, Entry)>, FsError>| match r {
             Ok(entries) => {
+                // The kernel may serve later readdirs from its own copy of
+                // this listing until the listing changes.
+                let keep = note_served(&served, &notifier, ino, listing_fingerprint(&entries));
                 handles
                     .lock()
                     .expect("handles")
                     .insert(fh, Handle::Dir(Arc::new(entries)));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
             }
             Err(e) => reply.error(errno(&e)),
-        });
+        };
+        // As in `open`: cached and unchanged is answered here, anything
+        // else (a fetch, or an invalidation) from a task.
+        let unchanged = self
+            .tree
+            .readdir_cached(ino.0)
+            .and_then(Result::ok)
+            .filter(|entries| {
+                let fp = listing_fingerprint(entries);
+                let served = self.served.lock().expect("served");
+                served.get(&ino.0).is_none_or(|&old| old == fp)
+            });
+        match unchanged {
+            Some(entries) => done(Ok(entries)),
+            None => self.spawn(async move { tree.readdir(ino.0).await }, done),
+        }
     }
 
     fn readdir(

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use tokio::sync::Semaphore;
+
 use crate::cache::{Answer, Cache, CachePolicy, Weigh};
 use crate::error::{FsError, VaultError};
 use crate::naming;
@@ -72,6 +74,9 @@ type Key = (KvMount, String);
 
 pub struct Tree<S> {
     store: Arc<S>,
+    /// Bounds background prefetches (see [`Tree::prefetch_children`]);
+    /// `None` disables them.
+    prefetch: Option<Arc<Semaphore>>,
     mounts: Cache<(), Vec<KvMount>>,
     listings: Cache<Key, Vec<String>>,
     secrets: Cache<Key, Secret>,
@@ -151,6 +156,7 @@ impl<S: SecretStore> Tree<S> {
         inodes.by_ino.insert(ROOT_INO, Node::Root);
         Tree {
             store,
+            prefetch: None,
             mounts: Cache::new(CachePolicy {
                 max_entries: 1,
                 ..policy
@@ -159,6 +165,15 @@ impl<S: SecretStore> Tree<S> {
             secrets: Cache::new(policy),
             inodes: Mutex::new(inodes),
         }
+    }
+
+    /// Let a directory read fetch its children in the background, at most
+    /// `max_requests * 3 / 4` at a time, so a quarter of the request slots
+    /// stay free for what the user asks next. 0 disables prefetching.
+    pub fn with_prefetch(mut self, max_requests: usize) -> Self {
+        self.prefetch =
+            (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
+        self
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -311,6 +326,11 @@ impl<S: SecretStore> Tree<S> {
     /// LIST when the token may list; otherwise by asking for the child itself,
     /// so that read-only tokens can still walk to what they know the name of.
     async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
+        // A secret that is not also a folder has no children: LISTing it
+        // would cost a request per lookup only to hear 404.
+        if self.dir_facts(mount, path).await.1 == Known::No {
+            return Ok(Known::No);
+        }
         match self.listing(mount, path).await {
             Ok(keys) => {
                 let folder = format!("{seg}/");
@@ -362,19 +382,26 @@ impl<S: SecretStore> Tree<S> {
                 mount,
                 secret,
                 file,
-            } => {
-                let s = self.secret(&mount, &secret).await.map_err(not_found)?;
-                if s.content(&file).is_none() {
-                    return Err(FsError::NoEntry);
-                }
-                Ok((s, file))
-            }
+            } => opened(self.secret(&mount, &secret).await, file),
             _ => Err(FsError::IsDir),
         }
     }
 
+    /// [`Tree::open`] when it needs no request (the secret is cached and
+    /// fresh); `None` otherwise.
+    pub fn open_cached(&self, ino: u64) -> Option<Result<(Arc<Secret>, SecretFile), FsError>> {
+        match self.node(ino)? {
+            Node::File {
+                mount,
+                secret,
+                file,
+            } => Some(opened(self.secrets.peek(&(mount, secret))?, file)),
+            _ => None,
+        }
+    }
+
     /// Every entry of a directory (without `.` and `..`), sorted by name.
-    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Entry)>, FsError> {
+    pub async fn readdir(self: &Arc<Self>, ino: u64) -> Result<Vec<(String, Entry)>, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
         let (mount, path) = match node {
             Node::Root | Node::Prefix(_) => {
@@ -392,7 +419,7 @@ impl<S: SecretStore> Tree<S> {
             Node::File { .. } => return Err(FsError::NotDir),
         };
         let (is_secret, is_folder) = self.dir_facts(&mount, &path).await;
-        let (listing, secret) = tokio::join!(
+        let (listing, secret): (Answer<Vec<String>>, _) = tokio::join!(
             async {
                 match is_folder {
                     Known::No => Ok(Arc::new(Vec::new())),
@@ -406,6 +433,64 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         );
+        if let Ok(keys) = &listing {
+            self.prefetch_children(&mount, &path, keys);
+        }
+        self.assemble(&mount, &path, listing, secret)
+    }
+
+    /// [`Tree::readdir`] of a folder or secret when it needs no request and
+    /// no prefetch (everything it shows and its children are cached and
+    /// fresh); `None` otherwise. Lets warm walks skip a task per directory.
+    pub fn readdir_cached(&self, ino: u64) -> Option<Result<Vec<(String, Entry)>, FsError>> {
+        let Node::Dir { mount, path } = self.node(ino)? else {
+            return None;
+        };
+        let (is_secret, is_folder) = if path.is_empty() {
+            (Known::No, Known::Yes)
+        } else {
+            let (parent, leaf) = split_parent(&path);
+            facts(
+                &self.listings.peek(&(mount.clone(), parent.to_string()))?,
+                leaf,
+            )
+        };
+        let key = (mount.clone(), path.clone());
+        let listing = match is_folder {
+            Known::No => Ok(Arc::new(Vec::new())),
+            _ => self.listings.peek(&key)?,
+        };
+        let secret = match is_secret {
+            Known::No => None,
+            _ => Some(self.secrets.peek(&key)?),
+        };
+        if let Ok(keys) = &listing {
+            let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
+                Some(f) => self
+                    .listings
+                    .peek(&(mount.clone(), join(&path, f)))
+                    .is_some(),
+                None => self
+                    .secrets
+                    .peek(&(mount.clone(), join(&path, k)))
+                    .is_some(),
+            });
+            if !all_cached {
+                return None;
+            }
+        }
+        Some(self.assemble(&mount, &path, listing, secret))
+    }
+
+    /// The entries of a directory from its listing and its own secret.
+    fn assemble(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        listing: Answer<Vec<String>>,
+        secret: Option<Answer<Secret>>,
+    ) -> Result<Vec<(String, Entry)>, FsError> {
+        let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
             Some(Ok(s)) => Some(s),
             Some(Err(VaultError::NotFound | VaultError::Forbidden)) | None => None,
@@ -458,31 +543,87 @@ impl<S: SecretStore> Tree<S> {
         Ok(out.into_iter().collect())
     }
 
+    /// Walks (`find`, `ls -lR`, `grep -r`) visit every child of a directory
+    /// they have just read, one at a time. Fetching those children now, in
+    /// parallel, turns a serial chain of round trips into a pipeline: the
+    /// walker then finds each child cached or already in flight (the cache's
+    /// single-flight joins it). One level deep only, so `ls` of a big tree's
+    /// root does not fetch the whole tree.
+    fn prefetch_children(self: &Arc<Self>, mount: &KvMount, path: &str, keys: &[String]) {
+        let Some(permits) = &self.prefetch else {
+            return;
+        };
+        for k in keys {
+            let (seg, folder) = match k.strip_suffix('/') {
+                Some(f) => (f, true),
+                None => (k.as_str(), false),
+            };
+            if seg.is_empty() || seg.contains('/') {
+                continue;
+            }
+            let key = (mount.clone(), join(path, seg));
+            let cached = if folder {
+                self.listings.peek(&key).is_some()
+            } else {
+                self.secrets.peek(&key).is_some()
+            };
+            if cached {
+                continue;
+            }
+            let (tree, permits) = (self.clone(), permits.clone());
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let (mount, path) = key;
+                // Errors are cached or retried by whoever asks next.
+                if folder {
+                    let _ = tree.listing(&mount, &path).await;
+                } else {
+                    let _ = tree.secret(&mount, &path).await;
+                }
+            });
+        }
+    }
+
     /// What the parent's listing says `path` is: (a secret?, a folder?).
     async fn dir_facts(&self, mount: &KvMount, path: &str) -> (Known, Known) {
         if path.is_empty() {
             return (Known::No, Known::Yes);
         }
         let (parent, leaf) = split_parent(path);
-        match self.listing(mount, parent).await {
-            Ok(keys) => {
-                let folder = format!("{leaf}/");
-                let has = |k: &str| {
-                    if keys.iter().any(|x| x == k) {
-                        Known::Yes
-                    } else {
-                        Known::No
-                    }
-                };
-                (has(leaf), has(&folder))
-            }
-            Err(_) => (Known::Denied, Known::Denied),
+        facts(&self.listing(mount, parent).await, leaf)
+    }
+}
+
+/// What a parent's listing says its child `leaf` is: (a secret?, a folder?).
+fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
+    match listing {
+        Ok(keys) => {
+            let folder = format!("{leaf}/");
+            let has = |k: &str| {
+                if keys.iter().any(|x| x == k) {
+                    Known::Yes
+                } else {
+                    Known::No
+                }
+            };
+            (has(leaf), has(&folder))
         }
+        Err(_) => (Known::Denied, Known::Denied),
     }
 }
 
 fn encoded(seg: &str) -> Option<String> {
     naming::encode(seg)
+}
+
+fn opened(s: Answer<Secret>, file: SecretFile) -> Result<(Arc<Secret>, SecretFile), FsError> {
+    let s = s.map_err(not_found)?;
+    if s.content(&file).is_none() {
+        return Err(FsError::NoEntry);
+    }
+    Ok((s, file))
 }
 
 /// A file whose secret vanished is simply gone.
