@@ -23,7 +23,7 @@ use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
 use crate::readiness::{self, Outcome, Reporter};
 use crate::tree::Tree;
-use crate::vault::{ConfigError, SecretStore, VaultClient};
+use crate::vault::{ConfigError, VaultClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
