@@ -20,7 +20,7 @@ use fuser::{
 };
 use tokio::runtime::Handle as Runtime;
 
-use crate::error::FsError;
+use crate::error::{FsError, VaultError};
 use crate::secret::{Secret, SecretFile};
 use crate::tree::{Entry, Kind, Tree};
 use crate::vault::SecretStore;
@@ -34,6 +34,9 @@ pub struct FsOptions {
     pub dir_mode: u16,
     /// How long the kernel may keep entries and attributes.
     pub ttl: Duration,
+    /// Longest any operation may take before it fails with EIO: a backstop
+    /// for chains of Vault requests (see docs/reliability.md).
+    pub op_timeout: Duration,
 }
 
 enum Handle {
@@ -95,7 +98,17 @@ impl<S: SecretStore> VaultFs<S> {
         D: FnOnce(Result<T, FsError>) + Send + 'static,
         T: Send + 'static,
     {
-        self.rt.spawn(async move { done(f.await) });
+        let limit = self.opts.op_timeout;
+        self.rt.spawn(async move {
+            let r = tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+                tracing::warn!(
+                    limit_ms = limit.as_millis() as u64,
+                    "filesystem operation timed out"
+                );
+                Err(VaultError::Timeout(limit).into())
+            });
+            done(r)
+        });
     }
 }
 
