@@ -3,9 +3,10 @@
 //! - Concurrent misses for one key make one request; the others wait for it.
 //! - Values *and* definite errors (403, 404) are kept for the TTL, so a shell
 //!   probing for `.git` does not hit Vault on every prompt.
-//! - Transient failures are never cached. When one happens and an older value
-//!   is still within `stale_if_error` of its expiry, that value is served
-//!   again (and retried at most every `retry_stale`).
+//! - Transient failures are never cached. When one happens and an older
+//!   answer (a value, or a 403/404) is still within `stale_if_error` of its
+//!   expiry, that answer is served again (and retried at most every
+//!   `retry_stale`).
 //! - Entries are evicted least-recently-used when either the entry count or
 //!   the byte budget is exceeded. Values wipe themselves on drop (see
 //!   `secret.rs`), so eviction is also erasure.
@@ -185,8 +186,9 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
                 weight: 64,
             },
             Err(e) => {
-                let stale =
-                    old.filter(|o| o.answer.is_ok() && now < o.fetched + p.ttl + p.stale_if_error);
+                // A kept "not found" is served stale like a value: a lookup
+                // that probes for a folder must not turn into EIO.
+                let stale = old.filter(|o| now < o.fetched + p.ttl + p.stale_if_error);
                 let mut inner = self.inner.lock().expect("cache lock");
                 let Some(mut o) = stale else {
                     return Err(e);
@@ -321,6 +323,16 @@ mod tests {
         let e = cache.get(&2, || async { Err(VaultError::Sealed) }).await;
         assert_eq!(e.unwrap_err(), VaultError::Sealed);
         assert!(cache.get(&2, || async { Ok(Val(1)) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_also_keeps_definite_answers() {
+        let cache = Cache::<u32, Val>::new(policy(20));
+        let gone = || async { Err::<Val, _>(VaultError::NotFound) };
+        assert!(cache.get(&1, gone).await.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let e = cache.get(&1, || async { Err(VaultError::Sealed) }).await;
+        assert_eq!(e.unwrap_err(), VaultError::NotFound);
     }
 
     #[tokio::test]

@@ -234,11 +234,8 @@ impl VaultClient {
             } else {
                 // The server answered: it is up, whatever it said.
                 self.breaker.answered();
-                if !err.is_definite() {
-                    tracing::warn!(path, error = %err, "Vault request failed");
-                }
             }
-            return Err(err);
+            return Err(warn_failed(path, err));
         }
     }
 
@@ -253,19 +250,22 @@ impl VaultClient {
     ) -> Result<(StatusCode, Value), VaultError> {
         let (status, body) = self.send_retrying(method, path, list).await?;
         if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
-            return Err(status_error(status, &body));
+            return Err(warn_failed(path, status_error(status, &body)));
         }
         if body.is_empty() {
             return Ok((status, Value::Null));
         }
         // serde_json's syntax errors quote no input, but say only where, to be sure.
         let v = serde_json::from_slice(&body).map_err(|e| {
-            VaultError::BadResponse(format!(
-                "invalid JSON ({:?} error at line {} column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
+            warn_failed(
+                path,
+                VaultError::BadResponse(format!(
+                    "invalid JSON ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )),
+            )
         })?;
         Ok((status, v))
     }
@@ -355,6 +355,15 @@ fn classify(e: reqwest::Error) -> VaultError {
     } else {
         VaultError::BadResponse(msg)
     }
+}
+
+/// Log a failure that becomes EIO and that the breaker does not report
+/// (it logs outages once, not per request). 403/404 are answers, not failures.
+fn warn_failed(path: &str, e: VaultError) -> VaultError {
+    if !e.is_definite() && !e.is_outage() {
+        tracing::warn!(path, error = %e, "Vault request failed");
+    }
+    e
 }
 
 /// Statuses that mean "not now": retried, and never answered from the body.
@@ -556,7 +565,7 @@ impl SecretStore for VaultClient {
         let p = kv_path(mount, "metadata", path);
         let p = if p.ends_with('/') { p } else { format!("{p}/") };
         let (_, v) = self.json(Method::GET, &p, true, false).await?;
-        parse_list(&v)
+        parse_list(&v).map_err(|e| warn_failed(&p, e))
     }
 
     async fn read(&self, mount: &KvMount, path: &str) -> Result<Secret, VaultError> {
@@ -564,10 +573,9 @@ impl SecretStore for VaultClient {
             return Err(VaultError::NotFound);
         }
         let keep_404 = mount.version == KvVersion::V2;
-        let (status, v) = self
-            .json(Method::GET, &kv_path(mount, "data", path), false, keep_404)
-            .await?;
-        parse_read(mount.version, status, v)
+        let p = kv_path(mount, "data", path);
+        let (status, v) = self.json(Method::GET, &p, false, keep_404).await?;
+        parse_read(mount.version, status, v).map_err(|e| warn_failed(&p, e))
     }
 }
 
