@@ -208,7 +208,13 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                     .lock()
                     .expect("handles")
                     .insert(fh, Handle::File(secret, file));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                // Direct I/O: every read is served from this handle's own
+                // snapshot. The kernel page cache is per inode, shared by
+                // all handles, so with it two opens on either side of a
+                // rotation could mix old and new bytes, or be cut at a
+                // stale size (tests/soak.rs). It also keeps secret bytes out
+                // of the page cache (docs/security.md).
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }
             Err(e) => reply.error(errno(&e)),
         });

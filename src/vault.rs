@@ -214,6 +214,8 @@ impl VaultClient {
                 .unwrap_or(Err(VaultError::Timeout(timeout)));
             let err = match sent {
                 Ok((status, body)) if !retryable_status(status) => {
+                    // Paths and statuses only: never headers or bodies.
+                    tracing::debug!(%method, path, list, status = status.as_u16(), attempt, "Vault answered");
                     self.breaker.answered();
                     return Ok((status, body));
                 }
