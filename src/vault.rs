@@ -509,8 +509,13 @@ pub fn parse_read(
             _ => Err(VaultError::BadResponse("KV v1 answer without data".into())),
         },
         KvVersion::V2 => {
-            let d = &mut v["data"];
-            let meta = d["metadata"].take();
+            // get_mut, never `v["data"]`: IndexMut panics on a non-object,
+            // and the body is the server's to choose (tests/fuzz.rs).
+            let mut d = v.get_mut("data");
+            let meta = d
+                .as_deref_mut()
+                .and_then(|d| d.get_mut("metadata"))
+                .map_or(Value::Null, Value::take);
             let mtime = meta["created_time"]
                 .as_str()
                 .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
@@ -518,7 +523,7 @@ pub fn parse_read(
                 .as_str()
                 .is_some_and(|t| !t.is_empty())
                 || meta["destroyed"].as_bool() == Some(true);
-            match d.get_mut("data").map(Value::take) {
+            match d.and_then(|d| d.get_mut("data")).map(Value::take) {
                 Some(Value::Object(m)) if status.is_success() && !gone => {
                     Ok(Secret::from_data(m, mtime))
                 }
@@ -626,6 +631,19 @@ mod tests {
             parse_read(KvVersion::V1, StatusCode::OK, json!({"data": "x"})),
             Err(VaultError::BadResponse(_))
         ));
+        for junk in [
+            json!([1]),
+            json!(true),
+            json!({"data": [1]}),
+            json!({"data": 5}),
+        ] {
+            for v in [KvVersion::V1, KvVersion::V2] {
+                assert!(
+                    parse_read(v, StatusCode::OK, junk.clone()).is_err(),
+                    "{junk}"
+                );
+            }
+        }
     }
 
     #[test]
