@@ -269,9 +269,12 @@ fn hostile(target: &str) -> Option<(u16, Vec<u8>)> {
             json!({"data": {"secret": {"secret/": {"type": "kv", "options": {"version": "2"}}}}}),
         ),
         "/v1/secret/metadata/?list=true" => ok(json!({"data": {"keys": [
-            "ok", "malformed", "wrongtype", "nodata", "huge", "slowloris", "e500",
+            "ok", "malformed", "wrongtype", "nodata", "huge", "slowloris", "e500", "manykeys",
             "folder/", "hugelist/", "badlist/", 42, null, {"k": 1}, "", "..", "a/b", long]}})),
         "/v1/secret/data/ok" => kv2(json!({"k": "fine"})),
+        "/v1/secret/data/manykeys" => kv2(Value::Object(
+            (0..5000).map(|i| (format!("k{i}"), json!(i))).collect(),
+        )),
         "/v1/secret/data/malformed" => Some((200, br#"{"data": {"data": {"k": "v"#.to_vec())),
         "/v1/secret/data/wrongtype" => ok(json!({"data": {"data": ["k", "v"], "metadata": 7}})),
         "/v1/secret/data/nodata" => ok(json!({"warnings": null})),
@@ -333,6 +336,7 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
             "huge",
             "hugelist",
             "malformed",
+            "manykeys",
             "nodata",
             "ok",
             "slowloris",
@@ -350,6 +354,8 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
     );
     assert_eq!(read(m.p("secret/folder/ok/k")), "nested");
     assert_eq!(names(m.p("secret/hugelist")).len(), 20000);
+    assert_eq!(names(m.p("secret/manykeys")).len(), 5002);
+    assert_eq!(read(m.p("secret/manykeys/k4999")), "4999");
     assert_eq!(
         errno_of(std::fs::read_dir(m.p("secret/badlist"))),
         libc::EIO
