@@ -52,10 +52,18 @@ pub enum TokenError {
 
 /// The token in use. Files are re-read on demand (Vault Agent and
 /// `vault login` rewrite them in place).
-#[derive(Debug)]
 pub struct TokenSource {
     origin: TokenOrigin,
     token: RwLock<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    /// The origin only: a stray `{:?}` must not log the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Env lookup, injectable for tests.
@@ -170,6 +178,13 @@ mod tests {
             TokenSource::resolve(None, &env_none, Some(&dir.path().join("nope"))),
             Err(TokenError::Missing)
         ));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let t = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), "hvs.SECRET".into());
+        let d = format!("{t:?}");
+        assert!(d.contains("VAULT_TOKEN") && !d.contains("SECRET"), "{d}");
     }
 
     #[test]

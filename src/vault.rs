@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::TokenSource;
 use crate::error::VaultError;
-use crate::secret::{wipe, Secret};
+use crate::secret::{wipe, Secret, SecretBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KvVersion {
@@ -178,14 +178,16 @@ impl VaultClient {
             }
             let mut resp = req.send().await.map_err(classify)?;
             let status = resp.status();
-            let mut body = Zeroizing::new(Vec::new());
+            let cap = self.cfg.max_response_bytes;
+            let hint = resp.content_length().unwrap_or(0).min(cap as u64) as usize;
+            let mut body = SecretBuf::with_capacity(hint);
             while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-                if body.len() + chunk.len() > self.cfg.max_response_bytes {
-                    return Err(VaultError::TooLarge(self.cfg.max_response_bytes));
+                if body.0.len() + chunk.len() > cap {
+                    return Err(VaultError::TooLarge(cap));
                 }
-                body.extend_from_slice(&chunk);
+                body.extend(&chunk);
             }
-            Ok((status, body))
+            Ok((status, body.0))
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
