@@ -8,6 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -269,9 +270,19 @@ fn hostile(target: &str) -> Option<(u16, Vec<u8>)> {
             json!({"data": {"secret": {"secret/": {"type": "kv", "options": {"version": "2"}}}}}),
         ),
         "/v1/secret/metadata/?list=true" => ok(json!({"data": {"keys": [
-            "ok", "malformed", "wrongtype", "nodata", "huge", "slowloris", "e500", "manykeys",
+            "ok", "malformed", "wrongtype", "nodata", "huge", "slowloris", "e500", "manykeys", "flaky",
             "folder/", "hugelist/", "badlist/", 42, null, {"k": 1}, "", "..", "a/b", long]}})),
         "/v1/secret/data/ok" => kv2(json!({"k": "fine"})),
+        // 503, 429, 502, then the answer: retried within the deadline.
+        "/v1/secret/data/flaky" => {
+            static HITS: AtomicUsize = AtomicUsize::new(0);
+            match HITS.fetch_add(1, Ordering::SeqCst) {
+                0 => Some((503, br#"{"errors":["standby"]}"#.to_vec())),
+                1 => Some((429, br#"{"errors":[]}"#.to_vec())),
+                2 => Some((502, b"<html>bad gateway</html>".to_vec())),
+                _ => kv2(json!({"k": "eventually"})),
+            }
+        }
         "/v1/secret/data/manykeys" => kv2(Value::Object(
             (0..5000).map(|i| (format!("k{i}"), json!(i))).collect(),
         )),
@@ -332,6 +343,7 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
             "%2E%2E",
             "badlist",
             "e500",
+            "flaky",
             "folder",
             "huge",
             "hugelist",
@@ -344,6 +356,9 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
         ]
     );
     assert_eq!(read(m.p("secret/ok/k")), "fine");
+    let (v, took) = timed(|| read(m.p("secret/flaky/k")));
+    assert_eq!(v, "eventually");
+    assert!(took < Duration::from_secs(3), "{took:?}");
     for bad in ["malformed", "wrongtype", "nodata", "huge", "e500"] {
         let e = errno_of(std::fs::read(m.p(&format!("secret/{bad}/k"))));
         assert_eq!(e, libc::EIO, "{bad}");
