@@ -79,7 +79,6 @@ impl Stamp {
 
 /// The token in use. Files are re-read when they change and when Vault
 /// answers 403 (Vault Agent and `vault login` rewrite them).
-#[derive(Debug)]
 pub struct TokenSource {
     origin: TokenOrigin,
     token: RwLock<Zeroizing<String>>,
@@ -87,6 +86,15 @@ pub struct TokenSource {
     stamp: Mutex<Option<Stamp>>,
     /// Bumped whenever the token changes; the renewal task watches it.
     generation: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    /// The origin only: a stray `{:?}` must not log the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Env lookup, injectable for tests.
@@ -266,6 +274,13 @@ mod tests {
             TokenSource::resolve(None, &env_none, Some(&dir.path().join("nope"))),
             Err(TokenError::Missing)
         ));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let t = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), "hvs.SECRET".into());
+        let d = format!("{t:?}");
+        assert!(d.contains("VAULT_TOKEN") && !d.contains("SECRET"), "{d}");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! - Concurrent misses for one key make one request; the others wait for it.
 //! - Values *and* definite errors (403, 404) are kept for the TTL, so a shell
 //!   probing for `.git` does not hit Vault on every prompt.
-//! - Transient failures are never cached. When one happens and an older value
-//!   is still within `stale_if_error` of its expiry, that value is served
-//!   again (and retried at most every `retry_stale`).
+//! - Transient failures are never cached. When one happens and an older
+//!   answer (a value, or a 403/404) is still within `stale_if_error` of its
+//!   expiry, that answer is served again (and retried at most every
+//!   `retry_stale`).
 //! - Entries are evicted least-recently-used when either the entry count or
 //!   the byte budget is exceeded. Values wipe themselves on drop (see
 //!   `secret.rs`), so eviction is also erasure.
@@ -60,8 +61,11 @@ struct Ready<V> {
 
 enum Slot<V> {
     Ready(Ready<V>),
-    /// A fetch is under way; waiters watch for the sender to go away.
-    Pending(watch::Receiver<()>),
+    /// A fetch is under way; waiters watch for the sender to go away. The
+    /// expired answer stays here (and in the byte count) until the fetch is
+    /// stored, so a fetch that is cancelled (the fs layer's deadline) does
+    /// not lose the value stale-if-error would serve.
+    Pending(watch::Receiver<()>, Option<Ready<V>>),
 }
 
 struct Inner<K: Hash + Eq, V> {
@@ -78,7 +82,7 @@ pub struct Cache<K: Hash + Eq, V> {
 enum Step<V> {
     Hit(Answer<V>),
     Wait(watch::Receiver<()>),
-    Fetch(watch::Sender<()>, Option<Ready<V>>),
+    Fetch(watch::Sender<()>),
 }
 
 impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
@@ -111,10 +115,10 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
                     // Err means the fetcher finished (or was cancelled): look again.
                     let _ = rx.changed().await;
                 }
-                Step::Fetch(tx, old) => {
+                Step::Fetch(tx) => {
                     let f = fetch.take().expect("fetch runs once per call");
                     let result = f().await;
-                    let answer = self.store(key, result, old);
+                    let answer = self.store(key, result);
                     drop(tx);
                     return answer;
                 }
@@ -134,25 +138,37 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
     fn step(&self, key: &K) -> Step<V> {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("cache lock");
-        let old = match inner.lru.get(key) {
+        match inner.lru.get(key) {
             Some(Slot::Ready(r)) if now < r.expires => return Step::Hit(r.answer.clone()),
-            Some(Slot::Pending(rx)) if rx.has_changed().is_ok() => return Step::Wait(rx.clone()),
-            _ => match inner.lru.pop(key) {
-                Some(Slot::Ready(r)) => {
+            Some(Slot::Pending(rx, _)) if rx.has_changed().is_ok() => {
+                return Step::Wait(rx.clone())
+            }
+            _ => {}
+        }
+        // Expired, absent, or a fetch whose caller went away: fetch anew,
+        // keeping what was there.
+        let old = match inner.lru.pop(key) {
+            Some(Slot::Ready(r) | Slot::Pending(_, Some(r))) => Some(r),
+            _ => None,
+        };
+        let (tx, rx) = watch::channel(());
+        inner.lru.put(key.clone(), Slot::Pending(rx, old));
+        Step::Fetch(tx)
+    }
+
+    fn store(&self, key: &K, result: Result<V, VaultError>) -> Answer<V> {
+        let now = Instant::now();
+        let p = &self.policy;
+        let old = {
+            let mut inner = self.inner.lock().expect("cache lock");
+            match inner.lru.pop(key) {
+                Some(Slot::Pending(_, Some(r))) => {
                     inner.bytes -= r.weight;
                     Some(r)
                 }
                 _ => None,
-            },
+            }
         };
-        let (tx, rx) = watch::channel(());
-        inner.lru.put(key.clone(), Slot::Pending(rx));
-        Step::Fetch(tx, old)
-    }
-
-    fn store(&self, key: &K, result: Result<V, VaultError>, old: Option<Ready<V>>) -> Answer<V> {
-        let now = Instant::now();
-        let p = &self.policy;
         let ready = match result {
             Ok(v) => {
                 let weight = v.weight() + std::mem::size_of::<K>() + 64;
@@ -170,10 +186,10 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
                 weight: 64,
             },
             Err(e) => {
-                let stale =
-                    old.filter(|o| o.answer.is_ok() && now < o.fetched + p.ttl + p.stale_if_error);
+                // A kept "not found" is served stale like a value: a lookup
+                // that probes for a folder must not turn into EIO.
+                let stale = old.filter(|o| now < o.fetched + p.ttl + p.stale_if_error);
                 let mut inner = self.inner.lock().expect("cache lock");
-                inner.lru.pop(key);
                 let Some(mut o) = stale else {
                     return Err(e);
                 };
@@ -203,10 +219,14 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         {
             match inner.lru.pop_lru() {
                 Some((_, Slot::Ready(r))) => inner.bytes -= r.weight,
-                Some((k, pending @ Slot::Pending(_))) => {
+                Some((k, pending @ Slot::Pending(..))) => {
                     // Never drop an in-flight fetch; put it back as most recent.
                     inner.lru.put(k, pending);
-                    if inner.lru.iter().all(|(_, s)| matches!(s, Slot::Pending(_))) {
+                    if inner
+                        .lru
+                        .iter()
+                        .all(|(_, s)| matches!(s, Slot::Pending(..)))
+                    {
                         break;
                     }
                 }
@@ -303,6 +323,36 @@ mod tests {
         let e = cache.get(&2, || async { Err(VaultError::Sealed) }).await;
         assert_eq!(e.unwrap_err(), VaultError::Sealed);
         assert!(cache.get(&2, || async { Ok(Val(1)) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_also_keeps_definite_answers() {
+        let cache = Cache::<u32, Val>::new(policy(20));
+        let gone = || async { Err::<Val, _>(VaultError::NotFound) };
+        assert!(cache.get(&1, gone).await.is_err());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let e = cache.get(&1, || async { Err(VaultError::Sealed) }).await;
+        assert_eq!(e.unwrap_err(), VaultError::NotFound);
+    }
+
+    #[tokio::test]
+    async fn cancelled_refresh_keeps_stale_value() {
+        let cache = Cache::<u32, Val>::new(policy(20));
+        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        let bytes = cache.usage().1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // A refresh that hangs and is abandoned (the fs layer's deadline).
+        let hung = cache.get(&1, std::future::pending::<Result<Val, VaultError>>);
+        assert!(tokio::time::timeout(Duration::from_millis(20), hung)
+            .await
+            .is_err());
+        assert_eq!(cache.usage(), (1, bytes));
+        let v = cache
+            .get(&1, || async { Err(VaultError::Sealed) })
+            .await
+            .unwrap();
+        assert_eq!(v.0, 5);
+        assert_eq!(cache.usage(), (1, bytes));
     }
 
     #[tokio::test]

@@ -72,22 +72,78 @@ pub enum MountError {
     Other(String),
 }
 
-/// Turn off core dumps and ptrace by same-uid processes.
+/// What a filesystem operation may take beyond one request's deadline.
+const OP_SLACK: Duration = Duration::from_secs(1);
+
+/// Turn off core dumps and ptrace by same-uid processes, and keep memory
+/// out of swap when that is safe (see docs/security.md).
 pub fn harden(mlock: bool) {
-    // SAFETY: plain syscalls with constant arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    // SAFETY: plain syscall with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot disable core dumps");
     }
-    if mlock {
-        // SAFETY: as above.
-        let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
-        if rc != 0 {
-            tracing::warn!(
-                error = %io::Error::last_os_error(),
-                "cannot lock memory: secrets may reach swap (raise RLIMIT_MEMLOCK, or pass --no-mlock to silence)"
-            );
+    if !mlock {
+        return;
+    }
+    match memlock_allowed() {
+        Ok(()) => {
+            // SAFETY: plain syscall with constant arguments.
+            let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+            if rc != 0 {
+                tracing::warn!(
+                    error = %io::Error::last_os_error(),
+                    "cannot lock memory: secrets may reach swap (pass --no-mlock to silence)"
+                );
+            }
+        }
+        Err(why) => tracing::warn!(
+            "not locking memory ({why}): secrets may reach swap; raise the limit \
+             (ulimit -l unlimited, LimitMEMLOCK=infinity) or pass --no-mlock to silence"
+        ),
+    }
+}
+
+/// Whether mlockall(MCL_FUTURE) is safe: with a finite RLIMIT_MEMLOCK it
+/// would make every allocation past the limit fail, crashing the daemon
+/// later instead of warning now. Safe with an unlimited limit (the soft one
+/// is raised to the hard one first) or with CAP_IPC_LOCK.
+fn memlock_allowed() -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
+            return Err(io::Error::last_os_error().to_string());
+        }
+        if lim.rlim_cur != lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
         }
     }
+    if lim.rlim_max == libc::RLIM_INFINITY || has_cap_ipc_lock() {
+        return Ok(());
+    }
+    Err(format!(
+        "RLIMIT_MEMLOCK is {} KiB and CAP_IPC_LOCK is missing",
+        lim.rlim_max / 1024
+    ))
+}
+
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 fn getenv(k: &str) -> Option<String> {
@@ -238,6 +294,7 @@ pub fn serve(
         file_mode: p.args.file_mode,
         dir_mode: p.args.dir_mode,
         ttl: p.args.ttl,
+        op_timeout: p.args.timeout + OP_SLACK,
     };
     let fs = VaultFs::new(tree, rt.handle().clone(), opts);
     let notifier = fs.notifier_slot();

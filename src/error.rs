@@ -20,6 +20,9 @@ pub enum VaultError {
     Timeout(Duration),
     #[error("cannot connect to Vault: {0}")]
     Connect(String),
+    /// The connection broke after the request went out.
+    #[error("connection to Vault failed: {0}")]
+    Transport(String),
     #[error("TLS error talking to Vault: {0}")]
     Tls(String),
     #[error("unexpected response from Vault: {0}")]
@@ -38,8 +41,33 @@ impl VaultError {
             VaultError::Sealed
             | VaultError::RateLimited
             | VaultError::Timeout(_)
-            | VaultError::Connect(_) => true,
+            | VaultError::Connect(_)
+            | VaultError::Transport(_) => true,
             VaultError::Http { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// Worth another try within the deadline: the request was not served and
+    /// may be on a second attempt. (A timeout has used the deadline up.)
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VaultError::Sealed
+            | VaultError::RateLimited
+            | VaultError::Connect(_)
+            | VaultError::Transport(_) => true,
+            VaultError::Http { status, .. } => matches!(status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// Says Vault as a whole is away, not that one request went wrong: the
+    /// client then fails fast until a probe gets an answer. 429 is not one
+    /// (Vault is up and asks us to slow down), nor is a plain 500.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            VaultError::Sealed | VaultError::Timeout(_) | VaultError::Connect(_) => true,
+            VaultError::Http { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
     }
@@ -113,5 +141,30 @@ mod tests {
         assert!(!VaultError::Forbidden.is_transient());
         assert!(!VaultError::NotFound.is_transient());
         assert!(!VaultError::BadResponse(String::new()).is_transient());
+        assert!(VaultError::Transport(String::new()).is_transient());
+    }
+
+    #[test]
+    fn retry_and_outage_classification() {
+        let http = |status| VaultError::Http {
+            status,
+            message: String::new(),
+        };
+        for s in [502, 503, 504] {
+            assert!(http(s).is_retryable() && http(s).is_outage(), "{s}");
+        }
+        assert!(!http(500).is_retryable() && !http(500).is_outage());
+        assert!(VaultError::RateLimited.is_retryable() && !VaultError::RateLimited.is_outage());
+        assert!(VaultError::Sealed.is_retryable() && VaultError::Sealed.is_outage());
+        // The deadline is spent: no retry, but Vault is down.
+        let t = VaultError::Timeout(Duration::from_secs(1));
+        assert!(!t.is_retryable() && t.is_outage());
+        for e in [
+            VaultError::Forbidden,
+            VaultError::NotFound,
+            VaultError::TooLarge(1),
+        ] {
+            assert!(!e.is_retryable() && !e.is_outage(), "{e}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use fuser::{
 };
 use tokio::runtime::Handle as Runtime;
 
-use crate::error::FsError;
+use crate::error::{FsError, VaultError};
 use crate::secret::{Secret, SecretFile};
 use crate::tree::{Entry, Kind, Tree};
 use crate::vault::SecretStore;
@@ -34,6 +34,9 @@ pub struct FsOptions {
     pub dir_mode: u16,
     /// How long the kernel may keep entries and attributes.
     pub ttl: Duration,
+    /// Longest any operation may take before it fails with EIO: a backstop
+    /// for chains of Vault requests (see docs/reliability.md).
+    pub op_timeout: Duration,
 }
 
 enum Handle {
@@ -103,7 +106,17 @@ impl<S: SecretStore> VaultFs<S> {
         D: FnOnce(Result<T, FsError>) + Send + 'static,
         T: Send + 'static,
     {
-        self.rt.spawn(async move { done(f.await) });
+        let limit = self.opts.op_timeout;
+        self.rt.spawn(async move {
+            let r = tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+                tracing::warn!(
+                    limit_ms = limit.as_millis() as u64,
+                    "filesystem operation timed out"
+                );
+                Err(VaultError::Timeout(limit).into())
+            });
+            done(r)
+        });
     }
 }
 
@@ -238,11 +251,12 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                     .lock()
                     .expect("handles")
                     .insert(fh, Handle::File(secret, file));
-                // Direct I/O: every read is served from this handle's
-                // snapshot, so an open file never mixes two versions through
-                // the shared page cache, and a reader never sees an older
-                // version left in it (see docs/semantics.md). `note_served`
-                // still drops the kernel's cached size when the value changed.
+                // Direct I/O: every read is served from this handle's own
+                // snapshot. The kernel page cache is per inode, shared by
+                // all handles, so with it two opens on either side of a
+                // rotation could mix old and new bytes, or be cut at a
+                // stale size (tests/soak.rs). It also keeps secret bytes out
+                // of the page cache (docs/security.md).
                 let _ = keep;
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
             }

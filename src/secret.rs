@@ -14,7 +14,7 @@ pub const ENV_VIEW: &str = ".env";
 
 pub type Bytes = Zeroizing<Vec<u8>>;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Secret {
     /// (key, rendered value), sorted by key.
     entries: Vec<(String, Bytes)>,
@@ -44,8 +44,10 @@ impl Secret {
             .map(|(k, v)| (k.clone(), render_value(v)))
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut json = Zeroizing::new(serde_json::to_vec(&data).unwrap_or_default());
-        json.push(b'\n');
+        let mut json = SecretBuf::default();
+        let _ = serde_json::to_writer(&mut json, &data);
+        json.extend(b"\n");
+        let json = json.0;
         let env = render_env(&entries);
         for v in data.values_mut() {
             wipe(v);
@@ -123,10 +125,14 @@ impl Secret {
 
 /// Strings as their exact bytes; everything else as compact JSON.
 fn render_value(v: &Value) -> Bytes {
-    Zeroizing::new(match v {
-        Value::String(s) => s.as_bytes().to_vec(),
-        other => serde_json::to_vec(other).unwrap_or_default(),
-    })
+    match v {
+        Value::String(s) => Zeroizing::new(s.as_bytes().to_vec()),
+        other => {
+            let mut b = SecretBuf::default();
+            let _ = serde_json::to_writer(&mut b, other);
+            b.0
+        }
+    }
 }
 
 fn is_shell_name(k: &str) -> bool {
@@ -141,35 +147,92 @@ fn is_shell_name(k: &str) -> bool {
 /// hold), are left out and named in a comment, JSON-quoted so a hostile key
 /// cannot break out of the comment line.
 fn render_env(entries: &[(String, Bytes)]) -> Bytes {
-    let mut out = Zeroizing::new(Vec::new());
     let mut skipped = Vec::new();
+    let mut lines = Vec::new();
     for (k, v) in entries {
         if !is_shell_name(k) || v.contains(&0) {
             skipped.push(serde_json::to_string(k).unwrap_or_default());
-            continue;
+        } else {
+            lines.push((k, v));
         }
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b"='");
-        for &b in v.iter() {
-            if b == b'\'' {
-                out.extend_from_slice(b"'\\''");
-            } else {
-                out.push(b);
+    }
+    let mut out = SecretBuf::default();
+    if !skipped.is_empty() {
+        out.extend(
+            format!(
+                "# vaultfs: left out (not a shell variable name, or value has NUL): {}\n",
+                skipped.join(", ")
+            )
+            .as_bytes(),
+        );
+    }
+    for (k, v) in lines {
+        out.extend(k.as_bytes());
+        out.extend(b"='");
+        for chunk in v.split_inclusive(|&b| b == b'\'') {
+            match chunk.strip_suffix(b"'") {
+                Some(head) => {
+                    out.extend(head);
+                    out.extend(b"'\\''");
+                }
+                None => out.extend(chunk),
             }
         }
-        out.extend_from_slice(b"'\n");
+        out.extend(b"'\n");
     }
-    if !skipped.is_empty() {
-        let mut head = format!(
-            "# vaultfs: left out (not a shell variable name, or value has NUL): {}\n",
-            skipped.join(", ")
-        )
-        .into_bytes();
-        head.extend_from_slice(&out);
-        out.zeroize();
-        return Zeroizing::new(head);
+    out.0
+}
+
+/// A growing buffer for secret bytes. `Vec` frees its old block unwiped
+/// when it grows; this moves the bytes into a fresh zeroizing allocation
+/// instead, so the old block is wiped on drop. Used for everything rendered
+/// from a value and for response bodies.
+#[derive(Default)]
+pub struct SecretBuf(pub Bytes);
+
+impl SecretBuf {
+    pub fn with_capacity(n: usize) -> SecretBuf {
+        SecretBuf(Zeroizing::new(Vec::with_capacity(n)))
     }
-    out
+
+    pub fn extend(&mut self, data: &[u8]) {
+        let need = self.0.len() + data.len();
+        if need > self.0.capacity() {
+            let mut grown = Vec::with_capacity(need.max(self.0.capacity() * 2).max(64));
+            grown.extend_from_slice(&self.0);
+            // The old buffer is dropped here, wiped.
+            self.0 = Zeroizing::new(grown);
+        }
+        self.0.extend_from_slice(data);
+    }
+}
+
+impl std::io::Write for SecretBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.extend(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    /// Names and sizes only: a stray `{:?}` must not log a value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field(
+                "keys",
+                &self
+                    .entries
+                    .iter()
+                    .map(|(k, v)| format!("{k:?} ({} bytes)", v.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("mtime", &self.mtime)
+            .field("deleted", &self.deleted)
+            .finish()
+    }
 }
 
 /// Overwrite every string inside a parsed JSON value.
@@ -246,6 +309,25 @@ mod tests {
         let s = Secret::deleted(None);
         assert!(s.files().is_empty());
         assert!(s.content(&SecretFile::Json).is_none());
+    }
+
+    #[test]
+    fn debug_shows_no_value() {
+        let s = secret(json!({"password": "hunter2-DEBUG"}));
+        let d = format!("{s:?}");
+        assert!(d.contains("password") && !d.contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn secret_buf_grows_without_losing_bytes() {
+        let mut b = SecretBuf::with_capacity(1);
+        let mut want = Vec::new();
+        for i in 0..2000u32 {
+            let chunk = i.to_le_bytes();
+            b.extend(&chunk);
+            want.extend_from_slice(&chunk);
+        }
+        assert_eq!(b.0.as_slice(), &want[..]);
     }
 
     #[test]

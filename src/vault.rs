@@ -3,17 +3,19 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::auth::TokenSource;
 use crate::error::VaultError;
-use crate::secret::{wipe, Secret};
+use crate::secret::{wipe, Secret, SecretBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KvVersion {
@@ -113,6 +115,7 @@ pub struct VaultClient {
     base: Url,
     token: Arc<TokenSource>,
     permits: Semaphore,
+    breaker: Breaker,
 }
 
 impl VaultClient {
@@ -138,6 +141,7 @@ impl VaultClient {
             http,
             base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
             permits: Semaphore::new(cfg.max_requests.max(1)),
+            breaker: Breaker::default(),
             cfg,
             token,
         })
@@ -158,42 +162,52 @@ impl VaultClient {
         u
     }
 
-    /// One request: status and body (capped). The single exit of HTTP errors.
+    /// One request: status and body (capped). The single exit of HTTP
+    /// errors. Waiting for a permit counts against the deadline, so a queue
+    /// behind a hung server cannot outlive it.
     async fn send(
         &self,
         method: Method,
         path: &str,
         list: bool,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
         let deadline = self.cfg.timeout;
         let fut = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
             let mut url = self.url(path);
             if list {
                 url.query_pairs_mut().append_pair("list", "true");
             }
+            let mut token = reqwest::header::HeaderValue::from_str(self.token.current().as_str())
+                .map_err(|_| {
+                VaultError::BadToken("token is not a valid header value".into())
+            })?;
+            // Kept out of HTTP/2 header compression tables and Debug output.
+            token.set_sensitive(true);
             let mut req = self
                 .http
                 .request(method, url)
-                .header("X-Vault-Token", self.token.current().as_str())
+                .header("X-Vault-Token", token)
                 .header("X-Vault-Request", "true");
             if let Some(ns) = &self.cfg.namespace {
                 req = req.header("X-Vault-Namespace", ns);
             }
             let mut resp = req.send().await.map_err(classify)?;
             let status = resp.status();
-            let mut body = Zeroizing::new(Vec::new());
+            let cap = self.cfg.max_response_bytes;
+            let hint = resp.content_length().unwrap_or(0).min(cap as u64) as usize;
+            let mut body = SecretBuf::with_capacity(hint);
             while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-                if body.len() + chunk.len() > self.cfg.max_response_bytes {
-                    return Err(VaultError::TooLarge(self.cfg.max_response_bytes));
+                if body.0.len() + chunk.len() > cap {
+                    return Err(VaultError::TooLarge(cap));
                 }
-                body.extend_from_slice(&chunk);
+                body.extend(&chunk);
             }
-            Ok((status, body))
+            Ok((status, body.0))
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
@@ -212,11 +226,59 @@ impl VaultClient {
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         self.token.refresh_if_changed();
         let generation = self.token.generation();
-        let r = self.send(method.clone(), path, list).await?;
+        let r = self.send_retrying(method.clone(), path, list).await?;
         if r.0 == StatusCode::FORBIDDEN && self.token.reload_after_denied(generation) {
-            return self.send(method, path, list).await;
+            return self.send_retrying(method, path, list).await;
         }
         Ok(r)
+    }
+
+    /// [`Self::send`] made resilient (docs/reliability.md): one deadline for
+    /// the whole request, retries included; jittered exponential backoff for
+    /// answers that mean "try again"; no permit held while backing off; and
+    /// failing fast while Vault is known to be down, so that a lookup that
+    /// chains requests waits out the deadline once, not once per request.
+    async fn send_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        list: bool,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
+        let timeout = self.cfg.timeout;
+        let deadline = Instant::now() + timeout;
+        self.breaker.admit(timeout)?;
+        let mut attempt = 0;
+        loop {
+            let sent = tokio::time::timeout_at(deadline, self.send(method.clone(), path, list))
+                .await
+                .unwrap_or(Err(VaultError::Timeout(timeout)));
+            let err = match sent {
+                Ok((status, body)) if !retryable_status(status) => {
+                    // Paths and statuses only: never headers or bodies.
+                    tracing::debug!(%method, path, list, status = status.as_u16(), attempt, "Vault answered");
+                    self.breaker.answered();
+                    return Ok((status, body));
+                }
+                Ok((status, body)) => status_error(status, &body),
+                Err(e) => e,
+            };
+            if err.is_retryable() {
+                let wait = backoff(attempt);
+                if Instant::now() + wait < deadline {
+                    tracing::debug!(path, attempt, error = %err, wait_ms = wait.as_millis() as u64, "retrying Vault request");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+            if err.is_outage() {
+                self.breaker.failed(&err, timeout);
+            } else {
+                // The server answered: it is up, whatever it said.
+                self.breaker.answered();
+            }
+            return Err(warn_failed(path, err));
+        }
     }
 
     /// The HTTP version spoken with Vault (HTTP/2 when TLS offers it).
@@ -239,13 +301,23 @@ impl VaultClient {
     ) -> Result<(StatusCode, Value), VaultError> {
         let (status, body) = self.authed(method, path, list).await?;
         if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
-            return Err(status_error(status, &body));
+            return Err(warn_failed(path, status_error(status, &body)));
         }
         if body.is_empty() {
             return Ok((status, Value::Null));
         }
-        let v = serde_json::from_slice(&body)
-            .map_err(|e| VaultError::BadResponse(format!("invalid JSON: {e}")))?;
+        // serde_json's syntax errors quote no input, but say only where, to be sure.
+        let v = serde_json::from_slice(&body).map_err(|e| {
+            warn_failed(
+                path,
+                VaultError::BadResponse(format!(
+                    "invalid JSON ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )),
+            )
+        })?;
         Ok((status, v))
     }
 
@@ -325,6 +397,7 @@ fn classify(e: reqwest::Error) -> VaultError {
     // The URL in reqwest's message holds no secret (the token travels in a
     // header), but the chain is what says *why*.
     let (timeout, connect) = (e.is_timeout(), e.is_connect());
+    let (request, body) = (e.is_request(), e.is_body() || e.is_decode());
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -347,10 +420,101 @@ fn classify(e: reqwest::Error) -> VaultError {
         VaultError::Timeout(Duration::ZERO)
     } else if connect {
         VaultError::Connect(msg)
+    } else if request || body {
+        VaultError::Transport(msg)
     } else {
         VaultError::BadResponse(msg)
     }
 }
+
+/// Log a failure that becomes EIO and that the breaker does not report
+/// (it logs outages once, not per request). 403/404 are answers, not failures.
+fn warn_failed(path: &str, e: VaultError) -> VaultError {
+    if !e.is_definite() && !e.is_outage() {
+        tracing::warn!(path, error = %e, "Vault request failed");
+    }
+    e
+}
+
+/// Statuses that mean "not now": retried, and never answered from the body.
+fn retryable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// First retry after ~100 ms, doubling up to 2 s; "equal jitter" (half
+/// fixed, half random) so that many clients retrying after one outage spread
+/// out instead of arriving together.
+fn backoff(attempt: u32) -> Duration {
+    let cap = (BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
+    cap / 2 + (cap / 2).mul_f64(random_unit())
+}
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A number in [0, 1): std's randomly keyed hasher over a counter is random
+/// enough for jitter, without a crate.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Remembers that Vault is down (unreachable, hung, sealed, gateway errors)
+/// so that requests fail at once with that error while one probe at a time
+/// finds out whether it is back. Without it, every request of a lookup that
+/// chains several would wait out the whole deadline.
+#[derive(Default)]
+struct Breaker(Mutex<Option<Down>>);
+
+struct Down {
+    error: VaultError,
+    /// When the next request may go out as a probe.
+    probe_at: Instant,
+}
+
+impl Breaker {
+    /// Err when Vault is known down and no probe is due.
+    fn admit(&self, timeout: Duration) -> Result<(), VaultError> {
+        let mut s = self.0.lock().expect("breaker lock");
+        let Some(down) = s.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now < down.probe_at {
+            return Err(down.error.clone());
+        }
+        // This request is the probe; the next is due only when it has had
+        // its full deadline (if it is cancelled, that still comes).
+        down.probe_at = now + timeout + PROBE_INTERVAL;
+        Ok(())
+    }
+
+    fn answered(&self) {
+        if let Some(down) = self.0.lock().expect("breaker lock").take() {
+            tracing::info!(was = %down.error, "Vault is reachable again");
+        }
+    }
+
+    fn failed(&self, e: &VaultError, timeout: Duration) {
+        let mut s = self.0.lock().expect("breaker lock");
+        if s.is_none() {
+            tracing::warn!(
+                error = %e,
+                probe_every_ms = (PROBE_INTERVAL.min(timeout)).as_millis() as u64,
+                "Vault unavailable: failing fast (stale cached answers are served) until it answers again"
+            );
+        }
+        *s = Some(Down {
+            error: e.clone(),
+            probe_at: Instant::now() + PROBE_INTERVAL.min(timeout),
+        });
+    }
+}
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Map an HTTP error status. Vault's `errors` are included (capped): they
 /// name paths and reasons, never values.
@@ -366,7 +530,12 @@ fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
             })
         })
         .unwrap_or_default();
-    let message: String = message.chars().take(200).collect();
+    // Capped, and on one line: a hostile answer cannot forge log lines.
+    let message: String = message
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     match status.as_u16() {
         403 => VaultError::Forbidden,
         404 => VaultError::NotFound,
@@ -422,8 +591,13 @@ pub fn parse_read(
             _ => Err(VaultError::BadResponse("KV v1 answer without data".into())),
         },
         KvVersion::V2 => {
-            let d = &mut v["data"];
-            let meta = d["metadata"].take();
+            // get_mut, never `v["data"]`: IndexMut panics on a non-object,
+            // and the body is the server's to choose (tests/fuzz.rs).
+            let mut d = v.get_mut("data");
+            let meta = d
+                .as_deref_mut()
+                .and_then(|d| d.get_mut("metadata"))
+                .map_or(Value::Null, Value::take);
             let mtime = meta["created_time"]
                 .as_str()
                 .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
@@ -431,7 +605,7 @@ pub fn parse_read(
                 .as_str()
                 .is_some_and(|t| !t.is_empty())
                 || meta["destroyed"].as_bool() == Some(true);
-            match d.get_mut("data").map(Value::take) {
+            match d.and_then(|d| d.get_mut("data")).map(Value::take) {
                 Some(Value::Object(m)) if status.is_success() && !gone => {
                     Ok(Secret::from_data(m, mtime))
                 }
@@ -480,7 +654,7 @@ impl SecretStore for VaultClient {
         let p = kv_path(mount, "metadata", path);
         let p = if p.ends_with('/') { p } else { format!("{p}/") };
         let (_, v) = self.json(Method::GET, &p, true, false).await?;
-        parse_list(&v)
+        parse_list(&v).map_err(|e| warn_failed(&p, e))
     }
 
     async fn read(&self, mount: &KvMount, path: &str) -> Result<Secret, VaultError> {
@@ -488,10 +662,9 @@ impl SecretStore for VaultClient {
             return Err(VaultError::NotFound);
         }
         let keep_404 = mount.version == KvVersion::V2;
-        let (status, v) = self
-            .json(Method::GET, &kv_path(mount, "data", path), false, keep_404)
-            .await?;
-        parse_read(mount.version, status, v)
+        let p = kv_path(mount, "data", path);
+        let (status, v) = self.json(Method::GET, &p, false, keep_404).await?;
+        parse_read(mount.version, status, v).map_err(|e| warn_failed(&p, e))
     }
 }
 
@@ -546,6 +719,19 @@ mod tests {
             parse_read(KvVersion::V1, StatusCode::OK, json!({"data": "x"})),
             Err(VaultError::BadResponse(_))
         ));
+        for junk in [
+            json!([1]),
+            json!(true),
+            json!({"data": [1]}),
+            json!({"data": 5}),
+        ] {
+            for v in [KvVersion::V1, KvVersion::V2] {
+                assert!(
+                    parse_read(v, StatusCode::OK, junk.clone()).is_err(),
+                    "{junk}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -565,6 +751,55 @@ mod tests {
             status_error(StatusCode::INTERNAL_SERVER_ERROR, b"not json"),
             VaultError::Http { status: 500, .. }
         ));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        for attempt in 0..40 {
+            let cap = (BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
+            let samples: Vec<Duration> = (0..50).map(|_| backoff(attempt)).collect();
+            assert!(
+                samples.iter().all(|d| *d >= cap / 2 && *d <= cap),
+                "{attempt}"
+            );
+            // Jittered: not all the same.
+            assert!(samples.iter().any(|d| *d != samples[0]), "{attempt}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(100));
+        assert!(backoff(30) <= BACKOFF_MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_fails_fast_then_probes_one_at_a_time() {
+        let b = Breaker::default();
+        let t = Duration::from_secs(10);
+        assert!(b.admit(t).is_ok());
+        b.failed(&VaultError::Sealed, t);
+        assert_eq!(b.admit(t).unwrap_err(), VaultError::Sealed);
+        tokio::time::advance(PROBE_INTERVAL).await;
+        // One probe goes out; the others still fail fast while it runs.
+        assert!(b.admit(t).is_ok());
+        assert!(b.admit(t).is_err());
+        // A probe that never reports (cancelled) does not block forever.
+        tokio::time::advance(t + PROBE_INTERVAL).await;
+        assert!(b.admit(t).is_ok());
+        b.answered();
+        assert!(b.admit(t).is_ok() && b.admit(t).is_ok());
+    }
+
+    #[test]
+    fn status_error_message_is_one_capped_line() {
+        let body = format!(
+            r#"{{"errors":["line1\nFAKE LOG LINE\r{}"]}}"#,
+            "x".repeat(500)
+        );
+        let VaultError::Http { message, .. } =
+            status_error(StatusCode::INTERNAL_SERVER_ERROR, body.as_bytes())
+        else {
+            panic!()
+        };
+        assert!(!message.contains('\n') && !message.contains('\r'));
+        assert_eq!(message.chars().count(), 200);
     }
 
     #[test]
