@@ -99,6 +99,46 @@ impl<S: SecretStore> VaultFs<S> {
         attr(&self.opts, self.start, e)
     }
 
+    /// Open a file or directory handle. A cached answer whose content the
+    /// kernel already has is given right here: no task, no thread hop.
+    /// Anything else (a fetch, or a change that must invalidate the kernel's
+    /// copy first) goes through a task, because invalidating from this
+    /// thread could wait on a request only this thread would answer.
+    fn open_handle<T: Send + 'static>(
+        &self,
+        ino: INodeNo,
+        reply: ReplyOpen,
+        cached: Option<T>,
+        fetch: impl std::future::Future<Output = Result<T, FsError>> + Send + 'static,
+        fingerprint: fn(&T) -> u64,
+        finish: fn(T, FopenFlags) -> (Handle, FopenFlags),
+    ) {
+        let (handles, served, notifier) = (
+            self.handles.clone(),
+            self.served.clone(),
+            self.notifier.clone(),
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let done = move |r: Result<T, FsError>| match r {
+            Ok(v) => {
+                let keep = note_served(&served, &notifier, ino, fingerprint(&v));
+                let (handle, flags) = finish(v, keep);
+                handles.lock().expect("handles").insert(fh, handle);
+                reply.opened(FileHandle(fh), flags);
+            }
+            Err(e) => reply.error(errno(&e)),
+        };
+        let unchanged = cached.filter(|v| {
+            let fp = fingerprint(v);
+            let served = self.served.lock().expect("served");
+            served.get(&ino.0).is_none_or(|&old| old == fp)
+        });
+        match unchanged {
+            Some(v) => done(Ok(v)),
+            None => self.spawn(fetch, done),
+        }
+    }
+
     /// Run `f` on the runtime and hand its result to `done`.
     fn spawn<T, F, D>(&self, f: F, done: D)
     where
@@ -237,48 +277,20 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             return read_only!(reply);
         }
         let tree = self.tree.clone();
-        let (handles, served, notifier) = (
-            self.handles.clone(),
-            self.served.clone(),
-            self.notifier.clone(),
+        self.open_handle(
+            ino,
+            reply,
+            self.tree.open_cached(ino.0).and_then(Result::ok),
+            async move { tree.open(ino.0).await },
+            |(s, f)| content_fingerprint(s, f),
+            // Direct I/O: every read is served from this handle's own
+            // snapshot. The kernel page cache is per inode, shared by all
+            // handles, so with it two opens on either side of a rotation
+            // could mix old and new bytes, or be cut at a stale size
+            // (tests/soak.rs). It also keeps secret bytes out of the page
+            // cache (docs/security.md).
+            |(s, f), _keep| (Handle::File(s, f), FopenFlags::FOPEN_DIRECT_IO),
         );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let done = move |r: Result<(Arc<Secret>, SecretFile), FsError>| match r {
-            Ok((secret, file)) => {
-                let fp = content_fingerprint(&secret, &file);
-                let keep = note_served(&served, &notifier, ino, fp);
-                handles
-                    .lock()
-                    .expect("handles")
-                    .insert(fh, Handle::File(secret, file));
-                // Direct I/O: every read is served from this handle's own
-                // snapshot. The kernel page cache is per inode, shared by
-                // all handles, so with it two opens on either side of a
-                // rotation could mix old and new bytes, or be cut at a
-                // stale size (tests/soak.rs). It also keeps secret bytes out
-                // of the page cache (docs/security.md).
-                let _ = keep;
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
-            }
-            Err(e) => reply.error(errno(&e)),
-        };
-        // A cached, unchanged secret is answered right here: no task, no
-        // thread hop. A changed one goes through a task, because invalidating
-        // the kernel's pages from this thread could wait on a READ that only
-        // this thread would answer.
-        let unchanged = self
-            .tree
-            .open_cached(ino.0)
-            .and_then(Result::ok)
-            .filter(|(s, f)| {
-                let fp = content_fingerprint(s, f);
-                let served = self.served.lock().expect("served");
-                served.get(&ino.0).is_none_or(|&old| old == fp)
-            });
-        match unchanged {
-            Some(r) => done(Ok(r)),
-            None => self.spawn(async move { tree.open(ino.0).await }, done),
-        }
     }
 
     fn read(
@@ -323,40 +335,21 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             return read_only!(reply);
         }
         let tree = self.tree.clone();
-        let (handles, served, notifier) = (
-            self.handles.clone(),
-            self.served.clone(),
-            self.notifier.clone(),
+        self.open_handle(
+            ino,
+            reply,
+            self.tree.readdir_cached(ino.0).and_then(Result::ok),
+            async move { tree.readdir(ino.0).await },
+            |entries| listing_fingerprint(entries),
+            // The kernel may serve later readdirs from its own copy of this
+            // listing until the listing changes.
+            |entries, keep| {
+                (
+                    Handle::Dir(Arc::new(entries)),
+                    keep | FopenFlags::FOPEN_CACHE_DIR,
+                )
+            },
         );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let done = move |r: Result<Vec<(String, Entry)>, FsError>| match r {
-            Ok(entries) => {
-                // The kernel may serve later readdirs from its own copy of
-                // this listing until the listing changes.
-                let keep = note_served(&served, &notifier, ino, listing_fingerprint(&entries));
-                handles
-                    .lock()
-                    .expect("handles")
-                    .insert(fh, Handle::Dir(Arc::new(entries)));
-                reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
-            }
-            Err(e) => reply.error(errno(&e)),
-        };
-        // As in `open`: cached and unchanged is answered here, anything
-        // else (a fetch, or an invalidation) from a task.
-        let unchanged = self
-            .tree
-            .readdir_cached(ino.0)
-            .and_then(Result::ok)
-            .filter(|entries| {
-                let fp = listing_fingerprint(entries);
-                let served = self.served.lock().expect("served");
-                served.get(&ino.0).is_none_or(|&old| old == fp)
-            });
-        match unchanged {
-            Some(entries) => done(Ok(entries)),
-            None => self.spawn(async move { tree.readdir(ino.0).await }, done),
-        }
     }
 
     fn readdir(

@@ -286,12 +286,19 @@ impl<S: SecretStore> Tree<S> {
                 path: join(path, seg),
             }));
         }
-        let parent_secret = if path.is_empty() {
+        // Only ask for the parent as a secret when its own listing does not
+        // rule that out (during an outage that would turn ENOENT into EIO).
+        let mut secret_denied = false;
+        let parent_secret = if path.is_empty() || self.dir_facts(mount, path).await.0 == Known::No {
             None
         } else {
             match self.secret(mount, path).await {
                 Ok(s) => Some(s),
-                Err(VaultError::NotFound | VaultError::Forbidden) => None,
+                Err(VaultError::NotFound) => None,
+                Err(VaultError::Forbidden) => {
+                    secret_denied = true;
+                    None
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -318,6 +325,8 @@ impl<S: SecretStore> Tree<S> {
                 mount: mount.clone(),
                 path: join(path, seg),
             })),
+            // The keys of a secret we may not read: say so, not "no such file".
+            _ if secret_denied => Err(VaultError::Forbidden.into()),
             _ => Err(FsError::NoEntry),
         }
     }

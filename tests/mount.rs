@@ -510,3 +510,21 @@ fn vault_errors_map_to_errno() {
         libc::ENOTDIR
     );
 }
+
+#[test]
+fn unreadable_secret_in_listable_folder_is_eacces() {
+    let b = bao();
+    b.put("secret", "lp/open", json!({"k": "visible"}));
+    b.put("secret", "lp/hidden", json!({"k": "invisible"}));
+    let token = b.token_with_policy(
+        "list-all-read-some",
+        "path \"secret/metadata/*\" { capabilities = [\"list\"] }\n\
+         path \"secret/data/lp/open\" { capabilities = [\"read\"] }\n",
+        &[],
+    );
+    let m = Mount::with(b, MountOpts::new(&token).arg("--kv").arg("secret"));
+    assert_eq!(names(m.p("secret/lp")), ["hidden", "open"]);
+    assert_eq!(read(m.p("secret/lp/open/k")), "visible");
+    assert_eq!(errno_of(std::fs::read(m.p("secret/lp/hidden/k"))), libc::EACCES);
+    assert_eq!(errno_of(std::fs::read(m.p("secret/lp/open/nokey"))), libc::ENOENT);
+}
