@@ -507,6 +507,22 @@ fn token_sources_in_order() {
 }
 
 /// Wait out the cache TTL (`--ttl 1s`) so the next read reaches Vault.
+/// A mount (TTL 1s) whose token comes from a file holding `token`.
+fn mount_with_token_file(b: &Bao, token: &str) -> (tempfile::TempDir, PathBuf, Mount) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, token).unwrap();
+    let m = Mount::with(
+        b,
+        MountOpts::new("")
+            .arg("--token-file")
+            .arg(file.to_str().unwrap())
+            .arg("--ttl")
+            .arg("1s"),
+    );
+    (dir, file, m)
+}
+
 fn past_ttl() {
     std::thread::sleep(Duration::from_millis(1300));
 }
@@ -517,17 +533,7 @@ fn token_file_replaced_is_picked_up() {
     b.put("secret", "replaced", json!({"k": "v0"}));
     let t1 = token_reading(b, "replaced", &[]);
     let t2 = token_reading(b, "replaced", &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, &t1).unwrap();
-    let m = Mount::with(
-        b,
-        MountOpts::new("")
-            .arg("--token-file")
-            .arg(file.to_str().unwrap())
-            .arg("--ttl")
-            .arg("1s"),
-    );
+    let (dir, file, m) = mount_with_token_file(b, &t1);
     assert_eq!(read(m.p("secret/replaced/k")), "v0");
     // As Vault Agent does: write a new file, rename it over the old one.
     let tmp = dir.path().join("token.tmp");
@@ -549,17 +555,7 @@ fn token_file_rewritten_unnoticed_is_reread_on_403() {
     let t1 = token_reading(b, "rewritten", &[]);
     let t2 = token_reading(b, "rewritten", &[]);
     assert_eq!(t1.len(), t2.len());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token");
-    std::fs::write(&file, &t1).unwrap();
-    let m = Mount::with(
-        b,
-        MountOpts::new("")
-            .arg("--token-file")
-            .arg(file.to_str().unwrap())
-            .arg("--ttl")
-            .arg("1s"),
-    );
+    let (_dir, file, m) = mount_with_token_file(b, &t1);
     assert_eq!(read(m.p("secret/rewritten/k")), "v0");
     // Rewrite in place with the same size and put the mtime back: nothing a
     // stat shows, so only the 403 can reveal the new token.

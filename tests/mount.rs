@@ -525,6 +525,12 @@ fn unreadable_secret_in_listable_folder_is_eacces() {
     let m = Mount::with(b, MountOpts::new(&token).arg("--kv").arg("secret"));
     assert_eq!(names(m.p("secret/lp")), ["hidden", "open"]);
     assert_eq!(read(m.p("secret/lp/open/k")), "visible");
-    assert_eq!(errno_of(std::fs::read(m.p("secret/lp/hidden/k"))), libc::EACCES);
-    assert_eq!(errno_of(std::fs::read(m.p("secret/lp/open/nokey"))), libc::ENOENT);
+    assert_eq!(
+        errno_of(std::fs::read(m.p("secret/lp/hidden/k"))),
+        libc::EACCES
+    );
+    assert_eq!(
+        errno_of(std::fs::read(m.p("secret/lp/open/nokey"))),
+        libc::ENOENT
+    );
 }

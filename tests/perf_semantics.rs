@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -61,36 +61,7 @@ fn audited() -> Audited {
         ),
     )
     .unwrap();
-    // Bao::start cannot pass a config file; start the same way with one.
-    let bin = bao_bin();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(&bin);
-    cmd.args([
-        "server",
-        "-dev",
-        &format!("-dev-root-token-id={ROOT_TOKEN}"),
-        &format!("-dev-listen-address={listen}"),
-    ])
-    .arg(format!("-config={}", cfg.display()))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .env_remove("VAULT_ADDR")
-    .env_remove("VAULT_TOKEN");
-    let child = spawn_kept(cmd);
-    let bao = Bao {
-        addr: format!("http://{listen}"),
-        bin,
-        pid: child.id(),
-        child: std::sync::Mutex::new(child),
-        tls_dir: None,
-        log: dir.path().join("bao.log"),
-    };
-    wait_until("audited OpenBao", Duration::from_secs(30), || {
-        bao.cmd(&["status"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let bao = Bao::start_with(false, &[format!("-config={}", cfg.display())]);
     Audited {
         bao,
         log,

@@ -117,6 +117,11 @@ impl Bao {
     }
 
     pub fn start(tls: bool) -> Bao {
+        Bao::start_with(tls, &[])
+    }
+
+    /// A private dev server with extra `bao server` arguments (e.g. -config).
+    pub fn start_with(tls: bool, extra: &[String]) -> Bao {
         let bin = bao_bin();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -130,7 +135,8 @@ impl Bao {
             "-dev",
             &format!("-dev-root-token-id={ROOT_TOKEN}"),
             &format!("-dev-listen-address={listen}"),
-        ]);
+        ])
+        .args(extra);
         let tls_dir = tls.then(|| tempfile::tempdir().unwrap());
         if let Some(d) = &tls_dir {
             cmd.arg("-dev-tls")
