@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -22,7 +22,7 @@ use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
 use crate::secret::{Secret, SecretFile};
-use crate::tree::{Entry, Kind, Tree};
+use crate::tree::{Entry, Kind, Listing, OpenFile, Tree};
 use crate::vault::SecretStore;
 
 /// How files look to `stat`.
@@ -42,7 +42,7 @@ pub struct FsOptions {
 enum Handle {
     File(Arc<Secret>, SecretFile),
     /// A directory snapshot taken at opendir, so offsets stay meaningful.
-    Dir(Arc<Vec<(String, Entry)>>),
+    Dir(Arc<Listing>),
 }
 
 pub struct VaultFs<S> {
@@ -53,8 +53,11 @@ pub struct VaultFs<S> {
     handles: Arc<Mutex<HashMap<u64, Handle>>>,
     next_fh: AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
-    /// Fingerprint of the content last served per file inode, to tell the
-    /// kernel to drop its cached size and pages when a value changes.
+    /// Stale names to drop from the kernel's dentry cache; see [`invalidator`].
+    stale_names: mpsc::Sender<(INodeNo, Vec<u8>)>,
+    /// Fingerprint of the listing last served per directory inode, to tell
+    /// the kernel to drop its cached listing when it changes. (A file needs
+    /// none: a changed value is a new inode.)
     served: Arc<Mutex<HashMap<u64, u64>>>,
 }
 
@@ -70,22 +73,18 @@ fn listing_fingerprint(entries: &[(String, Entry)]) -> u64 {
     h.finish()
 }
 
-fn content_fingerprint(s: &Secret, f: &SecretFile) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.content(f).map(|c| c.as_slice()).hash(&mut h);
-    h.finish()
-}
-
 impl<S: SecretStore> VaultFs<S> {
     pub fn new(tree: Arc<Tree<S>>, rt: Runtime, opts: FsOptions) -> Self {
+        let notifier: Arc<OnceLock<Notifier>> = Arc::default();
         VaultFs {
+            stale_names: invalidator(notifier.clone()),
             tree,
             rt,
             opts,
             start: SystemTime::now(),
             handles: Arc::default(),
             next_fh: AtomicU64::new(1),
-            notifier: Arc::default(),
+            notifier,
             served: Arc::default(),
         }
     }
@@ -99,44 +98,107 @@ impl<S: SecretStore> VaultFs<S> {
         attr(&self.opts, self.start, e)
     }
 
-    /// Open a file or directory handle. A cached answer whose content the
-    /// kernel already has is given right here: no task, no thread hop.
-    /// Anything else (a fetch, or a change that must invalidate the kernel's
-    /// copy first) goes through a task, because invalidating from this
-    /// thread could wait on a request only this thread would answer.
-    fn open_handle<T: Send + 'static>(
-        &self,
-        ino: INodeNo,
-        reply: ReplyOpen,
-        cached: Option<T>,
-        fetch: impl std::future::Future<Output = Result<T, FsError>> + Send + 'static,
-        fingerprint: fn(&T) -> u64,
-        finish: fn(T, FopenFlags) -> (Handle, FopenFlags),
-    ) {
+    /// Open a directory handle. A cached listing the kernel already has is
+    /// given right here: no task, no thread hop. Anything else (a fetch, or
+    /// a change that must invalidate the kernel's copy first) goes through a
+    /// task, because invalidating from this thread could wait on a request
+    /// only this thread would answer.
+    fn open_dir(&self, ino: INodeNo, reply: ReplyOpen) {
         let (handles, served, notifier) = (
             self.handles.clone(),
             self.served.clone(),
             self.notifier.clone(),
         );
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let done = move |r: Result<T, FsError>| match r {
-            Ok(v) => {
-                let keep = note_served(&served, &notifier, ino, fingerprint(&v));
-                let (handle, flags) = finish(v, keep);
-                handles.lock().expect("handles").insert(fh, handle);
-                reply.opened(FileHandle(fh), flags);
+        let done = move |r: Result<Listing, FsError>| match r {
+            Ok(listing) => {
+                let keep = note_served(&served, &notifier, ino, listing_fingerprint(&listing));
+                handles
+                    .lock()
+                    .expect("handles")
+                    .insert(fh, Handle::Dir(Arc::new(listing)));
+                // The kernel may serve later readdirs from its own copy of
+                // this listing until the listing changes.
+                reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
             }
             Err(e) => reply.error(errno(&e)),
         };
-        let unchanged = cached.filter(|v| {
-            let fp = fingerprint(v);
-            let served = self.served.lock().expect("served");
-            served.get(&ino.0).is_none_or(|&old| old == fp)
-        });
+        let unchanged = self
+            .tree
+            .readdir_cached(ino.0)
+            .and_then(Result::ok)
+            .filter(|l| {
+                let served = self.served.lock().expect("served");
+                served
+                    .get(&ino.0)
+                    .is_none_or(|&old| old == listing_fingerprint(l))
+            });
         match unchanged {
-            Some(v) => done(Ok(v)),
-            None => self.spawn(fetch, done),
+            Some(l) => done(Ok(l)),
+            None => {
+                let tree = self.tree.clone();
+                self.spawn(async move { tree.readdir(ino.0).await }, done)
+            }
         }
+    }
+
+    /// Open a file handle on the current content. An inode whose version is
+    /// current keeps its pages (`FOPEN_KEEP_CACHE`): they can only hold its
+    /// own bytes, since a changed value is a new inode. A stale inode (the
+    /// kernel still has the name's old entry, within its TTL) gets the new
+    /// content with direct I/O, so its pages are never filled with bytes of
+    /// another version, and the stale entry is dropped so the next lookup
+    /// finds the new inode.
+    fn open_file(&self, ino: INodeNo, reply: ReplyOpen) {
+        let handles = self.handles.clone();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        // Replies; returns whether the kernel's entry for the name is stale.
+        let finish = move |r: Result<OpenFile, FsError>| match r {
+            Ok(o) => {
+                let flags = if o.current {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::FOPEN_DIRECT_IO
+                };
+                let stale = !o.current;
+                handles
+                    .lock()
+                    .expect("handles")
+                    .insert(fh, Handle::File(o.secret, o.file));
+                reply.opened(FileHandle(fh), flags);
+                stale
+            }
+            Err(e) => {
+                reply.error(errno(&e));
+                matches!(e, FsError::NoEntry)
+            }
+        };
+        let cached = self.tree.open_cached(ino.0);
+        if let Some(Ok(o)) = &cached {
+            if o.current {
+                finish(cached.expect("cached"));
+                return;
+            }
+        }
+        let (tree, stale_names) = (self.tree.clone(), self.stale_names.clone());
+        let fetch = {
+            let tree = self.tree.clone();
+            async move {
+                match cached {
+                    Some(r) => r,
+                    None => tree.open(ino.0).await,
+                }
+            }
+        };
+        self.spawn(fetch, move |r| {
+            if !finish(r) {
+                return;
+            }
+            if let Some((parent, name)) = tree.dentry(ino.0) {
+                tracing::debug!(ino = ino.0, "open of a stale file inode: entry dropped");
+                let _ = stale_names.send((INodeNo(parent), name));
+            }
+        });
     }
 
     /// Run `f` on the runtime and hand its result to `done`.
@@ -158,6 +220,30 @@ impl<S: SecretStore> VaultFs<S> {
             done(r)
         });
     }
+}
+
+/// A thread of its own that drops stale names from the kernel's dentry
+/// cache. Invalidating an entry takes its directory's lock, which lookups in
+/// flight hold until they are answered: from the FUSE thread or a tokio
+/// worker that can deadlock (tests/soak.rs did: every worker waited for the
+/// lock while the lookups holding it waited for a worker). This thread waits
+/// alone. It ends when the filesystem is dropped.
+fn invalidator(notifier: Arc<OnceLock<Notifier>>) -> mpsc::Sender<(INodeNo, Vec<u8>)> {
+    let (tx, rx) = mpsc::channel::<(INodeNo, Vec<u8>)>();
+    std::thread::Builder::new()
+        .name("vaultfs-inval".into())
+        // Small: its memory is locked (mlockall) like the rest.
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            for (parent, name) in rx {
+                if let Some(n) = notifier.get() {
+                    // ENOENT: the kernel had already dropped it.
+                    let _ = n.inval_entry(parent, OsStr::from_bytes(&name));
+                }
+            }
+        })
+        .expect("spawn invalidation thread");
+    tx
 }
 
 /// Record what an open of `ino` serves and decide whether the kernel may keep
@@ -250,47 +336,28 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         );
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        // An open file answers from its handle: the size matches what reads return.
-        if let Some(fh) = fh {
-            if let Some(Handle::File(s, f)) = self.handles.lock().expect("handles").get(&fh.0) {
-                let size = s.content(f).map_or(0, |c| c.len() as u64);
-                let e = Entry {
-                    ino: ino.0,
-                    kind: Kind::File,
-                    size,
-                    mtime: s.mtime,
-                };
-                return reply.attr(&self.opts.ttl, &self.attr(&e));
-            }
-        }
-        let tree = self.tree.clone();
-        let (opts, start) = (self.opts.clone(), self.start);
-        self.spawn(async move { tree.getattr(ino.0).await }, move |r| match r {
-            Ok(e) => reply.attr(&opts.ttl, &attr(&opts, start, &e)),
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // A file inode is one content version: its attributes never change
+        // and need no request. Even on a stale handle (which reads newer
+        // content) the inode's own size is answered, since it bounds the
+        // reads of every other handle using the inode's pages.
+        match self.tree.getattr(ino.0) {
+            Ok(e) => reply.attr(&self.opts.ttl, &self.attr(&e)),
             Err(e) => reply.error(errno(&e)),
-        });
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if self.tree.forget(ino.0, nlookup) {
+            self.served.lock().expect("served").remove(&ino.0);
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return read_only!(reply);
         }
-        let tree = self.tree.clone();
-        self.open_handle(
-            ino,
-            reply,
-            self.tree.open_cached(ino.0).and_then(Result::ok),
-            async move { tree.open(ino.0).await },
-            |(s, f)| content_fingerprint(s, f),
-            // Direct I/O: every read is served from this handle's own
-            // snapshot. The kernel page cache is per inode, shared by all
-            // handles, so with it two opens on either side of a rotation
-            // could mix old and new bytes, or be cut at a stale size
-            // (tests/soak.rs). It also keeps secret bytes out of the page
-            // cache (docs/security.md).
-            |(s, f), _keep| (Handle::File(s, f), FopenFlags::FOPEN_DIRECT_IO),
-        );
+        self.open_file(ino, reply);
     }
 
     fn read(
@@ -334,22 +401,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
-        let tree = self.tree.clone();
-        self.open_handle(
-            ino,
-            reply,
-            self.tree.readdir_cached(ino.0).and_then(Result::ok),
-            async move { tree.readdir(ino.0).await },
-            |entries| listing_fingerprint(entries),
-            // The kernel may serve later readdirs from its own copy of this
-            // listing until the listing changes.
-            |entries, keep| {
-                (
-                    Handle::Dir(Arc::new(entries)),
-                    keep | FopenFlags::FOPEN_CACHE_DIR,
-                )
-            },
-        );
+        self.open_dir(ino, reply);
     }
 
     fn readdir(
@@ -414,6 +466,10 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                 Generation(0),
             ) {
                 break;
+            }
+            // The kernel counts each entry but `.` and `..` as a lookup.
+            if i >= 2 {
+                self.tree.hand_out(e.ino);
             }
         }
         reply.ok();
@@ -610,7 +666,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
 }
 
 impl<S> VaultFs<S> {
-    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Vec<(String, Entry)>>> {
+    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Listing>> {
         match self.handles.lock().expect("handles").get(&fh.0) {
             Some(Handle::Dir(d)) => Some(d.clone()),
             _ => None,

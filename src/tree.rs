@@ -4,7 +4,10 @@
 //! neither HTTP (that is `vault.rs`, behind [`SecretStore`]) nor FUSE (that
 //! is `fs.rs`). See docs/semantics.md for the rules implemented here.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -29,12 +32,24 @@ pub enum Node {
         mount: KvMount,
         path: String,
     },
-    /// One file of a secret's directory.
+    /// One content version of one file of a secret's directory: a changed
+    /// value is a new inode, so the kernel's page cache of an inode only
+    /// ever holds that inode's bytes (docs/performance.md).
     File {
         mount: KvMount,
         secret: String,
         file: SecretFile,
+        version: Version,
     },
+}
+
+/// What one file inode holds: its attributes never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    /// A keyed hash of the content.
+    pub fingerprint: u64,
+    pub size: u64,
+    pub mtime: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +79,106 @@ impl Weigh for Vec<KvMount> {
     }
 }
 
-#[derive(Default)]
+/// The inode table. Every inode handed out holds references: one per
+/// lookup the kernel counts (released by FORGET) and one per directory
+/// snapshot showing it ([`Listing`]). An inode without references is
+/// dropped; its node gets a new number if it is seen again. Numbers are
+/// never reused.
 struct Inodes {
-    by_node: HashMap<Node, u64>,
-    by_ino: HashMap<u64, Node>,
+    by_node: HashMap<Arc<Node>, u64>,
+    by_ino: HashMap<u64, Slot>,
+    next: u64,
+}
+
+struct Slot {
+    node: Arc<Node>,
+    refs: u64,
+}
+
+impl Inodes {
+    fn new() -> Self {
+        let root = Arc::new(Node::Root);
+        let mut t = Inodes {
+            by_node: HashMap::new(),
+            by_ino: HashMap::new(),
+            next: ROOT_INO + 1,
+        };
+        t.by_node.insert(root.clone(), ROOT_INO);
+        t.by_ino.insert(
+            ROOT_INO,
+            Slot {
+                node: root,
+                refs: 1,
+            },
+        );
+        t
+    }
+
+    /// The inode of `node`, allocated if new, with one more reference.
+    fn acquire(&mut self, node: Node) -> u64 {
+        if let Some(&i) = self.by_node.get(&node) {
+            self.by_ino.get_mut(&i).expect("inode table").refs += 1;
+            return i;
+        }
+        let i = self.next;
+        self.next += 1;
+        let node = Arc::new(node);
+        self.by_node.insert(node.clone(), i);
+        self.by_ino.insert(i, Slot { node, refs: 1 });
+        i
+    }
+
+    /// Drop `n` references; returns whether the inode is gone. The root
+    /// stays for the life of the mount.
+    fn release(&mut self, ino: u64, n: u64) -> bool {
+        if ino == ROOT_INO {
+            return false;
+        }
+        let Some(slot) = self.by_ino.get_mut(&ino) else {
+            return false;
+        };
+        slot.refs = slot.refs.saturating_sub(n);
+        if slot.refs > 0 {
+            return false;
+        }
+        let slot = self.by_ino.remove(&ino).expect("inode table");
+        self.by_node.remove(&slot.node);
+        true
+    }
+}
+
+/// Directory entries, sorted by name (without `.` and `..`). Each entry
+/// holds a reference on its inode while this lives, so a snapshot kept
+/// between `opendir` and `readdirplus` never hands out a dropped inode.
+pub struct Listing {
+    entries: Vec<(String, Entry)>,
+    inodes: Arc<Mutex<Inodes>>,
+}
+
+impl Deref for Listing {
+    type Target = [(String, Entry)];
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        let mut t = self.inodes.lock().expect("inode lock");
+        for (_, e) in &self.entries {
+            t.release(e.ino, 1);
+        }
+    }
+}
+
+/// What an open of a file inode serves: the current content of the file.
+pub struct OpenFile {
+    pub secret: Arc<Secret>,
+    pub file: SecretFile,
+    /// The content is the inode's own version: the kernel may keep its
+    /// pages. When false the inode is stale (the kernel still has an old
+    /// entry for the name) and the content is newer than the inode.
+    pub current: bool,
 }
 
 type Key = (KvMount, String);
@@ -80,7 +191,10 @@ pub struct Tree<S> {
     mounts: Cache<(), Vec<KvMount>>,
     listings: Cache<Key, Vec<String>>,
     secrets: Cache<Key, Secret>,
-    inodes: Mutex<Inodes>,
+    inodes: Arc<Mutex<Inodes>>,
+    /// Keys the content fingerprints, so no value can be crafted to
+    /// collide with another version of the same file.
+    hasher: RandomState,
 }
 
 fn join(parent: &str, seg: &str) -> String {
@@ -151,9 +265,6 @@ enum Known {
 
 impl<S: SecretStore> Tree<S> {
     pub fn new(store: Arc<S>, policy: CachePolicy) -> Self {
-        let mut inodes = Inodes::default();
-        inodes.by_node.insert(Node::Root, ROOT_INO);
-        inodes.by_ino.insert(ROOT_INO, Node::Root);
         Tree {
             store,
             prefetch: None,
@@ -163,7 +274,8 @@ impl<S: SecretStore> Tree<S> {
             }),
             listings: Cache::new(policy),
             secrets: Cache::new(policy),
-            inodes: Mutex::new(inodes),
+            inodes: Arc::new(Mutex::new(Inodes::new())),
+            hasher: RandomState::new(),
         }
     }
 
@@ -180,26 +292,70 @@ impl<S: SecretStore> Tree<S> {
         &self.store
     }
 
-    pub fn node(&self, ino: u64) -> Option<Node> {
-        self.inodes
-            .lock()
-            .expect("inode lock")
-            .by_ino
-            .get(&ino)
-            .cloned()
+    pub fn node(&self, ino: u64) -> Option<Arc<Node>> {
+        let t = self.inodes.lock().expect("inode lock");
+        t.by_ino.get(&ino).map(|s| s.node.clone())
     }
 
-    /// The inode of a node, allocated on first sight and kept for the life of
-    /// the mount (so names keep their inode across TTL refreshes).
+    /// The inode of a node with one more reference: the caller hands it to
+    /// the kernel (a lookup, released by [`Tree::forget`]) or keeps it in a
+    /// [`Listing`]. A node keeps its number while referenced.
     fn ino(&self, node: Node) -> u64 {
-        let mut t = self.inodes.lock().expect("inode lock");
-        if let Some(&i) = t.by_node.get(&node) {
-            return i;
+        self.inodes.lock().expect("inode lock").acquire(node)
+    }
+
+    /// One more kernel reference on an inode a [`Listing`] holds (an entry
+    /// of a `readdirplus` reply counts as a lookup).
+    pub fn hand_out(&self, ino: u64) {
+        if let Some(s) = self.inodes.lock().expect("inode lock").by_ino.get_mut(&ino) {
+            s.refs += 1;
         }
-        let i = t.by_ino.len() as u64 + 1;
-        t.by_ino.insert(i, node.clone());
-        t.by_node.insert(node, i);
-        i
+    }
+
+    /// The kernel forgot `n` lookups of `ino`; returns whether the inode
+    /// is gone.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
+        self.inodes.lock().expect("inode lock").release(ino, n)
+    }
+
+    /// How many inodes are allocated (tests, logs).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.lock().expect("inode lock").by_ino.len()
+    }
+
+    fn version(&self, s: &Secret, file: &SecretFile) -> Option<Version> {
+        let c = s.content(file)?;
+        Some(Version {
+            fingerprint: self.hasher.hash_one(c.as_slice()),
+            size: c.len() as u64,
+            mtime: s.mtime,
+        })
+    }
+
+    /// The parent directory's inode and the name under which the kernel
+    /// knows a file inode, to drop a stale entry.
+    pub fn dentry(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        let node = self.node(ino)?;
+        let Node::File {
+            mount,
+            secret,
+            file,
+            ..
+        } = &*node
+        else {
+            return None;
+        };
+        let name = match file {
+            SecretFile::Key(k) => encoded(k)?,
+            SecretFile::Json => JSON_VIEW.to_string(),
+            SecretFile::Env => ENV_VIEW.to_string(),
+        };
+        let parent = Node::Dir {
+            mount: mount.clone(),
+            path: secret.clone(),
+        };
+        let t = self.inodes.lock().expect("inode lock");
+        Some((*t.by_node.get(&parent)?, name.into_bytes()))
     }
 
     pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
@@ -235,25 +391,26 @@ impl<S: SecretStore> Tree<S> {
         s: &Secret,
         file: SecretFile,
     ) -> Option<Entry> {
-        let size = s.content(&file)?.len() as u64;
+        let version = self.version(s, &file)?;
         Some(Entry {
             ino: self.ino(Node::File {
                 mount: mount.clone(),
                 secret: secret_path.to_string(),
                 file,
+                version,
             }),
             kind: Kind::File,
-            size,
-            mtime: s.mtime,
+            size: version.size,
+            mtime: version.mtime,
         })
     }
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
-        match node {
+        match &*node {
             Node::Root | Node::Prefix(_) => {
-                let prefix = match &node {
+                let prefix = match &*node {
                     Node::Prefix(p) => p.as_str(),
                     _ => "",
                 };
@@ -264,7 +421,7 @@ impl<S: SecretStore> Tree<S> {
                     .map(|(_, n)| self.dir_entry(n))
                     .ok_or(FsError::NoEntry)
             }
-            Node::Dir { mount, path } => self.lookup_in_dir(&mount, &path, &seg).await,
+            Node::Dir { mount, path } => self.lookup_in_dir(mount, path, &seg).await,
             Node::File { .. } => Err(FsError::NotDir),
         }
     }
@@ -364,67 +521,91 @@ impl<S: SecretStore> Tree<S> {
         }
     }
 
-    pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
-        match self.node(ino).ok_or(FsError::BadHandle)? {
-            Node::File {
-                mount,
-                secret,
-                file,
-            } => {
-                let s = self.secret(&mount, &secret).await.map_err(not_found)?;
-                self.file_entry(&mount, &secret, &s, file)
-                    .ok_or(FsError::NoEntry)
-            }
-            _ => Ok(Entry {
+    /// Attributes of an inode: a file inode answers its own version's size
+    /// and mtime (consistent with its cached pages), never a newer one's.
+    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
+        let node = self.node(ino).ok_or(FsError::BadHandle)?;
+        Ok(match &*node {
+            Node::File { version, .. } => Entry {
+                ino,
+                kind: Kind::File,
+                size: version.size,
+                mtime: version.mtime,
+            },
+            _ => Entry {
                 ino,
                 kind: Kind::Dir,
                 size: 0,
                 mtime: None,
-            }),
-        }
+            },
+        })
     }
 
     /// The current content of a file, held for the life of an open handle.
-    pub async fn open(&self, ino: u64) -> Result<(Arc<Secret>, SecretFile), FsError> {
-        match self.node(ino).ok_or(FsError::BadHandle)? {
+    pub async fn open(&self, ino: u64) -> Result<OpenFile, FsError> {
+        let node = self.node(ino).ok_or(FsError::BadHandle)?;
+        match &*node {
             Node::File {
                 mount,
                 secret,
                 file,
-            } => opened(self.secret(&mount, &secret).await, file),
+                version,
+            } => self.opened(self.secret(mount, secret).await, file, version),
             _ => Err(FsError::IsDir),
         }
     }
 
     /// [`Tree::open`] when it needs no request (the secret is cached and
     /// fresh); `None` otherwise.
-    pub fn open_cached(&self, ino: u64) -> Option<Result<(Arc<Secret>, SecretFile), FsError>> {
-        match self.node(ino)? {
+    pub fn open_cached(&self, ino: u64) -> Option<Result<OpenFile, FsError>> {
+        let node = self.node(ino)?;
+        match &*node {
             Node::File {
                 mount,
                 secret,
                 file,
-            } => Some(opened(self.secrets.peek(&(mount, secret))?, file)),
+                version,
+            } => {
+                let s = self.secrets.peek(&(mount.clone(), secret.clone()))?;
+                Some(self.opened(s, file, version))
+            }
             _ => None,
         }
     }
 
+    fn opened(
+        &self,
+        s: Answer<Secret>,
+        file: &SecretFile,
+        version: &Version,
+    ) -> Result<OpenFile, FsError> {
+        let s = s.map_err(not_found)?;
+        let now = self.version(&s, file).ok_or(FsError::NoEntry)?;
+        Ok(OpenFile {
+            secret: s,
+            file: file.clone(),
+            current: now == *version,
+        })
+    }
+
     /// Every entry of a directory (without `.` and `..`), sorted by name.
-    pub async fn readdir(self: &Arc<Self>, ino: u64) -> Result<Vec<(String, Entry)>, FsError> {
+    pub async fn readdir(self: &Arc<Self>, ino: u64) -> Result<Listing, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
-        let (mount, path) = match node {
+        let (mount, path) = match &*node {
             Node::Root | Node::Prefix(_) => {
-                let prefix = match &node {
+                let prefix = match &*node {
                     Node::Prefix(p) => p.clone(),
                     _ => String::new(),
                 };
                 let mounts = self.mounts().await?;
-                return Ok(mount_children(&mounts, &prefix)
-                    .into_iter()
-                    .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
-                    .collect());
+                return Ok(self.listing_of(
+                    mount_children(&mounts, &prefix)
+                        .into_iter()
+                        .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
+                        .collect(),
+                ));
             }
-            Node::Dir { mount, path } => (mount, path),
+            Node::Dir { mount, path } => (mount.clone(), path.clone()),
             Node::File { .. } => return Err(FsError::NotDir),
         };
         let (is_secret, is_folder) = self.dir_facts(&mount, &path).await;
@@ -451,14 +632,15 @@ impl<S: SecretStore> Tree<S> {
     /// [`Tree::readdir`] of a folder or secret when it needs no request and
     /// no prefetch (everything it shows and its children are cached and
     /// fresh); `None` otherwise. Lets warm walks skip a task per directory.
-    pub fn readdir_cached(&self, ino: u64) -> Option<Result<Vec<(String, Entry)>, FsError>> {
-        let Node::Dir { mount, path } = self.node(ino)? else {
+    pub fn readdir_cached(&self, ino: u64) -> Option<Result<Listing, FsError>> {
+        let node = self.node(ino)?;
+        let Node::Dir { mount, path } = &*node else {
             return None;
         };
         let (is_secret, is_folder) = if path.is_empty() {
             (Known::No, Known::Yes)
         } else {
-            let (parent, leaf) = split_parent(&path);
+            let (parent, leaf) = split_parent(path);
             facts(
                 &self.listings.peek(&(mount.clone(), parent.to_string()))?,
                 leaf,
@@ -477,18 +659,22 @@ impl<S: SecretStore> Tree<S> {
             let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
                 Some(f) => self
                     .listings
-                    .peek(&(mount.clone(), join(&path, f)))
+                    .peek(&(mount.clone(), join(path, f)))
                     .is_some(),
-                None => self
-                    .secrets
-                    .peek(&(mount.clone(), join(&path, k)))
-                    .is_some(),
+                None => self.secrets.peek(&(mount.clone(), join(path, k))).is_some(),
             });
             if !all_cached {
                 return None;
             }
         }
-        Some(self.assemble(&mount, &path, listing, secret))
+        Some(self.assemble(mount, path, listing, secret))
+    }
+
+    fn listing_of(&self, entries: Vec<(String, Entry)>) -> Listing {
+        Listing {
+            entries,
+            inodes: self.inodes.clone(),
+        }
     }
 
     /// The entries of a directory from its listing and its own secret.
@@ -498,7 +684,7 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         listing: Answer<Vec<String>>,
         secret: Option<Answer<Secret>>,
-    ) -> Result<Vec<(String, Entry)>, FsError> {
+    ) -> Result<Listing, FsError> {
         let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
             Some(Ok(s)) => Some(s),
@@ -549,7 +735,7 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        Ok(self.listing_of(out.into_iter().collect()))
     }
 
     /// Walks (`find`, `ls -lR`, `grep -r`) visit every child of a directory
@@ -627,14 +813,6 @@ fn encoded(seg: &str) -> Option<String> {
     naming::encode(seg)
 }
 
-fn opened(s: Answer<Secret>, file: SecretFile) -> Result<(Arc<Secret>, SecretFile), FsError> {
-    let s = s.map_err(not_found)?;
-    if s.content(&file).is_none() {
-        return Err(FsError::NoEntry);
-    }
-    Ok((s, file))
-}
-
 /// A file whose secret vanished is simply gone.
 fn not_found(e: VaultError) -> FsError {
     match e {
@@ -665,6 +843,30 @@ mod tests {
         assert!(matches!(&team[0].1, Node::Dir { mount, .. } if mount.path == "team/kv"));
         assert_eq!(mount_children(&ms, "a")[0].1, Node::Prefix("a/b".into()));
         assert!(mount_children(&ms, "te").is_empty());
+    }
+
+    #[test]
+    fn inodes_live_while_referenced_and_are_never_reused() {
+        let mut t = Inodes::new();
+        let dir = |p: &str| Node::Dir {
+            mount: m("secret"),
+            path: p.into(),
+        };
+        let a = t.acquire(dir("a"));
+        assert_eq!(t.acquire(dir("a")), a, "same node, same inode");
+        let b = t.acquire(dir("b"));
+        assert_ne!(a, b);
+        assert!(!t.release(a, 1), "one reference left");
+        assert!(t.release(a, 1));
+        assert!(!t.release(a, 1), "already gone");
+        // Seen again: a new number, not the old one, and not b's.
+        let a2 = t.acquire(dir("a"));
+        assert!(a2 != a && a2 != b);
+        // A FORGET of more than is held drops it; the root is never dropped.
+        assert!(t.release(b, 5));
+        assert!(!t.release(ROOT_INO, 100));
+        assert!(t.by_ino.contains_key(&ROOT_INO));
+        assert_eq!(t.by_ino.len(), t.by_node.len());
     }
 
     #[test]

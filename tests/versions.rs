@@ -1,0 +1,183 @@
+//! One inode per content version (docs/performance.md): files are kept in
+//! the kernel's page cache across opens, a changed value is a new inode, and
+//! a handle held across a rotation keeps the version it opened.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn bao() -> &'static Bao {
+    Bao::shared()
+}
+
+fn read_all(f: &mut std::fs::File) -> String {
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn held_handle_keeps_its_version_and_new_opens_get_the_new_one() {
+    let b = bao();
+    // Several pages each, of different lengths, so a stale size or a page
+    // of the other version would show.
+    let old = "o".repeat(9000);
+    let new = "n".repeat(13000);
+    b.put("secret", "ver/held", json!({"v": old}));
+    let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
+    let f = m.p("secret/ver/held/v");
+    assert_eq!(read(&f), old);
+    let old_ino = std::fs::metadata(&f).unwrap().ino();
+
+    // Held open, read partly: the rest comes later, after the rotation.
+    let mut held = std::fs::File::open(&f).unwrap();
+    let mut head = [0u8; 100];
+    held.read_exact(&mut head).unwrap();
+    assert_eq!(held.metadata().unwrap().ino(), old_ino);
+
+    b.put("secret", "ver/held", json!({"v": new}));
+    std::thread::sleep(Duration::from_millis(1600));
+
+    // The name now shows the new version: new inode, new size, whole value.
+    let meta = std::fs::metadata(&f).unwrap();
+    assert_ne!(meta.ino(), old_ino, "a changed value must be a new inode");
+    assert_eq!(meta.len(), new.len() as u64);
+    assert_eq!(read(&f), new);
+    let mut fresh = std::fs::File::open(&f).unwrap();
+    assert_eq!(read_all(&mut fresh), new);
+
+    // The held handle still sees its own version, whole, at its own size.
+    let rest = read_all(&mut held);
+    assert_eq!(
+        format!("{}{rest}", std::str::from_utf8(&head).unwrap()),
+        old
+    );
+    assert_eq!(held.metadata().unwrap().len(), old.len() as u64);
+    assert_eq!(held.metadata().unwrap().ino(), old_ino);
+
+    // A whole second read of the old handle (from its pages) is old too.
+    use std::io::Seek;
+    held.rewind().unwrap();
+    assert_eq!(read_all(&mut held), old);
+    // And the new one, read again, is still new.
+    assert_eq!(read(&f), new);
+}
+
+#[test]
+fn unchanged_value_keeps_its_inode_across_refreshes() {
+    let b = bao();
+    b.put("secret", "ver/same", json!({"v": "steady", "w": "a"}));
+    let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
+    let v = m.p("secret/ver/same/v");
+    let w = m.p("secret/ver/same/w");
+    let (v_ino, w_ino) = (
+        std::fs::metadata(&v).unwrap().ino(),
+        std::fs::metadata(&w).unwrap().ino(),
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(read(&v), "steady");
+    assert_eq!(std::fs::metadata(&v).unwrap().ino(), v_ino);
+    assert_eq!(std::fs::metadata(&w).unwrap().ino(), w_ino);
+}
+
+/// Warm reads are served by the kernel's page cache: with the daemon
+/// stopped, a file opened before can still be read whole. Under direct I/O
+/// (or without the page cache kept across opens) the read would wait for
+/// the stopped daemon.
+#[test]
+fn warm_reads_never_reach_the_daemon() {
+    let b = bao();
+    let value = "w".repeat(20000);
+    b.put("secret", "ver/warm", json!({"v": value}));
+    let m = Mount::new(b, ROOT_TOKEN);
+    let f = m.p("secret/ver/warm/v");
+    assert_eq!(read(&f), value); // fills the page cache
+    let mut again = std::fs::File::open(&f).unwrap(); // kept: FOPEN_KEEP_CACHE
+
+    let pid = m.pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let r = again.read_to_end(&mut s).map(|_| s);
+        let _ = tx.send(r.map(|s| String::from_utf8(s).unwrap()));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    reader.join().unwrap();
+    let got = got.expect("a warm read waited for the stopped daemon");
+    assert_eq!(got.unwrap(), value);
+}
+
+/// A directory listing hands out the current inodes too: after a rotation
+/// `ls -l` (readdirplus) shows the new size, and the file reads whole.
+#[test]
+fn listing_shows_the_new_version_after_ttl() {
+    let b = bao();
+    b.put("secret", "ver/list", json!({"a": "1", "b": "22"}));
+    let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
+    let dir = m.p("secret/ver/list");
+    let sizes = |dir: &std::path::Path| {
+        let mut v: Vec<(String, u64, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let md = e.metadata().unwrap();
+                (e.file_name().into_string().unwrap(), md.len(), md.ino())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = sizes(&dir);
+    assert_eq!(read(dir.join("b")), "22");
+    b.put("secret", "ver/list", json!({"a": "1", "b": "4444"}));
+    std::thread::sleep(Duration::from_millis(1600));
+    let after = sizes(&dir);
+    let b_before = before.iter().find(|e| e.0 == "b").unwrap();
+    let b_after = after.iter().find(|e| e.0 == "b").unwrap();
+    assert_eq!(b_after.1, 4);
+    assert_ne!(b_after.2, b_before.2);
+    // `a` did not change (KV v2 gives every version a new mtime, so its
+    // inode may change too; its content is what matters).
+    assert_eq!(read(dir.join("a")), "1");
+    assert_eq!(read(dir.join("b")), "4444");
+}
+
+/// The kernel forgets inodes under memory pressure (here: drop_caches);
+/// the daemon then drops them too. Everything must still resolve and read
+/// afterwards, including a directory handle held open across it.
+#[test]
+fn forgotten_inodes_come_back() {
+    let b = bao();
+    for i in 0..20 {
+        b.put(
+            "secret",
+            &format!("ver/forget/s{i}"),
+            json!({"v": format!("value-{i}")}),
+        );
+    }
+    let m = Mount::new(b, ROOT_TOKEN);
+    let root = m.p("secret/ver/forget");
+    for i in 0..20 {
+        assert_eq!(read(root.join(format!("s{i}/v"))), format!("value-{i}"));
+    }
+    let held_dir = std::fs::read_dir(&root).unwrap();
+    for _ in 0..2 {
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        assert_eq!(names(&root).len(), 20);
+        for i in 0..20 {
+            assert_eq!(read(root.join(format!("s{i}/v"))), format!("value-{i}"));
+            let md = std::fs::metadata(root.join(format!("s{i}/.json"))).unwrap();
+            assert!(md.len() > 0);
+        }
+    }
+    assert_eq!(held_dir.count(), 20);
+    assert!(is_mounted(m.path()));
+}
