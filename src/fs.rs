@@ -308,10 +308,11 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             InitFlags::FUSE_DO_READDIRPLUS,
             // Lookups in one directory run in parallel, not one at a time.
             InitFlags::FUSE_PARALLEL_DIROPS,
-            // A changed mtime or size drops cached pages: a rotated secret
-            // is read whole once its attributes are refreshed.
+            // A changed mtime or size drops cached pages. A file inode's
+            // attributes never change (one inode per content version), so
+            // this is only a second line of defence.
             InitFlags::FUSE_AUTO_INVAL_DATA,
-            // Lets programs mmap our direct-I/O files (Linux 6.6+).
+            // Lets programs mmap a stale open's direct-I/O handle (Linux 6.6+).
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             if config.add_capabilities(cap).is_err() {
