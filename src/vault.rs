@@ -324,7 +324,7 @@ impl VaultClient {
     /// A connection closed over TLS is most likely a refused client
     /// certificate (see `tls::explain_closed`); say so.
     fn closed_hint(&self, e: VaultError) -> VaultError {
-        if let VaultError::BadResponse(m) | VaultError::Connect(m) = &e {
+        if let VaultError::BadResponse(m) | VaultError::Connect(m) | VaultError::Transport(m) = &e {
             if let Some(hint) = crate::tls::explain_closed(m, &self.cfg.tls, &self.base) {
                 return VaultError::Tls(format!("{m}. {hint}"));
             }
