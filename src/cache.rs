@@ -128,9 +128,18 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
 
     /// The answer if one is cached and fresh, without fetching.
     pub fn peek(&self, key: &K) -> Option<Answer<V>> {
+        self.peek_expiry(key).map(|(a, _)| a)
+    }
+
+    /// [`Cache::peek`], with the instant until which the answer is served
+    /// without asking Vault: callers that hand an answer on (the kernel's
+    /// entry cache) keep it no longer than that.
+    pub fn peek_expiry(&self, key: &K) -> Option<(Answer<V>, Instant)> {
         let mut inner = self.inner.lock().expect("cache lock");
         match inner.lru.get(key) {
-            Some(Slot::Ready(r)) if Instant::now() < r.expires => Some(r.answer.clone()),
+            Some(Slot::Ready(r)) if Instant::now() < r.expires => {
+                Some((r.answer.clone(), r.expires))
+            }
             _ => None,
         }
     }

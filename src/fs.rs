@@ -9,8 +9,8 @@ use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -21,8 +21,7 @@ use fuser::{
 use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
-use crate::secret::{Secret, SecretFile};
-use crate::tree::{Entry, Kind, Listing, OpenFile, Tree};
+use crate::tree::{Entry, Kind, Listing, Tree};
 use crate::vault::SecretStore;
 
 /// How files look to `stat`.
@@ -39,22 +38,18 @@ pub struct FsOptions {
     pub op_timeout: Duration,
 }
 
-enum Handle {
-    File(Arc<Secret>, SecretFile),
-    /// A directory snapshot taken at opendir, so offsets stay meaningful.
-    Dir(Arc<Listing>),
-}
-
 pub struct VaultFs<S> {
     tree: Arc<Tree<S>>,
     rt: Runtime,
     opts: FsOptions,
     start: SystemTime,
-    handles: Arc<Mutex<HashMap<u64, Handle>>>,
+    /// Directory snapshots taken at opendir, so offsets stay meaningful.
+    /// Files have no handles: reads are answered by inode.
+    handles: Arc<Mutex<HashMap<u64, Arc<Listing>>>>,
     next_fh: AtomicU64,
     notifier: Arc<OnceLock<Notifier>>,
-    /// Stale names to drop from the kernel's dentry cache; see [`invalidator`].
-    stale_names: mpsc::Sender<(INodeNo, Vec<u8>)>,
+    /// The kernel opens files without asking (`FUSE_NO_OPEN_SUPPORT`).
+    no_open: bool,
     /// Fingerprint of the listing last served per directory inode, to tell
     /// the kernel to drop its cached listing when it changes. (A file needs
     /// none: a changed value is a new inode.)
@@ -77,7 +72,6 @@ impl<S: SecretStore> VaultFs<S> {
     pub fn new(tree: Arc<Tree<S>>, rt: Runtime, opts: FsOptions) -> Self {
         let notifier: Arc<OnceLock<Notifier>> = Arc::default();
         VaultFs {
-            stale_names: invalidator(notifier.clone()),
             tree,
             rt,
             opts,
@@ -85,6 +79,7 @@ impl<S: SecretStore> VaultFs<S> {
             handles: Arc::default(),
             next_fh: AtomicU64::new(1),
             notifier,
+            no_open: false,
             served: Arc::default(),
         }
     }
@@ -116,7 +111,7 @@ impl<S: SecretStore> VaultFs<S> {
                 handles
                     .lock()
                     .expect("handles")
-                    .insert(fh, Handle::Dir(Arc::new(listing)));
+                    .insert(fh, Arc::new(listing));
                 // The kernel may serve later readdirs from its own copy of
                 // this listing until the listing changes.
                 reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
@@ -142,65 +137,6 @@ impl<S: SecretStore> VaultFs<S> {
         }
     }
 
-    /// Open a file handle on the current content. An inode whose version is
-    /// current keeps its pages (`FOPEN_KEEP_CACHE`): they can only hold its
-    /// own bytes, since a changed value is a new inode. A stale inode (the
-    /// kernel still has the name's old entry, within its TTL) gets the new
-    /// content with direct I/O, so its pages are never filled with bytes of
-    /// another version, and the stale entry is dropped so the next lookup
-    /// finds the new inode.
-    fn open_file(&self, ino: INodeNo, reply: ReplyOpen) {
-        let handles = self.handles.clone();
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        // Replies; returns whether the kernel's entry for the name is stale.
-        let finish = move |r: Result<OpenFile, FsError>| match r {
-            Ok(o) => {
-                let flags = if o.current {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::FOPEN_DIRECT_IO
-                };
-                let stale = !o.current;
-                handles
-                    .lock()
-                    .expect("handles")
-                    .insert(fh, Handle::File(o.secret, o.file));
-                reply.opened(FileHandle(fh), flags);
-                stale
-            }
-            Err(e) => {
-                reply.error(errno(&e));
-                matches!(e, FsError::NoEntry)
-            }
-        };
-        let cached = self.tree.open_cached(ino.0);
-        if let Some(Ok(o)) = &cached {
-            if o.current {
-                finish(cached.expect("cached"));
-                return;
-            }
-        }
-        let (tree, stale_names) = (self.tree.clone(), self.stale_names.clone());
-        let fetch = {
-            let tree = self.tree.clone();
-            async move {
-                match cached {
-                    Some(r) => r,
-                    None => tree.open(ino.0).await,
-                }
-            }
-        };
-        self.spawn(fetch, move |r| {
-            if !finish(r) {
-                return;
-            }
-            if let Some((parent, name)) = tree.dentry(ino.0) {
-                tracing::debug!(ino = ino.0, "open of a stale file inode: entry dropped");
-                let _ = stale_names.send((INodeNo(parent), name));
-            }
-        });
-    }
-
     /// Run `f` on the runtime and hand its result to `done`.
     fn spawn<T, F, D>(&self, f: F, done: D)
     where
@@ -220,30 +156,6 @@ impl<S: SecretStore> VaultFs<S> {
             done(r)
         });
     }
-}
-
-/// A thread of its own that drops stale names from the kernel's dentry
-/// cache. Invalidating an entry takes its directory's lock, which lookups in
-/// flight hold until they are answered: from the FUSE thread or a tokio
-/// worker that can deadlock (tests/soak.rs did: every worker waited for the
-/// lock while the lookups holding it waited for a worker). This thread waits
-/// alone. It ends when the filesystem is dropped.
-fn invalidator(notifier: Arc<OnceLock<Notifier>>) -> mpsc::Sender<(INodeNo, Vec<u8>)> {
-    let (tx, rx) = mpsc::channel::<(INodeNo, Vec<u8>)>();
-    std::thread::Builder::new()
-        .name("vaultfs-inval".into())
-        // Small: its memory is locked (mlockall) like the rest.
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            for (parent, name) in rx {
-                if let Some(n) = notifier.get() {
-                    // ENOENT: the kernel had already dropped it.
-                    let _ = n.inval_entry(parent, OsStr::from_bytes(&name));
-                }
-            }
-        })
-        .expect("spawn invalidation thread");
-    tx
 }
 
 /// Record what an open of `ino` serves and decide whether the kernel may keep
@@ -266,6 +178,16 @@ fn note_served(
         }
         _ => FopenFlags::FOPEN_KEEP_CACHE,
     }
+}
+
+/// How long the kernel may keep an entry: `--ttl`, or less when the answer
+/// it was built from expires sooner.
+fn entry_ttl(opts: &FsOptions, e: &Entry) -> Duration {
+    e.valid_until.map_or(opts.ttl, |until| {
+        until
+            .saturating_duration_since(Instant::now())
+            .min(opts.ttl)
+    })
 }
 
 fn attr(opts: &FsOptions, start: SystemTime, e: &Entry) -> FileAttr {
@@ -312,13 +234,17 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             // attributes never change (one inode per content version), so
             // this is only a second line of defence.
             InitFlags::FUSE_AUTO_INVAL_DATA,
-            // Lets programs mmap a stale open's direct-I/O handle (Linux 6.6+).
-            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             if config.add_capabilities(cap).is_err() {
                 tracing::debug!(?cap, "kernel lacks FUSE capability");
             }
         }
+        // Files are read by inode, so an open needs no round trip: the first
+        // one answers ENOSYS and the kernel opens every file by itself from
+        // then on, with FOPEN_KEEP_CACHE (fs/fuse/file.c, fuse_file_open).
+        self.no_open = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         // Room for parallel reads (xargs -P, readahead) in flight at once.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
@@ -331,7 +257,11 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         self.spawn(
             async move { tree.lookup(parent.0, &name).await },
             move |r| match r {
-                Ok(e) => reply.entry(&opts.ttl, &attr(&opts, start, &e), Generation(0)),
+                Ok(e) => reply.entry(
+                    &entry_ttl(&opts, &e),
+                    &attr(&opts, start, &e),
+                    Generation(0),
+                ),
                 Err(e) => reply.error(errno(&e)),
             },
         );
@@ -354,33 +284,40 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // The mount is read-only, so the kernel refuses writing opens
+        // before they get here; this is a second line of defence.
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
             return read_only!(reply);
         }
-        self.open_file(ino, reply);
+        if self.no_open {
+            return reply.error(Errno::ENOSYS);
+        }
+        // An old kernel: the handle carries nothing, reads go by inode.
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let handles = self.handles.lock().expect("handles");
-        match handles.get(&fh.0) {
-            Some(Handle::File(s, f)) => {
-                let data = s.content(f).map_or(&[][..], |c| c.as_slice());
+        // An inode is one content version: its bytes answer every read of
+        // it, from any handle, at any time.
+        match self.tree.content(ino.0) {
+            Ok((s, f)) => {
+                let data = s.content(&f).map_or(&[][..], |c| c.as_slice());
                 let start = (offset as usize).min(data.len());
                 let end = start.saturating_add(size as usize).min(data.len());
                 reply.data(&data[start..end]);
             }
-            _ => reply.error(errno(&FsError::BadHandle)),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -450,6 +387,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             kind: Kind::Dir,
             size: 0,
             mtime: None,
+            valid_until: None,
         };
         let dots = [(".".to_string(), me.clone()), ("..".to_string(), me)];
         for (i, (name, e)) in dots
@@ -462,7 +400,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
                 INodeNo(e.ino),
                 i as u64 + 1,
                 name,
-                &self.opts.ttl,
+                &entry_ttl(&self.opts, e),
                 &self.attr(e),
                 Generation(0),
             ) {
@@ -668,10 +606,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
 
 impl<S> VaultFs<S> {
     fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Listing>> {
-        match self.handles.lock().expect("handles").get(&fh.0) {
-            Some(Handle::Dir(d)) => Some(d.clone()),
-            _ => None,
-        }
+        self.handles.lock().expect("handles").get(&fh.0).cloned()
     }
 }
 

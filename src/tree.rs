@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 
@@ -65,6 +65,11 @@ pub struct Entry {
     pub kind: Kind,
     pub size: u64,
     pub mtime: Option<SystemTime>,
+    /// Until when the kernel may keep the entry: the expiry of the cached
+    /// answer it was built from (a file's secret), so the kernel never
+    /// serves a name's old version after the daemon would serve a new one.
+    /// `None`: the full `--ttl`.
+    pub valid_until: Option<Instant>,
 }
 
 impl Weigh for Secret {
@@ -83,7 +88,8 @@ impl Weigh for Vec<KvMount> {
 /// lookup the kernel counts (released by FORGET) and one per directory
 /// snapshot showing it ([`Listing`]). An inode without references is
 /// dropped; its node gets a new number if it is seen again. Numbers are
-/// never reused.
+/// never reused. A file inode holds its secret (shared with the cache)
+/// while it lives, so reads are answered by inode, with no open.
 struct Inodes {
     by_node: HashMap<Arc<Node>, u64>,
     by_ino: HashMap<u64, Slot>,
@@ -93,6 +99,9 @@ struct Inodes {
 struct Slot {
     node: Arc<Node>,
     refs: u64,
+    /// A file inode's secret: any version of it whose rendering of the
+    /// file has the inode's fingerprint, so the same bytes.
+    secret: Option<Arc<Secret>>,
 }
 
 impl Inodes {
@@ -109,13 +118,15 @@ impl Inodes {
             Slot {
                 node: root,
                 refs: 1,
+                secret: None,
             },
         );
         t
     }
 
     /// The inode of `node`, allocated if new, with one more reference.
-    fn acquire(&mut self, node: Node) -> u64 {
+    /// A new file inode keeps `secret`, which holds its content.
+    fn acquire(&mut self, node: Node, secret: Option<&Arc<Secret>>) -> u64 {
         if let Some(&i) = self.by_node.get(&node) {
             self.by_ino.get_mut(&i).expect("inode table").refs += 1;
             return i;
@@ -124,7 +135,15 @@ impl Inodes {
         self.next += 1;
         let node = Arc::new(node);
         self.by_node.insert(node.clone(), i);
-        self.by_ino.insert(i, Slot { node, refs: 1 });
+        let secret = secret.cloned();
+        self.by_ino.insert(
+            i,
+            Slot {
+                node,
+                refs: 1,
+                secret,
+            },
+        );
         i
     }
 
@@ -169,16 +188,6 @@ impl Drop for Listing {
             t.release(e.ino, 1);
         }
     }
-}
-
-/// What an open of a file inode serves: the current content of the file.
-pub struct OpenFile {
-    pub secret: Arc<Secret>,
-    pub file: SecretFile,
-    /// The content is the inode's own version: the kernel may keep its
-    /// pages. When false the inode is stale (the kernel still has an old
-    /// entry for the name) and the content is newer than the inode.
-    pub current: bool,
 }
 
 type Key = (KvMount, String);
@@ -300,8 +309,11 @@ impl<S: SecretStore> Tree<S> {
     /// The inode of a node with one more reference: the caller hands it to
     /// the kernel (a lookup, released by [`Tree::forget`]) or keeps it in a
     /// [`Listing`]. A node keeps its number while referenced.
-    fn ino(&self, node: Node) -> u64 {
-        self.inodes.lock().expect("inode lock").acquire(node)
+    fn ino(&self, node: Node, secret: Option<&Arc<Secret>>) -> u64 {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .acquire(node, secret)
     }
 
     /// One more kernel reference on an inode a [`Listing`] holds (an entry
@@ -332,32 +344,6 @@ impl<S: SecretStore> Tree<S> {
         })
     }
 
-    /// The parent directory's inode and the name under which the kernel
-    /// knows a file inode, to drop a stale entry.
-    pub fn dentry(&self, ino: u64) -> Option<(u64, Vec<u8>)> {
-        let node = self.node(ino)?;
-        let Node::File {
-            mount,
-            secret,
-            file,
-            ..
-        } = &*node
-        else {
-            return None;
-        };
-        let name = match file {
-            SecretFile::Key(k) => encoded(k)?,
-            SecretFile::Json => JSON_VIEW.to_string(),
-            SecretFile::Env => ENV_VIEW.to_string(),
-        };
-        let parent = Node::Dir {
-            mount: mount.clone(),
-            path: secret.clone(),
-        };
-        let t = self.inodes.lock().expect("inode lock");
-        Some((*t.by_node.get(&parent)?, name.into_bytes()))
-    }
-
     pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
         let store = &self.store;
         self.mounts.get(&(), || store.mounts()).await
@@ -377,10 +363,11 @@ impl<S: SecretStore> Tree<S> {
 
     fn dir_entry(&self, node: Node) -> Entry {
         Entry {
-            ino: self.ino(node),
+            ino: self.ino(node, None),
             kind: Kind::Dir,
             size: 0,
             mtime: None,
+            valid_until: None,
         }
     }
 
@@ -388,20 +375,32 @@ impl<S: SecretStore> Tree<S> {
         &self,
         mount: &KvMount,
         secret_path: &str,
-        s: &Secret,
+        s: &Arc<Secret>,
         file: SecretFile,
     ) -> Option<Entry> {
         let version = self.version(s, &file)?;
+        let key = (mount.clone(), secret_path.to_string());
+        // The cached answer `s` came from expires then. If the cache holds
+        // another answer by now (refreshed, or evicted), the entry is not
+        // kept at all: the kernel asks again at once.
+        let valid_until = match self.secrets.peek_expiry(&key) {
+            Some((Ok(c), until)) if Arc::ptr_eq(&c, s) => until,
+            _ => Instant::now(),
+        };
         Some(Entry {
-            ino: self.ino(Node::File {
-                mount: mount.clone(),
-                secret: secret_path.to_string(),
-                file,
-                version,
-            }),
+            ino: self.ino(
+                Node::File {
+                    mount: mount.clone(),
+                    secret: secret_path.to_string(),
+                    file,
+                    version,
+                },
+                Some(s),
+            ),
             kind: Kind::File,
             size: version.size,
             mtime: version.mtime,
+            valid_until: Some(valid_until),
         })
     }
 
@@ -531,61 +530,27 @@ impl<S: SecretStore> Tree<S> {
                 kind: Kind::File,
                 size: version.size,
                 mtime: version.mtime,
+                valid_until: None,
             },
             _ => Entry {
                 ino,
                 kind: Kind::Dir,
                 size: 0,
                 mtime: None,
+                valid_until: None,
             },
         })
     }
 
-    /// The current content of a file, held for the life of an open handle.
-    pub async fn open(&self, ino: u64) -> Result<OpenFile, FsError> {
-        let node = self.node(ino).ok_or(FsError::BadHandle)?;
-        match &*node {
-            Node::File {
-                mount,
-                secret,
-                file,
-                version,
-            } => self.opened(self.secret(mount, secret).await, file, version),
+    /// The content of a file inode: its own version's bytes, whoever asks
+    /// and whenever (reads are answered by inode; there is no open).
+    pub fn content(&self, ino: u64) -> Result<(Arc<Secret>, SecretFile), FsError> {
+        let t = self.inodes.lock().expect("inode lock");
+        let slot = t.by_ino.get(&ino).ok_or(FsError::BadHandle)?;
+        match (&*slot.node, &slot.secret) {
+            (Node::File { file, .. }, Some(s)) => Ok((s.clone(), file.clone())),
             _ => Err(FsError::IsDir),
         }
-    }
-
-    /// [`Tree::open`] when it needs no request (the secret is cached and
-    /// fresh); `None` otherwise.
-    pub fn open_cached(&self, ino: u64) -> Option<Result<OpenFile, FsError>> {
-        let node = self.node(ino)?;
-        match &*node {
-            Node::File {
-                mount,
-                secret,
-                file,
-                version,
-            } => {
-                let s = self.secrets.peek(&(mount.clone(), secret.clone()))?;
-                Some(self.opened(s, file, version))
-            }
-            _ => None,
-        }
-    }
-
-    fn opened(
-        &self,
-        s: Answer<Secret>,
-        file: &SecretFile,
-        version: &Version,
-    ) -> Result<OpenFile, FsError> {
-        let s = s.map_err(not_found)?;
-        let now = self.version(&s, file).ok_or(FsError::NoEntry)?;
-        Ok(OpenFile {
-            secret: s,
-            file: file.clone(),
-            current: now == *version,
-        })
     }
 
     /// Every entry of a directory (without `.` and `..`), sorted by name.
@@ -813,14 +778,6 @@ fn encoded(seg: &str) -> Option<String> {
     naming::encode(seg)
 }
 
-/// A file whose secret vanished is simply gone.
-fn not_found(e: VaultError) -> FsError {
-    match e {
-        VaultError::NotFound => FsError::NoEntry,
-        e => e.into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,15 +809,15 @@ mod tests {
             mount: m("secret"),
             path: p.into(),
         };
-        let a = t.acquire(dir("a"));
-        assert_eq!(t.acquire(dir("a")), a, "same node, same inode");
-        let b = t.acquire(dir("b"));
+        let a = t.acquire(dir("a"), None);
+        assert_eq!(t.acquire(dir("a"), None), a, "same node, same inode");
+        let b = t.acquire(dir("b"), None);
         assert_ne!(a, b);
         assert!(!t.release(a, 1), "one reference left");
         assert!(t.release(a, 1));
         assert!(!t.release(a, 1), "already gone");
         // Seen again: a new number, not the old one, and not b's.
-        let a2 = t.acquire(dir("a"));
+        let a2 = t.acquire(dir("a"), None);
         assert!(a2 != a && a2 != b);
         // A FORGET of more than is held drops it; the root is never dropped.
         assert!(t.release(b, 5));

@@ -181,3 +181,37 @@ fn forgotten_inodes_come_back() {
     assert_eq!(held_dir.count(), 20);
     assert!(is_mounted(m.path()));
 }
+
+/// Files are opened without asking the daemon (`FUSE_NO_OPEN_SUPPORT`, reads
+/// answered by inode): with the daemon stopped, a *new* open and read of a
+/// warm file completes, from the kernel's entry, attribute and page caches.
+/// With an open round trip it would wait for the stopped daemon.
+#[test]
+fn warm_open_never_reaches_the_daemon() {
+    let b = bao();
+    let value = "o".repeat(5000);
+    b.put("secret", "ver/noopen", json!({"v": value, "w": "other"}));
+    let m = Mount::new(b, ROOT_TOKEN);
+    let f = m.p("secret/ver/noopen/v");
+    // The first open of the mount teaches the kernel to stop asking; this
+    // one fills the entry, attribute and page caches.
+    assert_eq!(read(m.p("secret/ver/noopen/w")), "other");
+    assert_eq!(read(&f), value);
+
+    let pid = m.pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let r = (0..3)
+            .map(|_| std::fs::read(&f))
+            .collect::<Result<Vec<_>, _>>();
+        let _ = tx.send(r);
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    reader.join().unwrap();
+    let got = got.expect("a warm open waited for the stopped daemon");
+    for v in got.unwrap() {
+        assert_eq!(String::from_utf8(v).unwrap(), value);
+    }
+}
