@@ -365,6 +365,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn peek_expiry_tells_when_the_answer_expires() {
+        let cache = Cache::<u32, Val>::new(policy(200));
+        assert!(cache.peek_expiry(&1).is_none());
+        let before = Instant::now();
+        cache.get(&1, || async { Ok(Val(1)) }).await.unwrap();
+        let (a, until) = cache.peek_expiry(&1).unwrap();
+        assert_eq!(a.unwrap().0, 1);
+        assert!(until >= before + Duration::from_millis(200));
+        assert!(until <= Instant::now() + Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(
+            cache.peek_expiry(&1).is_none(),
+            "expired answers are not peeked"
+        );
+    }
+
+    #[tokio::test]
     async fn stale_disabled_with_zero() {
         let mut p = policy(10);
         p.stale_if_error = Duration::ZERO;
