@@ -158,10 +158,9 @@ impl<S: SecretStore> VaultFs<S> {
     }
 }
 
-/// Record what an open of `ino` serves and decide whether the kernel may keep
-/// its cached pages (file data, or a directory's cached listing). When the
-/// content changed since the last open, the kernel's copy and its cached
-/// attributes (the size) are dropped first, so the new value is read whole.
+/// Record what an opendir of `ino` serves and decide whether the kernel may
+/// keep its cached listing. When the listing changed since the last opendir,
+/// the kernel's copy is dropped first, so the new listing is read whole.
 fn note_served(
     served: &Mutex<HashMap<u64, u64>>,
     notifier: &OnceLock<Notifier>,
@@ -269,9 +268,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         // A file inode is one content version: its attributes never change
-        // and need no request. Even on a stale handle (which reads newer
-        // content) the inode's own size is answered, since it bounds the
-        // reads of every other handle using the inode's pages.
+        // and need no request.
         match self.tree.getattr(ino.0) {
             Ok(e) => reply.attr(&self.opts.ttl, &self.attr(&e)),
             Err(e) => reply.error(errno(&e)),
