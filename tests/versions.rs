@@ -215,3 +215,25 @@ fn warm_open_never_reaches_the_daemon() {
         assert_eq!(String::from_utf8(v).unwrap(), value);
     }
 }
+
+/// A file's entry lives no longer than the daemon's cached answer it came
+/// from, not a full `--ttl` from the lookup: a name first looked up late in
+/// the cache's life (here `b`, 1.5 s into a 2 s TTL) still shows a change
+/// made just after the fetch once the TTL has passed since the change. With
+/// no open reaching the daemon, a full-TTL entry would keep serving the old
+/// version until 3.5 s.
+#[test]
+fn late_lookup_entry_expires_with_the_cached_answer() {
+    let b = bao();
+    b.put("secret", "ver/late", json!({"a": "a1", "b": "old"}));
+    let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("2s"));
+    let fetched = std::time::Instant::now();
+    assert_eq!(read(m.p("secret/ver/late/a")), "a1"); // fetches the secret
+    b.put("secret", "ver/late", json!({"a": "a1", "b": "new"}));
+    let changed = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(fetched.elapsed()));
+    // Still the cached answer: the first lookup of `b` gets the old version.
+    assert_eq!(read(m.p("secret/ver/late/b")), "old");
+    std::thread::sleep(Duration::from_millis(2400).saturating_sub(changed.elapsed()));
+    assert_eq!(read(m.p("secret/ver/late/b")), "new");
+}
