@@ -350,18 +350,8 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         let Some(entries) = self.dir_snapshot(fh) else {
             return reply.error(errno(&FsError::BadHandle));
         };
-        // Offsets: 1 is ".", 2 is "..", 3.. are the entries.
-        let dots = [(".", ino.0), ("..", ino.0)];
-        let all = dots
-            .iter()
-            .map(|(n, i)| (*n, *i, FileType::Directory))
-            .chain(
-                entries
-                    .iter()
-                    .map(|(n, e)| (n.as_str(), e.ino, file_type(e.kind))),
-            );
-        for (i, (name, ino, kind)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+        for (next, name, e) in with_dots(ino, &entries, offset) {
+            if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
                 break;
             }
         }
@@ -379,32 +369,19 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         let Some(entries) = self.dir_snapshot(fh) else {
             return reply.error(errno(&FsError::BadHandle));
         };
-        let me = Entry {
-            ino: ino.0,
-            kind: Kind::Dir,
-            size: 0,
-            mtime: None,
-            valid_until: None,
-        };
-        let dots = [(".".to_string(), me.clone()), ("..".to_string(), me)];
-        for (i, (name, e)) in dots
-            .iter()
-            .chain(entries.iter())
-            .enumerate()
-            .skip(offset as usize)
-        {
+        for (next, name, e) in with_dots(ino, &entries, offset) {
             if reply.add(
                 INodeNo(e.ino),
-                i as u64 + 1,
+                next,
                 name,
-                &entry_ttl(&self.opts, e),
-                &self.attr(e),
+                &entry_ttl(&self.opts, &e),
+                &self.attr(&e),
                 Generation(0),
             ) {
                 break;
             }
             // The kernel counts each entry but `.` and `..` as a lookup.
-            if i >= 2 {
+            if next > 2 {
                 self.tree.hand_out(e.ino);
             }
         }
@@ -605,6 +582,29 @@ impl<S> VaultFs<S> {
     fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Listing>> {
         self.handles.lock().expect("handles").get(&fh.0).cloned()
     }
+}
+
+/// A directory stream from `offset` on: `.` and `..` (offsets 1 and 2,
+/// both this directory), then the snapshot's entries; each with the offset
+/// of the entry after it, which the kernel hands back to continue.
+fn with_dots<'a>(
+    ino: INodeNo,
+    entries: &'a [(String, Entry)],
+    offset: u64,
+) -> impl Iterator<Item = (u64, &'a str, Entry)> + 'a {
+    let me = Entry {
+        ino: ino.0,
+        kind: Kind::Dir,
+        size: 0,
+        mtime: None,
+        valid_until: None,
+    };
+    [(".", me.clone()), ("..", me)]
+        .into_iter()
+        .chain(entries.iter().map(|(n, e)| (n.as_str(), e.clone())))
+        .enumerate()
+        .skip(offset as usize)
+        .map(|(i, (n, e))| (i as u64 + 1, n, e))
 }
 
 fn file_type(k: Kind) -> FileType {
