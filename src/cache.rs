@@ -168,37 +168,42 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
     fn store(&self, key: &K, result: Result<V, VaultError>) -> Answer<V> {
         let now = Instant::now();
         let p = &self.policy;
-        let old = {
-            let mut inner = self.inner.lock().expect("cache lock");
-            match inner.lru.pop(key) {
-                Some(Slot::Pending(_, Some(r))) => {
-                    inner.bytes -= r.weight;
-                    Some(r)
-                }
-                _ => None,
-            }
-        };
-        let ready = match result {
+        // Built before taking the lock: weighing a value walks it.
+        let fresh = match result {
             Ok(v) => {
                 let weight = v.weight() + std::mem::size_of::<K>() + 64;
-                Ready {
+                Ok(Ready {
                     answer: Ok(Arc::new(v)),
                     fetched: now,
                     expires: now + p.ttl,
                     weight,
-                }
+                })
             }
-            Err(e) if e.is_definite() => Ready {
+            Err(e) if e.is_definite() => Ok(Ready {
                 answer: Err(e),
                 fetched: now,
                 expires: now + p.ttl,
                 weight: 64,
-            },
+            }),
+            Err(e) => Err(e),
+        };
+        // One critical section from taking the pending slot out to putting
+        // the answer in: a caller arriving in between would find the key
+        // absent and fetch it a second time.
+        let mut inner = self.inner.lock().expect("cache lock");
+        let old = match inner.lru.pop(key) {
+            Some(Slot::Pending(_, Some(r))) => {
+                inner.bytes -= r.weight;
+                Some(r)
+            }
+            _ => None,
+        };
+        let ready = match fresh {
+            Ok(ready) => ready,
             Err(e) => {
                 // A kept "not found" is served stale like a value: a lookup
                 // that probes for a folder must not turn into EIO.
                 let stale = old.filter(|o| now < o.fetched + p.ttl + p.stale_if_error);
-                let mut inner = self.inner.lock().expect("cache lock");
                 let Some(mut o) = stale else {
                     return Err(e);
                 };
@@ -208,14 +213,10 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
                     "Vault unavailable: serving a cached answer past its TTL"
                 );
                 o.expires = now + p.retry_stale();
-                let answer = o.answer.clone();
-                inner.bytes += o.weight;
-                inner.lru.put(key.clone(), Slot::Ready(o));
-                return answer;
+                o
             }
         };
         let answer = ready.answer.clone();
-        let mut inner = self.inner.lock().expect("cache lock");
         inner.bytes += ready.weight;
         inner.lru.put(key.clone(), Slot::Ready(ready));
         self.evict(&mut inner);
@@ -296,6 +297,43 @@ mod tests {
             assert_eq!(t.await.unwrap(), 1);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A caller arriving while the fetcher stores its answer must find
+    /// either the pending fetch or the answer, never an empty slot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_second_fetch_while_the_answer_is_stored() {
+        let keys = 20_000u32;
+        let cache = Arc::new(Cache::<u32, Val>::new(CachePolicy {
+            max_entries: 2 * keys as usize,
+            ..policy(60_000)
+        }));
+        let calls: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..keys).map(|_| AtomicUsize::new(0)).collect());
+        let mut tasks = Vec::new();
+        for k in 0..keys {
+            for _ in 0..6 {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                tasks.push(tokio::spawn(async move {
+                    cache
+                        .get(&k, || async {
+                            calls[k as usize].fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            Ok(Val(1))
+                        })
+                        .await
+                        .unwrap();
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let doubled = calls
+            .iter()
+            .filter(|c| c.load(Ordering::SeqCst) != 1)
+            .count();
+        assert_eq!(doubled, 0, "keys fetched more than once");
     }
 
     #[tokio::test]
