@@ -96,10 +96,6 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         }
     }
 
-    pub fn policy(&self) -> &CachePolicy {
-        &self.policy
-    }
-
     /// The cached answer, or the result of `fetch` (run once for all
     /// concurrent callers).
     pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Answer<V>

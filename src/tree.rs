@@ -297,10 +297,6 @@ impl<S: SecretStore> Tree<S> {
         self
     }
 
-    pub fn store(&self) -> &Arc<S> {
-        &self.store
-    }
-
     pub fn node(&self, ino: u64) -> Option<Arc<Node>> {
         let t = self.inodes.lock().expect("inode lock");
         t.by_ino.get(&ino).map(|s| s.node.clone())
@@ -328,11 +324,6 @@ impl<S: SecretStore> Tree<S> {
     /// is gone.
     pub fn forget(&self, ino: u64, n: u64) -> bool {
         self.inodes.lock().expect("inode lock").release(ino, n)
-    }
-
-    /// How many inodes are allocated (tests, logs).
-    pub fn inode_count(&self) -> usize {
-        self.inodes.lock().expect("inode lock").by_ino.len()
     }
 
     fn version(&self, s: &Secret, file: &SecretFile) -> Option<Version> {
