@@ -140,6 +140,17 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         }
     }
 
+    /// Whether a fresh answer is cached or a fetch is under way: a caller
+    /// would not have to start one.
+    pub fn in_hand(&self, key: &K) -> bool {
+        let inner = self.inner.lock().expect("cache lock");
+        match inner.lru.peek(key) {
+            Some(Slot::Ready(r)) => Instant::now() < r.expires,
+            Some(Slot::Pending(rx, _)) => rx.has_changed().is_ok(),
+            None => false,
+        }
+    }
+
     fn step(&self, key: &K) -> Step<V> {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("cache lock");

@@ -297,7 +297,6 @@ pub fn serve(
         op_timeout: p.args.timeout + OP_SLACK,
     };
     let fs = VaultFs::new(tree, rt.handle().clone(), opts);
-    let notifier = fs.notifier_slot();
     let mut session = Session::new(fs, &p.mountpoint, &fuse_config(&p.args)).map_err(|source| {
         let hint = if !Path::new("/dev/fuse").exists() {
             " (no /dev/fuse: FUSE is not available here)"
@@ -312,7 +311,6 @@ pub fn serve(
             hint,
         }
     })?;
-    let _ = notifier.set(session.notifier());
     let mut unmounter = session.unmount_callable();
     let mp = p.mountpoint.clone();
     rt.spawn(async move {

@@ -4,19 +4,19 @@
 //! reply objects are `Send`), so the FUSE loop never waits on the network
 //! and cold reads overlap. Nothing here knows HTTP.
 
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle as Runtime;
 
@@ -39,101 +39,67 @@ pub struct FsOptions {
 }
 
 pub struct VaultFs<S> {
-    tree: Arc<Tree<S>>,
+    shared: Arc<Shared<S>>,
     rt: Runtime,
-    opts: FsOptions,
-    start: SystemTime,
-    /// Directory snapshots taken at opendir, so offsets stay meaningful.
-    /// Files have no handles: reads are answered by inode.
-    handles: Arc<Mutex<HashMap<u64, Arc<Listing>>>>,
-    next_fh: AtomicU64,
-    notifier: Arc<OnceLock<Notifier>>,
     /// The kernel opens files without asking (`FUSE_NO_OPEN_SUPPORT`).
     no_open: bool,
-    /// Fingerprint of the listing last served per directory inode, to tell
-    /// the kernel to drop its cached listing when it changes. (A file needs
-    /// none: a changed value is a new inode.)
-    served: Arc<Mutex<HashMap<u64, u64>>>,
+    /// ... and directories (`FUSE_NO_OPENDIR_SUPPORT`).
+    no_opendir: bool,
+}
+
+/// What replies built on the FUSE thread and in tasks both need.
+struct Shared<S> {
+    tree: Arc<Tree<S>>,
+    opts: FsOptions,
+    start: SystemTime,
+    /// Per directory inode, what the kernel may hold of its listing.
+    served: Mutex<HashMap<u64, Served>>,
+}
+
+/// A listing the kernel may have cached (it keeps listings itself,
+/// `FOPEN_CACHE_DIR`, and is never asked before serving them: there is no
+/// opendir). It drops its copy when the directory's mtime changes, so the
+/// mtime is what the daemon uses to tell it the listing changed.
+struct Served {
+    fingerprint: u64,
+    /// When the answers the served listing came from expire: the kernel's
+    /// attributes of the directory are never valid longer, so it asks
+    /// (GETATTR, or LOOKUP) before serving its copy past that.
+    until: Instant,
+    /// The directory's mtime: changes whenever the listing served does.
+    mtime: SystemTime,
 }
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// What a listing shows, inode numbers left out: an entry not handed to
+/// the kernel may be dropped and numbered anew in the next chunk.
 fn listing_fingerprint(entries: &[(String, Entry)]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for (name, e) in entries {
-        (name, e.ino, e.kind == Kind::Dir).hash(&mut h);
+        (name, e.kind == Kind::Dir, e.fingerprint, e.size, e.mtime).hash(&mut h);
     }
     h.finish()
 }
 
+fn remaining(until: Instant, cap: Duration) -> Duration {
+    until.saturating_duration_since(Instant::now()).min(cap)
+}
+
 impl<S: SecretStore> VaultFs<S> {
     pub fn new(tree: Arc<Tree<S>>, rt: Runtime, opts: FsOptions) -> Self {
-        let notifier: Arc<OnceLock<Notifier>> = Arc::default();
         VaultFs {
-            tree,
+            shared: Arc::new(Shared {
+                tree,
+                opts,
+                start: SystemTime::now(),
+                served: Mutex::default(),
+            }),
             rt,
-            opts,
-            start: SystemTime::now(),
-            handles: Arc::default(),
-            next_fh: AtomicU64::new(1),
-            notifier,
             no_open: false,
-            served: Arc::default(),
-        }
-    }
-
-    /// Set once the session exists (the notifier comes from it).
-    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
-        self.notifier.clone()
-    }
-
-    fn attr(&self, e: &Entry) -> FileAttr {
-        attr(&self.opts, self.start, e)
-    }
-
-    /// Open a directory handle. A cached listing the kernel already has is
-    /// given right here: no task, no thread hop. Anything else (a fetch, or
-    /// a change that must invalidate the kernel's copy first) goes through a
-    /// task, because invalidating from this thread could wait on a request
-    /// only this thread would answer.
-    fn open_dir(&self, ino: INodeNo, reply: ReplyOpen) {
-        let (handles, served, notifier) = (
-            self.handles.clone(),
-            self.served.clone(),
-            self.notifier.clone(),
-        );
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let done = move |r: Result<Listing, FsError>| match r {
-            Ok(listing) => {
-                let keep = note_served(&served, &notifier, ino, listing_fingerprint(&listing));
-                handles
-                    .lock()
-                    .expect("handles")
-                    .insert(fh, Arc::new(listing));
-                // The kernel may serve later readdirs from its own copy of
-                // this listing until the listing changes.
-                reply.opened(FileHandle(fh), keep | FopenFlags::FOPEN_CACHE_DIR);
-            }
-            Err(e) => reply.error(errno(&e)),
-        };
-        let unchanged = self
-            .tree
-            .readdir_cached(ino.0)
-            .and_then(Result::ok)
-            .filter(|l| {
-                let served = self.served.lock().expect("served");
-                served
-                    .get(&ino.0)
-                    .is_none_or(|&old| old == listing_fingerprint(l))
-            });
-        match unchanged {
-            Some(l) => done(Ok(l)),
-            None => {
-                let tree = self.tree.clone();
-                self.spawn(async move { tree.readdir(ino.0).await }, done)
-            }
+            no_opendir: false,
         }
     }
 
@@ -144,7 +110,7 @@ impl<S: SecretStore> VaultFs<S> {
         D: FnOnce(Result<T, FsError>) + Send + 'static,
         T: Send + 'static,
     {
-        let limit = self.opts.op_timeout;
+        let limit = self.shared.opts.op_timeout;
         self.rt.spawn(async move {
             let r = tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
                 tracing::warn!(
@@ -156,61 +122,171 @@ impl<S: SecretStore> VaultFs<S> {
             done(r)
         });
     }
-}
 
-/// Record what an opendir of `ino` serves and decide whether the kernel may
-/// keep its cached listing. When the listing changed since the last opendir,
-/// the kernel's copy is dropped first, so the new listing is read whole.
-fn note_served(
-    served: &Mutex<HashMap<u64, u64>>,
-    notifier: &OnceLock<Notifier>,
-    ino: INodeNo,
-    fp: u64,
-) -> FopenFlags {
-    let old = served.lock().expect("served").insert(ino.0, fp);
-    match old {
-        Some(old) if old != fp => {
-            if let Some(n) = notifier.get() {
-                let _ = n.inval_inode(ino, 0, 0);
+    /// A directory's listing for a stream at `offset`: right here when
+    /// everything it shows is cached (no task, no thread hop), else from a
+    /// task. The start of a stream also fetches the children a walker
+    /// visits next; later chunks do not ask again.
+    fn with_listing<D>(&self, ino: INodeNo, offset: u64, done: D)
+    where
+        D: FnOnce(Result<Listing, FsError>) + Send + 'static,
+    {
+        let prefetch = offset == 0;
+        match self.shared.tree.readdir_cached(ino.0, prefetch) {
+            Some(r) => done(r),
+            None => {
+                let tree = self.shared.tree.clone();
+                self.spawn(async move { tree.readdir(ino.0, prefetch).await }, done)
             }
-            FopenFlags::empty()
         }
-        _ => FopenFlags::FOPEN_KEEP_CACHE,
     }
 }
 
-/// How long the kernel may keep an entry: `--ttl`, or less when the answer
-/// it was built from expires sooner.
-fn entry_ttl(opts: &FsOptions, e: &Entry) -> Duration {
-    e.valid_until.map_or(opts.ttl, |until| {
-        until
-            .saturating_duration_since(Instant::now())
-            .min(opts.ttl)
-    })
-}
+impl<S: SecretStore> Shared<S> {
+    fn attr(&self, e: &Entry) -> FileAttr {
+        let (t, kind, perm, nlink) = match e.kind {
+            Kind::Dir => (
+                self.dir_mtime(e.ino),
+                FileType::Directory,
+                self.opts.dir_mode,
+                2,
+            ),
+            Kind::File => (
+                e.mtime.unwrap_or(self.start),
+                FileType::RegularFile,
+                self.opts.file_mode,
+                1,
+            ),
+        };
+        FileAttr {
+            ino: INodeNo(e.ino),
+            size: e.size,
+            blocks: e.size.div_ceil(512),
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind,
+            perm,
+            nlink,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
 
-fn attr(opts: &FsOptions, start: SystemTime, e: &Entry) -> FileAttr {
-    let t = e.mtime.unwrap_or(start);
-    let (kind, perm, nlink) = match e.kind {
-        Kind::Dir => (FileType::Directory, opts.dir_mode, 2),
-        Kind::File => (FileType::RegularFile, opts.file_mode, 1),
-    };
-    FileAttr {
-        ino: INodeNo(e.ino),
-        size: e.size,
-        blocks: e.size.div_ceil(512),
-        atime: t,
-        mtime: t,
-        ctime: t,
-        crtime: t,
-        kind,
-        perm,
-        nlink,
-        uid: opts.uid,
-        gid: opts.gid,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
+    fn dir_mtime(&self, ino: u64) -> SystemTime {
+        let served = self.served.lock().expect("served");
+        served.get(&ino).map_or(self.start, |s| s.mtime)
+    }
+
+    /// How long the kernel may keep an inode's attributes. A file's: until
+    /// the cached answer it was built from expires (docs/performance.md).
+    /// A directory's: until the answers of the listing the kernel may hold
+    /// expire, so that it asks again before serving that listing longer.
+    fn attr_ttl(&self, e: &Entry) -> Duration {
+        let cap = self.opts.ttl;
+        match e.kind {
+            Kind::File => e.valid_until.map_or(cap, |u| remaining(u, cap)),
+            Kind::Dir => {
+                let served = self
+                    .served
+                    .lock()
+                    .expect("served")
+                    .get(&e.ino)
+                    .map(|s| s.until);
+                match served.or_else(|| self.tree.dir_valid_until(e.ino)) {
+                    Some(u) => remaining(u, cap),
+                    // Nothing cached: whatever is fetched later expires later.
+                    None => cap,
+                }
+            }
+        }
+    }
+
+    /// How long the kernel may keep a name: a file's name until its
+    /// version may change; a directory's name stays a directory.
+    fn entry_ttl(&self, e: &Entry) -> Duration {
+        match e.kind {
+            Kind::File => self.attr_ttl(e),
+            Kind::Dir => self.opts.ttl,
+        }
+    }
+
+    /// Record a listing served (or checked) for `ino`. A listing unlike the
+    /// one recorded gets a new mtime, so the kernel drops what it cached.
+    fn note_served(&self, ino: u64, listing: &Listing) {
+        let fingerprint = listing_fingerprint(listing);
+        let mut served = self.served.lock().expect("served");
+        match served.entry(ino) {
+            Slot::Vacant(v) => {
+                v.insert(Served {
+                    fingerprint,
+                    until: listing.valid_until,
+                    mtime: self.start,
+                });
+            }
+            Slot::Occupied(mut o) => {
+                let s = o.get_mut();
+                if s.fingerprint != fingerprint {
+                    s.fingerprint = fingerprint;
+                    s.mtime = SystemTime::now().max(s.mtime + Duration::from_nanos(1));
+                }
+                s.until = listing.valid_until;
+            }
+        }
+    }
+
+    /// Before the kernel is given a directory's attributes anew: if the
+    /// listing it may hold has outlived its answers, compare it with the
+    /// current one (a Vault request if that expired too).
+    async fn revalidate(&self, ino: u64) {
+        let stale = {
+            let served = self.served.lock().expect("served");
+            served.get(&ino).is_some_and(|s| s.until <= Instant::now())
+        };
+        if stale {
+            // On an error the kernel gets no TTL (attr_ttl 0) and asks again.
+            if let Ok(listing) = self.tree.readdir(ino, true).await {
+                self.note_served(ino, &listing);
+            }
+        }
+    }
+
+    /// The directory stream from `offset` on, ordered by cookie
+    /// ([`Tree::cookie`]).
+    fn stream<'a>(
+        &self,
+        ino: INodeNo,
+        listing: &'a Listing,
+        offset: u64,
+    ) -> Vec<(u64, &'a str, Entry)> {
+        let me = Entry {
+            ino: ino.0,
+            kind: Kind::Dir,
+            size: 0,
+            mtime: None,
+            fingerprint: 0,
+            valid_until: None,
+        };
+        let mut out: Vec<(u64, &str, Entry)> = vec![(1, ".", me.clone()), (2, "..", me)];
+        out.extend(
+            listing
+                .iter()
+                .map(|(n, e)| (self.tree.cookie(n), n.as_str(), e.clone())),
+        );
+        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Two names with one cookie (a 62-bit keyed hash: practically never)
+        // would make a resumed stream skip the second: space them apart.
+        for i in 1..out.len() {
+            if out[i].0 <= out[i - 1].0 {
+                out[i].0 = out[i - 1].0 + 1;
+            }
+        }
+        out.retain(|(c, _, _)| *c > offset);
+        out
     }
 }
 
@@ -241,9 +317,10 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         // Files are read by inode, so an open needs no round trip: the first
         // one answers ENOSYS and the kernel opens every file by itself from
         // then on, with FOPEN_KEEP_CACHE (fs/fuse/file.c, fuse_file_open).
-        self.no_open = config
-            .capabilities()
-            .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        let caps = config.capabilities();
+        self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        // Likewise directories (see opendir).
+        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         // Room for parallel reads (xargs -P, readahead) in flight at once.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
@@ -251,14 +328,21 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let (tree, name) = (self.tree.clone(), name.as_bytes().to_vec());
-        let (opts, start) = (self.opts.clone(), self.start);
+        let (s, name) = (self.shared.clone(), name.as_bytes().to_vec());
+        let done = s.clone();
         self.spawn(
-            async move { tree.lookup(parent.0, &name).await },
+            async move {
+                let e = s.tree.lookup(parent.0, &name).await?;
+                if e.kind == Kind::Dir {
+                    s.revalidate(e.ino).await;
+                }
+                Ok(e)
+            },
             move |r| match r {
-                Ok(e) => reply.entry(
-                    &entry_ttl(&opts, &e),
-                    &attr(&opts, start, &e),
+                Ok(e) => reply.entry_with_ttls(
+                    &done.attr_ttl(&e),
+                    &done.entry_ttl(&e),
+                    &done.attr(&e),
                     Generation(0),
                 ),
                 Err(e) => reply.error(errno(&e)),
@@ -268,16 +352,36 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         // A file inode is one content version: its attributes never change
-        // and need no request.
-        match self.tree.getattr(ino.0) {
-            Ok(e) => reply.attr(&self.opts.ttl, &self.attr(&e)),
-            Err(e) => reply.error(errno(&e)),
+        // and need no request. A directory's need one only when the listing
+        // the kernel may hold has outlived its answers.
+        let e = match self.shared.tree.getattr(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let s = self.shared.clone();
+        let stale = e.kind == Kind::Dir && {
+            let served = s.served.lock().expect("served");
+            served
+                .get(&ino.0)
+                .is_some_and(|d| d.until <= Instant::now())
+        };
+        if !stale {
+            return reply.attr(&s.attr_ttl(&e), &s.attr(&e));
         }
+        let done = s.clone();
+        self.spawn(
+            async move {
+                s.revalidate(ino.0).await;
+                Ok(())
+            },
+            move |_: Result<(), FsError>| reply.attr(&done.attr_ttl(&e), &done.attr(&e)),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if self.tree.forget(ino.0, nlookup) {
-            self.served.lock().expect("served").remove(&ino.0);
+        if self.shared.tree.forget(ino.0, nlookup) {
+            // The kernel dropped the inode, and with it any cached listing.
+            self.shared.served.lock().expect("served").remove(&ino.0);
         }
     }
 
@@ -307,7 +411,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     ) {
         // An inode is one content version: its bytes answer every read of
         // it, from any handle, at any time.
-        match self.tree.content(ino.0) {
+        match self.shared.tree.content(ino.0) {
             Ok((s, f)) => {
                 let data = s.content(&f).map_or(&[][..], |c| c.as_slice());
                 let start = (offset as usize).min(data.len());
@@ -318,72 +422,75 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
-        self.open_dir(ino, reply);
+        // Directory streams need no handle (offsets are cookies, not
+        // positions in a snapshot): the first opendir answers ENOSYS and the
+        // kernel opens directories by itself from then on, keeping listings
+        // it read (FOPEN_CACHE_DIR) until the directory's mtime changes.
+        if self.no_opendir {
+            return reply.error(Errno::ENOSYS);
+        }
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+        );
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(entries) = self.dir_snapshot(fh) else {
-            return reply.error(errno(&FsError::BadHandle));
-        };
-        for (next, name, e) in with_dots(ino, &entries, offset) {
-            if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
-                break;
+        let s = self.shared.clone();
+        self.with_listing(ino, offset, move |r| {
+            let listing = match r {
+                Ok(l) => l,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            s.note_served(ino.0, &listing);
+            for (next, name, e) in s.stream(ino, &listing, offset) {
+                if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
+                    break;
+                }
             }
-        }
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn readdirplus(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(entries) = self.dir_snapshot(fh) else {
-            return reply.error(errno(&FsError::BadHandle));
-        };
-        for (next, name, e) in with_dots(ino, &entries, offset) {
-            if reply.add(
-                INodeNo(e.ino),
-                next,
-                name,
-                &entry_ttl(&self.opts, &e),
-                &self.attr(&e),
-                Generation(0),
-            ) {
-                break;
+        let s = self.shared.clone();
+        self.with_listing(ino, offset, move |r| {
+            let listing = match r {
+                Ok(l) => l,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            s.note_served(ino.0, &listing);
+            for (next, name, e) in s.stream(ino, &listing, offset) {
+                // One TTL for name and attributes here: the shorter one.
+                let ttl = s.attr_ttl(&e).min(s.entry_ttl(&e));
+                if reply.add(INodeNo(e.ino), next, name, &ttl, &s.attr(&e), Generation(0)) {
+                    break;
+                }
+                // The kernel counts each entry but `.` and `..` as a lookup.
+                if name != "." && name != ".." {
+                    s.tree.hand_out(e.ino);
+                }
             }
-            // The kernel counts each entry but `.` and `..` as a lookup.
-            if next > 2 {
-                self.tree.hand_out(e.ino);
-            }
-        }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.handles.lock().expect("handles").remove(&fh.0);
-        reply.ok();
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -562,35 +669,6 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     ) {
         read_only!(reply)
     }
-}
-
-impl<S> VaultFs<S> {
-    fn dir_snapshot(&self, fh: FileHandle) -> Option<Arc<Listing>> {
-        self.handles.lock().expect("handles").get(&fh.0).cloned()
-    }
-}
-
-/// A directory stream from `offset` on: `.` and `..` (offsets 1 and 2,
-/// both this directory), then the snapshot's entries; each with the offset
-/// of the entry after it, which the kernel hands back to continue.
-fn with_dots<'a>(
-    ino: INodeNo,
-    entries: &'a [(String, Entry)],
-    offset: u64,
-) -> impl Iterator<Item = (u64, &'a str, Entry)> + 'a {
-    let me = Entry {
-        ino: ino.0,
-        kind: Kind::Dir,
-        size: 0,
-        mtime: None,
-        valid_until: None,
-    };
-    [(".", me.clone()), ("..", me)]
-        .into_iter()
-        .chain(entries.iter().map(|(n, e)| (n.as_str(), e.clone())))
-        .enumerate()
-        .skip(offset as usize)
-        .map(|(i, (n, e))| (i as u64 + 1, n, e))
 }
 
 fn file_type(k: Kind) -> FileType {

@@ -6,7 +6,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -65,6 +65,10 @@ pub struct Entry {
     pub kind: Kind,
     pub size: u64,
     pub mtime: Option<SystemTime>,
+    /// A file's content fingerprint (a keyed hash of its bytes); 0 for a
+    /// directory. Lets the adapter tell whether a listing changed without
+    /// comparing inode numbers, which are not stable for unreferenced entries.
+    pub fingerprint: u64,
     /// Until when the kernel may keep the entry: the expiry of the cached
     /// answer it was built from (a file's secret), so the kernel never
     /// serves a name's old version after the daemon would serve a new one.
@@ -167,10 +171,13 @@ impl Inodes {
 }
 
 /// Directory entries, sorted by name (without `.` and `..`). Each entry
-/// holds a reference on its inode while this lives, so a snapshot kept
-/// between `opendir` and `readdirplus` never hands out a dropped inode.
+/// holds a reference on its inode while this lives, so a `readdirplus`
+/// reply built from it never hands out a dropped inode.
 pub struct Listing {
     entries: Vec<(String, Entry)>,
+    /// When the first of the cached answers this listing was built from
+    /// expires: the kernel may keep the listing no longer than that.
+    pub valid_until: Instant,
     inodes: Arc<Mutex<Inodes>>,
 }
 
@@ -204,6 +211,8 @@ pub struct Tree<S> {
     /// Keys the content fingerprints, so no value can be crafted to
     /// collide with another version of the same file.
     hasher: RandomState,
+    /// Keys the directory order (see [`Tree::cookie`]).
+    order: RandomState,
 }
 
 fn join(parent: &str, seg: &str) -> String {
@@ -285,6 +294,7 @@ impl<S: SecretStore> Tree<S> {
             secrets: Cache::new(policy),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
+            order: RandomState::new(),
         }
     }
 
@@ -295,6 +305,17 @@ impl<S: SecretStore> Tree<S> {
         self.prefetch =
             (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
         self
+    }
+
+    /// Where an entry named `name` sits in a directory stream: a keyed hash
+    /// of the name, so the position names the entry, and a stream resumed
+    /// after the listing changed neither repeats nor skips the entries that
+    /// stayed (there is no opendir snapshot to keep positions stable).
+    /// Streams list in this order, and a directory read fetches its
+    /// children in it, so a walker finds the next child first. 1 and 2 are
+    /// `.` and `..`; the top bits stay clear, as `telldir` offsets are signed.
+    pub fn cookie(&self, name: &str) -> u64 {
+        3 + (self.order.hash_one(name) >> 2)
     }
 
     pub fn node(&self, ino: u64) -> Option<Arc<Node>> {
@@ -358,6 +379,7 @@ impl<S: SecretStore> Tree<S> {
             kind: Kind::Dir,
             size: 0,
             mtime: None,
+            fingerprint: 0,
             valid_until: None,
         }
     }
@@ -374,10 +396,7 @@ impl<S: SecretStore> Tree<S> {
         // The cached answer `s` came from expires then. If the cache holds
         // another answer by now (refreshed, or evicted), the entry is not
         // kept at all: the kernel asks again at once.
-        let valid_until = match self.secrets.peek_expiry(&key) {
-            Some((Ok(c), until)) if Arc::ptr_eq(&c, s) => until,
-            _ => Instant::now(),
-        };
+        let valid_until = until_of(&self.secrets, &key, &Ok(s.clone()));
         Some(Entry {
             ino: self.ino(
                 Node::File {
@@ -391,6 +410,7 @@ impl<S: SecretStore> Tree<S> {
             kind: Kind::File,
             size: version.size,
             mtime: version.mtime,
+            fingerprint: version.fingerprint,
             valid_until: Some(valid_until),
         })
     }
@@ -521,6 +541,7 @@ impl<S: SecretStore> Tree<S> {
                 kind: Kind::File,
                 size: version.size,
                 mtime: version.mtime,
+                fingerprint: version.fingerprint,
                 valid_until: None,
             },
             _ => Entry {
@@ -528,6 +549,7 @@ impl<S: SecretStore> Tree<S> {
                 kind: Kind::Dir,
                 size: 0,
                 mtime: None,
+                fingerprint: 0,
                 valid_until: None,
             },
         })
@@ -545,7 +567,9 @@ impl<S: SecretStore> Tree<S> {
     }
 
     /// Every entry of a directory (without `.` and `..`), sorted by name.
-    pub async fn readdir(self: &Arc<Self>, ino: u64) -> Result<Listing, FsError> {
+    /// With `prefetch`, its children are fetched in the background (see
+    /// [`Tree::prefetch_children`]): for the start of a directory stream.
+    pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
         let (mount, path) = match &*node {
             Node::Root | Node::Prefix(_) => {
@@ -553,18 +577,29 @@ impl<S: SecretStore> Tree<S> {
                     Node::Prefix(p) => p.clone(),
                     _ => String::new(),
                 };
-                let mounts = self.mounts().await?;
+                let answer = self.mounts().await;
+                let until = until_of(&self.mounts, &(), &answer);
+                let mounts = answer?;
                 return Ok(self.listing_of(
                     mount_children(&mounts, &prefix)
                         .into_iter()
                         .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
                         .collect(),
+                    until,
                 ));
             }
             Node::Dir { mount, path } => (mount.clone(), path.clone()),
             Node::File { .. } => return Err(FsError::NotDir),
         };
-        let (is_secret, is_folder) = self.dir_facts(&mount, &path).await;
+        let (parent, leaf) = split_parent(&path);
+        let parent_listing = match path.is_empty() {
+            true => None,
+            false => Some(self.listing(&mount, parent).await),
+        };
+        let (is_secret, is_folder) = match &parent_listing {
+            Some(l) => facts(l, leaf),
+            None => (Known::No, Known::Yes),
+        };
         let (listing, secret): (Answer<Vec<String>>, _) = tokio::join!(
             async {
                 match is_folder {
@@ -579,28 +614,91 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         );
-        if let Ok(keys) = &listing {
+        if let (Ok(keys), true) = (&listing, prefetch) {
             self.prefetch_children(&mount, &path, keys);
         }
-        self.assemble(&mount, &path, listing, secret)
+        let until = self.answers_until(
+            &mount,
+            &path,
+            parent_listing.as_ref(),
+            (is_folder != Known::No).then_some(&listing),
+            secret.as_ref(),
+        );
+        self.assemble(&mount, &path, listing, secret, until)
     }
 
-    /// [`Tree::readdir`] of a folder or secret when it needs no request and
-    /// no prefetch (everything it shows and its children are cached and
-    /// fresh); `None` otherwise. Lets warm walks skip a task per directory.
-    pub fn readdir_cached(&self, ino: u64) -> Option<Result<Listing, FsError>> {
+    /// When the first of the answers a directory's listing was built from
+    /// expires (its parent's listing, which says what it is; its own listing;
+    /// its secret). An answer the cache no longer holds counts as expired.
+    fn answers_until(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        parent_listing: Option<&Answer<Vec<String>>>,
+        listing: Option<&Answer<Vec<String>>>,
+        secret: Option<&Answer<Secret>>,
+    ) -> Instant {
+        let key = (mount.clone(), path.to_string());
+        let parent = parent_listing.map(|a| {
+            let parent_key = (mount.clone(), split_parent(path).0.to_string());
+            until_of(&self.listings, &parent_key, a)
+        });
+        [
+            parent,
+            listing.map(|a| until_of(&self.listings, &key, a)),
+            secret.map(|a| until_of(&self.secrets, &key, a)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(Instant::now)
+    }
+
+    /// When the cached answers a directory's listing would be built from
+    /// expire, if any is cached; `None` when none is (any answer fetched
+    /// later expires later than anything handed out now).
+    pub fn dir_valid_until(&self, ino: u64) -> Option<Instant> {
+        let node = self.node(ino)?;
+        match &*node {
+            Node::Root | Node::Prefix(_) => self.mounts.peek_expiry(&()).map(|(_, u)| u),
+            Node::Dir { mount, path } => {
+                let key = (mount.clone(), path.clone());
+                let parent = (!path.is_empty())
+                    .then(|| (mount.clone(), split_parent(path).0.to_string()))
+                    .and_then(|k| self.listings.peek_expiry(&k))
+                    .map(|(_, u)| u);
+                [
+                    parent,
+                    self.listings.peek_expiry(&key).map(|(_, u)| u),
+                    self.secrets.peek_expiry(&key).map(|(_, u)| u),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+            }
+            Node::File { .. } => None,
+        }
+    }
+
+    /// [`Tree::readdir`] of a folder or secret when it needs no request
+    /// (everything it shows is cached and fresh) and, with `prefetch`, no
+    /// prefetch either (its children are cached or on their way); `None`
+    /// otherwise. Lets walks skip a task per directory.
+    pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
-        let (is_secret, is_folder) = if path.is_empty() {
-            (Known::No, Known::Yes)
-        } else {
-            let (parent, leaf) = split_parent(path);
-            facts(
-                &self.listings.peek(&(mount.clone(), parent.to_string()))?,
-                leaf,
-            )
+        let parent_listing = match path.is_empty() {
+            true => None,
+            false => Some(
+                self.listings
+                    .peek(&(mount.clone(), split_parent(path).0.to_string()))?,
+            ),
+        };
+        let (is_secret, is_folder) = match &parent_listing {
+            Some(l) => facts(l, split_parent(path).1),
+            None => (Known::No, Known::Yes),
         };
         let key = (mount.clone(), path.clone());
         let listing = match is_folder {
@@ -611,24 +709,29 @@ impl<S: SecretStore> Tree<S> {
             Known::No => None,
             _ => Some(self.secrets.peek(&key)?),
         };
-        if let Ok(keys) = &listing {
+        if let (Ok(keys), true) = (&listing, prefetch) {
             let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
-                Some(f) => self
-                    .listings
-                    .peek(&(mount.clone(), join(path, f)))
-                    .is_some(),
-                None => self.secrets.peek(&(mount.clone(), join(path, k))).is_some(),
+                Some(f) => self.listings.in_hand(&(mount.clone(), join(path, f))),
+                None => self.secrets.in_hand(&(mount.clone(), join(path, k))),
             });
             if !all_cached {
                 return None;
             }
         }
-        Some(self.assemble(mount, path, listing, secret))
+        let until = self.answers_until(
+            mount,
+            path,
+            parent_listing.as_ref(),
+            (is_folder != Known::No).then_some(&listing),
+            secret.as_ref(),
+        );
+        Some(self.assemble(mount, path, listing, secret, until))
     }
 
-    fn listing_of(&self, entries: Vec<(String, Entry)>) -> Listing {
+    fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
         Listing {
             entries,
+            valid_until,
             inodes: self.inodes.clone(),
         }
     }
@@ -640,6 +743,7 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         listing: Answer<Vec<String>>,
         secret: Option<Answer<Secret>>,
+        valid_until: Instant,
     ) -> Result<Listing, FsError> {
         let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
@@ -691,7 +795,7 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         }
-        Ok(self.listing_of(out.into_iter().collect()))
+        Ok(self.listing_of(out.into_iter().collect(), valid_until))
     }
 
     /// Walks (`find`, `ls -lR`, `grep -r`) visit every child of a directory
@@ -704,7 +808,16 @@ impl<S: SecretStore> Tree<S> {
         let Some(permits) = &self.prefetch else {
             return;
         };
-        for k in keys {
+        // In the order the walker will visit them.
+        let mut keys: Vec<(u64, &String)> = keys
+            .iter()
+            .map(|k| {
+                let seg = k.strip_suffix('/').unwrap_or(k);
+                (encoded(seg).map_or(0, |n| self.cookie(&n)), k)
+            })
+            .collect();
+        keys.sort_unstable();
+        for (_, k) in keys {
             let (seg, folder) = match k.strip_suffix('/') {
                 Some(f) => (f, true),
                 None => (k.as_str(), false),
@@ -713,12 +826,14 @@ impl<S: SecretStore> Tree<S> {
                 continue;
             }
             let key = (mount.clone(), join(path, seg));
-            let cached = if folder {
-                self.listings.peek(&key).is_some()
+            // Cached, or already on its way (an earlier read of this
+            // directory): a second task would only hold a slot to wait.
+            let in_hand = if folder {
+                self.listings.in_hand(&key)
             } else {
-                self.secrets.peek(&key).is_some()
+                self.secrets.in_hand(&key)
             };
-            if cached {
+            if in_hand {
                 continue;
             }
             let (tree, permits) = (self.clone(), permits.clone());
@@ -762,6 +877,21 @@ fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
             (has(leaf), has(&folder))
         }
         Err(_) => (Known::Denied, Known::Denied),
+    }
+}
+
+/// Until when `used`, an answer taken from `cache` under `key`, is served
+/// without asking Vault: its expiry while the cache still holds that very
+/// answer, else now (it was refreshed or evicted since).
+fn until_of<K, V>(cache: &Cache<K, V>, key: &K, used: &Answer<V>) -> Instant
+where
+    K: Hash + Eq + Clone,
+    V: Weigh,
+{
+    match (cache.peek_expiry(key), used) {
+        (Some((Ok(held), until)), Ok(used)) if Arc::ptr_eq(&held, used) => until,
+        (Some((Err(_), until)), Err(_)) => until,
+        _ => Instant::now(),
     }
 }
 

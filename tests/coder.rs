@@ -155,11 +155,8 @@ fn installs_when_missing_and_applies_the_module_settings() {
     // name through a folder that is not itself a secret works.
     assert_eq!(read(mp.join("coder/db/password")), "top-level");
     assert_eq!(names(mp.join("coder/db")), [".env", ".json", "password"]);
-    assert_eq!(errno_of(std::fs::read_dir(mp.join("coder"))), libc::EACCES);
-    assert_eq!(
-        errno_of(std::fs::read_dir(mp.join("coder/app"))),
-        libc::EACCES
-    );
+    assert_eq!(list_errno(mp.join("coder")), libc::EACCES);
+    assert_eq!(list_errno(mp.join("coder/app")), libc::EACCES);
     assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
 
     // The installed binary is found again for stop (no VAULTFS_BIN).

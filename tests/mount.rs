@@ -418,7 +418,7 @@ fn least_privilege_token_reads_by_name_but_cannot_list() {
     );
     let m = Mount::with(b, MountOpts::new(&token).arg("--kv").arg("secrets"));
     assert_eq!(read(m.p("secrets/coder/GITHUB_TOKEN")), "ghp_example");
-    assert_eq!(errno_of(std::fs::read_dir(m.p("secrets"))), libc::EACCES);
+    assert_eq!(list_errno(m.p("secrets")), libc::EACCES);
     // A readable secret still lists its own keys.
     assert_eq!(
         names(m.p("secrets/coder")),
@@ -430,10 +430,7 @@ fn least_privilege_token_reads_by_name_but_cannot_list() {
     );
     // Secrets inside folders are reachable by path without LIST.
     assert_eq!(read(m.p("secrets/team/app/API_KEY")), "nested-by-name");
-    assert_eq!(
-        errno_of(std::fs::read_dir(m.p("secrets/team"))),
-        libc::EACCES
-    );
+    assert_eq!(list_errno(m.p("secrets/team")), libc::EACCES);
 }
 
 #[test]
@@ -505,10 +502,7 @@ fn vault_errors_map_to_errno() {
         errno_of(std::fs::read(m.p("secret/app/db/nokey"))),
         libc::ENOENT
     );
-    assert_eq!(
-        errno_of(std::fs::read_dir(m.p("secret/app/db/password"))),
-        libc::ENOTDIR
-    );
+    assert_eq!(list_errno(m.p("secret/app/db/password")), libc::ENOTDIR);
 }
 
 #[test]

@@ -411,6 +411,16 @@ pub fn names(p: impl AsRef<Path>) -> Vec<String> {
     v
 }
 
+/// The errno of listing a directory: 0 if it opens and reads whole. A
+/// listing Vault refuses fails on the first read, not at open (the kernel
+/// opens directories without asking vaultfs; docs/semantics.md).
+pub fn list_errno(p: impl AsRef<Path>) -> i32 {
+    match std::fs::read_dir(p) {
+        Ok(entries) => entries.map(errno_of).find(|&e| e != 0).unwrap_or(0),
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
 pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     match r {
         Ok(_) => 0,
