@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -167,6 +168,37 @@ def timed(cmd):
     return time.perf_counter() - t
 
 
+def cpu_secs(pid):
+    """User + system CPU seconds a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    """CPU seconds of every reaped child (a workload's shell and all it ran)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class CpuMeter:
+    """Who used the CPU during one measurement: OpenBao, the daemon, and the
+    workload (or the floor client). On a small machine these compete for
+    the same cores, which bounds what any client can reach."""
+
+    def __init__(self, bao, daemon=None):
+        self.procs = {"bao": bao.proc.pid}
+        if daemon is not None:
+            self.procs["daemon"] = daemon.proc.pid
+        self.start = {k: cpu_secs(p) for k, p in self.procs.items()}
+        self.kids = children_cpu()
+
+    def stop(self):
+        out = {k: cpu_secs(p) - self.start[k] for k, p in self.procs.items()}
+        out["client"] = children_cpu() - self.kids
+        return out
+
+
 def first_byte(path):
     """Open and read one file in-process: no process spawn in the number."""
     t = time.perf_counter()
@@ -200,13 +232,15 @@ def run_timing(a, work, res):
         log(f"seeded {a.folders * a.secrets} secrets in {time.perf_counter() - t:.1f}s")
 
         hwm = 0
-        cold, warm = {}, {}
+        cold, warm, cpu = {}, {}, {}
         for name, cmd in WORKLOADS:
-            cold[name], warm[name] = [], []
+            cold[name], warm[name], cpu[name] = [], [], []
             for _ in range(a.reps):
                 m = Mount(a, bao, work)
                 idle = m.hwm_kib()
+                meter = CpuMeter(bao, m)
                 cold[name].append(timed(cmd.format(m=m.dir)))
+                cpu[name].append(meter.stop())
                 warm[name].append(timed(cmd.format(m=m.dir)))
                 hwm = max(hwm, m.hwm_kib())
                 if name == "xargs -P 8 cat":
@@ -230,13 +264,20 @@ def run_timing(a, work, res):
         # The HTTP floor, same server, same run.
         fl = {}
         for label, c in (("walk1", 1), ("walk8", 8), ("walk", a.max_requests)):
-            runs = [floor(a, bao, "walk", f"--concurrency={c}") for _ in range(a.reps)]
+            runs = []
+            cpu["floor " + label] = []
+            for _ in range(a.reps):
+                meter = CpuMeter(bao)
+                runs.append(floor(a, bao, "walk", f"--concurrency={c}"))
+                cpu["floor " + label].append(meter.stop())
             fl[label] = med([r["secs"] for r in runs])
             fl[label + "_requests"] = runs[0]["lists"] + runs[0]["gets"]
         one = [floor(a, bao, "one", "f000/s0000") for _ in range(a.reps)]
         fl["one"] = med([r["secs"] for r in one])
         res["floor"] = fl
         log("floor:", {k: round(v, 4) for k, v in fl.items()})
+        res["cpu"] = {k: {who: med([r[who] for r in runs]) for who in runs[0]}
+                      for k, runs in cpu.items()}
 
         # The same tree as plain files on tmpfs (copied from a mount).
         shm = tempfile.mkdtemp(prefix="vaultfs-bench-", dir="/dev/shm")
@@ -426,6 +467,27 @@ def report(a, res, out):
              f"{res['cli_sample']} secrets): {res['cli_per_secret'] * 1000:.1f} ms per secret; "
              f"vaultfs cold parallel read: {res['vaultfs_cold']['xargs -P 8 cat'] / n * 1000:.3f} "
              "ms per secret.\n")
+    if "cpu" in res:
+        cores = mach["cores"]
+        L.append("## Where the CPU went (cold runs, CPU seconds, median)\n")
+        L.append(f"OpenBao, the daemon and the workload share this machine's {cores} cores. "
+                 "`busy` is all three over the wall time, in cores; `bound` is the shortest "
+                 f"wall time that CPU allows on {cores} cores (total / cores), whatever the "
+                 "client does.\n")
+        L.append("| run | wall | OpenBao | daemon | workload / floor client | busy (cores) "
+                 "| bound |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        walls = dict(res["vaultfs_cold"])
+        walls.update({"floor " + k: fl[k] for k in ("walk1", "walk8", "walk")})
+        for k, c in res["cpu"].items():
+            total = sum(c.values())
+            wall = walls[k]
+            label = (f"floor c={ref_conc(res, k[6:])}" if k.startswith("floor ")
+                     else f"vaultfs `{k}`")
+            daemon = f"{c['daemon']:.2f}" if "daemon" in c else "–"
+            L.append(f"| {label} | {wall:.3f} | {c['bao']:.2f} | {daemon} | "
+                     f"{c['client']:.2f} | {total / wall:.2f} | {total / cores:.3f} |")
+        L.append("")
     if "counts" in res:
         L.append("## Vault requests per workload (server side, file audit device)\n")
         L.append(f"Minimum for a full cold walk: {a.folders + 1} LIST (one per folder, plus the "
