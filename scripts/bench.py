@@ -222,6 +222,78 @@ def sample_file(a):
     return "secret/f000/s0000/k0"
 
 
+def measure_workloads(a, work, bao, shm, res):
+    """Each workload: cold and warm on vaultfs, with its references (the HTTP
+    floor at the matching concurrency, the tmpfs copy) measured right after
+    in the same repetition. The machine's speed drifts over minutes (other
+    tenants, CPU boost), so ratios are taken per repetition and the median
+    of those is reported, not a ratio of medians taken minutes apart."""
+    hwm = 0
+    cold, warm, cpu, tm, tm_cpu, paired = {}, {}, {}, {}, {}, {}
+    floor_runs = {}
+    for name, cmd in WORKLOADS:
+        ref = FLOOR_FOR[name]
+        conc = ref_conc(res, ref)
+        cold[name], warm[name], cpu[name], tm[name], tm_cpu[name] = [], [], [], [], []
+        paired[name] = {"cold/floor": [], "warm/tmpfs": []}
+        timed(cmd.format(m=shm))  # warm up the tmpfs copy
+        for _ in range(a.reps):
+            m = Mount(a, bao, work)
+            idle = m.hwm_kib()
+            meter = CpuMeter(bao, m)
+            cold[name].append(timed(cmd.format(m=m.dir)))
+            cpu[name].append(meter.stop())
+            warm[name].append(timed(cmd.format(m=m.dir)))
+            hwm = max(hwm, m.hwm_kib())
+            if name == "xargs -P 8 cat":
+                # Everything is cached after a full read: the growth over
+                # the idle daemon is what the cache costs.
+                res["idle_hwm_kib"] = idle
+                res["per_secret_bytes"] = (m.hwm_kib() - idle) * 1024 / res["n_secrets"]
+            m.stop()
+            meter = CpuMeter(bao)
+            r = floor(a, bao, "walk", f"--concurrency={conc}")
+            cpu.setdefault("floor " + ref, []).append(meter.stop())
+            floor_runs.setdefault(ref, []).append(r)
+            kids = children_cpu()
+            tm[name].append(timed(cmd.format(m=shm)))
+            tm_cpu[name].append(children_cpu() - kids)
+            paired[name]["cold/floor"].append(cold[name][-1] / r["secs"])
+            paired[name]["warm/tmpfs"].append(warm[name][-1] / tm[name][-1])
+        log(f"{name}: cold {med(cold[name]):.3f}s warm {med(warm[name]):.3f}s "
+            f"tmpfs {med(tm[name]):.3f}s floor@{conc} "
+            f"{med([r['secs'] for r in floor_runs[ref][-a.reps:]]):.3f}s")
+    fb, one = [], []
+    for _ in range(a.reps):
+        m = Mount(a, bao, work)
+        fb.append(first_byte(os.path.join(m.dir, sample_file(a))))
+        m.stop()
+        one.append(floor(a, bao, "one", "f000/s0000")["secs"])
+    cold["first byte"] = fb
+    paired["first byte"] = {"cold/floor": [x / y for x, y in zip(fb, one)]}
+    # The serial floor, for reference only (no workload is held to it).
+    for _ in range(a.reps):
+        meter = CpuMeter(bao)
+        floor_runs.setdefault("walk1", []).append(floor(a, bao, "walk", "--concurrency=1"))
+        cpu.setdefault("floor walk1", []).append(meter.stop())
+
+    res["vaultfs_cold"] = {k: med(v) for k, v in cold.items()}
+    res["vaultfs_warm"] = {k: med(v) for k, v in warm.items()}
+    res["raw"] = {"cold": cold, "warm": warm, "tmpfs": tm}
+    res["hwm_kib"] = hwm
+    fl = {ref: med([r["secs"] for r in runs]) for ref, runs in floor_runs.items()}
+    for ref, runs in floor_runs.items():
+        fl[ref + "_requests"] = runs[0]["lists"] + runs[0]["gets"]
+    fl["one"] = med(one)
+    res["floor"] = fl
+    log("floor:", {k: round(v, 4) for k, v in fl.items()})
+    res["tmpfs"] = {k: med(v) for k, v in tm.items()}
+    res["tmpfs_cpu"] = {k: med(v) for k, v in tm_cpu.items()}
+    res["cpu"] = {k: {who: med([r[who] for r in runs]) for who in runs[0]}
+                  for k, runs in cpu.items()}
+    res["paired"] = {k: {r: med(v) for r, v in p.items()} for k, p in paired.items()}
+
+
 def run_timing(a, work, res):
     bao = Bao(work)
     try:
@@ -231,71 +303,13 @@ def run_timing(a, work, res):
               f"--keys={a.keys}", f"--value-bytes={a.value_bytes}")
         log(f"seeded {a.folders * a.secrets} secrets in {time.perf_counter() - t:.1f}s")
 
-        hwm = 0
-        cold, warm, cpu = {}, {}, {}
-        for name, cmd in WORKLOADS:
-            cold[name], warm[name], cpu[name] = [], [], []
-            for _ in range(a.reps):
-                m = Mount(a, bao, work)
-                idle = m.hwm_kib()
-                meter = CpuMeter(bao, m)
-                cold[name].append(timed(cmd.format(m=m.dir)))
-                cpu[name].append(meter.stop())
-                warm[name].append(timed(cmd.format(m=m.dir)))
-                hwm = max(hwm, m.hwm_kib())
-                if name == "xargs -P 8 cat":
-                    # Everything is cached after a full read: the growth over
-                    # the idle daemon is what the cache costs.
-                    res["idle_hwm_kib"] = idle
-                    res["per_secret_bytes"] = (m.hwm_kib() - idle) * 1024 / res["n_secrets"]
-                m.stop()
-            log(f"{name}: cold {med(cold[name]):.3f}s warm {med(warm[name]):.3f}s")
-        fb = []
-        for _ in range(a.reps):
-            m = Mount(a, bao, work)
-            fb.append(first_byte(os.path.join(m.dir, sample_file(a))))
-            m.stop()
-        cold["first byte"] = fb
-        res["vaultfs_cold"] = {k: med(v) for k, v in cold.items()}
-        res["vaultfs_warm"] = {k: med(v) for k, v in warm.items()}
-        res["raw"] = {"cold": cold, "warm": warm}
-        res["hwm_kib"] = hwm
-
-        # The HTTP floor, same server, same run.
-        fl = {}
-        for label, c in (("walk1", 1), ("walk8", 8), ("walk", a.max_requests)):
-            runs = []
-            cpu["floor " + label] = []
-            for _ in range(a.reps):
-                meter = CpuMeter(bao)
-                runs.append(floor(a, bao, "walk", f"--concurrency={c}"))
-                cpu["floor " + label].append(meter.stop())
-            fl[label] = med([r["secs"] for r in runs])
-            fl[label + "_requests"] = runs[0]["lists"] + runs[0]["gets"]
-        one = [floor(a, bao, "one", "f000/s0000") for _ in range(a.reps)]
-        fl["one"] = med([r["secs"] for r in one])
-        res["floor"] = fl
-        log("floor:", {k: round(v, 4) for k, v in fl.items()})
-        res["cpu"] = {k: {who: med([r[who] for r in runs]) for who in runs[0]}
-                      for k, runs in cpu.items()}
-
         # The same tree as plain files on tmpfs (copied from a mount).
         shm = tempfile.mkdtemp(prefix="vaultfs-bench-", dir="/dev/shm")
         try:
             m = Mount(a, bao, work)
             subprocess.run(["cp", "-r", m.dir + "/.", shm], check=True)
             m.stop()
-            tm, tm_cpu = {}, {}
-            for name, cmd in WORKLOADS:
-                timed(cmd.format(m=shm))  # warm up
-                runs = []
-                for _ in range(a.reps):
-                    kids = children_cpu()
-                    runs.append((timed(cmd.format(m=shm)), children_cpu() - kids))
-                tm[name] = med([r[0] for r in runs])
-                tm_cpu[name] = med([r[1] for r in runs])
-            res["tmpfs"] = tm
-            res["tmpfs_cpu"] = tm_cpu
+            measure_workloads(a, work, bao, shm, res)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
 
@@ -399,15 +413,15 @@ def machine():
 def ratios(res):
     """(label, value, target, kind) rows; kind says which way is good."""
     rows = []
-    cold, warm, fl, tm = res["vaultfs_cold"], res["vaultfs_warm"], res["floor"], res["tmpfs"]
+    cold, paired = res["vaultfs_cold"], res["paired"]
     for name, _ in WORKLOADS:
         ref = FLOOR_FOR[name]
-        rows.append((f"cold {name} / floor@{ref_conc(res, ref)}", cold[name] / fl[ref],
+        rows.append((f"cold {name} / floor@{ref_conc(res, ref)}", paired[name]["cold/floor"],
                      TARGETS.get(("cold", name)), "max"))
-    rows.append(("cold first byte / floor (serial LISTs+GET)", cold["first byte"] / fl["one"],
-                 None, "max"))
+    rows.append(("cold first byte / floor (serial LISTs+GET)",
+                 paired["first byte"]["cold/floor"], None, "max"))
     for name, _ in WORKLOADS:
-        rows.append((f"warm {name} / tmpfs", warm[name] / tm[name],
+        rows.append((f"warm {name} / tmpfs", paired[name]["warm/tmpfs"],
                      TARGETS.get(("warm", name)), "max"))
     per_secret = cold["xargs -P 8 cat"] / res["n_secrets"]
     rows.append(("CLI per secret / vaultfs per secret (cold parallel read)",
@@ -514,7 +528,10 @@ def report(a, res, out):
     if res.get("chart"):
         L.append(f"![ratios]({os.path.basename(res['chart'])})\n")
     L.append("Ratios are vaultfs time over the reference time (lower is better) except the CLI "
-             "row (higher is better). The floor is `examples/bench_floor.rs`: one keep-alive "
+             "row (higher is better), each the median of per-repetition ratios: every "
+             "vaultfs run is followed at once by its reference run (the floor at the same "
+             "concurrency, the tmpfs copy), as the machine's speed drifts over minutes. The "
+             "times table shows medians of each column on its own. The floor is `examples/bench_floor.rs`: one keep-alive "
              "reqwest client issuing exactly the LISTs and GETs of the walk, JSON-parsed, at the "
              "stated concurrency, with no filesystem in between. See docs/performance.md for the "
              "design behind these numbers.")
