@@ -123,6 +123,23 @@ impl<S: SecretStore> VaultFs<S> {
         });
     }
 
+    /// Answer a `readdir`/`readdirplus` at `offset`: `fill` gets the rest
+    /// of the stream, once the listing it comes from is recorded as served.
+    fn serve_dir<R, F>(&self, ino: INodeNo, offset: u64, reply: R, fill: F)
+    where
+        R: DirReply,
+        F: for<'a> FnOnce(&Shared<S>, R, Vec<(u64, &'a str, Entry)>) + Send + 'static,
+    {
+        let s = self.shared.clone();
+        self.with_listing(ino, offset, move |r| match r {
+            Ok(listing) => {
+                s.note_served(ino.0, &listing);
+                fill(&s, reply, s.stream(ino, &listing, offset))
+            }
+            Err(e) => reply.fail(errno(&e)),
+        });
+    }
+
     /// A directory's listing for a stream at `offset`: right here when
     /// everything it shows is cached (no task, no thread hop), else from a
     /// task. The start of a stream also fetches the children a walker
@@ -139,6 +156,23 @@ impl<S: SecretStore> VaultFs<S> {
                 self.spawn(async move { tree.readdir(ino.0, prefetch).await }, done)
             }
         }
+    }
+}
+
+/// The two directory replies, as far as [`VaultFs::serve_dir`] needs.
+trait DirReply: Send + 'static {
+    fn fail(self, e: Errno);
+}
+
+impl DirReply for ReplyDirectory {
+    fn fail(self, e: Errno) {
+        self.error(e)
+    }
+}
+
+impl DirReply for ReplyDirectoryPlus {
+    fn fail(self, e: Errno) {
+        self.error(e)
     }
 }
 
@@ -445,16 +479,10 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let s = self.shared.clone();
-        self.with_listing(ino, offset, move |r| {
-            let listing = match r {
-                Ok(l) => l,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            s.note_served(ino.0, &listing);
-            for (next, name, e) in s.stream(ino, &listing, offset) {
+        self.serve_dir(ino, offset, reply, |_, mut reply, stream| {
+            for (next, name, e) in stream {
                 if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
                     break;
                 }
@@ -469,16 +497,10 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let s = self.shared.clone();
-        self.with_listing(ino, offset, move |r| {
-            let listing = match r {
-                Ok(l) => l,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            s.note_served(ino.0, &listing);
-            for (next, name, e) in s.stream(ino, &listing, offset) {
+        self.serve_dir(ino, offset, reply, |s, mut reply, stream| {
+            for (next, name, e) in stream {
                 // One TTL for name and attributes here: the shorter one.
                 let ttl = s.attr_ttl(&e).min(s.entry_ttl(&e));
                 if reply.add(INodeNo(e.ino), next, name, &ttl, &s.attr(&e), Generation(0)) {
