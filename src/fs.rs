@@ -311,17 +311,23 @@ impl<S: SecretStore> Shared<S> {
                 .iter()
                 .map(|(n, e)| (self.tree.cookie(n), n.as_str(), e.clone())),
         );
-        out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        // Two names with one cookie (a 62-bit keyed hash: practically never)
-        // would make a resumed stream skip the second: space them apart.
-        for i in 1..out.len() {
-            if out[i].0 <= out[i - 1].0 {
-                out[i].0 = out[i - 1].0 + 1;
-            }
-        }
-        out.retain(|(c, _, _)| *c > offset);
-        out
+        resume_after(out, offset)
     }
+}
+
+/// Order a stream by cookie and keep what comes after `offset`. Two names
+/// with one cookie (a 62-bit keyed hash: practically never) would make a
+/// resumed stream skip the second, so they are spaced apart, the same way
+/// in every chunk of a stream over the same listing.
+fn resume_after<T: Ord>(mut entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
+    entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for i in 1..entries.len() {
+        if entries[i].0 <= entries[i - 1].0 {
+            entries[i].0 = entries[i - 1].0 + 1;
+        }
+    }
+    entries.retain(|(c, _, _)| *c > offset);
+    entries
 }
 
 macro_rules! read_only {
@@ -697,5 +703,65 @@ fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            ino: 9,
+            kind: Kind::File,
+            size: 0,
+            mtime: None,
+            fingerprint: 0,
+            valid_until: None,
+        }
+    }
+
+    fn names(v: &[(u64, &'static str, Entry)]) -> Vec<&'static str> {
+        v.iter().map(|e| e.1).collect()
+    }
+
+    /// Read a stream a chunk of `n` at a time, resuming after the cookie of
+    /// the last entry read, over whatever the listing is at that moment.
+    fn read_in_chunks(listings: &[Vec<(u64, &'static str)>], n: usize) -> Vec<&'static str> {
+        let (mut offset, mut out) = (0, Vec::new());
+        for l in listings.iter().cycle().take(1000) {
+            let chunk: Vec<_> = l.iter().map(|&(c, name)| (c, name, entry())).collect();
+            let rest = resume_after(chunk, offset);
+            if rest.is_empty() {
+                return out;
+            }
+            let take = &rest[..n.min(rest.len())];
+            offset = take.last().unwrap().0;
+            out.extend(names(take));
+        }
+        panic!("stream did not end");
+    }
+
+    #[test]
+    fn resumes_after_the_named_entry_across_a_change() {
+        // Cookies out of name order, as hashes are; "new" arrives and "b"
+        // goes between chunks.
+        let before = vec![(10, "a"), (30, "b"), (20, "c"), (40, "d")];
+        let after = vec![(10, "a"), (5, "new"), (20, "c"), (40, "d")];
+        let got = read_in_chunks(&[before, after], 2);
+        // a, c read first; then, over the new listing, what follows c's
+        // cookie (20): d. b (gone) and new (cookie before 20) are not seen,
+        // and nothing repeats.
+        assert_eq!(got, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn equal_cookies_are_spaced_apart_and_none_is_skipped() {
+        let l = vec![(7, "x"), (7, "y"), (8, "z"), (3, "w")];
+        let got = read_in_chunks(&[l.clone()], 1);
+        assert_eq!(got, ["w", "x", "y", "z"]);
+        let all = resume_after(l.into_iter().map(|(c, n)| (c, n, entry())).collect(), 0);
+        let cookies: Vec<u64> = all.iter().map(|e| e.0).collect();
+        assert_eq!(cookies, [3, 7, 8, 9]);
     }
 }
