@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn equal_cookies_are_spaced_apart_and_none_is_skipped() {
         let l = vec![(7, "x"), (7, "y"), (8, "z"), (3, "w")];
-        let got = read_in_chunks(&[l.clone()], 1);
+        let got = read_in_chunks(std::slice::from_ref(&l), 1);
         assert_eq!(got, ["w", "x", "y", "z"]);
         let all = resume_after(l.into_iter().map(|(c, n)| (c, n, entry())).collect(), 0);
         let cookies: Vec<u64> = all.iter().map(|e| e.0).collect();
