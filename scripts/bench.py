@@ -515,9 +515,11 @@ def report(a, res, out):
         L.append("")
     if "counts" in res:
         L.append("## Vault requests per workload (server side, file audit device)\n")
-        L.append(f"Minimum for a full cold walk: {a.folders + 1} LIST (one per folder, plus the "
-                 f"mount root) and {n} GET (one per secret). First byte: 2 LIST + 1 GET. "
-                 "Counted in a separate run; mount start-up requests are excluded.\n")
+        L.append(f"Minimum for a full cold walk: {n} GET (one per secret), and for the folders "
+                 "either one SCAN of the mount (OpenBao, the default) or, with `--no-scan` or "
+                 f"where SCAN is refused, {a.folders + 1} LIST (one per folder, plus the mount "
+                 "root). First byte (lookups, no SCAN): 2 LIST + 1 GET. Counted in a separate "
+                 "run; mount start-up requests are excluded.\n")
         L.append("| workload | cold LIST | cold GET | cold SCAN | cold other | warm total |")
         L.append("|---|---:|---:|---:|---:|---:|")
         for name, c in res["counts"].items():

@@ -177,15 +177,7 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         let p = &self.policy;
         // Built before taking the lock: weighing a value walks it.
         let fresh = match result {
-            Ok(v) => {
-                let weight = v.weight() + std::mem::size_of::<K>() + 64;
-                Ok(Ready {
-                    answer: Ok(Arc::new(v)),
-                    fetched: now,
-                    expires: now + p.ttl,
-                    weight,
-                })
-            }
+            Ok(v) => Ok(Self::ready(v, now, now + p.ttl)),
             Err(e) if e.is_definite() => Ok(Ready {
                 answer: Err(e),
                 fetched: now,
@@ -228,6 +220,40 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         inner.lru.put(key.clone(), Slot::Ready(ready));
         self.evict(&mut inner);
         answer
+    }
+
+    fn ready(v: V, fetched: Instant, expires: Instant) -> Ready<V> {
+        let weight = v.weight() + std::mem::size_of::<K>() + 64;
+        Ready {
+            answer: Ok(Arc::new(v)),
+            fetched,
+            expires,
+            weight,
+        }
+    }
+
+    /// Keep `v`, learnt from another answer that is served until `expires`
+    /// (and expires here then too), unless a fresh answer is held or a fetch
+    /// is under way: those are as new or newer.
+    pub fn offer(&self, key: &K, v: V, expires: Instant) {
+        let now = Instant::now();
+        if now >= expires {
+            return;
+        }
+        let fetched = expires.checked_sub(self.policy.ttl).unwrap_or(now);
+        let ready = Self::ready(v, fetched, expires);
+        let mut inner = self.inner.lock().expect("cache lock");
+        match inner.lru.peek(key) {
+            Some(Slot::Pending(..)) => return,
+            Some(Slot::Ready(r)) if Instant::now() < r.expires => return,
+            _ => {}
+        }
+        if let Some(Slot::Ready(old)) = inner.lru.pop(key) {
+            inner.bytes -= old.weight;
+        }
+        inner.bytes += ready.weight;
+        inner.lru.put(key.clone(), Slot::Ready(ready));
+        self.evict(&mut inner);
     }
 
     fn evict(&self, inner: &mut Inner<K, V>) {

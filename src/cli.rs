@@ -87,6 +87,10 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 16)]
     pub max_requests: usize,
 
+    /// Never use SCAN (OpenBao's recursive list): read every folder with LIST
+    #[arg(long)]
+    pub no_scan: bool,
+
     /// Most cached listings and secrets (each)
     #[arg(long, default_value_t = 50_000)]
     pub cache_entries: usize,

@@ -426,7 +426,9 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     harden(!p.args.no_mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
     let tree = Arc::new(
-        Tree::new(p.client.clone(), cache_policy(&p.args)).with_prefetch(p.args.max_requests),
+        Tree::new(p.client.clone(), cache_policy(&p.args))
+            .with_prefetch(p.args.max_requests)
+            .with_scan(!p.args.no_scan),
     );
     rt.block_on(check_vault(&p.client, &tree))?;
     serve(p, tree, &rt, reporter)

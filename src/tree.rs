@@ -5,7 +5,7 @@
 //! is `fs.rs`). See docs/semantics.md for the rules implemented here.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -206,6 +206,11 @@ pub struct Tree<S> {
     prefetch: Option<Arc<Semaphore>>,
     mounts: Cache<(), Vec<KvMount>>,
     listings: Cache<Key, Vec<String>>,
+    /// SCAN answers: every secret below a folder (see [`Tree::walk_listing`]).
+    scans: Cache<Key, Vec<String>>,
+    /// Mounts where SCAN is not used: off (`--no-scan`), or refused once.
+    no_scan: Mutex<HashSet<String>>,
+    scan: bool,
     secrets: Cache<Key, Secret>,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
@@ -291,6 +296,9 @@ impl<S: SecretStore> Tree<S> {
                 ..policy
             }),
             listings: Cache::new(policy),
+            scans: Cache::new(policy),
+            no_scan: Mutex::default(),
+            scan: true,
             secrets: Cache::new(policy),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
@@ -301,6 +309,13 @@ impl<S: SecretStore> Tree<S> {
     /// Let a directory read fetch its children in the background, at most
     /// `max_requests * 3 / 4` at a time, so a quarter of the request slots
     /// stay free for what the user asks next. 0 disables prefetching.
+    /// Whether directory reads may use SCAN (on by default; servers without
+    /// it are detected).
+    pub fn with_scan(mut self, scan: bool) -> Self {
+        self.scan = scan;
+        self
+    }
+
     pub fn with_prefetch(mut self, max_requests: usize) -> Self {
         self.prefetch =
             (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
@@ -604,6 +619,7 @@ impl<S: SecretStore> Tree<S> {
             async {
                 match is_folder {
                     Known::No => Ok(Arc::new(Vec::new())),
+                    _ if prefetch => self.walk_listing(&mount, &path).await,
                     _ => self.listing(&mount, &path).await,
                 }
             },
@@ -625,6 +641,43 @@ impl<S: SecretStore> Tree<S> {
             secret.as_ref(),
         );
         self.assemble(&mount, &path, listing, secret, until)
+    }
+
+    /// A folder's listing for the start of a directory read. When it is not
+    /// at hand and the server has SCAN, one SCAN answers it and every folder
+    /// below it, so a walk of the folder then makes no LIST at all, however
+    /// deep (with LIST, each level waits for the one above). Otherwise, and
+    /// whenever SCAN fails, LIST as ever.
+    async fn walk_listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
+        let key = (mount.clone(), path.to_string());
+        let scan = self.scan && !self.no_scan.lock().expect("no_scan").contains(&mount.path);
+        if scan && !self.listings.in_hand(&key) {
+            let store = &self.store;
+            match self.scans.get(&key, || store.scan(mount, path)).await {
+                Ok(keys) => {
+                    if let Some((_, until)) = self.scans.peek_expiry(&key) {
+                        for (folder, entries) in scan_listings(&keys) {
+                            let folder_key = (mount.clone(), join(path, &folder));
+                            self.listings.offer(&folder_key, entries, until);
+                        }
+                    }
+                }
+                // Not found, unreachable, or too big to take at once: LIST.
+                Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
+                Err(e) if e.is_transient() => {}
+                // Refused (no `scan` capability) or not understood (a server
+                // without SCAN): LIST in this mount from now on, rather than
+                // a refused SCAN before every LIST.
+                Err(e) => {
+                    tracing::info!(mount = %mount.path, error = %e, "SCAN not available: listing folders one at a time");
+                    self.no_scan
+                        .lock()
+                        .expect("no_scan")
+                        .insert(mount.path.clone());
+                }
+            }
+        }
+        self.listing(mount, path).await
     }
 
     /// When the first of the answers a directory's listing was built from
@@ -880,6 +933,30 @@ fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
     }
 }
 
+/// The LIST answer of every folder below a SCAN's folder ("" for itself),
+/// from the SCAN's keys (`a/b/c`: `a/` in "", `b/` in "a", `c` in "a/b"),
+/// sorted as LIST sorts them.
+fn scan_listings(keys: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for k in keys {
+        let mut folder = String::new();
+        let mut segs = k.split('/').peekable();
+        while let Some(seg) = segs.next() {
+            let entry = if segs.peek().is_some() {
+                format!("{seg}/")
+            } else {
+                seg.to_string()
+            };
+            folders.entry(folder.clone()).or_default().insert(entry);
+            folder = join(&folder, seg);
+        }
+    }
+    folders
+        .into_iter()
+        .map(|(f, e)| (f, e.into_iter().collect()))
+        .collect()
+}
+
 /// Until when `used`, an answer taken from `cache` under `key`, is served
 /// without asking Vault: its expiry while the cache still holds that very
 /// answer, else now (it was refreshed or evicted since).
@@ -945,6 +1022,21 @@ mod tests {
         assert!(!t.release(ROOT_INO, 100));
         assert!(t.by_ino.contains_key(&ROOT_INO));
         assert_eq!(t.by_ino.len(), t.by_node.len());
+    }
+
+    #[test]
+    fn scan_keys_make_the_list_answers_of_every_folder() {
+        let keys: Vec<String> = ["a", "top", "a/x", "a/b/c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let l = scan_listings(&keys);
+        let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // What `LIST` answers for each (checked against OpenBao by hand).
+        assert_eq!(l[""], want(&["a", "a/", "top"]));
+        assert_eq!(l["a"], want(&["b/", "x"]));
+        assert_eq!(l["a/b"], want(&["c"]));
+        assert_eq!(l.len(), 3);
     }
 
     #[test]

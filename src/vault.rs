@@ -41,6 +41,13 @@ pub trait SecretStore: Send + Sync + 'static {
         mount: &KvMount,
         path: &str,
     ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+    /// Every secret below a folder, recursively (OpenBao's SCAN): keys like
+    /// `a/b/c`, secrets only. Servers without SCAN answer an error.
+    fn scan(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
     /// The current version of a secret.
     fn read(
         &self,
@@ -330,6 +337,20 @@ impl VaultClient {
             }
         }
         e
+    }
+
+    /// The keys a LIST (GET with `list=true`) or SCAN of a folder answers.
+    async fn keys(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        method: Method,
+        list: bool,
+    ) -> Result<Vec<String>, VaultError> {
+        let p = kv_path(mount, "metadata", path);
+        let p = if p.ends_with('/') { p } else { format!("{p}/") };
+        let (_, v) = self.json(method, &p, list, false).await?;
+        parse_list(&v).map_err(|e| warn_failed(&p, e))
     }
 
     /// `auth/token/lookup-self`: proves the token works before mounting.
@@ -651,10 +672,12 @@ impl SecretStore for VaultClient {
     }
 
     async fn list(&self, mount: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
-        let p = kv_path(mount, "metadata", path);
-        let p = if p.ends_with('/') { p } else { format!("{p}/") };
-        let (_, v) = self.json(Method::GET, &p, true, false).await?;
-        parse_list(&v).map_err(|e| warn_failed(&p, e))
+        self.keys(mount, path, Method::GET, true).await
+    }
+
+    async fn scan(&self, mount: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+        let scan = Method::from_bytes(b"SCAN").expect("a valid method name");
+        self.keys(mount, path, scan, false).await
     }
 
     async fn read(&self, mount: &KvMount, path: &str) -> Result<Secret, VaultError> {

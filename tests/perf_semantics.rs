@@ -136,12 +136,10 @@ fn run(shell: &str, dir: &Path) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-#[test]
-fn cold_walk_costs_one_list_per_folder_and_one_get_per_secret() {
-    let a = audited();
-    let (folders, secrets) = (3, 6);
-    seed_tree(&a.bao, folders, secrets);
-
+/// The requests a cold walk costs, and that a warm one costs none.
+/// `lists` and `scans` are the LISTs and SCANs expected; GETs are always one
+/// per secret, and the mount table is read once.
+fn check_walks(a: &Audited, opts: MountOpts, secrets: usize, lists: usize, scans: usize) {
     for walk in [
         "find \"$1\" -type f",
         "ls -lR \"$1\"",
@@ -149,25 +147,22 @@ fn cold_walk_costs_one_list_per_folder_and_one_get_per_secret() {
     ] {
         // From before the mount: what mounting costs counts too.
         let start = a.settle();
-        let m = Mount::new(&a.bao, ROOT_TOKEN);
+        let m = Mount::with(&a.bao, opts.clone());
         let out = run(walk, m.path());
         assert!(!out.is_empty() || walk.starts_with("grep"), "{walk}");
         let mid = a.settle();
         let cold = a.requests(start, mid);
-        let lists: Vec<_> = cold.iter().filter(|(o, _)| o == "list").collect();
-        assert_eq!(
-            lists.len(),
-            folders + 1,
-            "{walk}: one LIST per folder and the mount root: {lists:?}"
-        );
+        let of = |op: &str| -> Vec<_> { cold.iter().filter(|(o, _)| o == op).collect() };
+        assert_eq!(of("list").len(), lists, "{walk}: LISTs: {:?}", of("list"));
+        assert_eq!(of("scan").len(), scans, "{walk}: SCANs: {:?}", of("scan"));
         assert_eq!(
             count(&cold, "read", "secret/data/"),
-            folders * secrets,
+            secrets,
             "{walk}: one GET per secret: {cold:?}"
         );
         let others: Vec<_> = cold
             .iter()
-            .filter(|(o, p)| !(o == "list" || p.starts_with("secret/data/")))
+            .filter(|(o, p)| !(o == "list" || o == "scan" || p.starts_with("secret/data/")))
             .collect();
         assert_eq!(
             others
@@ -189,6 +184,40 @@ fn cold_walk_costs_one_list_per_folder_and_one_get_per_secret() {
         let end = a.settle();
         assert_eq!(a.requests(mid, end), Vec::new(), "{walk} warm");
     }
+}
+
+/// A cold walk costs one GET per secret and, for the folders, one SCAN of
+/// the mount (OpenBao), or with `--no-scan` one LIST per folder and the
+/// mount root.
+#[test]
+fn cold_walk_costs_one_scan_or_one_list_per_folder_and_one_get_per_secret() {
+    let a = audited();
+    let (folders, secrets) = (3, 6);
+    seed_tree(&a.bao, folders, secrets);
+    check_walks(&a, MountOpts::new(ROOT_TOKEN), folders * secrets, 0, 1);
+    check_walks(
+        &a,
+        MountOpts::new(ROOT_TOKEN).arg("--no-scan"),
+        folders * secrets,
+        folders + 1,
+        0,
+    );
+
+    // A token that may list but not scan: SCAN is refused once per mount,
+    // then LIST as with --no-scan.
+    let token = a.bao.token_with_policy(
+        "list-no-scan",
+        "path \"secret/metadata/*\" { capabilities = [\"list\", \"read\"] }\n\
+         path \"secret/data/*\" { capabilities = [\"read\"] }\n",
+        &[],
+    );
+    check_walks(
+        &a,
+        MountOpts::new(&token),
+        folders * secrets,
+        folders + 1,
+        1,
+    );
 
     // A cold `cat` fetches only its path: no prefetch on lookup.
     let m = Mount::new(&a.bao, ROOT_TOKEN);

@@ -268,6 +268,7 @@ pub struct Mount {
     pub log: PathBuf,
 }
 
+#[derive(Clone)]
 pub struct MountOpts<'a> {
     pub token: &'a str,
     pub args: Vec<String>,
