@@ -228,6 +228,27 @@ fn cold_walk_costs_one_scan_or_one_list_per_folder_and_one_get_per_secret() {
     assert_eq!(count(&reqs, "read", "secret/data/"), 1, "{reqs:?}");
 }
 
+/// Depth costs no requests: a walk of a tree five folders deep makes one
+/// SCAN, no LIST, and one GET per secret (with LIST each level waits for the
+/// one above; here nothing waits).
+#[test]
+fn deep_walk_costs_one_scan() {
+    let a = audited();
+    let mut secrets = 0;
+    for top in ["x", "y"] {
+        for leaf in 0..3 {
+            put(
+                &a.bao,
+                &format!("{top}/l2/l3/l4/l5/s{leaf}"),
+                json!({"k": "v"}),
+            );
+            put(&a.bao, &format!("{top}/l2/l3/t{leaf}"), json!({"k": "v"}));
+            secrets += 2;
+        }
+    }
+    check_walks(&a, MountOpts::new(ROOT_TOKEN), secrets, 0, 1);
+}
+
 #[test]
 fn rotated_value_is_read_whole_after_ttl() {
     let a = audited();
