@@ -87,8 +87,17 @@ pub fn harden(mlock: bool) {
     }
     match memlock_allowed() {
         Ok(()) => {
-            // SAFETY: plain syscall with constant arguments.
-            let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+            // MCL_ONFAULT locks each page when it is first touched instead of
+            // faulting in everything mapped: reserved but untouched memory
+            // (fuser's 16 MiB request buffer, thread stacks) stays out of
+            // RAM, while every page that ever holds data is locked the moment
+            // it does. Kernels before 4.4 refuse the flag: lock it all then.
+            let all = libc::MCL_CURRENT | libc::MCL_FUTURE;
+            // SAFETY: plain syscalls with constant arguments.
+            let mut rc = unsafe { libc::mlockall(all | libc::MCL_ONFAULT) };
+            if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                rc = unsafe { libc::mlockall(all) };
+            }
             if rc != 0 {
                 tracing::warn!(
                     error = %io::Error::last_os_error(),
