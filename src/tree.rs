@@ -1039,6 +1039,117 @@ mod tests {
         assert_eq!(l.len(), 3);
     }
 
+    /// A store whose SCAN answers `scan` and whose LIST answers from `keys`
+    /// (every secret path), counting the calls.
+    struct Fake {
+        keys: Vec<&'static str>,
+        scan: Result<(), VaultError>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn calls(&self, op: &str) -> usize {
+            let calls = self.calls.lock().unwrap();
+            calls.iter().filter(|c| c.starts_with(op)).count()
+        }
+    }
+
+    impl SecretStore for Fake {
+        async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
+            Ok(vec![m("secret")])
+        }
+        async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+            self.calls.lock().unwrap().push(format!("list {path}"));
+            let below: Vec<String> = self
+                .keys
+                .iter()
+                .filter_map(|k| match path {
+                    "" => Some(k.to_string()),
+                    p => k.strip_prefix(&format!("{p}/")).map(str::to_string),
+                })
+                .collect();
+            scan_listings(&below).remove("").ok_or(VaultError::NotFound)
+        }
+        async fn scan(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+            self.calls.lock().unwrap().push(format!("scan {path}"));
+            self.scan.clone()?;
+            let below = self.keys.iter().filter_map(|k| match path {
+                "" => Some(k.to_string()),
+                p => k.strip_prefix(&format!("{p}/")).map(str::to_string),
+            });
+            Ok(below.collect())
+        }
+        async fn read(&self, _: &KvMount, path: &str) -> Result<Secret, VaultError> {
+            self.calls.lock().unwrap().push(format!("read {path}"));
+            match self.keys.contains(&path) {
+                true => Ok(Secret::from_data(serde_json::Map::new(), None)),
+                false => Err(VaultError::NotFound),
+            }
+        }
+    }
+
+    /// Read every directory below the mount root, as a walk does; returns
+    /// the names seen.
+    async fn walk(tree: &Arc<Tree<Fake>>) -> Vec<String> {
+        let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        let (mut todo, mut seen) = (vec![(root, String::new())], Vec::new());
+        while let Some((ino, at)) = todo.pop() {
+            for (name, e) in tree.readdir(ino, true).await.unwrap().iter() {
+                let path = format!("{at}/{name}");
+                if e.kind == Kind::Dir {
+                    // As the kernel would hold it after a readdirplus.
+                    tree.hand_out(e.ino);
+                    todo.push((e.ino, path.clone()));
+                }
+                seen.push(path);
+            }
+        }
+        seen.sort();
+        seen
+    }
+
+    fn fake(scan: Result<(), VaultError>) -> Arc<Tree<Fake>> {
+        let store = Fake {
+            keys: vec!["a/b/c", "a/d", "e"],
+            scan,
+            calls: Mutex::default(),
+        };
+        let policy = CachePolicy {
+            ttl: std::time::Duration::from_secs(60),
+            stale_if_error: std::time::Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+        Arc::new(Tree::new(Arc::new(store), policy))
+    }
+
+    #[tokio::test]
+    async fn a_walk_lists_with_one_scan_where_scan_works() {
+        let tree = fake(Ok(()));
+        let seen = walk(&tree).await;
+        assert!(seen.contains(&"/a/b/c".to_string()), "{seen:?}");
+        assert_eq!(tree.store.calls("scan"), 1);
+        assert_eq!(tree.store.calls("list"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_server_without_scan_is_asked_once_then_listed() {
+        for refusal in [
+            VaultError::Http {
+                status: 405,
+                message: "unsupported operation".into(),
+            },
+            VaultError::Forbidden,
+        ] {
+            let tree = fake(Err(refusal));
+            let via_list = walk(&tree).await;
+            assert_eq!(tree.store.calls("scan"), 1, "asked once, then not again");
+            // The root, `a` and `a/b`: one LIST per folder.
+            assert_eq!(tree.store.calls("list"), 3);
+            assert_eq!(via_list, walk(&fake(Ok(()))).await, "same tree either way");
+        }
+    }
+
     #[test]
     fn listing_merges_secret_and_folder() {
         let keys: Vec<String> = ["app", "app/", "db/", "x/y", ""]
