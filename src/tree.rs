@@ -1048,6 +1048,19 @@ mod tests {
     }
 
     impl Fake {
+        /// The secrets below `path`, relative to it: what SCAN answers.
+        fn below(&self, path: &str) -> Vec<String> {
+            let prefix = if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            };
+            self.keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+                .collect()
+        }
+
         fn calls(&self, op: &str) -> usize {
             let calls = self.calls.lock().unwrap();
             calls.iter().filter(|c| c.starts_with(op)).count()
@@ -1060,24 +1073,14 @@ mod tests {
         }
         async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
             self.calls.lock().unwrap().push(format!("list {path}"));
-            let below: Vec<String> = self
-                .keys
-                .iter()
-                .filter_map(|k| match path {
-                    "" => Some(k.to_string()),
-                    p => k.strip_prefix(&format!("{p}/")).map(str::to_string),
-                })
-                .collect();
-            scan_listings(&below).remove("").ok_or(VaultError::NotFound)
+            scan_listings(&self.below(path))
+                .remove("")
+                .ok_or(VaultError::NotFound)
         }
         async fn scan(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
             self.calls.lock().unwrap().push(format!("scan {path}"));
             self.scan.clone()?;
-            let below = self.keys.iter().filter_map(|k| match path {
-                "" => Some(k.to_string()),
-                p => k.strip_prefix(&format!("{p}/")).map(str::to_string),
-            });
-            Ok(below.collect())
+            Ok(self.below(path))
         }
         async fn read(&self, _: &KvMount, path: &str) -> Result<Secret, VaultError> {
             self.calls.lock().unwrap().push(format!("read {path}"));
