@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -63,15 +62,7 @@ fn warm_walk_never_reaches_the_daemon() {
     let cold = walk(&root);
     assert_eq!(cold.len(), 4 * 3 + 6, "{cold:?}"); // 3 files per secret + dirs
 
-    let pid = m.pid() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let (tx, rx) = mpsc::channel();
-    let walker = std::thread::spawn(move || {
-        let _ = tx.send(walk(&root));
-    });
-    let warm = rx.recv_timeout(Duration::from_secs(10));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    walker.join().unwrap();
+    let warm = m.while_stopped(move || walk(&root));
     assert_eq!(
         warm.expect("a warm walk waited for the stopped daemon"),
         cold

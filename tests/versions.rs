@@ -6,7 +6,6 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
@@ -100,17 +99,11 @@ fn warm_reads_never_reach_the_daemon() {
     assert_eq!(read(&f), value); // fills the page cache
     let mut again = std::fs::File::open(&f).unwrap(); // kept: FOPEN_KEEP_CACHE
 
-    let pid = m.pid() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
+    let got = m.while_stopped(move || {
         let mut s = Vec::new();
         let r = again.read_to_end(&mut s).map(|_| s);
-        let _ = tx.send(r.map(|s| String::from_utf8(s).unwrap()));
+        r.map(|s| String::from_utf8(s).unwrap())
     });
-    let got = rx.recv_timeout(Duration::from_secs(10));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    reader.join().unwrap();
     let got = got.expect("a warm read waited for the stopped daemon");
     assert_eq!(got.unwrap(), value);
 }
@@ -198,18 +191,11 @@ fn warm_open_never_reaches_the_daemon() {
     assert_eq!(read(m.p("secret/ver/noopen/w")), "other");
     assert_eq!(read(&f), value);
 
-    let pid = m.pid() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let r = (0..3)
+    let got = m.while_stopped(move || {
+        (0..3)
             .map(|_| std::fs::read(&f))
-            .collect::<Result<Vec<_>, _>>();
-        let _ = tx.send(r);
+            .collect::<Result<Vec<_>, _>>()
     });
-    let got = rx.recv_timeout(Duration::from_secs(10));
-    unsafe { libc::kill(pid, libc::SIGCONT) };
-    reader.join().unwrap();
     let got = got.expect("a warm open waited for the stopped daemon");
     for v in got.unwrap() {
         assert_eq!(String::from_utf8(v).unwrap(), value);

@@ -369,6 +369,27 @@ impl Mount {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
+
+    /// Run `f` on another thread while the daemon is stopped (SIGSTOP):
+    /// its result if it finished within 10 s, `None` if it waited for the
+    /// daemon. The daemon is continued either way.
+    pub fn while_stopped<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let pid = self.pid() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let (tx, rx) = mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10)).ok();
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        worker.join().unwrap();
+        got
+    }
 }
 
 impl Drop for Mount {
