@@ -273,15 +273,18 @@ impl<S: SecretStore> Shared<S> {
         }
     }
 
+    /// Whether the kernel may hold a listing of `ino` that has outlived the
+    /// answers it came from.
+    fn stale(&self, ino: u64) -> bool {
+        let served = self.served.lock().expect("served");
+        served.get(&ino).is_some_and(|s| s.until <= Instant::now())
+    }
+
     /// Before the kernel is given a directory's attributes anew: if the
-    /// listing it may hold has outlived its answers, compare it with the
-    /// current one (a Vault request if that expired too).
+    /// listing it may hold is stale, compare it with the current one (a
+    /// Vault request if that expired too).
     async fn revalidate(&self, ino: u64) {
-        let stale = {
-            let served = self.served.lock().expect("served");
-            served.get(&ino).is_some_and(|s| s.until <= Instant::now())
-        };
-        if stale {
+        if self.stale(ino) {
             // On an error the kernel gets no TTL (attr_ttl 0) and asks again.
             if let Ok(listing) = self.tree.readdir(ino, true).await {
                 self.note_served(ino, &listing);
@@ -399,13 +402,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             Err(e) => return reply.error(errno(&e)),
         };
         let s = self.shared.clone();
-        let stale = e.kind == Kind::Dir && {
-            let served = s.served.lock().expect("served");
-            served
-                .get(&ino.0)
-                .is_some_and(|d| d.until <= Instant::now())
-        };
-        if !stale {
+        if !(e.kind == Kind::Dir && s.stale(ino.0)) {
             return reply.attr(&s.attr_ttl(&e), &s.attr(&e));
         }
         let done = s.clone();
@@ -507,8 +504,9 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     ) {
         self.serve_dir(ino, offset, reply, |s, mut reply, stream| {
             for (next, name, e) in stream {
-                // One TTL for name and attributes here: the shorter one.
-                let ttl = s.attr_ttl(&e).min(s.entry_ttl(&e));
+                // One TTL for name and attributes here: the attributes',
+                // never longer than the name's.
+                let ttl = s.attr_ttl(&e);
                 if reply.add(INodeNo(e.ino), next, name, &ttl, &s.attr(&e), Generation(0)) {
                     break;
                 }
