@@ -245,7 +245,7 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         let mut inner = self.inner.lock().expect("cache lock");
         match inner.lru.peek(key) {
             Some(Slot::Pending(..)) => return,
-            Some(Slot::Ready(r)) if Instant::now() < r.expires => return,
+            Some(Slot::Ready(r)) if now < r.expires => return,
             _ => {}
         }
         if let Some(Slot::Ready(old)) = inner.lru.pop(key) {

@@ -208,8 +208,9 @@ pub struct Tree<S> {
     listings: Cache<Key, Vec<String>>,
     /// SCAN answers: every secret below a folder (see [`Tree::walk_listing`]).
     scans: Cache<Key, Vec<String>>,
-    /// Mounts where SCAN is not used: off (`--no-scan`), or refused once.
+    /// Mounts where SCAN was refused once: LIST only there.
     no_scan: Mutex<HashSet<String>>,
+    /// SCAN may be used at all (off with `--no-scan`).
     scan: bool,
     secrets: Cache<Key, Secret>,
     inodes: Arc<Mutex<Inodes>>,
@@ -615,12 +616,12 @@ impl<S: SecretStore> Tree<S> {
             Some(l) => facts(l, leaf),
             None => (Known::No, Known::Yes),
         };
-        let (listing, secret): (Answer<Vec<String>>, _) = tokio::join!(
+        let (listing, secret) = tokio::join!(
             async {
                 match is_folder {
-                    Known::No => Ok(Arc::new(Vec::new())),
-                    _ if prefetch => self.walk_listing(&mount, &path).await,
-                    _ => self.listing(&mount, &path).await,
+                    Known::No => None,
+                    _ if prefetch => Some(self.walk_listing(&mount, &path).await),
+                    _ => Some(self.listing(&mount, &path).await),
                 }
             },
             async {
@@ -630,17 +631,10 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         );
-        if let (Ok(keys), true) = (&listing, prefetch) {
+        if let (Some(Ok(keys)), true) = (&listing, prefetch) {
             self.prefetch_children(&mount, &path, keys);
         }
-        let until = self.answers_until(
-            &mount,
-            &path,
-            parent_listing.as_ref(),
-            (is_folder != Known::No).then_some(&listing),
-            secret.as_ref(),
-        );
-        self.assemble(&mount, &path, listing, secret, until)
+        self.assemble(&mount, &path, parent_listing.as_ref(), listing, secret)
     }
 
     /// A folder's listing for the start of a directory read. When it is not
@@ -742,27 +736,25 @@ impl<S: SecretStore> Tree<S> {
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
+        let (parent, leaf) = split_parent(path);
         let parent_listing = match path.is_empty() {
             true => None,
-            false => Some(
-                self.listings
-                    .peek(&(mount.clone(), split_parent(path).0.to_string()))?,
-            ),
+            false => Some(self.listings.peek(&(mount.clone(), parent.to_string()))?),
         };
         let (is_secret, is_folder) = match &parent_listing {
-            Some(l) => facts(l, split_parent(path).1),
+            Some(l) => facts(l, leaf),
             None => (Known::No, Known::Yes),
         };
         let key = (mount.clone(), path.clone());
         let listing = match is_folder {
-            Known::No => Ok(Arc::new(Vec::new())),
-            _ => self.listings.peek(&key)?,
+            Known::No => None,
+            _ => Some(self.listings.peek(&key)?),
         };
         let secret = match is_secret {
             Known::No => None,
             _ => Some(self.secrets.peek(&key)?),
         };
-        if let (Ok(keys), true) = (&listing, prefetch) {
+        if let (Some(Ok(keys)), true) = (&listing, prefetch) {
             let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
                 Some(f) => self.listings.in_hand(&(mount.clone(), join(path, f))),
                 None => self.secrets.in_hand(&(mount.clone(), join(path, k))),
@@ -771,14 +763,7 @@ impl<S: SecretStore> Tree<S> {
                 return None;
             }
         }
-        let until = self.answers_until(
-            mount,
-            path,
-            parent_listing.as_ref(),
-            (is_folder != Known::No).then_some(&listing),
-            secret.as_ref(),
-        );
-        Some(self.assemble(mount, path, listing, secret, until))
+        Some(self.assemble(mount, path, parent_listing.as_ref(), listing, secret))
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
@@ -790,14 +775,23 @@ impl<S: SecretStore> Tree<S> {
     }
 
     /// The entries of a directory from its listing and its own secret.
+    /// `listing` and `secret` are `None` when the parent's listing says the
+    /// directory is no folder, or no secret.
     fn assemble(
         &self,
         mount: &KvMount,
         path: &str,
-        listing: Answer<Vec<String>>,
+        parent_listing: Option<&Answer<Vec<String>>>,
+        listing: Option<Answer<Vec<String>>>,
         secret: Option<Answer<Secret>>,
-        valid_until: Instant,
     ) -> Result<Listing, FsError> {
+        let valid_until = self.answers_until(
+            mount,
+            path,
+            parent_listing,
+            listing.as_ref(),
+            secret.as_ref(),
+        );
         let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
             Some(Ok(s)) => Some(s),
@@ -805,11 +799,11 @@ impl<S: SecretStore> Tree<S> {
             Some(Err(e)) => return Err(e.into()),
         };
         let children = match listing {
-            Ok(keys) => listing_children(&keys),
-            Err(VaultError::NotFound) => Vec::new(),
+            Some(Ok(keys)) => listing_children(&keys),
+            None | Some(Err(VaultError::NotFound)) => Vec::new(),
             // A readable secret still shows its keys when its folder is unlistable.
-            Err(VaultError::Forbidden) if secret.is_some() => Vec::new(),
-            Err(e) => return Err(e.into()),
+            Some(Err(VaultError::Forbidden)) if secret.is_some() => Vec::new(),
+            Some(Err(e)) => return Err(e.into()),
         };
         let mut out: BTreeMap<String, Entry> = BTreeMap::new();
         for seg in &children {
