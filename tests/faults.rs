@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::hostile::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -203,73 +202,9 @@ fn odd_names_many_keys_and_big_values_from_openbao() {
 // ---------------------------------------------------------------------------
 // Hostile answers from a loopback HTTP peer.
 
-type Route = fn(&str) -> Option<(u16, Vec<u8>)>;
-
-/// A minimal HTTP/1.1 server on 127.0.0.1 answering one request per
-/// connection from `route(path_and_query)`. Lives as long as the process.
-fn serve(route: Route) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", l.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            std::thread::spawn(move || answer(conn, route));
-        }
-    });
-    addr
-}
-
-fn answer(conn: TcpStream, route: Route) {
-    let mut r = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let target = line.split(' ').nth(1).unwrap_or("").to_string();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-    }
-    let mut w = conn;
-    if target.ends_with("/slowloris") {
-        // Always sending, never finishing: only a total deadline stops it.
-        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{");
-        for _ in 0..200 {
-            std::thread::sleep(Duration::from_millis(100));
-            if w.write_all(b" ").is_err() {
-                return;
-            }
-        }
-        return;
-    }
-    let (status, body) = route(&target).unwrap_or((404, br#"{"errors":[]}"#.to_vec()));
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = w.write_all(head.as_bytes());
-    let _ = w.write_all(&body);
-}
-
-fn ok(v: Value) -> Option<(u16, Vec<u8>)> {
-    Some((200, v.to_string().into_bytes()))
-}
-
-fn kv2(data: Value) -> Option<(u16, Vec<u8>)> {
-    ok(
-        json!({"data": {"data": data, "metadata": {"created_time": "2024-01-02T03:04:05Z",
-                                                   "deletion_time": "", "destroyed": false}}}),
-    )
-}
-
-fn hostile(target: &str) -> Option<(u16, Vec<u8>)> {
+fn hostile(r: &Request) -> Option<Reply> {
     let long = "y".repeat(300);
-    match target {
-        "/v1/auth/token/lookup-self" => ok(json!({"data": {"ttl": 0, "renewable": false}})),
-        "/v1/sys/internal/ui/mounts" => ok(
-            json!({"data": {"secret": {"secret/": {"type": "kv", "options": {"version": "2"}}}}}),
-        ),
+    match r.target.as_str() {
         "/v1/secret/metadata/?list=true" => ok(json!({"data": {"keys": [
             "ok", "malformed", "wrongtype", "nodata", "huge", "slowloris", "e500", "manykeys", "flaky",
             "folder/", "hugelist/", "badlist/", 42, null, {"k": 1}, "", "..", "a/b", long]}})),
@@ -278,65 +213,35 @@ fn hostile(target: &str) -> Option<(u16, Vec<u8>)> {
         "/v1/secret/data/flaky" => {
             static HITS: AtomicUsize = AtomicUsize::new(0);
             match HITS.fetch_add(1, Ordering::SeqCst) {
-                0 => Some((503, br#"{"errors":["standby"]}"#.to_vec())),
-                1 => Some((429, br#"{"errors":[]}"#.to_vec())),
-                2 => Some((502, b"<html>bad gateway</html>".to_vec())),
+                0 => status(503, r#"{"errors":["standby"]}"#),
+                1 => status(429, r#"{"errors":[]}"#),
+                2 => status(502, "<html>bad gateway</html>"),
                 _ => kv2(json!({"k": "eventually"})),
             }
         }
         "/v1/secret/data/manykeys" => kv2(Value::Object(
             (0..5000).map(|i| (format!("k{i}"), json!(i))).collect(),
         )),
-        "/v1/secret/data/malformed" => Some((200, br#"{"data": {"data": {"k": "v"#.to_vec())),
+        "/v1/secret/data/malformed" => status(200, r#"{"data": {"data": {"k": "v"#),
         "/v1/secret/data/wrongtype" => ok(json!({"data": {"data": ["k", "v"], "metadata": 7}})),
         "/v1/secret/data/nodata" => ok(json!({"warnings": null})),
         // Over the 1 MiB cap the test mounts with.
         "/v1/secret/data/huge" => kv2(json!({"k": "h".repeat(3 << 20)})),
-        "/v1/secret/data/e500" => {
-            Some((500, br#"{"errors":["internal\nFORGED LOG LINE"]}"#.to_vec()))
-        }
+        "/v1/secret/data/e500" => status(500, r#"{"errors":["internal\nFORGED LOG LINE"]}"#),
         "/v1/secret/metadata/folder/?list=true" => ok(json!({"data": {"keys": [
             "ok", ".", "..", "", "a/b", "x/", "%", "y".repeat(300), 7, null]}})),
         "/v1/secret/metadata/hugelist/?list=true" => ok(json!({"data": {"keys":
             (0..20000).map(|i| format!("s{i:05}")).collect::<Vec<_>>()}})),
         "/v1/secret/metadata/badlist/?list=true" => ok(json!({"data": {"keys": "nope"}})),
         "/v1/secret/data/folder/ok" => kv2(json!({"k": "nested"})),
-        _ => None,
+        "/v1/secret/data/slowloris" => Some(Reply::Slowloris),
+        _ => basics(r),
     }
-}
-
-/// Runs the real binary against `addr` and waits for the mount.
-fn mount_addr(addr: &str, extra: &[&str]) -> Mount {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().with_extension("log");
-    let mut cmd = Command::new(vaultfs_bin());
-    cmd.env("VAULT_ADDR", addr)
-        .env("VAULT_TOKEN", "hostile-test-token")
-        .env("RUST_LOG", "info")
-        .arg("mount")
-        .arg("--foreground")
-        .arg(dir.path())
-        .args(extra)
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut m = Mount {
-        dir,
-        child: Some(spawn_kept(cmd)),
-        log,
-    };
-    wait_until("hostile mount", Duration::from_secs(20), || {
-        if let Ok(Some(st)) = m.child.as_mut().unwrap().try_wait() {
-            panic!("vaultfs exited with {st}: {}", m.log_text());
-        }
-        is_mounted(m.path())
-    });
-    m
 }
 
 #[test]
 fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
-    let addr = serve(hostile);
-    let m = mount_addr(&addr, &["--max-response-mib", "1", "--timeout", "3s"]);
+    let m = Server::start(hostile).mount(&["--max-response-mib", "1", "--timeout", "3s"]);
     let root = names(m.p("secret"));
     assert_eq!(
         root,
@@ -449,7 +354,7 @@ fn bad_command_lines_give_one_line_errors() {
     fails_with_one_line(c, "cannot read token file");
 
     // Reaches a (hostile-but-sane) Vault, then refuses the mountpoint.
-    let addr = serve(hostile);
+    let addr = Server::start(hostile).addr;
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let mut c = vaultfs_env(&addr);

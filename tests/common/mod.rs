@@ -2,6 +2,8 @@
 //! mounts of the vaultfs binary. Nothing here is a mock.
 #![allow(dead_code)]
 
+pub mod hostile;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
