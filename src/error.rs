@@ -31,6 +31,10 @@ pub enum VaultError {
     TooLarge(usize),
     #[error("Vault rejected the token: {0}")]
     BadToken(String),
+    /// A request that would not reach the path it names (a `.`, `..`,
+    /// empty or NUL segment); never sent.
+    #[error("refused to ask Vault for {0}: the path has a '.', '..', empty or NUL segment")]
+    UnsafePath(String),
 }
 
 impl VaultError {
@@ -100,7 +104,9 @@ impl FsError {
     pub fn errno(&self) -> libc::c_int {
         match self {
             FsError::Vault(VaultError::Forbidden) => libc::EACCES,
-            FsError::Vault(VaultError::NotFound) | FsError::NoEntry => libc::ENOENT,
+            FsError::Vault(VaultError::NotFound | VaultError::UnsafePath(_)) | FsError::NoEntry => {
+                libc::ENOENT
+            }
             FsError::Vault(_) => libc::EIO,
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
@@ -118,6 +124,8 @@ mod tests {
     fn errno_mapping() {
         assert_eq!(FsError::from(VaultError::Forbidden).errno(), libc::EACCES);
         assert_eq!(FsError::from(VaultError::NotFound).errno(), libc::ENOENT);
+        let outside = VaultError::UnsafePath("\"a/..\"".into());
+        assert_eq!(FsError::from(outside).errno(), libc::ENOENT);
         assert_eq!(FsError::from(VaultError::Sealed).errno(), libc::EIO);
         assert_eq!(
             FsError::from(VaultError::Http {
@@ -163,6 +171,7 @@ mod tests {
             VaultError::Forbidden,
             VaultError::NotFound,
             VaultError::TooLarge(1),
+            VaultError::UnsafePath(String::new()),
         ] {
             assert!(!e.is_retryable() && !e.is_outage(), "{e}");
         }

@@ -236,10 +236,22 @@ fn split_parent(path: &str) -> (&str, &str) {
     }
 }
 
+/// Whether a Vault name can be one segment of a request path: `.` and
+/// `..` would move the request elsewhere (docs/security.md), and a slash
+/// would make it two segments. Such names are never folders or secrets
+/// here (nor are names with NUL, which Vault refuses); they can still be
+/// key names, which never reach a path.
+pub fn is_path_segment(seg: &str) -> bool {
+    !seg.is_empty() && seg != "." && seg != ".." && !seg.contains(['/', '\0'])
+}
+
 /// The children of the root (`prefix` "") or of a mount-path prefix.
 pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
     let mut out = BTreeMap::new();
-    for m in mounts {
+    for m in mounts
+        .iter()
+        .filter(|m| m.path.split('/').all(is_path_segment))
+    {
         let rest = if prefix.is_empty() {
             Some(m.path.as_str())
         } else {
@@ -265,12 +277,12 @@ pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
 }
 
 /// Group raw LIST keys into child names: `a` (secret) and `a/` (folder) are
-/// one child. Keys with an inner slash cannot be one path segment: skipped.
+/// one child. Keys that cannot be one path segment are skipped.
 pub fn listing_children(keys: &[String]) -> Vec<String> {
     let mut segs: Vec<String> = keys
         .iter()
         .map(|k| k.strip_suffix('/').unwrap_or(k))
-        .filter(|s| !s.is_empty() && !s.contains('/'))
+        .filter(|s| is_path_segment(s))
         .map(str::to_string)
         .collect();
     segs.sort();
@@ -458,7 +470,7 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         seg: &str,
     ) -> Result<Entry, FsError> {
-        let known = if seg.contains('/') {
+        let known = if !is_path_segment(seg) {
             Known::No
         } else {
             self.is_child_dir(mount, path, seg).await?
@@ -869,7 +881,7 @@ impl<S: SecretStore> Tree<S> {
                 Some(f) => (f, true),
                 None => (k.as_str(), false),
             };
-            if seg.is_empty() || seg.contains('/') {
+            if !is_path_segment(seg) {
                 continue;
             }
             let key = (mount.clone(), join(path, seg));

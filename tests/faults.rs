@@ -246,7 +246,6 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
     assert_eq!(
         root,
         [
-            "%2E%2E",
             "badlist",
             "e500",
             "flaky",
@@ -269,10 +268,8 @@ fn hostile_answers_fail_cleanly_and_do_not_corrupt_the_tree() {
         let e = errno_of(std::fs::read(m.p(&format!("secret/{bad}/k"))));
         assert_eq!(e, libc::EIO, "{bad}");
     }
-    assert_eq!(
-        names(m.p("secret/folder")),
-        ["%25", "%2E", "%2E%2E", "ok", "x"]
-    );
+    // `.` and `..` can be no folder or secret (docs/security.md).
+    assert_eq!(names(m.p("secret/folder")), ["%25", "ok", "x"]);
     assert_eq!(read(m.p("secret/folder/ok/k")), "nested");
     assert_eq!(names(m.p("secret/hugelist")).len(), 20000);
     assert_eq!(names(m.p("secret/manykeys")).len(), 5002);

@@ -3,13 +3,18 @@
 //! parsing and rendering. The same properties run unbounded under cargo-fuzz
 //! (fuzz/, see docs/reliability.md).
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use proptest::prelude::*;
-use reqwest::StatusCode;
+use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
+use vaultfs::cache::CachePolicy;
+use vaultfs::error::VaultError;
 use vaultfs::naming::{decode, encode, NAME_MAX};
 use vaultfs::secret::{Secret, SecretFile};
-use vaultfs::tree::listing_children;
-use vaultfs::vault::{parse_list, parse_read, KvVersion};
+use vaultfs::tree::{is_path_segment, listing_children, Tree, ROOT_INO};
+use vaultfs::vault::{parse_list, parse_read, request_url, KvMount, KvVersion, SecretStore};
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
@@ -130,7 +135,7 @@ proptest! {
         let status = StatusCode::from_u16(status).unwrap();
         if let Ok(keys) = parse_list(&v) {
             for c in listing_children(&keys) {
-                prop_assert!(!c.is_empty() && !c.contains('/'));
+                prop_assert!(is_path_segment(&c));
             }
         }
         for version in [KvVersion::V1, KvVersion::V2] {
@@ -168,6 +173,113 @@ proptest! {
         for (k, v) in parse_env(&env) {
             let want = String::from_utf8(s.value(&k).unwrap().to_vec()).unwrap();
             prop_assert_eq!(v, want);
+        }
+    }
+}
+
+/// A store that refuses LIST (the least-privilege policy, where every
+/// unknown name is taken for a folder) and records every path it is asked
+/// for, in the form the HTTP client would request it.
+struct Recorder {
+    paths: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn record(&self, mount: &KvMount, path: &str) {
+        self.paths
+            .lock()
+            .unwrap()
+            .push(format!("{}/data/{path}", mount.path));
+    }
+}
+
+impl SecretStore for Recorder {
+    async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
+        Ok(vec![KvMount {
+            path: "secret".into(),
+            version: KvVersion::V2,
+        }])
+    }
+    async fn list(&self, m: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+        self.record(m, path);
+        Err(VaultError::Forbidden)
+    }
+    async fn scan(&self, m: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+        self.record(m, path);
+        Err(VaultError::Forbidden)
+    }
+    async fn read(&self, m: &KvMount, path: &str) -> Result<Secret, VaultError> {
+        self.record(m, path);
+        Err(VaultError::NotFound)
+    }
+}
+
+/// File names a user (or another user, with `--allow-other`) could pass:
+/// every escaped form of `.`, `..`, `/`, `?`, `#` and NUL, and anything.
+fn file_name() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "%2E%2E",
+            "%2E",
+            "%2e%2e",
+            ".%2E",
+            "%2E.",
+            "%252E%252E",
+            "%2F",
+            "%2E%2E%2F%2E%2E",
+            "a%2F..%2F..",
+            "%00",
+            "..%00",
+            "%3F",
+            "%23",
+            "?",
+            "#",
+            "..",
+            ".",
+            "%25",
+            "auth",
+            "token",
+            "lookup-self",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+        "[.%2EeFf0]{1,8}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 1..12),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cfg())]
+
+    /// Whatever names a walk goes through, every path the tree asks the
+    /// store for is made of real segments, and the URL built from it is
+    /// exactly that path inside `secret/`.
+    #[test]
+    fn lookups_never_ask_outside_their_mount(walk in prop::collection::vec(file_name(), 1..6)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let store = Arc::new(Recorder { paths: Mutex::default() });
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::ZERO,
+            max_entries: 1000,
+            max_bytes: 1 << 20,
+        };
+        let tree = Tree::new(store.clone(), policy);
+        rt.block_on(async {
+            let mut ino = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+            for name in &walk {
+                match tree.lookup(ino, name).await {
+                    Ok(e) => ino = e.ino,
+                    Err(_) => break,
+                }
+            }
+        });
+        let base = Url::parse("http://127.0.0.1:8200/").unwrap();
+        for p in store.paths.lock().unwrap().iter() {
+            let inner = p.strip_prefix("secret/data/").unwrap();
+            prop_assert!(inner.is_empty() || inner.split('/').all(is_path_segment), "{:?}", p);
+            let u = request_url(&base, p);
+            prop_assert!(u.is_ok(), "{:?}: {:?}", p, u);
+            prop_assert!(u.unwrap().path().starts_with("/v1/secret/data/"));
         }
     }
 }

@@ -322,17 +322,18 @@ impl Mount {
         cmd.arg("mount")
             .arg("--foreground")
             .arg(dir.path())
-            .args(&o.args);
+            .args(&o.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        // After the defaults, so a test's own RUST_LOG wins.
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         let mut child = spawn_kept(cmd);
         let end = Instant::now() + Duration::from_secs(20);
         while !is_mounted(dir.path()) {
