@@ -670,6 +670,16 @@ impl<S: SecretStore> Tree<S> {
                 }
                 // Not found, unreachable, or too big to take at once: LIST.
                 Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
+                // Slower than its share of the deadline: it would be again
+                // (the tree only grows), and each try costs a user's read
+                // that share.
+                Err(e @ VaultError::Timeout(_)) => {
+                    tracing::info!(mount = %mount.path, error = %e, "SCAN too slow: listing folders one at a time");
+                    self.no_scan
+                        .lock()
+                        .expect("no_scan")
+                        .insert(mount.path.clone());
+                }
                 Err(e) if e.is_transient() => {}
                 // Refused (no `scan` capability) or not understood (a server
                 // without SCAN): LIST in this mount from now on, rather than

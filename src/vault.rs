@@ -251,7 +251,17 @@ impl VaultClient {
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         // Before the breaker: a refused path says nothing about Vault.
         let url = self.url(path)?;
-        let timeout = self.cfg.timeout;
+        // A SCAN is an optimisation whose cost grows with the tree (a mount
+        // with one secret 2,000 levels deep takes OpenBao minutes): it gets
+        // half a deadline, so the LIST its caller falls back to still fits
+        // in the same user operation, and its timing out says the tree is
+        // big, not that Vault is down.
+        let scan = method.as_str() == "SCAN";
+        let timeout = if scan {
+            self.cfg.timeout / 2
+        } else {
+            self.cfg.timeout
+        };
         let deadline = Instant::now() + timeout;
         self.breaker.admit(timeout)?;
         let mut attempt = 0;
@@ -278,7 +288,7 @@ impl VaultClient {
                     continue;
                 }
             }
-            if err.is_outage() {
+            if err.is_outage() && !(scan && matches!(err, VaultError::Timeout(_))) {
                 self.breaker.failed(&err, timeout);
             } else {
                 // The server answered: it is up, whatever it said.

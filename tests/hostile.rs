@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::hostile::*;
 use common::*;
 use serde_json::json;
@@ -166,4 +168,41 @@ fn hostile_names_from_vault_never_move_a_request() {
     }
     // lookup-self only at start-up, never through a name.
     assert_eq!(lookups(), at_start);
+}
+
+/// A SCAN slower than `--timeout` (OpenBao walking a very deep mount takes
+/// minutes) costs one directory read part of its deadline, then LIST
+/// answers; it does not mark Vault as down, and SCAN is not tried again.
+#[test]
+fn a_scan_slower_than_the_deadline_falls_back_to_list() {
+    let server = Server::start(|r| match (r.method.as_str(), r.target.as_str()) {
+        ("SCAN", _) => Some(Reply::After(
+            Duration::from_secs(30),
+            Box::new(ok(json!({"data": {"keys": ["a/s", "b/s"]}})).unwrap()),
+        )),
+        (_, "/v1/secret/metadata/?list=true") => ok(json!({"data": {"keys": ["a/", "b/"]}})),
+        (_, "/v1/secret/metadata/a/?list=true" | "/v1/secret/metadata/b/?list=true") => {
+            ok(json!({"data": {"keys": ["s"]}}))
+        }
+        (_, "/v1/secret/data/a/s" | "/v1/secret/data/b/s") => kv2(json!({"k": "v"})),
+        _ => basics(r),
+    });
+    let m = server.mount(&["--timeout", "2s"]);
+    let start = Instant::now();
+    assert_eq!(names(m.p("secret")), ["a", "b"]);
+    let took = start.elapsed();
+    // One deadline at most (2 s), plus scheduling on a loaded machine.
+    assert!(took < Duration::from_millis(3500), "ls took {took:?}");
+    // Vault is not taken for down: the next reads are answered at once.
+    let start = Instant::now();
+    assert_eq!(read(m.p("secret/a/s/k")), "v");
+    assert_eq!(names(m.p("secret/b")), ["s"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.count(|r| r.method == "SCAN"), 1);
+    let log = m.log_text();
+    assert!(!log.contains("Vault unavailable"), "{log}");
 }
