@@ -282,11 +282,13 @@ impl<S: SecretStore> Shared<S> {
 
     /// Before the kernel is given a directory's attributes anew: if the
     /// listing it may hold is stale, compare it with the current one (a
-    /// Vault request if that expired too).
+    /// Vault request if that expired too). Without prefetch or SCAN: a
+    /// lookup or stat passing through a directory is not a read of it, and
+    /// must cost only its own expired answers, not one per child.
     async fn revalidate(&self, ino: u64) {
         if self.stale(ino) {
             // On an error the kernel gets no TTL (attr_ttl 0) and asks again.
-            if let Ok(listing) = self.tree.readdir(ino, true).await {
+            if let Ok(listing) = self.tree.readdir(ino, false).await {
                 self.note_served(ino, &listing);
             }
         }

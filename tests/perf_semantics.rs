@@ -295,3 +295,28 @@ fn large_folder_lists_whole_and_follows_changes() {
     assert_eq!(now.last().map(String::as_str), Some("zz-new"));
     assert_eq!(read(m.p("secret/big/zz-new/k")), "v");
 }
+
+/// After the TTL, a `cat` costs a request per expired answer on its path,
+/// not a re-read of the directories it passes through (no prefetch of their
+/// children, no SCAN): a stat is not a read of the listing.
+#[test]
+fn revalidation_after_the_ttl_fetches_only_the_path() {
+    let a = audited();
+    for i in 0..40 {
+        put(&a.bao, &format!("rv/s{i}"), json!({"a": format!("{i}")}));
+    }
+    let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("2s"));
+    assert_eq!(names(m.p("secret/rv")).len(), 40);
+    assert_eq!(read(m.p("secret/rv/s7/a")), "7");
+    std::thread::sleep(Duration::from_millis(2500));
+    for round in 0..2 {
+        let start = a.settle();
+        assert_eq!(read(m.p("secret/rv/s7/a")), "7");
+        let reqs = a.requests(start, a.settle());
+        assert_eq!(count(&reqs, "scan", ""), 0, "round {round}: {reqs:?}");
+        assert_eq!(count(&reqs, "read", "secret/data/"), 1, "round {round}: {reqs:?}");
+        // The mount root's listing and rv's, each expired once.
+        assert!(count(&reqs, "list", "") <= 2, "round {round}: {reqs:?}");
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+}
