@@ -141,44 +141,83 @@ fn is_shell_name(k: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// `KEY='value'` lines. Single quotes keep every byte literal in POSIX shells
-/// (newlines, `$`, backticks); a quote inside is written `'\''`. Keys that
-/// are not shell names, and values with NUL (which no shell variable can
-/// hold), are left out and named in a comment, JSON-quoted so a hostile key
-/// cannot break out of the comment line.
+/// How one value is written in `.env` so that every common reader gets its
+/// exact bytes: POSIX shells (`set -a; . .env`), python-dotenv and Node's
+/// `dotenv` (docs/semantics.md has the table, tests/dotenv.rs runs them).
+#[derive(Debug, PartialEq, Eq)]
+enum EnvQuote {
+    /// `K=v`: also what `docker run --env-file` reads literally.
+    Bare,
+    /// `K='v'`: literal everywhere but for python-dotenv's `\\`, `\'` and
+    /// `${…}`, and a backslash just before the closing quote (both dotenv
+    /// readers take it for an escaped quote).
+    Single,
+    /// `K="v"`: for values with `'`; no reader agrees on `$`, backquote or
+    /// backslash inside.
+    Double,
+    /// No form reads back the same everywhere.
+    None,
+}
+
+fn env_quote(v: &[u8]) -> EnvQuote {
+    let has = |n: &[u8]| v.windows(n.len()).any(|w| w == n);
+    // NUL: no shell variable holds it. CR: Node turns CR LF into LF before
+    // parsing, and python-dotenv drops it. `${…}`: python-dotenv expands
+    // it in any quotes.
+    let interpolated = v
+        .windows(2)
+        .position(|w| w == b"${")
+        .is_some_and(|i| v[i..].contains(&b'}'));
+    if v.contains(&0) || v.contains(&b'\r') || interpolated {
+        return EnvQuote::None;
+    }
+    let bare = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:@%+,=".contains(b);
+    if v.iter().all(bare) {
+        EnvQuote::Bare
+    } else if !v.contains(&b'\'') && !has(b"\\\\") && v.last() != Some(&b'\\') {
+        EnvQuote::Single
+    } else if !v.iter().any(|b| b"\"$`\\".contains(b)) {
+        EnvQuote::Double
+    } else {
+        EnvQuote::None
+    }
+}
+
+/// `KEY=value` lines, each value quoted as [`env_quote`] chooses. Keys that
+/// are not shell names, and values no quoting serves every reader, are left
+/// out and named in a comment, JSON-quoted so a hostile key cannot break out
+/// of the comment line.
 fn render_env(entries: &[(String, Bytes)]) -> Bytes {
     let mut skipped = Vec::new();
     let mut lines = Vec::new();
     for (k, v) in entries {
-        if !is_shell_name(k) || v.contains(&0) {
-            skipped.push(serde_json::to_string(k).unwrap_or_default());
-        } else {
-            lines.push((k, v));
+        match env_quote(v) {
+            q if q != EnvQuote::None && is_shell_name(k) => lines.push((k, v, q)),
+            _ => skipped.push(serde_json::to_string(k).unwrap_or_default()),
         }
     }
     let mut out = SecretBuf::default();
     if !skipped.is_empty() {
         out.extend(
             format!(
-                "# vaultfs: left out (not a shell variable name, or value has NUL): {}\n",
+                "# vaultfs: left out (not a variable name, or a value that .env readers cannot agree on; see .json): {}\n",
                 skipped.join(", ")
             )
             .as_bytes(),
         );
     }
-    for (k, v) in lines {
+    for (k, v, q) in lines {
+        let quote: &[u8] = match q {
+            EnvQuote::Single => b"'",
+            EnvQuote::Double => b"\"",
+            _ => b"",
+        };
         out.extend(k.as_bytes());
-        out.extend(b"='");
-        for chunk in v.split_inclusive(|&b| b == b'\'') {
-            match chunk.strip_suffix(b"'") {
-                Some(head) => {
-                    out.extend(head);
-                    out.extend(b"'\\''");
-                }
-                None => out.extend(chunk),
-            }
-        }
-        out.extend(b"'\n");
+        out.extend(b"=");
+        out.extend(quote);
+        out.extend(v);
+        out.extend(quote);
+        out.extend(b"\n");
     }
     out.0
 }
@@ -276,16 +315,49 @@ mod tests {
 
     #[test]
     fn env_quotes_and_skips() {
-        let s = secret(
-            json!({"A": "it's $HOME `x`\nline2", "bad-name": "x", "_ok1": 7, "1x": "y", "N": "a\u{0}b"}),
-        );
+        let s = secret(json!({
+            "A": "$HOME `x`\nline2", "Q": "it's \"so\"\n", "bad-name": "x", "_ok1": 7,
+            "1x": "y", "N": "a\u{0}b", "MIX": "it's $HOME", "P": "a.b:c/d@e", "E": "",
+        }));
         let env = String::from_utf8(s.content(&SecretFile::Env).unwrap().to_vec()).unwrap();
         assert!(env.starts_with("# vaultfs: left out"), "{env}");
-        assert!(env.contains("\"bad-name\""));
-        assert!(env.contains("\"1x\""));
-        assert!(env.contains("\"N\""));
-        assert!(env.contains("A='it'\\''s $HOME `x`\nline2'\n"));
-        assert!(env.contains("_ok1='7'\n"));
+        let comment = env.lines().next().unwrap();
+        for gone in ["\"bad-name\"", "\"1x\"", "\"N\"", "\"MIX\"", "\"Q\""] {
+            assert!(comment.contains(gone), "{gone}: {env}");
+        }
+        assert!(env.contains("\nA='$HOME `x`\nline2'\n"), "{env}");
+        assert!(env.contains("\n_ok1=7\n"), "{env}");
+        assert!(env.contains("\nP=a.b:c/d@e\n"), "{env}");
+        assert!(env.contains("\nE=\n"), "{env}");
+    }
+
+    #[test]
+    fn env_quote_per_value() {
+        use EnvQuote::*;
+        for (v, want) in [
+            ("plain-1.2:3/x@y%z+,=", Bare),
+            ("", Bare),
+            ("with space", Single),
+            ("$HOME and `cmd` \"q\" # not a comment", Single),
+            ("trailing\\", None),
+            ("a\\b", Single),
+            ("multi\nline", Single),
+            ("ünï ☃", Single),
+            ("it's", Double),
+            ("it's\nmulti", Double),
+            ("it's $HOME", None),
+            ("it's \"q\"", None),
+            ("it's a\\b", None),
+            ("two\\\\slashes", None),
+            ("${PATH}", None),
+            ("a${X}b", None),
+            ("cr\r\nlf", None),
+            ("nul\0", None),
+        ] {
+            assert_eq!(env_quote(v.as_bytes()), want, "{v:?}");
+        }
+        // `${` alone is no interpolation.
+        assert_eq!(env_quote(b"a${b"), Single);
     }
 
     #[test]

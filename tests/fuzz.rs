@@ -71,7 +71,8 @@ fn kv_answer() -> impl Strategy<Value = Value> {
         })
 }
 
-/// A minimal POSIX sh reader for `NAME='...'` lines as .env writes them.
+/// A reader of the three line forms .env writes: `K=bare`, `K='single'`
+/// and `K="double"`, each value taken literally.
 fn parse_env(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s;
@@ -80,21 +81,16 @@ fn parse_env(s: &str) -> Vec<(String, String)> {
             rest = rest.split_once('\n').map_or("", |x| x.1);
             continue;
         }
-        let (name, after) = rest.split_once("='").expect("NAME='");
-        let mut val = String::new();
-        let mut r = after;
-        loop {
-            let (chunk, tail) = r.split_once('\'').expect("closing quote");
-            val.push_str(chunk);
-            if let Some(t) = tail.strip_prefix("\\''") {
-                val.push('\'');
-                r = t;
-            } else {
-                rest = tail.strip_prefix('\n').expect("newline after value");
-                break;
+        let (name, after) = rest.split_once('=').expect("NAME=");
+        let (val, tail) = match after.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                let (v, t) = after[1..].split_once(q).expect("closing quote");
+                (v, t.strip_prefix('\n').expect("newline after the quote"))
             }
-        }
-        out.push((name.to_string(), val));
+            _ => after.split_once('\n').expect("newline"),
+        };
+        out.push((name.to_string(), val.to_string()));
+        rest = tail;
     }
     out
 }

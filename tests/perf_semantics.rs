@@ -314,7 +314,11 @@ fn revalidation_after_the_ttl_fetches_only_the_path() {
         assert_eq!(read(m.p("secret/rv/s7/a")), "7");
         let reqs = a.requests(start, a.settle());
         assert_eq!(count(&reqs, "scan", ""), 0, "round {round}: {reqs:?}");
-        assert_eq!(count(&reqs, "read", "secret/data/"), 1, "round {round}: {reqs:?}");
+        assert_eq!(
+            count(&reqs, "read", "secret/data/"),
+            1,
+            "round {round}: {reqs:?}"
+        );
         // The mount root's listing and rv's, each expired once.
         assert!(count(&reqs, "list", "") <= 2, "round {round}: {reqs:?}");
         std::thread::sleep(Duration::from_millis(2500));
