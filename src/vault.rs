@@ -362,14 +362,7 @@ impl VaultClient {
                 VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
                 e => self.closed_hint(e),
             })?;
-        let d = &v["data"];
-        Ok(TokenInfo {
-            ttl: Duration::from_secs(d["ttl"].as_u64().unwrap_or(0)),
-            expires: !d["expire_time"].is_null(),
-            renewable: d["renewable"].as_bool().unwrap_or(false),
-            creation_ttl: Duration::from_secs(d["creation_ttl"].as_u64().unwrap_or(0)),
-            display_name: d["display_name"].as_str().unwrap_or("").to_string(),
-        })
+        Ok(parse_token_info(v))
     }
 
     /// `auth/token/renew-self`; returns the new TTL.
@@ -377,9 +370,7 @@ impl VaultClient {
         let (_, v) = self
             .json(Method::POST, "auth/token/renew-self", false, false)
             .await?;
-        Ok(Duration::from_secs(
-            v["auth"]["lease_duration"].as_u64().unwrap_or(0),
-        ))
+        Ok(parse_renewal(v))
     }
 
     async fn mount_info(&self, path: &str) -> Result<Option<KvMount>, VaultError> {
@@ -396,6 +387,35 @@ impl VaultClient {
         let real = d["path"].as_str().unwrap_or(p).trim_matches('/');
         Ok(parse_mount(real, d))
     }
+}
+
+/// The longest duration taken from a Vault answer (TTLs, lease durations).
+/// Vault's own ceiling is 32 days unless raised; an answer above this one is
+/// broken or hostile, and clamping keeps every `Instant + Duration` built
+/// from it far from overflowing (a panic there once stopped renewal).
+pub const MAX_VAULT_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A whole number of seconds from a Vault answer, clamped; anything that is
+/// not a non-negative integer counts as 0.
+fn vault_seconds(v: &Value) -> Duration {
+    Duration::from_secs(v.as_u64().unwrap_or(0)).min(MAX_VAULT_DURATION)
+}
+
+/// Parse a `lookup-self` answer.
+pub fn parse_token_info(v: Value) -> TokenInfo {
+    let d = &v["data"];
+    TokenInfo {
+        ttl: vault_seconds(&d["ttl"]),
+        expires: !d["expire_time"].is_null(),
+        renewable: d["renewable"].as_bool().unwrap_or(false),
+        creation_ttl: vault_seconds(&d["creation_ttl"]),
+        display_name: d["display_name"].as_str().unwrap_or("").to_string(),
+    }
+}
+
+/// Parse a `renew-self` answer: the new TTL.
+pub fn parse_renewal(v: Value) -> Duration {
+    vault_seconds(&v["auth"]["lease_duration"])
 }
 
 /// Turn one `sys/internal/ui/mounts` entry into a KV mount, if it is one.
@@ -823,6 +843,23 @@ mod tests {
         };
         assert!(!message.contains('\n') && !message.contains('\r'));
         assert_eq!(message.chars().count(), 200);
+    }
+
+    #[test]
+    fn durations_from_vault_are_clamped() {
+        let huge = json!({"data": {"ttl": u64::MAX, "creation_ttl": u64::MAX,
+                                   "renewable": true, "expire_time": "x"}});
+        let i = parse_token_info(huge);
+        assert_eq!(
+            (i.ttl, i.creation_ttl),
+            (MAX_VAULT_DURATION, MAX_VAULT_DURATION)
+        );
+        for junk in [json!(-1), json!(1e300), json!("5"), json!(null)] {
+            let i = parse_token_info(json!({"data": {"ttl": junk}}));
+            assert_eq!(i.ttl, Duration::ZERO);
+        }
+        let r = parse_renewal(json!({"auth": {"lease_duration": u64::MAX}}));
+        assert_eq!(r, MAX_VAULT_DURATION);
     }
 
     #[test]
