@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::hostile::*;
@@ -44,4 +45,45 @@ fn huge_token_ttl_keeps_renewal_alive() {
     });
     let log = m.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A vaultfs mount that is expected to fail, with `addr` as VAULT_ADDR.
+fn failing_mount(addr: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(vaultfs_bin());
+    cmd.env("VAULT_ADDR", addr)
+        .env("VAULT_TOKEN", "hostile-test-token")
+        .env("RUST_LOG", "debug")
+        .args(["mount", "--foreground", "--timeout", "2s"])
+        .arg(dir.path());
+    let o = run(cmd, 30);
+    (o.status.success(), stderr(&o))
+}
+
+/// Defect 11: userinfo in VAULT_ADDR (`http://user:pass@host`) was echoed
+/// in errors and logs. The host is still named; the credentials never.
+#[test]
+fn address_userinfo_is_never_shown() {
+    let server = Server::start(|r| match r.target.as_str() {
+        "/v1/auth/token/lookup-self" => status(500, r#"{"errors":["internal error"]}"#),
+        _ => basics(r),
+    });
+    let with_userinfo = server
+        .addr
+        .replace("http://", "http://vaultuser:Pa55-in-url@");
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    for (addr, named) in [
+        (with_userinfo.as_str(), port.as_str()),
+        ("ftp://vaultuser:Pa55-in-url@127.0.0.1:1", "ftp://"),
+        ("http://vaultuser:Pa55-in-url@[::1", "[::1"),
+        ("http://:Pa55-in-url@127.0.0.1:1/", "127.0.0.1:1"),
+    ] {
+        let (ok, err) = failing_mount(addr);
+        assert!(!ok, "{addr}: mounted");
+        assert!(
+            !err.contains("Pa55-in-url") && !err.contains("vaultuser"),
+            "{addr}: {err}"
+        );
+        assert!(err.contains(named), "{addr}: should name {named}: {err}");
+    }
 }
