@@ -242,8 +242,7 @@ impl VaultClient {
             let mut resp = req.send().await.map_err(classify)?;
             let status = resp.status();
             let cap = self.cfg.max_response_bytes;
-            let hint = resp.content_length().unwrap_or(0).min(cap as u64) as usize;
-            let mut body = SecretBuf::with_capacity(hint);
+            let mut body = SecretBuf::with_capacity(body_capacity(resp.content_length(), cap));
             while let Some(chunk) = resp.chunk().await.map_err(classify)? {
                 if body.0.len() + chunk.len() > cap {
                     return Err(VaultError::TooLarge(cap));
@@ -508,6 +507,17 @@ fn classify(e: reqwest::Error) -> VaultError {
     } else {
         VaultError::BadResponse(msg)
     }
+}
+
+/// Most of a response body allocated before its bytes arrive. The server's
+/// `Content-Length` is only a claim: trusted up to the cap, 16 requests
+/// announcing 32 MiB each reserved 512 MiB (locked page by page under
+/// `mlockall`) before sending a byte. Larger bodies grow by doubling.
+const MAX_BODY_PREALLOC: usize = 64 * 1024;
+
+fn body_capacity(content_length: Option<u64>, cap: usize) -> usize {
+    let claimed = usize::try_from(content_length.unwrap_or(0)).unwrap_or(usize::MAX);
+    claimed.min(cap).min(MAX_BODY_PREALLOC)
 }
 
 /// Log a failure that becomes EIO and that the breaker does not report
@@ -917,6 +927,17 @@ mod tests {
         let mut v = json!({"auth": {"client_token": "hvs.TOKEN", "lease_duration": 30}});
         assert_eq!(parse_renewal(&mut v), Duration::from_secs(30));
         assert_eq!(v["auth"]["client_token"], "");
+    }
+
+    #[test]
+    fn body_preallocation_is_bounded() {
+        let cap = 32 << 20;
+        assert_eq!(body_capacity(None, cap), 0);
+        assert_eq!(body_capacity(Some(100), cap), 100);
+        assert_eq!(body_capacity(Some(100), 10), 10);
+        for claim in [cap as u64 - 1, cap as u64, u64::MAX] {
+            assert_eq!(body_capacity(Some(claim), cap), MAX_BODY_PREALLOC);
+        }
     }
 
     #[test]
