@@ -4,6 +4,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use reqwest::header::HeaderValue;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
@@ -77,11 +78,38 @@ impl Stamp {
     }
 }
 
+/// The token, and the `X-Vault-Token` header value made from it once.
+/// Building the header per request left one unwiped copy of the token in
+/// freed memory per request; now every request shares this one.
+struct Held {
+    token: Zeroizing<String>,
+    /// `None` when the token cannot be a header value.
+    header: Option<HeaderValue>,
+}
+
+impl Held {
+    fn new(token: Zeroizing<String>) -> Held {
+        let header = header_value(&token);
+        Held { token, header }
+    }
+}
+
+/// A header value whose bytes live in a zeroizing block: requests hold
+/// clones of it (reference counts, not copies) and the block is wiped when
+/// the last one is dropped, after the token changed. Marked sensitive: kept
+/// out of HTTP/2 header compression tables and `Debug` output.
+fn header_value(token: &str) -> Option<HeaderValue> {
+    let owned = bytes::Bytes::from_owner(Zeroizing::new(token.as_bytes().to_vec()));
+    let mut h = HeaderValue::from_maybe_shared(owned).ok()?;
+    h.set_sensitive(true);
+    Some(h)
+}
+
 /// The token in use. Files are re-read when they change and when Vault
 /// answers 403 (Vault Agent and `vault login` rewrite them).
 pub struct TokenSource {
     origin: TokenOrigin,
-    token: RwLock<Zeroizing<String>>,
+    token: RwLock<Held>,
     /// The token file's identity when last looked at (`None`: missing).
     stamp: Mutex<Option<Stamp>>,
     /// Bumped whenever the token changes; the renewal task watches it.
@@ -112,7 +140,11 @@ impl TokenSource {
             return Self::from_file(TokenOrigin::Flag(p.to_path_buf()));
         }
         for var in ["VAULT_TOKEN", "BAO_TOKEN"] {
-            if let Some(t) = env(var).filter(|t| !t.trim().is_empty()) {
+            // Zeroizing: the untrimmed copy is dropped here, wiped.
+            if let Some(t) = env(var)
+                .map(Zeroizing::new)
+                .filter(|t| !t.trim().is_empty())
+            {
                 return Ok(Self::fixed(TokenOrigin::Env(var), t.trim().to_string()));
             }
         }
@@ -128,7 +160,7 @@ impl TokenSource {
     pub fn fixed(origin: TokenOrigin, token: String) -> TokenSource {
         TokenSource {
             origin,
-            token: RwLock::new(Zeroizing::new(token)),
+            token: RwLock::new(Held::new(Zeroizing::new(token))),
             stamp: Mutex::new(None),
             generation: watch::Sender::new(0),
         }
@@ -141,7 +173,7 @@ impl TokenSource {
         let token = read_token_file(path)?;
         Ok(TokenSource {
             origin,
-            token: RwLock::new(token),
+            token: RwLock::new(Held::new(token)),
             stamp: Mutex::new(stamp),
             generation: watch::Sender::new(0),
         })
@@ -152,7 +184,13 @@ impl TokenSource {
     }
 
     pub fn current(&self) -> Zeroizing<String> {
-        self.token.read().expect("token lock").clone()
+        self.token.read().expect("token lock").token.clone()
+    }
+
+    /// The `X-Vault-Token` value for the current token, built once per
+    /// token; `None` when the token cannot be sent as a header.
+    pub fn header(&self) -> Option<HeaderValue> {
+        self.token.read().expect("token lock").header.clone()
     }
 
     /// How many times the token has changed since start.
@@ -173,10 +211,10 @@ impl TokenSource {
         *self.stamp.lock().expect("stamp lock") = Stamp::of(path);
         let new = read_token_file(path)?;
         let mut cur = self.token.write().expect("token lock");
-        if *cur == new {
+        if cur.token == new {
             return Ok(false);
         }
-        *cur = new;
+        *cur = Held::new(new);
         drop(cur);
         self.generation.send_modify(|g| *g += 1);
         Ok(true)
@@ -281,6 +319,29 @@ mod tests {
         let t = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), "hvs.SECRET".into());
         let d = format!("{t:?}");
         assert!(d.contains("VAULT_TOKEN") && !d.contains("SECRET"), "{d}");
+    }
+
+    #[test]
+    fn header_is_built_once_per_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "one").unwrap();
+        let t = TokenSource::resolve(Some(&f), &|_| None, None).unwrap();
+        let (a, b) = (t.header().unwrap(), t.header().unwrap());
+        assert!(a.is_sensitive());
+        assert_eq!(a.as_bytes(), b"one");
+        // The same bytes, not a copy per request.
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+        std::fs::write(&f, "two").unwrap();
+        assert!(t.reload().unwrap());
+        let c = t.header().unwrap();
+        assert_eq!(c.as_bytes(), b"two");
+        assert_eq!(
+            c.as_bytes().as_ptr(),
+            t.header().unwrap().as_bytes().as_ptr()
+        );
+        let bad = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), "a\nb".into());
+        assert!(bad.header().is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
-use crate::vault::{ClientConfig, TlsConfig};
+use crate::vault::{redact_userinfo, ClientConfig, TlsConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,7 +57,7 @@ pub struct MountArgs {
 
     /// Vault address [env: VAULT_ADDR, BAO_ADDR] [default: https://127.0.0.1:8200]
     #[arg(long, value_name = "URL")]
-    pub address: Option<String>,
+    pub address: Option<Address>,
 
     /// Vault Enterprise / OpenBao namespace [env: VAULT_NAMESPACE, BAO_NAMESPACE]
     #[arg(long, short = 'n')]
@@ -177,6 +177,23 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "t")
 }
 
+/// `--address` as given. Its `Debug` hides userinfo (`user:pass@`).
+#[derive(Clone)]
+pub struct Address(pub String);
+
+impl std::str::FromStr for Address {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Address(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        redact_userinfo(&self.0).fmt(f)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("invalid Vault address {0:?}: {1}")]
@@ -202,16 +219,14 @@ impl MountArgs {
     pub fn client_config(&self, env: Env<'_>) -> Result<ClientConfig, CliError> {
         let addr = self
             .address
-            .clone()
+            .as_ref()
+            .map(|a| a.0.clone())
             .or_else(|| vault_env(env, "ADDR"))
             .unwrap_or_else(|| "https://127.0.0.1:8200".to_string());
-        let address =
-            Url::parse(&addr).map_err(|e| CliError::BadAddress(addr.clone(), e.to_string()))?;
+        let bad = |why: String| CliError::BadAddress(redact_userinfo(&addr), why);
+        let address = Url::parse(&addr).map_err(|e| bad(e.to_string()))?;
         if !matches!(address.scheme(), "http" | "https") || address.host().is_none() {
-            return Err(CliError::BadAddress(
-                addr,
-                "expected http(s)://host[:port]".into(),
-            ));
+            return Err(bad("expected http(s)://host[:port]".into()));
         }
         let path_env = |name| vault_env(env, name).map(PathBuf::from);
         Ok(ClientConfig {

@@ -188,7 +188,7 @@ pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
 /// Check the token and that mounts can be listed (through the tree, whose
 /// cache then already holds the mount table).
 pub async fn check_vault(client: &VaultClient, tree: &Tree<VaultClient>) -> Result<(), MountError> {
-    let addr = client.config().address.to_string();
+    let addr = client.config().shown_address();
     match client.lookup_self().await {
         Ok(info) => tracing::info!(
             source = %client.token().origin(),

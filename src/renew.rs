@@ -2,6 +2,7 @@
 //! renew it at two thirds of its TTL, and warn ahead of an expiry that
 //! renewing cannot prevent (see docs/auth.md).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::VaultError;
-use crate::vault::VaultClient;
+use crate::vault::{VaultClient, MAX_VAULT_DURATION};
 
 /// How often a token file is looked at (one `stat`) while the task waits,
 /// so a token written there is picked up even when the mount is idle.
@@ -18,10 +19,65 @@ const FILE_POLL: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(10);
 /// The earliest warning ahead of an unavoidable expiry.
 const MAX_LEAD: Duration = Duration::from_secs(600);
+/// The shortest wait before a renewal: a server answering `ttl: 0` for a
+/// renewable token must not make the task loop on requests.
+const MIN_RENEW_WAIT: Duration = Duration::from_secs(1);
+/// Pauses before restarting a background task that ended.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(300);
 
 /// Start renewing in the background; returns at once.
 pub fn spawn(client: Arc<VaultClient>, rt: &tokio::runtime::Handle) {
-    rt.spawn(run(client));
+    rt.spawn(supervise("token renewal", move || run(client.clone())));
+}
+
+/// Run a background task for the daemon's life. It never returns by itself,
+/// so ending (a panic) is logged as an error and it is started again, after
+/// a pause that doubles up to 5 minutes: a task that panics on every answer
+/// of a broken server neither dies silently nor spins (docs/reliability.md).
+pub async fn supervise<F, Fut>(name: &'static str, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = RESTART_MIN;
+    loop {
+        let started = Instant::now();
+        match tokio::spawn(make()).await {
+            Ok(()) => tracing::error!(task = name, "background task ended; restarting it"),
+            Err(e) if e.is_panic() => {
+                tracing::error!(task = name, "background task panicked; restarting it")
+            }
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return,
+        }
+        if started.elapsed() > RESTART_MAX {
+            pause = RESTART_MIN;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RESTART_MAX);
+    }
+}
+
+/// `start + d` that cannot panic. Durations from Vault are clamped already
+/// (`vault::MAX_VAULT_DURATION`); this is the backstop for the arithmetic.
+fn after(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d.min(MAX_VAULT_DURATION))
+        .or_else(|| start.checked_add(MAX_LEAD))
+        .unwrap_or(start)
+}
+
+/// When to renew a token with `ttl` left: at two thirds of it.
+fn renew_at(start: Instant, ttl: Duration) -> Instant {
+    // Divide first: `ttl * 2` can overflow.
+    after(start, (ttl / 3 * 2).max(MIN_RENEW_WAIT))
+}
+
+/// When to warn of an expiry at `expiry` that renewing cannot prevent.
+fn warn_at(expiry: Instant, ttl: Duration) -> Instant {
+    let lead = (ttl / 3).min(MAX_LEAD);
+    expiry.checked_sub(lead).unwrap_or(expiry)
 }
 
 #[derive(PartialEq)]
@@ -37,7 +93,7 @@ async fn wait(
     deadline: Option<Instant>,
 ) -> Woke {
     loop {
-        let tick = Instant::now() + FILE_POLL;
+        let tick = after(Instant::now(), FILE_POLL);
         let until = deadline.map_or(tick, |d| d.min(tick));
         tokio::select! {
             // The sender lives in the client we hold: never an error.
@@ -91,7 +147,7 @@ async fn run(client: Arc<VaultClient>) {
                     tracing::warn!(error = %e, "token lookup failed; renewal will retry");
                     failing = true;
                 }
-                let deadline = (!rejected).then(|| Instant::now() + RETRY);
+                let deadline = (!rejected).then(|| after(Instant::now(), RETRY));
                 if wait(&client, &mut changed, deadline).await == Woke::NewToken {
                     capped = false;
                 }
@@ -105,9 +161,9 @@ async fn run(client: Arc<VaultClient>) {
             continue;
         }
         let start = Instant::now();
-        let expiry = start + info.ttl;
+        let expiry = after(start, info.ttl);
         if info.renewable && !capped {
-            let at = start + info.ttl * 2 / 3;
+            let at = renew_at(start, info.ttl);
             if wait(&client, &mut changed, Some(at)).await == Woke::NewToken {
                 continue;
             }
@@ -121,7 +177,7 @@ async fn run(client: Arc<VaultClient>) {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "token renewal failed; retrying");
                     let left = expiry.saturating_duration_since(Instant::now());
-                    let again = Instant::now() + (left / 4).min(RETRY);
+                    let again = after(Instant::now(), (left / 4).min(RETRY));
                     wait(&client, &mut changed, Some(again)).await;
                 }
                 Err(e) => {
@@ -137,8 +193,7 @@ async fn run(client: Arc<VaultClient>) {
             "it is not renewable"
         };
         tracing::info!(expires_in = %secs(info.ttl), "token cannot be renewed: {why}");
-        let lead = (info.ttl / 3).min(MAX_LEAD);
-        if wait(&client, &mut changed, Some(expiry - lead)).await == Woke::NewToken {
+        if wait(&client, &mut changed, Some(warn_at(expiry, info.ttl))).await == Woke::NewToken {
             capped = false;
             continue;
         }
@@ -157,5 +212,44 @@ async fn run(client: Arc<VaultClient>) {
         );
         wait(&client, &mut changed, None).await;
         capped = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn schedule_survives_any_ttl() {
+        let now = Instant::now();
+        for ttl in [Duration::ZERO, Duration::from_secs(u64::MAX), Duration::MAX] {
+            let expiry = after(now, ttl);
+            assert!(expiry >= now);
+            assert!(renew_at(now, ttl) >= now + MIN_RENEW_WAIT);
+            assert!(warn_at(expiry, ttl) <= expiry);
+        }
+        let ttl = Duration::from_secs(30);
+        assert_eq!(renew_at(now, ttl), now + Duration::from_secs(20));
+        assert_eq!(warn_at(now + ttl, ttl), now + Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicked_task_is_restarted() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let sup = tokio::spawn(supervise("test", move || {
+            let r = r.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("first run dies");
+                }
+                std::future::pending::<()>().await
+            }
+        }));
+        tokio::time::sleep(RESTART_MIN * 3).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(!sup.is_finished());
+        sup.abort();
     }
 }

@@ -67,7 +67,7 @@ pub struct TlsConfig {
     pub skip_verify: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub address: Url,
     pub namespace: Option<String>,
@@ -79,6 +79,42 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     /// Requests in flight at once; the rest wait.
     pub max_requests: usize,
+}
+
+impl ClientConfig {
+    /// The address as shown in errors and logs: without userinfo.
+    pub fn shown_address(&self) -> String {
+        redact_userinfo(self.address.as_str())
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    /// Written out so that the address's userinfo cannot reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.shown_address())
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .field("kv_filter", &self.kv_filter)
+            .field("tls", &self.tls)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_requests", &self.max_requests)
+            .finish()
+    }
+}
+
+/// `addr` with its userinfo (`user:pass@`), if any, replaced by `***@`.
+/// VAULT_ADDR may carry credentials (for a proxy in front of Vault), and the
+/// address is shown in errors and logs. Works on strings that are not valid
+/// URLs too, since those are echoed when rejected.
+pub fn redact_userinfo(addr: &str) -> String {
+    let start = addr.find("://").map_or(0, |i| i + 3);
+    let rest = &addr[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***@{}", &addr[..start], &rest[at + 1..]),
+        None => addr.to_string(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,12 +223,12 @@ impl VaultClient {
             if list {
                 url.query_pairs_mut().append_pair("list", "true");
             }
-            let mut token = reqwest::header::HeaderValue::from_str(self.token.current().as_str())
-                .map_err(|_| {
-                VaultError::BadToken("token is not a valid header value".into())
-            })?;
-            // Kept out of HTTP/2 header compression tables and Debug output.
-            token.set_sensitive(true);
+            // Built once per token (auth.rs): a copy per request would
+            // leave the token in freed memory once per request.
+            let token = self
+                .token
+                .header()
+                .ok_or_else(|| VaultError::BadToken("token is not a valid header value".into()))?;
             let mut req = self
                 .http
                 .request(method, url)
@@ -204,8 +240,7 @@ impl VaultClient {
             let mut resp = req.send().await.map_err(classify)?;
             let status = resp.status();
             let cap = self.cfg.max_response_bytes;
-            let hint = resp.content_length().unwrap_or(0).min(cap as u64) as usize;
-            let mut body = SecretBuf::with_capacity(hint);
+            let mut body = SecretBuf::with_capacity(body_capacity(resp.content_length(), cap));
             while let Some(chunk) = resp.chunk().await.map_err(classify)? {
                 if body.0.len() + chunk.len() > cap {
                     return Err(VaultError::TooLarge(cap));
@@ -365,31 +400,22 @@ impl VaultClient {
 
     /// `auth/token/lookup-self`: proves the token works before mounting.
     pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
-        let (_, v) = self
+        let (_, mut v) = self
             .json(Method::GET, "auth/token/lookup-self", false, false)
             .await
             .map_err(|e| match e {
                 VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
                 e => self.closed_hint(e),
             })?;
-        let d = &v["data"];
-        Ok(TokenInfo {
-            ttl: Duration::from_secs(d["ttl"].as_u64().unwrap_or(0)),
-            expires: !d["expire_time"].is_null(),
-            renewable: d["renewable"].as_bool().unwrap_or(false),
-            creation_ttl: Duration::from_secs(d["creation_ttl"].as_u64().unwrap_or(0)),
-            display_name: d["display_name"].as_str().unwrap_or("").to_string(),
-        })
+        Ok(parse_token_info(&mut v))
     }
 
     /// `auth/token/renew-self`; returns the new TTL.
     pub async fn renew_self(&self) -> Result<Duration, VaultError> {
-        let (_, v) = self
+        let (_, mut v) = self
             .json(Method::POST, "auth/token/renew-self", false, false)
             .await?;
-        Ok(Duration::from_secs(
-            v["auth"]["lease_duration"].as_u64().unwrap_or(0),
-        ))
+        Ok(parse_renewal(&mut v))
     }
 
     async fn mount_info(&self, path: &str) -> Result<Option<KvMount>, VaultError> {
@@ -406,6 +432,41 @@ impl VaultClient {
         let real = d["path"].as_str().unwrap_or(p).trim_matches('/');
         Ok(parse_mount(real, d))
     }
+}
+
+/// The longest duration taken from a Vault answer (TTLs, lease durations).
+/// Vault's own ceiling is 32 days unless raised; an answer above this one is
+/// broken or hostile, and clamping keeps every `Instant + Duration` built
+/// from it far from overflowing (a panic there once stopped renewal).
+pub const MAX_VAULT_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A whole number of seconds from a Vault answer, clamped; anything that is
+/// not a non-negative integer counts as 0.
+fn vault_seconds(v: &Value) -> Duration {
+    Duration::from_secs(v.as_u64().unwrap_or(0)).min(MAX_VAULT_DURATION)
+}
+
+/// Parse a `lookup-self` answer, then wipe it: it holds the token itself
+/// (`data.id`), and the parsed copy must not linger in freed memory.
+pub fn parse_token_info(v: &mut Value) -> TokenInfo {
+    let d = &v["data"];
+    let info = TokenInfo {
+        ttl: vault_seconds(&d["ttl"]),
+        expires: !d["expire_time"].is_null(),
+        renewable: d["renewable"].as_bool().unwrap_or(false),
+        creation_ttl: vault_seconds(&d["creation_ttl"]),
+        display_name: d["display_name"].as_str().unwrap_or("").to_string(),
+    };
+    wipe(v);
+    info
+}
+
+/// Parse a `renew-self` answer (the new TTL), then wipe it: it holds the
+/// token (`auth.client_token`).
+pub fn parse_renewal(v: &mut Value) -> Duration {
+    let ttl = vault_seconds(&v["auth"]["lease_duration"]);
+    wipe(v);
+    ttl
 }
 
 /// Turn one `sys/internal/ui/mounts` entry into a KV mount, if it is one.
@@ -456,6 +517,17 @@ fn classify(e: reqwest::Error) -> VaultError {
     } else {
         VaultError::BadResponse(msg)
     }
+}
+
+/// Most of a response body allocated before its bytes arrive. The server's
+/// `Content-Length` is only a claim: trusted up to the cap, 16 requests
+/// announcing 32 MiB each reserved 512 MiB (locked page by page under
+/// `mlockall`) before sending a byte. Larger bodies grow by doubling.
+const MAX_BODY_PREALLOC: usize = 64 * 1024;
+
+fn body_capacity(content_length: Option<u64>, cap: usize) -> usize {
+    let claimed = usize::try_from(content_length.unwrap_or(0)).unwrap_or(usize::MAX);
+    claimed.min(cap).min(MAX_BODY_PREALLOC)
 }
 
 /// Log a failure that becomes EIO and that the breaker does not report
@@ -971,6 +1043,78 @@ mod tests {
         };
         assert!(!message.contains('\n') && !message.contains('\r'));
         assert_eq!(message.chars().count(), 200);
+    }
+
+    #[test]
+    fn durations_from_vault_are_clamped() {
+        let huge = json!({"data": {"ttl": u64::MAX, "creation_ttl": u64::MAX,
+                                   "renewable": true, "expire_time": "x"}});
+        let i = parse_token_info(&mut { huge });
+        assert_eq!(
+            (i.ttl, i.creation_ttl),
+            (MAX_VAULT_DURATION, MAX_VAULT_DURATION)
+        );
+        for junk in [json!(-1), json!(1e300), json!("5"), json!(null)] {
+            let i = parse_token_info(&mut json!({"data": {"ttl": junk}}));
+            assert_eq!(i.ttl, Duration::ZERO);
+        }
+        let r = parse_renewal(&mut json!({"auth": {"lease_duration": u64::MAX}}));
+        assert_eq!(r, MAX_VAULT_DURATION);
+    }
+
+    #[test]
+    fn token_answers_are_wiped_after_parsing() {
+        let mut v = json!({"data": {"id": "hvs.TOKEN", "accessor": "acc", "ttl": 60,
+                                    "renewable": true, "expire_time": "2030-01-01T00:00:00Z",
+                                    "display_name": "token-me", "policies": ["p"]}});
+        let i = parse_token_info(&mut v);
+        assert_eq!((i.ttl.as_secs(), i.renewable, i.expires), (60, true, true));
+        assert_eq!(i.display_name, "token-me");
+        assert_eq!(v["data"]["id"], "");
+        assert!(!v.to_string().contains("TOKEN"), "{v}");
+        let mut v = json!({"auth": {"client_token": "hvs.TOKEN", "lease_duration": 30}});
+        assert_eq!(parse_renewal(&mut v), Duration::from_secs(30));
+        assert_eq!(v["auth"]["client_token"], "");
+    }
+
+    #[test]
+    fn body_preallocation_is_bounded() {
+        let cap = 32 << 20;
+        assert_eq!(body_capacity(None, cap), 0);
+        assert_eq!(body_capacity(Some(100), cap), 100);
+        assert_eq!(body_capacity(Some(100), 10), 10);
+        for claim in [cap as u64 - 1, cap as u64, u64::MAX] {
+            assert_eq!(body_capacity(Some(claim), cap), MAX_BODY_PREALLOC);
+        }
+    }
+
+    #[test]
+    fn userinfo_is_redacted() {
+        for (given, shown) in [
+            ("https://u:p@vault:8200/x", "https://***@vault:8200/x"),
+            ("http://:p@h", "http://***@h"),
+            ("http://u@h/a@b", "http://***@h/a@b"),
+            ("u:p@h:1", "***@h:1"),
+            ("http://u:p@[::1", "http://***@[::1"),
+            ("https://vault:8200/a@b", "https://vault:8200/a@b"),
+            ("http://h?x=a@b", "http://h?x=a@b"),
+        ] {
+            assert_eq!(redact_userinfo(given), shown);
+        }
+        let cfg = ClientConfig {
+            address: Url::parse("https://user:Pa55@vault:8200").unwrap(),
+            namespace: None,
+            timeout: Duration::from_secs(1),
+            kv_filter: Vec::new(),
+            tls: TlsConfig::default(),
+            max_response_bytes: 1,
+            max_requests: 1,
+        };
+        let d = format!("{cfg:?}");
+        assert!(
+            d.contains("vault:8200") && !d.contains("Pa55") && !d.contains("user"),
+            "{d}"
+        );
     }
 
     #[test]
