@@ -39,7 +39,7 @@ pub struct UnmountArgs {
     /// Mount point (default ~/secrets)
     pub mountpoint: Option<PathBuf>,
     /// How long to wait for the daemon to exit
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
     /// Detach even while files are open there (the daemon exits once they close)
     #[arg(long)]
@@ -72,15 +72,15 @@ pub struct MountArgs {
     pub token_file: Option<PathBuf>,
 
     /// How long listings and secrets are cached, in the daemon and the kernel
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub ttl: Duration,
 
     /// Deadline of each Vault request, connect to last byte
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 
     /// Keep serving cached answers this long past their TTL while Vault is unreachable (0 disables)
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
     /// Most Vault requests in flight at once; more wait
@@ -127,7 +127,7 @@ pub struct MountArgs {
     pub allow_root: bool,
 
     /// How long `mount` waits in the background for the mount to be live
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub wait: Duration,
 
     /// Do not lock memory (secrets may then reach swap)
@@ -152,6 +152,17 @@ pub struct MountArgs {
     /// Do not verify Vault's certificate (insecure) [env: VAULT_SKIP_VERIFY]
     #[arg(long)]
     pub tls_skip_verify: bool,
+}
+
+/// A duration flag. Bounded, so that no deadline or expiry computed from
+/// it can overflow (`Instant + Duration` panics).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX {
+        return Err("at most 365 days".into());
+    }
+    Ok(d)
 }
 
 fn parse_mode(s: &str) -> Result<u16, String> {
@@ -313,6 +324,18 @@ mod tests {
         let a = args(&["--file-mode", "0440", "--ttl", "5s"]);
         assert_eq!(a.file_mode, 0o440);
         assert_eq!(a.ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(
+            parse_duration("365d").unwrap(),
+            Duration::from_secs(365 * 86400)
+        );
+        for huge in ["366d", "1000000000y", "18446744073709551615s"] {
+            assert!(parse_duration(huge).is_err(), "{huge}");
+        }
+        assert!(Cli::try_parse_from(["vaultfs", "mount", "--ttl", "1000000000y"]).is_err());
     }
 
     #[test]

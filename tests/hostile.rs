@@ -132,6 +132,10 @@ fn hostile_names_from_vault_never_move_a_request() {
     });
     let m = server.mount(&[]);
     let lookups = || server.count(|r| r.target.contains("lookup-self"));
+    // One at start-up, one when the renewal task starts.
+    wait_until("the renewal task's lookup", Duration::from_secs(5), || {
+        lookups() == 2
+    });
     let at_start = lookups();
     assert_eq!(names(m.path()), ["secret"]);
     assert_eq!(names(m.p("secret")), ["a", "ok"]);
