@@ -75,9 +75,13 @@ pub struct MountArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub ttl: Duration,
 
-    /// Deadline of each Vault request, connect to last byte
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Deadline of each Vault request, connect to last byte, retries included [env: VAULT_CLIENT_TIMEOUT] [default: 10s]
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Retries of a request Vault answered "not now" (5xx, 429, sealed) [env: VAULT_MAX_RETRIES] [default: as many as fit in --timeout]
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
 
     /// Keep serving cached answers this long past their TTL while Vault is unreachable (0 disables)
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -154,6 +158,8 @@ pub struct MountArgs {
     pub tls_skip_verify: bool,
 }
 
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A duration flag. Bounded, so that no deadline or expiry computed from
 /// it can overflow (`Instant + Duration` panics).
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -211,6 +217,8 @@ pub enum CliError {
     BadAddress(String, String),
     #[error("cannot find the home directory: HOME is not set")]
     NoHome,
+    #[error("invalid {0}={1:?}: {2}")]
+    BadEnv(&'static str, String, String),
 }
 
 pub fn home(env: Env<'_>) -> Option<PathBuf> {
@@ -240,13 +248,34 @@ impl MountArgs {
             return Err(bad("expected http(s)://host[:port]".into()));
         }
         let path_env = |name| vault_env(env, name).map(PathBuf::from);
+        // As the Vault CLI reads them: seconds, or a duration with a unit.
+        let timeout = match (self.timeout, env("VAULT_CLIENT_TIMEOUT")) {
+            (Some(t), _) => t,
+            (None, Some(v)) if !v.is_empty() => {
+                let secs = if v.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("{v}s")
+                } else {
+                    v.clone()
+                };
+                parse_duration(&secs)
+                    .map_err(|why| CliError::BadEnv("VAULT_CLIENT_TIMEOUT", v, why))?
+            }
+            _ => DEFAULT_TIMEOUT,
+        };
+        let max_retries = match (self.max_retries, env("VAULT_MAX_RETRIES")) {
+            (Some(n), _) => Some(n),
+            (None, Some(v)) if !v.is_empty() => Some(v.parse().map_err(|_| {
+                CliError::BadEnv("VAULT_MAX_RETRIES", v, "expected a whole number".into())
+            })?),
+            _ => None,
+        };
         Ok(ClientConfig {
             address,
             namespace: self
                 .namespace
                 .clone()
                 .or_else(|| vault_env(env, "NAMESPACE")),
-            timeout: self.timeout,
+            timeout,
             kv_filter: self
                 .kv
                 .iter()
@@ -266,6 +295,7 @@ impl MountArgs {
             },
             max_response_bytes: self.max_response_mib.max(1) << 20,
             max_requests: self.max_requests.max(1),
+            max_retries,
         })
     }
 }
@@ -324,6 +354,42 @@ mod tests {
         let a = args(&["--file-mode", "0440", "--ttl", "5s"]);
         assert_eq!(a.file_mode, 0o440);
         assert_eq!(a.ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn vault_cli_timeout_and_retries_are_defaults() {
+        let env = |k: &str| match k {
+            "VAULT_CLIENT_TIMEOUT" => Some("45".to_string()),
+            "VAULT_MAX_RETRIES" => Some("3".to_string()),
+            _ => None,
+        };
+        let c = args(&[]).client_config(&env).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(45));
+        assert_eq!(c.max_retries, Some(3));
+        let c = args(&["--timeout", "2s", "--max-retries", "0"])
+            .client_config(&env)
+            .unwrap();
+        assert_eq!(
+            (c.timeout, c.max_retries),
+            (Duration::from_secs(2), Some(0))
+        );
+        let none = |_: &str| None;
+        let c = args(&[]).client_config(&none).unwrap();
+        assert_eq!((c.timeout, c.max_retries), (DEFAULT_TIMEOUT, None));
+        let unit = |k: &str| (k == "VAULT_CLIENT_TIMEOUT").then(|| "1m30s".to_string());
+        assert_eq!(
+            args(&[]).client_config(&unit).unwrap().timeout,
+            Duration::from_secs(90)
+        );
+        for (k, v) in [
+            ("VAULT_CLIENT_TIMEOUT", "soon"),
+            ("VAULT_CLIENT_TIMEOUT", "99999999999"),
+            ("VAULT_MAX_RETRIES", "-1"),
+        ] {
+            let bad = |name: &str| (name == k).then(|| v.to_string());
+            let e = args(&[]).client_config(&bad).unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains(v), "{e}");
+        }
     }
 
     #[test]

@@ -303,7 +303,7 @@ pub fn serve(
         file_mode: p.args.file_mode,
         dir_mode: p.args.dir_mode,
         ttl: p.args.ttl,
-        op_timeout: p.args.timeout + OP_SLACK,
+        op_timeout: p.client.config().timeout + OP_SLACK,
     };
     let fs = VaultFs::new(tree, rt.handle().clone(), opts);
     let mut session = Session::new(fs, &p.mountpoint, &fuse_config(&p.args)).map_err(|source| {

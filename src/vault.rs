@@ -79,6 +79,8 @@ pub struct ClientConfig {
     pub max_response_bytes: usize,
     /// Requests in flight at once; the rest wait.
     pub max_requests: usize,
+    /// Retries of one request; `None`: as many as fit in its deadline.
+    pub max_retries: Option<u32>,
 }
 
 impl ClientConfig {
@@ -99,6 +101,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("tls", &self.tls)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_requests", &self.max_requests)
+            .field("max_retries", &self.max_retries)
             .finish()
     }
 }
@@ -314,7 +317,8 @@ impl VaultClient {
                 Ok((status, body)) => status_error(status, &body),
                 Err(e) => e,
             };
-            if err.is_retryable() {
+            let retries_left = self.cfg.max_retries.is_none_or(|m| attempt < m);
+            if err.is_retryable() && retries_left {
                 let wait = backoff(attempt);
                 if Instant::now() + wait < deadline {
                     tracing::debug!(path, attempt, error = %err, wait_ms = wait.as_millis() as u64, "retrying Vault request");
@@ -1109,6 +1113,7 @@ mod tests {
             tls: TlsConfig::default(),
             max_response_bytes: 1,
             max_requests: 1,
+            max_retries: None,
         };
         let d = format!("{cfg:?}");
         assert!(

@@ -365,3 +365,39 @@ fn bad_command_lines_give_one_line_errors() {
     let (_, took) = timed(|| fails_with_one_line(c, "cannot reach Vault"));
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// The Vault CLI's VAULT_CLIENT_TIMEOUT and VAULT_MAX_RETRIES are the
+/// defaults of `--timeout` and `--max-retries`.
+#[test]
+fn vault_cli_timeout_and_retries_are_honoured() {
+    let server = Server::start(|r| match r.target.as_str() {
+        "/v1/secret/metadata/?list=true" => ok(json!({"data": {"keys": ["busy", "hung"]}})),
+        "/v1/secret/data/busy" => status(503, r#"{"errors":["standby"]}"#),
+        "/v1/secret/data/hung" => Some(Reply::After(
+            Duration::from_secs(30),
+            Box::new(Reply::Status(200, b"{}".to_vec())),
+        )),
+        _ => basics(r),
+    });
+    let env = [("VAULT_CLIENT_TIMEOUT", "1"), ("VAULT_MAX_RETRIES", "2")];
+    let m = server.mount_env(&env, &["--no-scan"]);
+    // First, while Vault is not yet taken for down (that fails fast).
+    let (e, took) = timed(|| errno_of(std::fs::read(m.p("secret/hung/k"))));
+    assert_eq!(e, libc::EIO);
+    let second = Duration::from_secs(1);
+    assert!(took >= second * 9 / 10 && took < second + SLACK, "{took:?}");
+    drop(m);
+    let m = server.mount_env(&env, &["--no-scan"]);
+    let busy = |s: &Server| s.count(|r| r.target == "/v1/secret/data/busy");
+    let e = errno_of(std::fs::read(m.p("secret/busy/k")));
+    assert_eq!(e, libc::EIO);
+    // The first try and two retries.
+    assert_eq!(busy(&server), 3);
+    drop(m);
+
+    // A flag wins over the environment.
+    server.clear();
+    let m = server.mount_env(&env, &["--no-scan", "--max-retries", "0"]);
+    let _ = std::fs::read(m.p("secret/busy/k"));
+    assert_eq!(busy(&server), 1);
+}

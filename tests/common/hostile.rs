@@ -102,7 +102,12 @@ impl Server {
 
     /// The real binary mounted in the foreground against this server.
     pub fn mount(&self, extra: &[&str]) -> Mount {
-        mount_addr(&self.addr, extra)
+        mount_addr(&self.addr, &[], extra)
+    }
+
+    /// [`Server::mount`] with extra environment variables.
+    pub fn mount_env(&self, env: &[(&str, &str)], extra: &[&str]) -> Mount {
+        mount_addr(&self.addr, env, extra)
     }
 }
 
@@ -156,7 +161,7 @@ fn write_reply(mut w: TcpStream, reply: Reply) {
 
 /// Runs the real binary against `addr` in the foreground and waits for
 /// the mount.
-pub fn mount_addr(addr: &str, extra: &[&str]) -> Mount {
+pub fn mount_addr(addr: &str, env: &[(&str, &str)], extra: &[&str]) -> Mount {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().with_extension("log");
     let mut cmd = Command::new(vaultfs_bin());
@@ -167,6 +172,7 @@ pub fn mount_addr(addr: &str, extra: &[&str]) -> Mount {
         .arg("--foreground")
         .arg(dir.path())
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     let mut m = Mount {
