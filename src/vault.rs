@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -553,21 +552,11 @@ fn retryable_status(s: StatusCode) -> bool {
 /// out instead of arriving together.
 fn backoff(attempt: u32) -> Duration {
     let cap = (BACKOFF_BASE * 2u32.saturating_pow(attempt.min(16))).min(BACKOFF_MAX);
-    cap / 2 + (cap / 2).mul_f64(random_unit())
+    cap / 2 + (cap / 2).mul_f64(fastrand::f64())
 }
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// A number in [0, 1): std's randomly keyed hasher over a counter is random
-/// enough for jitter, without a crate.
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
 
 /// Remembers that Vault is down (unreachable, hung, sealed, gateway errors)
 /// so that requests fail at once with that error while one probe at a time
