@@ -93,6 +93,9 @@ pub enum FsError {
     ReadOnly,
     #[error("stale file handle")]
     BadHandle,
+    /// A folder deeper than the path budget (`tree::MAX_PATH`).
+    #[error("path too long")]
+    PathTooLong,
 }
 
 impl FsError {
@@ -106,6 +109,7 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle => libc::EBADF,
+            FsError::PathTooLong => libc::ENAMETOOLONG,
         }
     }
 }
