@@ -54,6 +54,56 @@ struct Shared<S> {
     start: SystemTime,
     /// Per directory inode, what the kernel may hold of its listing.
     served: Mutex<HashMap<u64, Served>>,
+    /// Listings of streams in progress (see [`Streams`]).
+    streams: Mutex<Streams>,
+}
+
+/// The last listings served, by directory inode, so each later chunk of a
+/// stream is a binary search in one (until its answers expire) instead of
+/// a rebuild of the whole listing: reading a directory of N entries takes
+/// time linear in N, not quadratic. Bounded: [`Streams::MAX_DIRS`]
+/// listings and, the newest one aside, [`Streams::MAX_ENTRIES`] entries
+/// (each holds its inode and, for a secret's files, the secret).
+#[derive(Default)]
+struct Streams {
+    /// Least recently used first.
+    held: Vec<(u64, Arc<Listing>)>,
+}
+
+impl Streams {
+    const MAX_DIRS: usize = 64;
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// The listing served last for `ino`, while its answers are fresh.
+    fn get(&mut self, ino: u64) -> Option<Arc<Listing>> {
+        let i = self.held.iter().position(|(i, _)| *i == ino)?;
+        let (_, l) = self.held.remove(i);
+        if l.valid_until <= Instant::now() {
+            return None;
+        }
+        self.held.push((ino, l.clone()));
+        Some(l)
+    }
+
+    fn put(&mut self, ino: u64, listing: Arc<Listing>) {
+        let now = Instant::now();
+        self.held.retain(|(i, l)| *i != ino && l.valid_until > now);
+        self.held.push((ino, listing));
+        while self.held.len() > 1
+            && (self.held.len() > Self::MAX_DIRS
+                || self.held[..self.held.len() - 1]
+                    .iter()
+                    .map(|(_, l)| l.len())
+                    .sum::<usize>()
+                    > Self::MAX_ENTRIES)
+        {
+            self.held.remove(0);
+        }
+    }
+
+    fn forget(&mut self, ino: u64) {
+        self.held.retain(|(i, _)| *i != ino);
+    }
 }
 
 /// A listing the kernel may have cached (it keeps listings itself,
@@ -96,6 +146,7 @@ impl<S: SecretStore> VaultFs<S> {
                 opts,
                 start: SystemTime::now(),
                 served: Mutex::default(),
+                streams: Mutex::default(),
             }),
             rt,
             no_open: false,
@@ -128,32 +179,47 @@ impl<S: SecretStore> VaultFs<S> {
     fn serve_dir<R, F>(&self, ino: INodeNo, offset: u64, reply: R, fill: F)
     where
         R: DirReply,
-        F: for<'a> FnOnce(&Shared<S>, R, Vec<(u64, &'a str, Entry)>) + Send + 'static,
+        F: for<'a> FnOnce(&Shared<S>, R, Stream<'a>) + Send + 'static,
     {
         let s = self.shared.clone();
         self.with_listing(ino, offset, move |r| match r {
-            Ok(listing) => {
-                s.note_served(ino.0, &listing);
-                fill(&s, reply, s.stream(ino, &listing, offset))
-            }
+            Ok(listing) => fill(&s, reply, stream(ino, &listing, offset)),
             Err(e) => reply.fail(errno(&e)),
         });
     }
 
-    /// A directory's listing for a stream at `offset`: right here when
-    /// everything it shows is cached (no task, no thread hop), else from a
-    /// task. The start of a stream also fetches the children a walker
-    /// visits next; later chunks do not ask again.
+    /// A directory's listing for a stream at `offset`: the one the stream's
+    /// earlier chunks came from while its answers are fresh; else built
+    /// right here when everything it shows is cached (no task, no thread
+    /// hop), or in a task. The start of a stream is always built anew and
+    /// also fetches the children a walker visits next.
     fn with_listing<D>(&self, ino: INodeNo, offset: u64, done: D)
     where
-        D: FnOnce(Result<Listing, FsError>) + Send + 'static,
+        D: FnOnce(Result<Arc<Listing>, FsError>) + Send + 'static,
     {
         let prefetch = offset == 0;
-        match self.shared.tree.readdir_cached(ino.0, prefetch) {
-            Some(r) => done(r),
+        let s = &self.shared;
+        if !prefetch {
+            if let Some(l) = s.streams.lock().expect("streams").get(ino.0) {
+                return done(Ok(l));
+            }
+        }
+        let keep = {
+            let s = s.clone();
+            move |r: Result<Listing, FsError>| {
+                done(r.map(|l| {
+                    let l = Arc::new(l);
+                    s.note_served(ino.0, &l);
+                    s.streams.lock().expect("streams").put(ino.0, l.clone());
+                    l
+                }))
+            }
+        };
+        match s.tree.readdir_cached(ino.0, prefetch) {
+            Some(r) => keep(r),
             None => {
-                let tree = self.shared.tree.clone();
-                self.spawn(async move { tree.readdir(ino.0, prefetch).await }, done)
+                let tree = s.tree.clone();
+                self.spawn(async move { tree.readdir(ino.0, prefetch).await }, keep)
             }
         }
     }
@@ -291,46 +357,28 @@ impl<S: SecretStore> Shared<S> {
             }
         }
     }
-
-    /// The directory stream from `offset` on, ordered by cookie
-    /// ([`Tree::cookie`]).
-    fn stream<'a>(
-        &self,
-        ino: INodeNo,
-        listing: &'a Listing,
-        offset: u64,
-    ) -> Vec<(u64, &'a str, Entry)> {
-        let me = Entry {
-            ino: ino.0,
-            kind: Kind::Dir,
-            size: 0,
-            mtime: None,
-            fingerprint: 0,
-            valid_until: None,
-        };
-        let mut out: Vec<(u64, &str, Entry)> = vec![(1, ".", me.clone()), (2, "..", me)];
-        out.extend(
-            listing
-                .iter()
-                .map(|(n, e)| (self.tree.cookie(n), n.as_str(), e.clone())),
-        );
-        resume_after(out, offset)
-    }
 }
 
-/// Order a stream by cookie and keep what comes after `offset`. Two names
-/// with one cookie (a 62-bit keyed hash: practically never) would make a
-/// resumed stream skip the second, so they are spaced apart, the same way
-/// in every chunk of a stream over the same listing.
-fn resume_after<T: Ord>(mut entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
-    entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for i in 1..entries.len() {
-        if entries[i].0 <= entries[i - 1].0 {
-            entries[i].0 = entries[i - 1].0 + 1;
-        }
-    }
-    entries.retain(|(c, _, _)| *c > offset);
-    entries
+/// The rest of a directory stream: (cookie, name, entry).
+type Stream<'a> = Box<dyn Iterator<Item = (u64, &'a str, Entry)> + 'a>;
+
+/// The directory stream from `offset` on, ordered by cookie
+/// ([`Tree::cookie`]; `.` and `..` are 1 and 2): found by binary search,
+/// entries cloned only as the reply takes them.
+fn stream(ino: INodeNo, listing: &Listing, offset: u64) -> Stream<'_> {
+    let me = Entry {
+        ino: ino.0,
+        kind: Kind::Dir,
+        size: 0,
+        mtime: None,
+        fingerprint: 0,
+        valid_until: None,
+    };
+    let dots = [(1, "."), (2, "..")]
+        .into_iter()
+        .filter(move |(c, _)| *c > offset)
+        .map(move |(c, n)| (c, n, me.clone()));
+    Box::new(dots.chain(listing.after(offset).map(|(c, n, e)| (c, n, e.clone()))))
 }
 
 macro_rules! read_only {
@@ -419,6 +467,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if self.shared.tree.forget(ino.0, nlookup) {
             // The kernel dropped the inode, and with it any cached listing.
             self.shared.served.lock().expect("served").remove(&ino.0);
+            self.shared.streams.lock().expect("streams").forget(ino.0);
         }
     }
 
@@ -707,6 +756,14 @@ fn file_type(k: Kind) -> FileType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tree::stream_order;
+
+    /// A stream ordered by cookie, from `offset` on.
+    fn resume_after<T: Ord>(entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
+        let mut v = stream_order(entries);
+        v.retain(|e| e.0 > offset);
+        v
+    }
 
     fn entry() -> Entry {
         Entry {

@@ -183,11 +183,15 @@ impl Inodes {
     }
 }
 
-/// Directory entries, sorted by name (without `.` and `..`). Each entry
-/// holds a reference on its inode while this lives, so a `readdirplus`
-/// reply built from it never hands out a dropped inode.
+/// Directory entries (without `.` and `..`) in stream order: by cookie
+/// ([`Tree::cookie`]), so a chunk of a stream is found by binary search
+/// rather than by sorting the listing again. Each entry holds a reference
+/// on its inode while this lives, so a `readdirplus` reply built from it
+/// never hands out a dropped inode.
 pub struct Listing {
     entries: Vec<(String, Entry)>,
+    /// Each entry's position in the stream, ascending.
+    cookies: Vec<u64>,
     /// When the first of the cached answers this listing was built from
     /// expires: the kernel may keep the listing no longer than that.
     pub valid_until: Instant,
@@ -199,6 +203,41 @@ impl Deref for Listing {
     fn deref(&self) -> &Self::Target {
         &self.entries
     }
+}
+
+impl Listing {
+    /// The entries that follow `offset` in the stream, with their cookies.
+    pub fn after(&self, offset: u64) -> impl Iterator<Item = (u64, &str, &Entry)> {
+        let from = self.cookies.partition_point(|&c| c <= offset);
+        self.cookies[from..]
+            .iter()
+            .zip(&self.entries[from..])
+            .map(|(&c, (n, e))| (c, n.as_str(), e))
+    }
+}
+
+/// Sort by cookie. Two names with one cookie (a 62-bit keyed hash:
+/// practically never) would make a resumed stream skip the second, so
+/// they are spaced apart, the same way in every chunk of a stream over the
+/// same listing.
+pub fn stream_order<N: Ord, T>(mut entries: Vec<(u64, N, T)>) -> Vec<(u64, N, T)> {
+    entries.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for i in 1..entries.len() {
+        if entries[i].0 <= entries[i - 1].0 {
+            entries[i].0 = entries[i - 1].0 + 1;
+        }
+    }
+    entries
+}
+
+/// At most this many children of a directory are prefetched per read of
+/// it: the rest are fetched when asked for. Without a bound, one `ls` of a
+/// folder of 100,000 secrets would make 100,000 requests.
+pub const PREFETCH_MAX: usize = 1000;
+
+/// Whether a sorted LIST answer holds `key`.
+fn holds(keys: &[String], key: &str) -> bool {
+    keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
 }
 
 impl Drop for Listing {
@@ -393,10 +432,19 @@ impl<S: SecretStore> Tree<S> {
         self.mounts.get(&(), || store.mounts()).await
     }
 
+    /// A folder's LIST answer, sorted and without duplicates (whatever the
+    /// server sent), so a name is found in it by binary search: a lookup
+    /// per child of a big folder must not read the whole answer.
     pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
         let key = (mount.clone(), path.to_string());
         let store = &self.store;
-        self.listings.get(&key, || store.list(mount, path)).await
+        let fetch = || async {
+            let mut keys = store.list(mount, path).await?;
+            keys.sort_unstable();
+            keys.dedup();
+            Ok(keys)
+        };
+        self.listings.get(&key, fetch).await
     }
 
     pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
@@ -544,8 +592,7 @@ impl<S: SecretStore> Tree<S> {
         }
         match self.listing(mount, path).await {
             Ok(keys) => {
-                let folder = format!("{seg}/");
-                let hit = keys.iter().any(|k| *k == seg || *k == folder);
+                let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Known::Yes } else { Known::No });
             }
             Err(VaultError::NotFound) => return Ok(Known::No),
@@ -807,8 +854,16 @@ impl<S: SecretStore> Tree<S> {
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
+        let ordered = stream_order(
+            entries
+                .into_iter()
+                .map(|(n, e)| (self.cookie(&n), n, e))
+                .collect(),
+        );
+        let (cookies, entries) = ordered.into_iter().map(|(c, n, e)| (c, (n, e))).unzip();
         Listing {
             entries,
+            cookies,
             valid_until,
             inodes: self.inodes.clone(),
         }
@@ -894,53 +949,61 @@ impl<S: SecretStore> Tree<S> {
     /// parallel, turns a serial chain of round trips into a pipeline: the
     /// walker then finds each child cached or already in flight (the cache's
     /// single-flight joins it). One level deep only, so `ls` of a big tree's
-    /// root does not fetch the whole tree.
+    /// root does not fetch the whole tree, and the first [`PREFETCH_MAX`]
+    /// children in stream order only. One task works through them, a
+    /// request slot at a time, so a big folder costs no task per child.
     fn prefetch_children(self: &Arc<Self>, mount: &KvMount, path: &str, keys: &[String]) {
         let Some(permits) = &self.prefetch else {
             return;
         };
         // In the order the walker will visit them.
-        let mut keys: Vec<(u64, &String)> = keys
+        let mut queue: Vec<(u64, Key, bool)> = keys
             .iter()
-            .map(|k| {
-                let seg = k.strip_suffix('/').unwrap_or(k);
-                (encoded(seg).map_or(0, |n| self.cookie(&n)), k)
+            .filter_map(|k| {
+                let (seg, folder) = match k.strip_suffix('/') {
+                    Some(f) => (f, true),
+                    None => (k.as_str(), false),
+                };
+                if seg.contains('/') || path.len() + seg.len() >= MAX_PATH {
+                    return None;
+                }
+                let cookie = self.cookie(&encoded(seg)?);
+                Some((cookie, (mount.clone(), join(path, seg)), folder))
             })
             .collect();
-        keys.sort_unstable();
-        for (_, k) in keys {
-            let (seg, folder) = match k.strip_suffix('/') {
-                Some(f) => (f, true),
-                None => (k.as_str(), false),
-            };
-            if seg.is_empty() || seg.contains('/') {
-                continue;
-            }
-            let key = (mount.clone(), join(path, seg));
-            // Cached, or already on its way (an earlier read of this
-            // directory): a second task would only hold a slot to wait.
-            let in_hand = if folder {
-                self.listings.in_hand(&key)
-            } else {
-                self.secrets.in_hand(&key)
-            };
-            if in_hand {
-                continue;
-            }
-            let (tree, permits) = (self.clone(), permits.clone());
-            tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
+        if queue.len() > PREFETCH_MAX {
+            queue.select_nth_unstable_by_key(PREFETCH_MAX, |q| q.0);
+            queue.truncate(PREFETCH_MAX);
+        }
+        queue.sort_unstable_by_key(|q| q.0);
+        // Cached, or already on its way (an earlier read of this
+        // directory): a fetch would only hold a slot to wait.
+        queue.retain(|(_, key, folder)| match folder {
+            true => !self.listings.in_hand(key),
+            false => !self.secrets.in_hand(key),
+        });
+        if queue.is_empty() {
+            return;
+        }
+        let (tree, permits) = (self.clone(), permits.clone());
+        tokio::spawn(async move {
+            for (_, (mount, path), folder) in queue {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (mount, path) = key;
-                // Errors are cached or retried by whoever asks next.
-                if folder {
-                    let _ = tree.listing(&mount, &path).await;
-                } else {
-                    let _ = tree.secret(&mount, &path).await;
-                }
-            });
-        }
+                let tree = tree.clone();
+                // At most as many fetches at once as there are permits.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    // Errors are cached or retried by whoever asks next.
+                    if folder {
+                        let _ = tree.listing(&mount, &path).await;
+                    } else {
+                        let _ = tree.secret(&mount, &path).await;
+                    }
+                });
+            }
+        });
     }
 
     /// What the parent's listing says `path` is: (a secret?, a folder?).
@@ -957,15 +1020,14 @@ impl<S: SecretStore> Tree<S> {
 fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
     match listing {
         Ok(keys) => {
-            let folder = format!("{leaf}/");
             let has = |k: &str| {
-                if keys.iter().any(|x| x == k) {
+                if holds(keys, k) {
                     Known::Yes
                 } else {
                     Known::No
                 }
             };
-            (has(leaf), has(&folder))
+            (has(leaf), has(&format!("{leaf}/")))
         }
         Err(_) => (Known::Denied, Known::Denied),
     }
