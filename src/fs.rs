@@ -21,7 +21,7 @@ use fuser::{
 use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
-use crate::tree::{Entry, Kind, Listing, Tree};
+use crate::tree::{Entry, Held, Kind, Listing, Tree};
 use crate::vault::SecretStore;
 
 /// How files look to `stat`.
@@ -421,24 +421,18 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (s, name) = (self.shared.clone(), name.as_bytes().to_vec());
         let done = s.clone();
-        self.spawn(
-            async move {
-                let e = s.tree.lookup(parent.0, &name).await?;
-                if e.kind == Kind::Dir {
-                    s.revalidate(e.ino).await;
-                }
-                Ok(e)
-            },
-            move |r| match r {
-                Ok(e) => reply.entry_with_ttls(
+        self.spawn(lookup(s, parent.0, name), move |r| match r {
+            Ok(e) => {
+                reply.entry_with_ttls(
                     &done.attr_ttl(&e),
                     &done.entry_ttl(&e),
                     &done.attr(&e),
                     Generation(0),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            },
-        );
+                );
+                e.hand_over();
+            }
+            Err(e) => reply.error(errno(&e)),
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -746,6 +740,21 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     }
 }
 
+/// A `lookup`: the entry, with the reference the kernel will count held
+/// by a guard, so an operation cut by its deadline after the tree took
+/// the reference (revalidation may wait on Vault) does not leak it.
+async fn lookup<S: SecretStore>(
+    s: Arc<Shared<S>>,
+    parent: u64,
+    name: Vec<u8>,
+) -> Result<Held, FsError> {
+    let e = s.tree.held(s.tree.lookup(parent, &name).await?);
+    if e.kind == Kind::Dir {
+        s.revalidate(e.ino).await;
+    }
+    Ok(e)
+}
+
 fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
@@ -818,5 +827,93 @@ mod tests {
         let all = resume_after(l.into_iter().map(|(c, n)| (c, n, entry())).collect(), 0);
         let cookies: Vec<u64> = all.iter().map(|e| e.0).collect();
         assert_eq!(cookies, [3, 7, 8, 9]);
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use crate::cache::CachePolicy;
+    use crate::secret::Secret;
+    use crate::tree::ROOT_INO;
+    use crate::vault::{KvMount, KvVersion};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// One folder `a` in mount `secret`; LIST of `a` hangs once `hang` is set.
+    #[derive(Default)]
+    struct Store {
+        hang: AtomicBool,
+    }
+
+    impl SecretStore for Store {
+        async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
+            Ok(vec![KvMount {
+                path: "secret".into(),
+                version: KvVersion::V2,
+            }])
+        }
+        async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+            match path {
+                "" => Ok(vec!["a/".into()]),
+                _ if self.hang.load(Ordering::SeqCst) => std::future::pending().await,
+                _ => Ok(vec!["s".into()]),
+            }
+        }
+        async fn scan(&self, _: &KvMount, _: &str) -> Result<Vec<String>, VaultError> {
+            Err(VaultError::Http {
+                status: 405,
+                message: String::new(),
+            })
+        }
+        async fn read(&self, _: &KvMount, _: &str) -> Result<Secret, VaultError> {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    /// The suspicion, confirmed: a lookup whose revalidation waits
+    /// on Vault past the operation's deadline had taken the inode reference
+    /// the kernel would count, and nothing released it. The kernel, which
+    /// got no entry, forgets only what it was given.
+    #[tokio::test]
+    async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
+        let store = Arc::new(Store::default());
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(50),
+            stale_if_error: Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+        let tree = Arc::new(Tree::new(store.clone(), policy));
+        let s = Arc::new(Shared {
+            tree: tree.clone(),
+            opts: FsOptions {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o400,
+                dir_mode: 0o500,
+                ttl: Duration::from_millis(50),
+                op_timeout: Duration::from_millis(200),
+            },
+            start: SystemTime::now(),
+            served: Mutex::default(),
+            streams: Mutex::default(),
+        });
+        let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        // The kernel looked `a` up (one reference) and listed it.
+        let a = tree.lookup(mount, b"a").await.unwrap().ino;
+        s.note_served(a, &tree.readdir(a, false).await.unwrap());
+        // The listing it holds expires; Vault stops answering for `a`.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.hang.store(true, Ordering::SeqCst);
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            lookup(s.clone(), mount, b"a".to_vec()),
+        )
+        .await;
+        assert!(cut.is_err(), "the revalidation should have hung");
+        assert!(
+            tree.forget(a, 1),
+            "a reference leaked: the inode outlived its last FORGET"
+        );
     }
 }

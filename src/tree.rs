@@ -249,6 +249,39 @@ impl Drop for Listing {
     }
 }
 
+/// An entry whose inode reference is meant for the kernel: released when
+/// this is dropped, unless [`Held::hand_over`] says the reply went out.
+pub struct Held {
+    entry: Entry,
+    inodes: Option<Arc<Mutex<Inodes>>>,
+}
+
+impl Held {
+    /// The reply carrying the entry was sent: the kernel holds the
+    /// reference now (released by FORGET).
+    pub fn hand_over(mut self) {
+        self.inodes = None;
+    }
+}
+
+impl Deref for Held {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(inodes) = self.inodes.take() {
+            inodes
+                .lock()
+                .expect("inode lock")
+                .release(self.entry.ino, 1);
+        }
+    }
+}
+
 type Key = (KvMount, String);
 
 pub struct Tree<S> {
@@ -402,6 +435,14 @@ impl<S: SecretStore> Tree<S> {
             .lock()
             .expect("inode lock")
             .acquire(node, secret)
+    }
+
+    /// `e`, as returned by [`Tree::lookup`] with one reference, guarded.
+    pub fn held(&self, e: Entry) -> Held {
+        Held {
+            entry: e,
+            inodes: Some(self.inodes.clone()),
+        }
     }
 
     /// One more kernel reference on an inode a [`Listing`] holds (an entry
