@@ -21,9 +21,16 @@ use tokio::sync::watch;
 
 use crate::error::VaultError;
 
-/// Approximate bytes of memory a cached value holds.
+/// Approximate bytes of memory a cached value, or key, holds beyond its
+/// own size: what its strings and vectors point to.
 pub trait Weigh {
     fn weight(&self) -> usize;
+}
+
+impl Weigh for () {
+    fn weight(&self) -> usize {
+        0
+    }
 }
 
 impl Weigh for Vec<String> {
@@ -85,7 +92,7 @@ enum Step<V> {
     Fetch(watch::Sender<()>),
 }
 
-impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
+impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
     pub fn new(policy: CachePolicy) -> Self {
         Cache {
             inner: Mutex::new(Inner {
@@ -177,12 +184,12 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         let p = &self.policy;
         // Built before taking the lock: weighing a value walks it.
         let fresh = match result {
-            Ok(v) => Ok(Self::ready(v, now, now + p.ttl)),
+            Ok(v) => Ok(Self::ready(key, v, now, now + p.ttl)),
             Err(e) if e.is_definite() => Ok(Ready {
                 answer: Err(e),
                 fetched: now,
                 expires: now + p.ttl,
-                weight: 64,
+                weight: Self::key_weight(key),
             }),
             Err(e) => Err(e),
         };
@@ -222,8 +229,15 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         answer
     }
 
-    fn ready(v: V, fetched: Instant, expires: Instant) -> Ready<V> {
-        let weight = v.weight() + std::mem::size_of::<K>() + 64;
+    /// What a slot costs besides its value: the key, with the strings it
+    /// holds (a path can be far longer than the answer stored under it),
+    /// and the slot itself.
+    fn key_weight(key: &K) -> usize {
+        key.weight() + std::mem::size_of::<K>() + 64
+    }
+
+    fn ready(key: &K, v: V, fetched: Instant, expires: Instant) -> Ready<V> {
+        let weight = v.weight() + Self::key_weight(key);
         Ready {
             answer: Ok(Arc::new(v)),
             fetched,
@@ -241,7 +255,7 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
             return;
         }
         let fetched = expires.checked_sub(self.policy.ttl).unwrap_or(now);
-        let ready = Self::ready(v, fetched, expires);
+        let ready = Self::ready(key, v, fetched, expires);
         let mut inner = self.inner.lock().expect("cache lock");
         match inner.lru.peek(key) {
             Some(Slot::Pending(..)) => return,
@@ -278,6 +292,20 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
         }
     }
 
+    /// The sum of `f` over the values held (for tests).
+    #[cfg(test)]
+    pub fn weigh_all(&self, f: impl Fn(&K, &V) -> usize) -> usize {
+        let inner = self.inner.lock().expect("cache lock");
+        inner
+            .lru
+            .iter()
+            .map(|(k, s)| match s {
+                Slot::Ready(Ready { answer: Ok(v), .. }) => f(k, v),
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Entries and bytes held (for tests and stats).
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("cache lock");
@@ -289,6 +317,12 @@ impl<K: Hash + Eq + Clone, V: Weigh> Cache<K, V> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            0
+        }
+    }
 
     #[derive(Debug)]
     struct Val(usize);

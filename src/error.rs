@@ -97,6 +97,9 @@ pub enum FsError {
     ReadOnly,
     #[error("stale file handle")]
     BadHandle,
+    /// A folder deeper than the path budget (`tree::MAX_PATH`).
+    #[error("path too long")]
+    PathTooLong,
 }
 
 impl FsError {
@@ -112,6 +115,7 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle => libc::EBADF,
+            FsError::PathTooLong => libc::ENAMETOOLONG,
         }
     }
 }

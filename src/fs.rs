@@ -21,7 +21,7 @@ use fuser::{
 use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
-use crate::tree::{Entry, Kind, Listing, Tree};
+use crate::tree::{Entry, Held, Kind, Listing, Tree};
 use crate::vault::SecretStore;
 
 /// How files look to `stat`.
@@ -54,6 +54,56 @@ struct Shared<S> {
     start: SystemTime,
     /// Per directory inode, what the kernel may hold of its listing.
     served: Mutex<HashMap<u64, Served>>,
+    /// Listings of streams in progress (see [`Streams`]).
+    streams: Mutex<Streams>,
+}
+
+/// The last listings served, by directory inode, so each later chunk of a
+/// stream is a binary search in one (until its answers expire) instead of
+/// a rebuild of the whole listing: reading a directory of N entries takes
+/// time linear in N, not quadratic. Bounded: [`Streams::MAX_DIRS`]
+/// listings and, the newest one aside, [`Streams::MAX_ENTRIES`] entries
+/// (each holds its inode and, for a secret's files, the secret).
+#[derive(Default)]
+struct Streams {
+    /// Least recently used first.
+    held: Vec<(u64, Arc<Listing>)>,
+}
+
+impl Streams {
+    const MAX_DIRS: usize = 64;
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// The listing served last for `ino`, while its answers are fresh.
+    fn get(&mut self, ino: u64) -> Option<Arc<Listing>> {
+        let i = self.held.iter().position(|(i, _)| *i == ino)?;
+        let (_, l) = self.held.remove(i);
+        if l.valid_until <= Instant::now() {
+            return None;
+        }
+        self.held.push((ino, l.clone()));
+        Some(l)
+    }
+
+    fn put(&mut self, ino: u64, listing: Arc<Listing>) {
+        let now = Instant::now();
+        self.held.retain(|(i, l)| *i != ino && l.valid_until > now);
+        self.held.push((ino, listing));
+        while self.held.len() > 1
+            && (self.held.len() > Self::MAX_DIRS
+                || self.held[..self.held.len() - 1]
+                    .iter()
+                    .map(|(_, l)| l.len())
+                    .sum::<usize>()
+                    > Self::MAX_ENTRIES)
+        {
+            self.held.remove(0);
+        }
+    }
+
+    fn forget(&mut self, ino: u64) {
+        self.held.retain(|(i, _)| *i != ino);
+    }
 }
 
 /// A listing the kernel may have cached (it keeps listings itself,
@@ -96,6 +146,7 @@ impl<S: SecretStore> VaultFs<S> {
                 opts,
                 start: SystemTime::now(),
                 served: Mutex::default(),
+                streams: Mutex::default(),
             }),
             rt,
             no_open: false,
@@ -128,32 +179,47 @@ impl<S: SecretStore> VaultFs<S> {
     fn serve_dir<R, F>(&self, ino: INodeNo, offset: u64, reply: R, fill: F)
     where
         R: DirReply,
-        F: for<'a> FnOnce(&Shared<S>, R, Vec<(u64, &'a str, Entry)>) + Send + 'static,
+        F: for<'a> FnOnce(&Shared<S>, R, Stream<'a>) + Send + 'static,
     {
         let s = self.shared.clone();
         self.with_listing(ino, offset, move |r| match r {
-            Ok(listing) => {
-                s.note_served(ino.0, &listing);
-                fill(&s, reply, s.stream(ino, &listing, offset))
-            }
+            Ok(listing) => fill(&s, reply, stream(ino, &listing, offset)),
             Err(e) => reply.fail(errno(&e)),
         });
     }
 
-    /// A directory's listing for a stream at `offset`: right here when
-    /// everything it shows is cached (no task, no thread hop), else from a
-    /// task. The start of a stream also fetches the children a walker
-    /// visits next; later chunks do not ask again.
+    /// A directory's listing for a stream at `offset`: the one the stream's
+    /// earlier chunks came from while its answers are fresh; else built
+    /// right here when everything it shows is cached (no task, no thread
+    /// hop), or in a task. The start of a stream is always built anew and
+    /// also fetches the children a walker visits next.
     fn with_listing<D>(&self, ino: INodeNo, offset: u64, done: D)
     where
-        D: FnOnce(Result<Listing, FsError>) + Send + 'static,
+        D: FnOnce(Result<Arc<Listing>, FsError>) + Send + 'static,
     {
         let prefetch = offset == 0;
-        match self.shared.tree.readdir_cached(ino.0, prefetch) {
-            Some(r) => done(r),
+        let s = &self.shared;
+        if !prefetch {
+            if let Some(l) = s.streams.lock().expect("streams").get(ino.0) {
+                return done(Ok(l));
+            }
+        }
+        let keep = {
+            let s = s.clone();
+            move |r: Result<Listing, FsError>| {
+                done(r.map(|l| {
+                    let l = Arc::new(l);
+                    s.note_served(ino.0, &l);
+                    s.streams.lock().expect("streams").put(ino.0, l.clone());
+                    l
+                }))
+            }
+        };
+        match s.tree.readdir_cached(ino.0, prefetch) {
+            Some(r) => keep(r),
             None => {
-                let tree = self.shared.tree.clone();
-                self.spawn(async move { tree.readdir(ino.0, prefetch).await }, done)
+                let tree = s.tree.clone();
+                self.spawn(async move { tree.readdir(ino.0, prefetch).await }, keep)
             }
         }
     }
@@ -293,46 +359,28 @@ impl<S: SecretStore> Shared<S> {
             }
         }
     }
-
-    /// The directory stream from `offset` on, ordered by cookie
-    /// ([`Tree::cookie`]).
-    fn stream<'a>(
-        &self,
-        ino: INodeNo,
-        listing: &'a Listing,
-        offset: u64,
-    ) -> Vec<(u64, &'a str, Entry)> {
-        let me = Entry {
-            ino: ino.0,
-            kind: Kind::Dir,
-            size: 0,
-            mtime: None,
-            fingerprint: 0,
-            valid_until: None,
-        };
-        let mut out: Vec<(u64, &str, Entry)> = vec![(1, ".", me.clone()), (2, "..", me)];
-        out.extend(
-            listing
-                .iter()
-                .map(|(n, e)| (self.tree.cookie(n), n.as_str(), e.clone())),
-        );
-        resume_after(out, offset)
-    }
 }
 
-/// Order a stream by cookie and keep what comes after `offset`. Two names
-/// with one cookie (a 62-bit keyed hash: practically never) would make a
-/// resumed stream skip the second, so they are spaced apart, the same way
-/// in every chunk of a stream over the same listing.
-fn resume_after<T: Ord>(mut entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
-    entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for i in 1..entries.len() {
-        if entries[i].0 <= entries[i - 1].0 {
-            entries[i].0 = entries[i - 1].0 + 1;
-        }
-    }
-    entries.retain(|(c, _, _)| *c > offset);
-    entries
+/// The rest of a directory stream: (cookie, name, entry).
+type Stream<'a> = Box<dyn Iterator<Item = (u64, &'a str, Entry)> + 'a>;
+
+/// The directory stream from `offset` on, ordered by cookie
+/// ([`Tree::cookie`]; `.` and `..` are 1 and 2): found by binary search,
+/// entries cloned only as the reply takes them.
+fn stream(ino: INodeNo, listing: &Listing, offset: u64) -> Stream<'_> {
+    let me = Entry {
+        ino: ino.0,
+        kind: Kind::Dir,
+        size: 0,
+        mtime: None,
+        fingerprint: 0,
+        valid_until: None,
+    };
+    let dots = [(1, "."), (2, "..")]
+        .into_iter()
+        .filter(move |(c, _)| *c > offset)
+        .map(move |(c, n)| (c, n, me.clone()));
+    Box::new(dots.chain(listing.after(offset).map(|(c, n, e)| (c, n, e.clone()))))
 }
 
 macro_rules! read_only {
@@ -375,24 +423,18 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (s, name) = (self.shared.clone(), name.as_bytes().to_vec());
         let done = s.clone();
-        self.spawn(
-            async move {
-                let e = s.tree.lookup(parent.0, &name).await?;
-                if e.kind == Kind::Dir {
-                    s.revalidate(e.ino).await;
-                }
-                Ok(e)
-            },
-            move |r| match r {
-                Ok(e) => reply.entry_with_ttls(
+        self.spawn(lookup(s, parent.0, name), move |r| match r {
+            Ok(e) => {
+                reply.entry_with_ttls(
                     &done.attr_ttl(&e),
                     &done.entry_ttl(&e),
                     &done.attr(&e),
                     Generation(0),
-                ),
-                Err(e) => reply.error(errno(&e)),
-            },
-        );
+                );
+                e.hand_over();
+            }
+            Err(e) => reply.error(errno(&e)),
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -421,6 +463,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if self.shared.tree.forget(ino.0, nlookup) {
             // The kernel dropped the inode, and with it any cached listing.
             self.shared.served.lock().expect("served").remove(&ino.0);
+            self.shared.streams.lock().expect("streams").forget(ino.0);
         }
     }
 
@@ -699,6 +742,21 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     }
 }
 
+/// A `lookup`: the entry, with the reference the kernel will count held
+/// by a guard, so an operation cut by its deadline after the tree took
+/// the reference (revalidation may wait on Vault) does not leak it.
+async fn lookup<S: SecretStore>(
+    s: Arc<Shared<S>>,
+    parent: u64,
+    name: Vec<u8>,
+) -> Result<Held, FsError> {
+    let e = s.tree.held(s.tree.lookup(parent, &name).await?);
+    if e.kind == Kind::Dir {
+        s.revalidate(e.ino).await;
+    }
+    Ok(e)
+}
+
 fn file_type(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
@@ -709,6 +767,14 @@ fn file_type(k: Kind) -> FileType {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tree::stream_order;
+
+    /// A stream ordered by cookie, from `offset` on.
+    fn resume_after<T: Ord>(entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
+        let mut v = stream_order(entries);
+        v.retain(|e| e.0 > offset);
+        v
+    }
 
     fn entry() -> Entry {
         Entry {
@@ -763,5 +829,93 @@ mod tests {
         let all = resume_after(l.into_iter().map(|(c, n)| (c, n, entry())).collect(), 0);
         let cookies: Vec<u64> = all.iter().map(|e| e.0).collect();
         assert_eq!(cookies, [3, 7, 8, 9]);
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use crate::cache::CachePolicy;
+    use crate::secret::Secret;
+    use crate::tree::ROOT_INO;
+    use crate::vault::{KvMount, KvVersion};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// One folder `a` in mount `secret`; LIST of `a` hangs once `hang` is set.
+    #[derive(Default)]
+    struct Store {
+        hang: AtomicBool,
+    }
+
+    impl SecretStore for Store {
+        async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
+            Ok(vec![KvMount {
+                path: "secret".into(),
+                version: KvVersion::V2,
+            }])
+        }
+        async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
+            match path {
+                "" => Ok(vec!["a/".into()]),
+                _ if self.hang.load(Ordering::SeqCst) => std::future::pending().await,
+                _ => Ok(vec!["s".into()]),
+            }
+        }
+        async fn scan(&self, _: &KvMount, _: &str) -> Result<Vec<String>, VaultError> {
+            Err(VaultError::Http {
+                status: 405,
+                message: String::new(),
+            })
+        }
+        async fn read(&self, _: &KvMount, _: &str) -> Result<Secret, VaultError> {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    /// The suspicion, confirmed: a lookup whose revalidation waits
+    /// on Vault past the operation's deadline had taken the inode reference
+    /// the kernel would count, and nothing released it. The kernel, which
+    /// got no entry, forgets only what it was given.
+    #[tokio::test]
+    async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
+        let store = Arc::new(Store::default());
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(50),
+            stale_if_error: Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+        let tree = Arc::new(Tree::new(store.clone(), policy));
+        let s = Arc::new(Shared {
+            tree: tree.clone(),
+            opts: FsOptions {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o400,
+                dir_mode: 0o500,
+                ttl: Duration::from_millis(50),
+                op_timeout: Duration::from_millis(200),
+            },
+            start: SystemTime::now(),
+            served: Mutex::default(),
+            streams: Mutex::default(),
+        });
+        let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        // The kernel looked `a` up (one reference) and listed it.
+        let a = tree.lookup(mount, b"a").await.unwrap().ino;
+        s.note_served(a, &tree.readdir(a, false).await.unwrap());
+        // The listing it holds expires; Vault stops answering for `a`.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store.hang.store(true, Ordering::SeqCst);
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            lookup(s.clone(), mount, b"a".to_vec()),
+        )
+        .await;
+        assert!(cut.is_err(), "the revalidation should have hung");
+        assert!(
+            tree.forget(a, 1),
+            "a reference leaked: the inode outlived its last FORGET"
+        );
     }
 }

@@ -21,6 +21,13 @@ use crate::vault::{KvMount, SecretStore};
 
 pub const ROOT_INO: u64 = 1;
 
+/// The longest path inside a mount shown, in bytes (Linux's PATH_MAX): a
+/// folder deeper than that is left out. Every inode and cache key holds its
+/// path, so without a bound a chain of folders (which one LIST answer per
+/// level, or one small SCAN answer, can describe without end) would cost
+/// memory quadratic in its depth.
+pub const MAX_PATH: usize = 4096;
+
 /// Everything that has an inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Node {
@@ -79,6 +86,12 @@ pub struct Entry {
 impl Weigh for Secret {
     fn weight(&self) -> usize {
         self.mem_size()
+    }
+}
+
+impl Weigh for (KvMount, String) {
+    fn weight(&self) -> usize {
+        self.0.path.len() + self.1.len()
     }
 }
 
@@ -170,11 +183,15 @@ impl Inodes {
     }
 }
 
-/// Directory entries, sorted by name (without `.` and `..`). Each entry
-/// holds a reference on its inode while this lives, so a `readdirplus`
-/// reply built from it never hands out a dropped inode.
+/// Directory entries (without `.` and `..`) in stream order: by cookie
+/// ([`Tree::cookie`]), so a chunk of a stream is found by binary search
+/// rather than by sorting the listing again. Each entry holds a reference
+/// on its inode while this lives, so a `readdirplus` reply built from it
+/// never hands out a dropped inode.
 pub struct Listing {
     entries: Vec<(String, Entry)>,
+    /// Each entry's position in the stream, ascending.
+    cookies: Vec<u64>,
     /// When the first of the cached answers this listing was built from
     /// expires: the kernel may keep the listing no longer than that.
     pub valid_until: Instant,
@@ -188,11 +205,79 @@ impl Deref for Listing {
     }
 }
 
+impl Listing {
+    /// The entries that follow `offset` in the stream, with their cookies.
+    pub fn after(&self, offset: u64) -> impl Iterator<Item = (u64, &str, &Entry)> {
+        let from = self.cookies.partition_point(|&c| c <= offset);
+        self.cookies[from..]
+            .iter()
+            .zip(&self.entries[from..])
+            .map(|(&c, (n, e))| (c, n.as_str(), e))
+    }
+}
+
+/// Sort by cookie. Two names with one cookie (a 62-bit keyed hash:
+/// practically never) would make a resumed stream skip the second, so
+/// they are spaced apart, the same way in every chunk of a stream over the
+/// same listing.
+pub fn stream_order<N: Ord, T>(mut entries: Vec<(u64, N, T)>) -> Vec<(u64, N, T)> {
+    entries.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for i in 1..entries.len() {
+        if entries[i].0 <= entries[i - 1].0 {
+            entries[i].0 = entries[i - 1].0 + 1;
+        }
+    }
+    entries
+}
+
+/// At most this many children of a directory are prefetched per read of
+/// it: the rest are fetched when asked for. Without a bound, one `ls` of a
+/// folder of 100,000 secrets would make 100,000 requests.
+pub const PREFETCH_MAX: usize = 1000;
+
+/// Whether a sorted LIST answer holds `key`.
+fn holds(keys: &[String], key: &str) -> bool {
+    keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+}
+
 impl Drop for Listing {
     fn drop(&mut self) {
         let mut t = self.inodes.lock().expect("inode lock");
         for (_, e) in &self.entries {
             t.release(e.ino, 1);
+        }
+    }
+}
+
+/// An entry whose inode reference is meant for the kernel: released when
+/// this is dropped, unless [`Held::hand_over`] says the reply went out.
+pub struct Held {
+    entry: Entry,
+    inodes: Option<Arc<Mutex<Inodes>>>,
+}
+
+impl Held {
+    /// The reply carrying the entry was sent: the kernel holds the
+    /// reference now (released by FORGET).
+    pub fn hand_over(mut self) {
+        self.inodes = None;
+    }
+}
+
+impl Deref for Held {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(inodes) = self.inodes.take() {
+            inodes
+                .lock()
+                .expect("inode lock")
+                .release(self.entry.ino, 1);
         }
     }
 }
@@ -212,6 +297,8 @@ pub struct Tree<S> {
     no_scan: Mutex<HashSet<String>>,
     /// SCAN may be used at all (off with `--no-scan`).
     scan: bool,
+    /// The listings cache's byte budget (see [`Tree::scan_budget`]).
+    listing_bytes: usize,
     secrets: Cache<Key, Secret>,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
@@ -250,7 +337,7 @@ pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
     let mut out = BTreeMap::new();
     for m in mounts
         .iter()
-        .filter(|m| m.path.split('/').all(is_path_segment))
+        .filter(|m| m.path.len() <= MAX_PATH && m.path.split('/').all(is_path_segment))
     {
         let rest = if prefix.is_empty() {
             Some(m.path.as_str())
@@ -312,6 +399,7 @@ impl<S: SecretStore> Tree<S> {
             scans: Cache::new(policy),
             no_scan: Mutex::default(),
             scan: true,
+            listing_bytes: policy.max_bytes,
             secrets: Cache::new(policy),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
@@ -361,6 +449,14 @@ impl<S: SecretStore> Tree<S> {
             .acquire(node, secret)
     }
 
+    /// `e`, as returned by [`Tree::lookup`] with one reference, guarded.
+    pub fn held(&self, e: Entry) -> Held {
+        Held {
+            entry: e,
+            inodes: Some(self.inodes.clone()),
+        }
+    }
+
     /// One more kernel reference on an inode a [`Listing`] holds (an entry
     /// of a `readdirplus` reply counts as a lookup).
     pub fn hand_out(&self, ino: u64) {
@@ -389,10 +485,19 @@ impl<S: SecretStore> Tree<S> {
         self.mounts.get(&(), || store.mounts()).await
     }
 
+    /// A folder's LIST answer, sorted and without duplicates (whatever the
+    /// server sent), so a name is found in it by binary search: a lookup
+    /// per child of a big folder must not read the whole answer.
     pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
         let key = (mount.clone(), path.to_string());
         let store = &self.store;
-        self.listings.get(&key, || store.list(mount, path)).await
+        let fetch = || async {
+            let mut keys = store.list(mount, path).await?;
+            keys.sort_unstable();
+            keys.dedup();
+            Ok(keys)
+        };
+        self.listings.get(&key, fetch).await
     }
 
     pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
@@ -470,7 +575,9 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         seg: &str,
     ) -> Result<Entry, FsError> {
-        let known = if !is_path_segment(seg) {
+        // Not a folder we would show (see MAX_PATH); may still be a key.
+        let too_deep = join(path, seg).len() > MAX_PATH;
+        let known = if !is_path_segment(seg) || too_deep {
             Known::No
         } else {
             self.is_child_dir(mount, path, seg).await?
@@ -520,6 +627,7 @@ impl<S: SecretStore> Tree<S> {
                 mount: mount.clone(),
                 path: join(path, seg),
             })),
+            _ if too_deep => Err(FsError::PathTooLong),
             // The keys of a secret we may not read: say so, not "no such file".
             _ if secret_denied => Err(VaultError::Forbidden.into()),
             _ => Err(FsError::NoEntry),
@@ -537,8 +645,7 @@ impl<S: SecretStore> Tree<S> {
         }
         match self.listing(mount, path).await {
             Ok(keys) => {
-                let folder = format!("{seg}/");
-                let hit = keys.iter().any(|k| *k == seg || *k == folder);
+                let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Known::Yes } else { Known::No });
             }
             Err(VaultError::NotFound) => return Ok(Known::No),
@@ -662,9 +769,18 @@ impl<S: SecretStore> Tree<S> {
             match self.scans.get(&key, || store.scan(mount, path)).await {
                 Ok(keys) => {
                     if let Some((_, until)) = self.scans.peek_expiry(&key) {
-                        for (folder, entries) in scan_listings(&keys) {
-                            let folder_key = (mount.clone(), join(path, &folder));
-                            self.listings.offer(&folder_key, entries, until);
+                        match scan_listings(path, &keys, self.scan_budget(&keys)) {
+                            Some(folders) => {
+                                for (folder, entries) in folders {
+                                    let folder_key = (mount.clone(), join(path, &folder));
+                                    self.listings.offer(&folder_key, entries, until);
+                                }
+                            }
+                            // Describes far more than it weighs: LIST, as
+                            // for an answer too large to take at once.
+                            None => {
+                                tracing::info!(mount = %mount.path, path = %path, "SCAN answer expands past its budget: listing folders one at a time")
+                            }
                         }
                     }
                 }
@@ -694,6 +810,18 @@ impl<S: SecretStore> Tree<S> {
             }
         }
         self.listing(mount, path).await
+    }
+
+    /// How many bytes the folders derived from one SCAN answer may take:
+    /// 4 times the answer plus 1 MiB (a real tree's folders weigh about as
+    /// much as its keys), and never more than a quarter of the listings
+    /// budget, so one SCAN cannot flush the listings cache.
+    fn scan_budget(&self, answer: &Vec<String>) -> usize {
+        answer
+            .weight()
+            .saturating_mul(4)
+            .saturating_add(1 << 20)
+            .min(self.listing_bytes / 4)
     }
 
     /// When the first of the answers a directory's listing was built from
@@ -789,8 +917,16 @@ impl<S: SecretStore> Tree<S> {
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
+        let ordered = stream_order(
+            entries
+                .into_iter()
+                .map(|(n, e)| (self.cookie(&n), n, e))
+                .collect(),
+        );
+        let (cookies, entries) = ordered.into_iter().map(|(c, n, e)| (c, (n, e))).unzip();
         Listing {
             entries,
+            cookies,
             valid_until,
             inodes: self.inodes.clone(),
         }
@@ -829,6 +965,10 @@ impl<S: SecretStore> Tree<S> {
         };
         let mut out: BTreeMap<String, Entry> = BTreeMap::new();
         for seg in &children {
+            if join(&path, seg).len() > MAX_PATH {
+                tracing::warn!(mount = %mount.path, len = path.len() + seg.len(), "folder path too long; left out");
+                continue;
+            }
             match encoded(seg) {
                 Some(name) => {
                     let node = Node::Dir {
@@ -872,53 +1012,61 @@ impl<S: SecretStore> Tree<S> {
     /// parallel, turns a serial chain of round trips into a pipeline: the
     /// walker then finds each child cached or already in flight (the cache's
     /// single-flight joins it). One level deep only, so `ls` of a big tree's
-    /// root does not fetch the whole tree.
+    /// root does not fetch the whole tree, and the first [`PREFETCH_MAX`]
+    /// children in stream order only. One task works through them, a
+    /// request slot at a time, so a big folder costs no task per child.
     fn prefetch_children(self: &Arc<Self>, mount: &KvMount, path: &str, keys: &[String]) {
         let Some(permits) = &self.prefetch else {
             return;
         };
         // In the order the walker will visit them.
-        let mut keys: Vec<(u64, &String)> = keys
+        let mut queue: Vec<(u64, Key, bool)> = keys
             .iter()
-            .map(|k| {
-                let seg = k.strip_suffix('/').unwrap_or(k);
-                (encoded(seg).map_or(0, |n| self.cookie(&n)), k)
+            .filter_map(|k| {
+                let (seg, folder) = match k.strip_suffix('/') {
+                    Some(f) => (f, true),
+                    None => (k.as_str(), false),
+                };
+                if !is_path_segment(seg) || path.len() + seg.len() >= MAX_PATH {
+                    return None;
+                }
+                let cookie = self.cookie(&encoded(seg)?);
+                Some((cookie, (mount.clone(), join(path, seg)), folder))
             })
             .collect();
-        keys.sort_unstable();
-        for (_, k) in keys {
-            let (seg, folder) = match k.strip_suffix('/') {
-                Some(f) => (f, true),
-                None => (k.as_str(), false),
-            };
-            if !is_path_segment(seg) {
-                continue;
-            }
-            let key = (mount.clone(), join(path, seg));
-            // Cached, or already on its way (an earlier read of this
-            // directory): a second task would only hold a slot to wait.
-            let in_hand = if folder {
-                self.listings.in_hand(&key)
-            } else {
-                self.secrets.in_hand(&key)
-            };
-            if in_hand {
-                continue;
-            }
-            let (tree, permits) = (self.clone(), permits.clone());
-            tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
+        if queue.len() > PREFETCH_MAX {
+            queue.select_nth_unstable_by_key(PREFETCH_MAX, |q| q.0);
+            queue.truncate(PREFETCH_MAX);
+        }
+        queue.sort_unstable_by_key(|q| q.0);
+        // Cached, or already on its way (an earlier read of this
+        // directory): a fetch would only hold a slot to wait.
+        queue.retain(|(_, key, folder)| match folder {
+            true => !self.listings.in_hand(key),
+            false => !self.secrets.in_hand(key),
+        });
+        if queue.is_empty() {
+            return;
+        }
+        let (tree, permits) = (self.clone(), permits.clone());
+        tokio::spawn(async move {
+            for (_, (mount, path), folder) in queue {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (mount, path) = key;
-                // Errors are cached or retried by whoever asks next.
-                if folder {
-                    let _ = tree.listing(&mount, &path).await;
-                } else {
-                    let _ = tree.secret(&mount, &path).await;
-                }
-            });
-        }
+                let tree = tree.clone();
+                // At most as many fetches at once as there are permits.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    // Errors are cached or retried by whoever asks next.
+                    if folder {
+                        let _ = tree.listing(&mount, &path).await;
+                    } else {
+                        let _ = tree.secret(&mount, &path).await;
+                    }
+                });
+            }
+        });
     }
 
     /// What the parent's listing says `path` is: (a secret?, a folder?).
@@ -935,42 +1083,84 @@ impl<S: SecretStore> Tree<S> {
 fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
     match listing {
         Ok(keys) => {
-            let folder = format!("{leaf}/");
             let has = |k: &str| {
-                if keys.iter().any(|x| x == k) {
+                if holds(keys, k) {
                     Known::Yes
                 } else {
                     Known::No
                 }
             };
-            (has(leaf), has(&folder))
+            (has(leaf), has(&format!("{leaf}/")))
         }
         Err(_) => (Known::Denied, Known::Denied),
     }
 }
 
-/// The LIST answer of every folder below a SCAN's folder ("" for itself),
-/// from the SCAN's keys (`a/b/c`: `a/` in "", `b/` in "a", `c` in "a/b"),
-/// sorted as LIST sorts them.
-fn scan_listings(keys: &[String]) -> BTreeMap<String, Vec<String>> {
-    let mut folders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// What a folder of a SCAN's expansion costs besides its path and
+/// entries: its cache key and slot, and its vector.
+const FOLDER_WEIGHT: usize = std::mem::size_of::<Key>() + 64 + 24;
+
+/// The LIST answer of every folder below a SCAN's folder `base` (`""` for
+/// itself, first), from the SCAN's keys (`a/b/c`: `a/` in "", `b/` in "a",
+/// `c` in "a/b"), sorted as LIST sorts them. Folders deeper than
+/// [`MAX_PATH`] are left out. `None` when the folders would weigh more than
+/// `budget` bytes: each holds its own path, so a few deep keys describe far
+/// more than they weigh. Time and memory are linear in the answer's size
+/// (each segment is hashed once; a folder's path is built once).
+fn scan_listings(base: &str, keys: &[String], budget: usize) -> Option<Vec<(String, Vec<String>)>> {
+    let base_len = if base.is_empty() { 0 } else { base.len() + 1 };
+    let mut paths = vec![String::new()];
+    let mut entries: Vec<BTreeSet<String>> = vec![BTreeSet::new()];
+    // A folder's index by (its parent's index, its name).
+    let mut ids: HashMap<(usize, &str), usize> = HashMap::new();
+    let mut weight = FOLDER_WEIGHT;
     for k in keys {
-        let mut folder = String::new();
+        let mut folder = 0;
         let mut segs = k.split('/').peekable();
         while let Some(seg) = segs.next() {
-            let entry = if segs.peek().is_some() {
+            let parent = &paths[folder];
+            if base_len + parent.len() + usize::from(!parent.is_empty()) + seg.len() > MAX_PATH {
+                break;
+            }
+            let is_folder = segs.peek().is_some();
+            let entry = if is_folder {
                 format!("{seg}/")
             } else {
                 seg.to_string()
             };
-            folders.entry(folder.clone()).or_default().insert(entry);
-            folder = join(&folder, seg);
+            let len = entry.len();
+            if entries[folder].insert(entry) {
+                weight += len + 24;
+            }
+            if !is_folder {
+                break;
+            }
+            folder = match ids.get(&(folder, seg)) {
+                Some(&id) => id,
+                None => {
+                    let path = join(&paths[folder], seg);
+                    weight += path.len() + FOLDER_WEIGHT;
+                    paths.push(path);
+                    entries.push(BTreeSet::new());
+                    ids.insert((folder, seg), paths.len() - 1);
+                    paths.len() - 1
+                }
+            };
+            if weight > budget {
+                return None;
+            }
+        }
+        if weight > budget {
+            return None;
         }
     }
-    folders
-        .into_iter()
-        .map(|(f, e)| (f, e.into_iter().collect()))
-        .collect()
+    Some(
+        paths
+            .into_iter()
+            .zip(entries)
+            .map(|(p, e)| (p, e.into_iter().collect()))
+            .collect(),
+    )
 }
 
 /// Until when `used`, an answer taken from `cache` under `key`, is served
@@ -978,7 +1168,7 @@ fn scan_listings(keys: &[String]) -> BTreeMap<String, Vec<String>> {
 /// answer, else now (it was refreshed or evicted since).
 fn until_of<K, V>(cache: &Cache<K, V>, key: &K, used: &Answer<V>) -> Instant
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + Weigh,
     V: Weigh,
 {
     match (cache.peek_expiry(key), used) {
@@ -1046,7 +1236,10 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let l = scan_listings(&keys);
+        let l: BTreeMap<String, Vec<String>> = scan_listings("", &keys, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .collect();
         let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // What `LIST` answers for each (checked against OpenBao by hand).
         assert_eq!(l[""], want(&["a", "a/", "top"]));
@@ -1058,7 +1251,7 @@ mod tests {
     /// A store whose SCAN answers `scan` and whose LIST answers from `keys`
     /// (every secret path), counting the calls.
     struct Fake {
-        keys: Vec<&'static str>,
+        keys: Vec<String>,
         scan: Result<(), VaultError>,
         calls: Mutex<Vec<String>>,
     }
@@ -1089,9 +1282,12 @@ mod tests {
         }
         async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
             self.calls.lock().unwrap().push(format!("list {path}"));
-            scan_listings(&self.below(path))
-                .remove("")
-                .ok_or(VaultError::NotFound)
+            let folders = scan_listings("", &self.below(path), usize::MAX);
+            let (_, keys) = folders.unwrap().swap_remove(0);
+            match keys.is_empty() {
+                true => Err(VaultError::NotFound),
+                false => Ok(keys),
+            }
         }
         async fn scan(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
             self.calls.lock().unwrap().push(format!("scan {path}"));
@@ -1100,7 +1296,7 @@ mod tests {
         }
         async fn read(&self, _: &KvMount, path: &str) -> Result<Secret, VaultError> {
             self.calls.lock().unwrap().push(format!("read {path}"));
-            match self.keys.contains(&path) {
+            match self.keys.iter().any(|k| k == path) {
                 true => Ok(Secret::from_data(serde_json::Map::new(), None)),
                 false => Err(VaultError::NotFound),
             }
@@ -1128,18 +1324,121 @@ mod tests {
     }
 
     fn fake(scan: Result<(), VaultError>) -> Arc<Tree<Fake>> {
+        let keys = ["a/b/c", "a/d", "e"].map(String::from).to_vec();
+        fake_with(keys, scan, 100, 1 << 20)
+    }
+
+    fn fake_with(
+        keys: Vec<String>,
+        scan: Result<(), VaultError>,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Arc<Tree<Fake>> {
         let store = Fake {
-            keys: vec!["a/b/c", "a/d", "e"],
+            keys,
             scan,
             calls: Mutex::default(),
         };
         let policy = CachePolicy {
             ttl: std::time::Duration::from_secs(60),
             stale_if_error: std::time::Duration::ZERO,
-            max_entries: 100,
-            max_bytes: 1 << 20,
+            max_entries,
+            max_bytes,
         };
         Arc::new(Tree::new(Arc::new(store), policy))
+    }
+
+    /// (bytes the cached listings hold at the least: their keys' strings and
+    /// their entries; bytes the listings cache accounts for).
+    fn listings_held(tree: &Tree<Fake>) -> (usize, usize) {
+        let held = tree.listings.weigh_all(|(m, p), v| {
+            m.path.len() + p.len() + v.iter().map(String::len).sum::<usize>()
+        });
+        (held, tree.listings.usage().1)
+    }
+
+    /// Read the mount root as `ls` does: its listing comes from a SCAN.
+    async fn read_mount_root(tree: &Arc<Tree<Fake>>) {
+        let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        let _ = tree.readdir(root, true).await;
+    }
+
+    /// The reproduction, smaller: one key of `a/` × 5,000 made
+    /// 5,000 folders, each holding its whole path (quadratic), none of it
+    /// counted by the cache.
+    #[tokio::test]
+    async fn a_deep_scan_answer_stays_within_the_listing_budget() {
+        let budget = 1 << 20;
+        let tree = fake_with(vec!["a/".repeat(5_000)], Ok(()), 100_000, budget);
+        read_mount_root(&tree).await;
+        let (held, counted) = listings_held(&tree);
+        assert!(held <= budget, "{held} bytes held, budget {budget}");
+        assert!(held <= counted, "{held} bytes held, {counted} counted");
+    }
+
+    /// Scan answers: a few keys, each up to 400 levels deep.
+    fn scan_answers() -> impl proptest::strategy::Strategy<Value = Vec<String>> {
+        use proptest::prelude::*;
+        let key = (prop::collection::vec("[ab]{1,4}", 1..400), any::<bool>()).prop_map(
+            |(segs, folder)| {
+                let k = segs.join("/");
+                if folder {
+                    k + "/"
+                } else {
+                    k
+                }
+            },
+        );
+        prop::collection::vec(key, 1..6)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
+        /// Whatever a SCAN answers, what the listings cache holds stays
+        /// within its byte budget and within what it counts.
+        #[test]
+        fn cached_listings_stay_within_budget_for_any_scan_answer(keys in scan_answers()) {
+            let budget = 64 << 10;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (held, counted) = rt.block_on(async {
+                let tree = fake_with(keys, Ok(()), 100_000, budget);
+                read_mount_root(&tree).await;
+                listings_held(&tree)
+            });
+            proptest::prop_assert!(held <= budget, "{} bytes held, budget {}", held, budget);
+            proptest::prop_assert!(held <= counted, "{} bytes held, {} counted", held, counted);
+        }
+    }
+
+    /// A chain of folders deeper than the path budget (4,096 bytes inside
+    /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
+    /// paths. It ends where the path would exceed the budget.
+    #[tokio::test]
+    async fn a_deep_chain_of_folders_ends_at_the_path_budget() {
+        let keys = vec!["aaaaaaa/".repeat(600) + "s"];
+        let tree = fake_with(
+            keys,
+            Err(VaultError::Http {
+                status: 405,
+                message: String::new(),
+            }),
+            100_000,
+            1 << 30,
+        );
+        let mut ino = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        let mut depth = 0;
+        let err = loop {
+            match tree.lookup(ino, b"aaaaaaa").await {
+                Ok(e) => ino = e.ino,
+                Err(e) => break e,
+            }
+            depth += 1;
+        };
+        // "aaaaaaa/" × 512 is 4,096 bytes: the deepest path that fits.
+        assert_eq!(depth, 512, "{err}");
+        assert_eq!(err.errno(), libc::ENAMETOOLONG);
+        // Nor is the child shown.
+        assert!(tree.readdir(ino, false).await.unwrap().is_empty());
     }
 
     #[tokio::test]
