@@ -53,8 +53,12 @@ pub enum MountError {
     },
     #[error("{path}: the mount came up but its root cannot be listed: {source}")]
     NotReady { path: PathBuf, source: io::Error },
-    #[error("{path} is already mounted by vaultfs{pid}; run `vaultfs unmount {path}` first")]
-    AlreadyMounted { path: PathBuf, pid: String },
+    #[error("{path} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {path}` first")]
+    AlreadyMounted {
+        path: PathBuf,
+        pid: String,
+        why: &'static str,
+    },
     #[error("nothing is mounted at {0}")]
     NotMounted(PathBuf),
     #[error("cannot unmount {path}: {source}{hint}")]
@@ -231,14 +235,20 @@ pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
                 ))
             })?;
         }
-        State::Live => {
+        s @ (State::Live | State::Unresponsive) => {
             let pid = PidFile::path_for(&getenv, path)
                 .and_then(|f| PidFile::read_live(&f))
                 .map(|p| format!(" (pid {p})"))
                 .unwrap_or_default();
+            let why = if s == State::Unresponsive {
+                " but its daemon does not answer (stopped?)"
+            } else {
+                ""
+            };
             return Err(MountError::AlreadyMounted {
                 path: path.to_path_buf(),
                 pid,
+                why,
             });
         }
         State::Other(fstype) => {
@@ -334,10 +344,11 @@ pub fn serve(
     let check = {
         let unmounter = session.unmount_callable();
         let mp = p.mountpoint.clone();
+        let wait = p.args.wait;
         let reporter = std::mem::take(reporter);
         std::thread::Builder::new()
             .name("vaultfs-ready".into())
-            .spawn(move || announce_when_live(&mp, reporter, unmounter))
+            .spawn(move || announce_when_live(&mp, wait, reporter, unmounter))
             .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
     };
     let ended = session.run();
@@ -353,17 +364,28 @@ pub fn serve(
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the
 /// pid and tell the parent and systemd. On failure, unmount so the session
-/// ends and nothing is left behind.
+/// ends and nothing is left behind. The probe is bounded by `wait` like the
+/// parent: a session that never answers must not keep this thread forever.
 fn announce_when_live(
     mp: &Path,
+    wait: Duration,
     mut reporter: Reporter,
     mut unmounter: fuser::SessionUnmounter,
 ) -> (Result<(), MountError>, Option<PidFile>) {
-    let listed = if mountpoint::is_fuse_root(mp) {
-        list_root(mp)
-    } else {
-        Err(io::Error::other("it is not mounted"))
-    };
+    let probe = mp.to_path_buf();
+    let listed = mountpoint::bounded(wait, move || {
+        if mountpoint::is_fuse_root(&probe) {
+            list_root(&probe)
+        } else {
+            Err(io::Error::other("it is not mounted"))
+        }
+    })
+    .unwrap_or_else(|| {
+        Err(io::Error::other(format!(
+            "no answer within {}",
+            humantime::format_duration(wait)
+        )))
+    });
     if let Err(source) = listed {
         unmount_own(&mut unmounter, mp);
         let e = MountError::NotReady {
@@ -617,31 +639,46 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
         source,
         hint,
     };
-    match mountpoint::state(&path) {
-        State::Free => return Err(MountError::NotMounted(path)),
-        State::Other(fstype) => {
+    // The mount table, not a stat, says what is there: a stat would wait for
+    // a stopped daemon and, while waiting, keep the mount busy.
+    match mountpoint::mount_at(&path) {
+        None => return Err(MountError::NotMounted(path)),
+        Some(e) if !e.is_vaultfs() => {
             return Err(MountError::Mountpoint {
                 path,
-                message: format!("not a vaultfs mount ({fstype})"),
+                message: format!("not a vaultfs mount ({})", e.fstype),
             })
         }
-        // Its daemon is gone; only the kernel's entry is left.
-        State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
-        State::Live => mountpoint::unmount(&path, args.lazy).map_err(|e| {
-            let busy = e.raw_os_error() == Some(libc::EBUSY);
-            fail(
+        Some(_) => {}
+    }
+    // Unmounting needs no answer from the daemon, so it is tried first; only
+    // when busy is the daemon probed (bounded) to tell a dead mount, which
+    // is detached at once, from one still in use.
+    match mountpoint::unmount(&path, args.lazy) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::state(&path) {
+            // Its daemon is gone; only the kernel's entry is left.
+            State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
+            State::Unresponsive => return Err(fail(
                 e,
-                if busy {
-                    " (a process has a file open or its working directory there; close it, or pass --lazy)"
-                } else {
-                    ""
-                },
-            )
-        })?,
+                " (a process is using it, and its daemon does not answer: stopped?; pass --lazy to detach it)",
+            )),
+            _ => return Err(fail(
+                e,
+                " (a process has a file open or its working directory there; close it, or pass --lazy)",
+            )),
+        },
+        Err(e) => return Err(fail(e, "")),
     }
     // After a lazy detach the daemon lives until the last open file closes.
     if let Some(pid) = pid.filter(|_| !args.lazy) {
         if !mountpoint::wait_exit(pid, args.wait) {
+            if mountpoint::is_stopped(pid) {
+                return Err(MountError::Other(format!(
+                    "{} is unmounted, but its daemon (pid {pid}) is stopped: it exits once continued (kill -CONT {pid})",
+                    path.display()
+                )));
+            }
             return Err(MountError::Other(format!(
                 "{} is unmounted, but its daemon (pid {pid}) did not exit within {}",
                 path.display(),

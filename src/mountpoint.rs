@@ -78,6 +78,31 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
         .find(|e| e.target == path)
 }
 
+/// How long a probe of a FUSE mount may take. A stopped or stuck daemon
+/// never answers, and the kernel would keep the prober waiting with it.
+/// Generous: a live daemon may ask Vault before answering a stat of its root.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run `f` on a thread of its own and give its result if it finishes within
+/// `timeout`. On time the thread is joined, so none is left (the caller may
+/// fork next). Otherwise it is left blocked in the kernel, holding no lock:
+/// it ends when the daemon answers, the mount goes, or the process exits.
+pub fn bounded<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::Builder::new()
+        .name("vaultfs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    let got = rx.recv_timeout(timeout).ok()?;
+    let _ = t.join();
+    Some(got)
+}
+
 /// What is at a mount point right now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum State {
@@ -87,40 +112,64 @@ pub enum State {
     Dead,
     /// A vaultfs mount that answers.
     Live,
+    /// A vaultfs mount whose daemon did not answer within [`PROBE_TIMEOUT`]
+    /// (stopped, or stuck).
+    Unresponsive,
     /// Some other filesystem is mounted there.
     Other(String),
 }
 
+/// The mount table says whether and what is mounted without asking the
+/// filesystem; only a FUSE mount is probed, with a bounded stat, to tell a
+/// dead one (ENOTCONN at once) from a live or unresponsive one.
 pub fn state(path: &Path) -> State {
     let Some(entry) = mount_at(path) else {
         return State::Free;
     };
-    match fs::metadata(path) {
+    if !entry.is_fuse() {
+        return State::Other(entry.fstype);
+    }
+    let p = path.to_path_buf();
+    match bounded(PROBE_TIMEOUT, move || fs::symlink_metadata(p)) {
         // ECONNABORTED: the connection was aborted through /sys/fs/fuse.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+        Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             State::Dead
         }
-        _ if entry.is_vaultfs() => State::Live,
+        None if entry.is_vaultfs() => State::Unresponsive,
+        Some(_) if entry.is_vaultfs() => State::Live,
         _ => State::Other(entry.fstype),
     }
 }
 
 /// An absolute path in the form the mount table uses, resolved without
 /// touching the last component when it can (stat on a dead mount fails).
+/// Bounded: resolving may stat a mount whose daemon does not answer; the
+/// path is then taken as given (made absolute).
 pub fn resolve(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    if fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink()) {
-        if let Ok(p) = abs.canonicalize() {
+    let a = abs.clone();
+    bounded(PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
+}
+
+fn resolve_unbounded(abs: PathBuf) -> PathBuf {
+    let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return abs.canonicalize().unwrap_or(abs);
+    };
+    let joined = dir
+        .canonicalize()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| abs.clone());
+    // A mount point in the table is resolved already and never a symlink:
+    // no stat of it, which would wait for its daemon.
+    if mount_at(&joined).is_some() {
+        return joined;
+    }
+    if fs::symlink_metadata(&joined).is_ok_and(|m| m.file_type().is_symlink()) {
+        if let Ok(p) = joined.canonicalize() {
             return p;
         }
     }
-    match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map(|d| d.join(name))
-            .unwrap_or_else(|_| abs.clone()),
-        _ => abs,
-    }
+    joined
 }
 
 /// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
@@ -293,6 +342,15 @@ pub fn is_alive(pid: i32) -> bool {
             .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
         Err(_) => false,
     }
+}
+
+/// Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it cannot exit
+/// until continued.
+pub fn is_stopped(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
 }
 
 fn holds_dev_fuse(pid: i32) -> bool {
