@@ -277,10 +277,11 @@ fn fuse_config(args: &MountArgs) -> FuseConfig {
         MountOption::NoExec,
         MountOption::NoAtime,
     ];
+    // With allow_other the kernel lets every uid past FUSE and enforces the
+    // modes on every access, cached or not (DefaultPermissions). fuser's
+    // RootAndOwner is never used: see MountArgs::check.
     c.acl = if args.allow_other {
         SessionACL::All
-    } else if args.allow_root {
-        SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
@@ -476,6 +477,7 @@ fn log_file(args: &MountArgs) -> Option<PathBuf> {
 
 /// `vaultfs mount`.
 pub fn mount(args: &MountArgs) -> Result<(), MountError> {
+    args.check()?;
     let log = log_file(args).map(|f| std::path::absolute(&f).unwrap_or(f));
     logging::init(log.as_deref()).map_err(|source| MountError::Log {
         path: log.clone().unwrap_or_default(),

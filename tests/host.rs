@@ -115,3 +115,133 @@ fn stopped_daemon_does_not_hang_mount_or_unmount() {
         || !alive(pid),
     );
 }
+
+fn as_nobody_cat(path: &std::path::Path) -> (bool, String) {
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// Defect 7: `--allow-root` mounted with the kernel's `allow_other` and left
+/// the rest to fuser, whose check skips reads and never sees lookups the
+/// kernel answers from its cache: any user read a secret the owner had read.
+/// It is refused now, before anything is mounted.
+#[test]
+fn allow_root_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Home::new();
+    // Let other users walk to the mount point: only the mount may stop them.
+    std::fs::set_permissions(h.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let o = run(
+        h.cmd(
+            bao(),
+            ROOT_TOKEN,
+            &[
+                "mount",
+                m,
+                "--allow-root",
+                "--file-mode=0444",
+                "--dir-mode=0555",
+            ],
+        ),
+        40,
+    );
+    if o.status.success() {
+        // What the flag did: the owner reads, then anybody reads.
+        let f = mp.join("secret/app/db/password");
+        assert_eq!(read(&f), "s3cr3t");
+        let (ok, out) = as_nobody_cat(&f);
+        let _ = run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20);
+        assert!(!ok, "--allow-root let user nobody read a secret: {out}");
+    }
+    assert_fails(&o, "--allow-root is not supported");
+    assert!(stderr(&o).contains("--allow-other"), "{}", stderr(&o));
+    assert!(!is_mounted(&mp));
+}
+
+/// Run `body` (bash) in a private mount namespace where a normal user, uid
+/// 65534 with HOME `$H`, can mount through the setuid fusermount3: a 0666
+/// node for /dev/fuse is bound over the root-only one, and /etc/fuse.conf
+/// says `user_allow_other`. `as_user CMD` runs CMD as that user, `as_other
+/// CMD` as uid 65533. Any daemon left in a pid file is killed at the end.
+fn as_normal_user(body: &str) -> (bool, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = top.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let bin = top.path().join("vaultfs");
+    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    let script = format!(
+        r#"
+set -u
+D="$1" H="$2" BIN="$3"
+mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
+echo user_allow_other > "$D/fuse.conf" && mount --bind "$D/fuse.conf" /etc/fuse.conf || exit 20
+as_user() {{ setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH=/usr/bin:/bin HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" "$@"; }}
+as_other() {{ setpriv --reuid=65533 --regid=65533 --clear-groups -- "$@"; }}
+cleanup() {{ for f in "$H"/.local/state/vaultfs/run/*.pid; do [ -f "$f" ] && kill -CONT $(cat "$f") && kill -9 $(cat "$f"); done; }}
+trap cleanup EXIT
+{body}
+"#
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args([
+        "-m",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        &script,
+        "bash",
+    ])
+    .arg(top.path())
+    .arg(&home)
+    .arg(&bin)
+    .env("ADDR", &bao().addr)
+    .env("TOKEN", ROOT_TOKEN);
+    let o = run(c, 90);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    (o.status.success(), out + &stderr(&o))
+}
+
+/// The safe way to let root in, which the `--allow-root` refusal points to:
+/// `--allow-other` with the default owner-only modes. The kernel checks the
+/// modes on every access, cached or not: root passes (its capabilities),
+/// another user does not, even right after the owner read the file.
+#[test]
+fn allow_other_with_owner_modes_lets_root_in_and_no_one_else() {
+    let (ok, out) = as_normal_user(
+        r#"
+as_user "$BIN" mount --allow-other || exit 21
+F="$H/secrets/secret/app/db/password"
+echo "owner=$(as_user cat "$F")"
+echo "root=$(cat "$F")"
+as_other cat "$F" && echo other-read
+as_other ls "$H/secrets/secret" && echo other-listed
+as_user "$BIN" unmount || exit 23
+echo done
+"#,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("owner=s3cr3t\n") && out.contains("root=s3cr3t\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("other-read") && !out.contains("other-listed"),
+        "{out}"
+    );
+    assert!(out.contains("Permission denied"), "{out}");
+    assert!(out.contains("done\n"), "{out}");
+}
