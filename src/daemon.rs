@@ -21,6 +21,7 @@ use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
 use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
+use crate::private::{self, PrivateError};
 use crate::readiness::{self, Outcome, Reporter};
 use crate::tree::Tree;
 use crate::vault::{ConfigError, VaultClient};
@@ -67,8 +68,8 @@ pub enum MountError {
         source: io::Error,
         hint: &'static str,
     },
-    #[error("cannot open log file {path}: {source}")]
-    Log { path: PathBuf, source: io::Error },
+    #[error("cannot open the log file: {0}")]
+    Log(PrivateError),
     /// A failure the background daemon reported through the pipe, verbatim.
     #[error("{0}")]
     Daemon(String),
@@ -397,7 +398,7 @@ fn announce_when_live(
         return (Err(e), None);
     }
     let pid_file = PidFile::path_for(&getenv, mp).and_then(|f| {
-        PidFile::create(f)
+        PidFile::create(&f)
             .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
             .ok()
     });
@@ -466,23 +467,34 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     serve(p, tree, &rt, reporter)
 }
 
-/// The log file in the background: `--log-file`, else under the state dir.
-fn log_file(args: &MountArgs) -> Option<PathBuf> {
-    args.log_file.clone().or_else(|| {
-        (!args.foreground)
-            .then(|| mountpoint::state_dir(&getenv).map(|d| d.join("vaultfs.log")))
-            .flatten()
-    })
+/// The log file in the background: `--log-file`, else under the state dir
+/// (then `true`: a directory vaultfs owns, checked as such).
+fn log_file(args: &MountArgs) -> Option<(PathBuf, bool)> {
+    if let Some(f) = &args.log_file {
+        return Some((std::path::absolute(f).unwrap_or_else(|_| f.clone()), false));
+    }
+    (!args.foreground)
+        .then(|| mountpoint::state_dir(&getenv).map(|d| (d.join("vaultfs.log"), true)))
+        .flatten()
 }
 
 /// `vaultfs mount`.
 pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     args.check()?;
-    let log = log_file(args).map(|f| std::path::absolute(&f).unwrap_or(f));
-    logging::init(log.as_deref()).map_err(|source| MountError::Log {
-        path: log.clone().unwrap_or_default(),
-        source,
-    })?;
+    let log = log_file(args);
+    let log_f = match &log {
+        Some((path, ours)) => Some(private::open_log(path, *ours).map_err(MountError::Log)?),
+        None => None,
+    };
+    // The same open file serves the logger and, in the background, the
+    // daemon's stderr: the path is never opened twice.
+    let dup = |f: &std::fs::File| {
+        f.try_clone()
+            .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
+    };
+    let stderr_f = log_f.as_ref().map(dup).transpose()?;
+    logging::init(log_f).map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
+    let log = log.map(|(path, _)| path);
     let p = prepare(args)?;
     let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
         MountError::Mountpoint {
@@ -494,13 +506,14 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     if args.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    background(p, log.as_deref(), lock)
+    background(p, log.as_deref(), stderr_f, lock)
 }
 
 /// `lock` is released when the parent exits, after the mount is live.
 fn background(
     p: Prepared,
     log: Option<&Path>,
+    log_f: Option<std::fs::File>,
     lock: Option<std::fs::File>,
 ) -> Result<(), MountError> {
     let wait = p.args.wait;
@@ -514,7 +527,7 @@ fn background(
         ))),
         0 => {
             drop((rx, lock));
-            let code = child(p, tx, log);
+            let code = child(p, tx, log_f);
             std::process::exit(code)
         }
         pid => {
@@ -526,7 +539,7 @@ fn background(
 
 /// The daemon: detach from the terminal and the caller's pipes (a start
 /// script's output must not stay open because of us), then run.
-fn child(p: Prepared, tx: OwnedFd, log: Option<&Path>) -> i32 {
+fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
     // SAFETY: plain syscalls on fds we own.
     unsafe {
         libc::setsid();
@@ -536,9 +549,7 @@ fn child(p: Prepared, tx: OwnedFd, log: Option<&Path>) -> i32 {
         .read(true)
         .write(true)
         .open("/dev/null");
-    let err = log
-        .and_then(|l| std::fs::File::options().append(true).open(l).ok())
-        .or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
+    let err = log.or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
     if let (Ok(null), Some(err)) = (&null, &err) {
         // SAFETY: dup2 onto the standard fds; panics then land in the log.
         unsafe {

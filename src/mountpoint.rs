@@ -2,7 +2,7 @@
 //! dead FUSE mounts left by a killed daemon, unmounting, and the pid file
 //! that ties a mount point to its daemon.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, Env};
+use crate::private::{PrivateDir, PrivateError};
 
 /// The FUSE superblock magic (`statfs.f_type`), see linux/magic.h.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -254,10 +255,24 @@ pub fn pid_file_name(mountpoint: &Path) -> String {
     format!("{s}.pid")
 }
 
-/// The daemon's pid file; removed when dropped.
+/// The last component of `path` and its directory, checked private.
+fn private_parent(path: &Path, create: bool) -> Result<(PrivateDir, OsString), PrivateError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(PrivateError::WrongType {
+            path: path.to_path_buf(),
+            want: "file name",
+        });
+    };
+    Ok((PrivateDir::open(dir, create)?, name.to_owned()))
+}
+
+/// The daemon's pid file, held open for the daemon's life; removed when
+/// dropped if it is still ours (a new daemon may have replaced it).
 #[derive(Debug)]
 pub struct PidFile {
-    path: PathBuf,
+    dir: PrivateDir,
+    name: OsString,
+    file: fs::File,
 }
 
 impl PidFile {
@@ -265,35 +280,44 @@ impl PidFile {
         run_dir(env).map(|d| d.join(pid_file_name(mountpoint)))
     }
 
-    pub fn create(path: PathBuf) -> io::Result<PidFile> {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+    /// Written to a temporary name and renamed, so a reader never sees it
+    /// half written. The temporary name is removed first, never followed.
+    pub fn create(path: &Path) -> Result<PidFile, PrivateError> {
+        use std::io::Write;
+        let (dir, name) = private_parent(path, true)?;
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, format!("{}\n", std::process::id()))?;
-        fs::rename(&tmp, &path)?;
-        Ok(PidFile { path })
+        let tmp = tmp.file_name().unwrap_or_default();
+        let io_err = |source| PrivateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        dir.remove(tmp).map_err(io_err)?;
+        let mut file = dir.open_file(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io_err)?;
+        dir.rename(tmp, &name).map_err(io_err)?;
+        Ok(PidFile { dir, name, file })
     }
 
     /// The pid recorded in `path`, if that process is still a live vaultfs
     /// daemon (holds /dev/fuse open: guards against pid reuse).
     pub fn read_live(path: &Path) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(path).ok()?.trim().parse().ok()?;
+        use std::io::Read;
+        let (dir, name) = private_parent(path, false).ok()?;
+        let mut s = String::new();
+        dir.open_file(&name, libc::O_RDONLY)
+            .ok()?
+            .read_to_string(&mut s)
+            .ok()?;
+        let pid: i32 = s.trim().parse().ok()?;
         (is_alive(pid) && holds_dev_fuse(pid)).then_some(pid)
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // Only remove it if it is still ours (a new daemon may have replaced it).
-        let ours = fs::read_to_string(&self.path)
-            .is_ok_and(|s| s.trim() == std::process::id().to_string());
-        if ours {
-            let _ = fs::remove_file(&self.path);
+        if self.dir.is(&self.name, &self.file) {
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
@@ -301,24 +325,18 @@ impl Drop for PidFile {
 /// Serialise `vaultfs mount` on one mount point (parallel start scripts):
 /// an exclusive flock on `<run dir>/<name>.lock`, waited for up to `timeout`.
 /// Held until the mount is live, so a second caller then sees it live.
-pub fn lock(env: Env<'_>, mountpoint: &Path, timeout: Duration) -> io::Result<Option<fs::File>> {
+pub fn lock(
+    env: Env<'_>,
+    mountpoint: &Path,
+    timeout: Duration,
+) -> Result<Option<fs::File>, PrivateError> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let Some(pid_path) = PidFile::path_for(env, mountpoint) else {
         return Ok(None);
     };
-    if let Some(dir) = pid_path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(pid_path.with_extension("lock"))?;
+    let path = pid_path.with_extension("lock");
+    let (dir, name) = private_parent(&path, true)?;
+    let f = dir.open_file(&name, libc::O_WRONLY | libc::O_CREAT)?;
     let end = Instant::now() + timeout;
     loop {
         // SAFETY: flock on an fd we own.
@@ -327,7 +345,7 @@ pub fn lock(env: Env<'_>, mountpoint: &Path, timeout: Duration) -> io::Result<Op
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= end {
-            return Err(e);
+            return Err(PrivateError::Io { path, source: e });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -245,3 +245,95 @@ echo done
     assert!(out.contains("Permission denied"), "{out}");
     assert!(out.contains("done\n"), "{out}");
 }
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Defect 8: with XDG_RUNTIME_DIR and XDG_STATE_HOME in a shared place,
+/// another user who made `vaultfs/` there first and planted symlinks in it
+/// had a mount truncate one victim file to the pid and append log lines to
+/// another. Such directories are refused now, symlinks are never followed,
+/// and the files vaultfs makes itself are 0600 in 0700 directories.
+#[test]
+fn pid_and_log_files_do_not_follow_planted_symlinks() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let shared = h.path().join("shared");
+    let (run_dir, state_dir) = (shared.join("run"), shared.join("state"));
+    let victim_pid = h.path().join("victim-pid");
+    let victim_log = h.path().join("victim-log");
+    std::fs::write(&victim_pid, "precious\n").unwrap();
+    std::fs::write(&victim_log, "").unwrap();
+    for d in [&run_dir, &state_dir] {
+        // Made by the other user, for everyone to write in.
+        std::fs::create_dir_all(d.join("vaultfs")).unwrap();
+        std::fs::set_permissions(d.join("vaultfs"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        std::os::unix::fs::chown(d.join("vaultfs"), Some(65534), Some(65534)).unwrap();
+    }
+    let name = vaultfs::mountpoint::pid_file_name(&mp);
+    let pid_in = run_dir.join("vaultfs").join(&name);
+    symlink(&victim_pid, &pid_in).unwrap();
+    symlink(&victim_pid, pid_in.with_extension("tmp")).unwrap();
+    symlink(&victim_pid, pid_in.with_extension("lock")).unwrap();
+    symlink(&victim_log, state_dir.join("vaultfs/vaultfs.log")).unwrap();
+
+    let xdg = |args: &[&str]| {
+        let mut c = h.cmd(bao(), ROOT_TOKEN, args);
+        c.env("XDG_RUNTIME_DIR", &run_dir)
+            .env("XDG_STATE_HOME", &state_dir);
+        c
+    };
+    let o = run(xdg(&["mount", m]), 40);
+    if o.status.success() {
+        let _ = run(xdg(&["unmount", m]), 20);
+    }
+    assert_fails(&o, "belongs to uid 65534");
+    assert!(!is_mounted(&mp));
+    assert_eq!(
+        read(&victim_pid),
+        "precious\n",
+        "the pid file followed a symlink"
+    );
+    assert_eq!(read(&victim_log), "", "the log followed a symlink");
+
+    // Our own directory, but writable by others: refused too.
+    for d in [&run_dir, &state_dir] {
+        std::fs::remove_dir_all(d.join("vaultfs")).unwrap();
+        std::fs::create_dir(d.join("vaultfs")).unwrap();
+        std::fs::set_permissions(d.join("vaultfs"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    assert_fails(&run(xdg(&["mount", m]), 40), "writable by other users");
+    assert!(!is_mounted(&mp));
+
+    // A symlink in a private directory (here --log-file) is not followed.
+    for d in [&run_dir, &state_dir] {
+        std::fs::remove_dir_all(d.join("vaultfs")).unwrap();
+    }
+    let link = h.path().join("log-link");
+    symlink(&victim_log, &link).unwrap();
+    let o = run(xdg(&["mount", m, "--log-file", link.to_str().unwrap()]), 40);
+    if o.status.success() {
+        let _ = run(xdg(&["unmount", m]), 20);
+    }
+    assert_fails(&o, "is a symlink");
+    assert_eq!(read(&victim_log), "", "--log-file followed a symlink");
+
+    // Missing directories are made 0700, files 0600; all is removed after.
+    let o = run(xdg(&["mount", m]), 40);
+    assert_ok(&o, "mount");
+    let pid_file = run_dir.join("vaultfs").join(&name);
+    assert_eq!(mode_of(&run_dir.join("vaultfs")), 0o700);
+    assert_eq!(mode_of(&state_dir.join("vaultfs")), 0o700);
+    assert_eq!(mode_of(&pid_file), 0o600);
+    assert_eq!(mode_of(&pid_file.with_extension("lock")), 0o600);
+    assert_eq!(mode_of(&state_dir.join("vaultfs/vaultfs.log")), 0o600);
+    let pid: i32 = read(&pid_file).trim().parse().unwrap();
+    assert_ok(&run(xdg(&["unmount", m]), 20), "unmount");
+    assert!(!alive(pid) && !pid_file.exists());
+}
