@@ -5,6 +5,7 @@
 use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -266,8 +267,14 @@ fn private_parent(path: &Path, create: bool) -> Result<(PrivateDir, OsString), P
     Ok((PrivateDir::open(dir, create)?, name.to_owned()))
 }
 
-/// The daemon's pid file, held open for the daemon's life; removed when
-/// dropped if it is still ours (a new daemon may have replaced it).
+/// The daemon's pid file, held open and locked (flock, exclusive) for the
+/// daemon's life; removed when dropped if it is still ours (a new daemon may
+/// have replaced it).
+///
+/// The lock is what proves the pid is still our daemon: the kernel drops it
+/// when the process ends, so a reused pid is never taken for it, and anyone
+/// who can read the file can test it. (The daemon is not dumpable, so a
+/// normal user cannot look into its /proc/PID/fd.)
 #[derive(Debug)]
 pub struct PidFile {
     dir: PrivateDir,
@@ -295,22 +302,34 @@ impl PidFile {
         let mut file = dir.open_file(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
         file.write_all(format!("{}\n", std::process::id()).as_bytes())
             .map_err(io_err)?;
+        // Locked before it gets its name, so it is never seen unlocked.
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io_err(io::Error::last_os_error()));
+        }
         dir.rename(tmp, &name).map_err(io_err)?;
         Ok(PidFile { dir, name, file })
     }
 
-    /// The pid recorded in `path`, if that process is still a live vaultfs
-    /// daemon (holds /dev/fuse open: guards against pid reuse).
+    /// The pid recorded in `path`, if the daemon that wrote it still runs:
+    /// it holds the file's lock. A shared lock is tried: it is granted only
+    /// when no daemon holds the file (and is then dropped with the file);
+    /// testers never block each other.
     pub fn read_live(path: &Path) -> Option<i32> {
         use std::io::Read;
         let (dir, name) = private_parent(path, false).ok()?;
+        let mut f = dir.open_file(&name, libc::O_RDONLY).ok()?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return None;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return None;
+        }
         let mut s = String::new();
-        dir.open_file(&name, libc::O_RDONLY)
-            .ok()?
-            .read_to_string(&mut s)
-            .ok()?;
+        f.read_to_string(&mut s).ok()?;
         let pid: i32 = s.trim().parse().ok()?;
-        (is_alive(pid) && holds_dev_fuse(pid)).then_some(pid)
+        is_alive(pid).then_some(pid)
     }
 }
 
@@ -330,7 +349,6 @@ pub fn lock(
     mountpoint: &Path,
     timeout: Duration,
 ) -> Result<Option<fs::File>, PrivateError> {
-    use std::os::fd::AsRawFd;
     let Some(pid_path) = PidFile::path_for(env, mountpoint) else {
         return Ok(None);
     };
@@ -369,14 +387,6 @@ pub fn is_stopped(pid: i32) -> bool {
         s.rsplit_once(") ")
             .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
     })
-}
-
-fn holds_dev_fuse(pid: i32) -> bool {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    dir.flatten()
-        .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/fuse")))
 }
 
 /// Wait up to `timeout` for `pid` to exit.
@@ -445,6 +455,23 @@ mod tests {
             run_dir(&bare).unwrap(),
             PathBuf::from("/h/.local/state/vaultfs/run")
         );
+    }
+
+    #[test]
+    fn pid_file_is_live_while_held() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("run/x.pid");
+        let me = std::process::id() as i32;
+        let held = PidFile::create(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        // Asked twice: testing takes no lock that outlives the test.
+        assert_eq!(PidFile::read_live(&path), Some(me));
+        assert_eq!(PidFile::read_live(&path), Some(me));
+        drop(held);
+        assert!(!path.exists());
+        // The right pid in a file nobody holds: its writer is gone.
+        fs::write(&path, format!("{me}\n")).unwrap();
+        assert_eq!(PidFile::read_live(&path), None);
     }
 
     #[test]

@@ -337,3 +337,53 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
     assert_ok(&run(xdg(&["unmount", m]), 20), "unmount");
     assert!(!alive(pid) && !pid_file.exists());
 }
+
+/// Defect 10: the daemon is not dumpable, so a normal user cannot look into
+/// its /proc/PID/fd: the check that the pid in the pid file is a live
+/// vaultfs daemon failed, `unmount` did not wait for it and a second `mount`
+/// could not name it. Through fusermount3 as a normal user: the pid is
+/// named, `unmount` returns once the daemon is gone, and a stopped daemon's
+/// `unmount` is bounded and names it.
+#[test]
+fn normal_user_unmount_finds_its_daemon() {
+    let (ok, out) = as_normal_user(
+        r#"
+state() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1; }
+as_user "$BIN" mount || exit 21
+P=$(cat "$H"/.local/state/vaultfs/run/*.pid)
+echo "pid=$P"
+as_user "$BIN" mount 2>&1 | sed 's/^/second: /'
+as_user "$BIN" unmount || exit 23
+s=$(state $P); case "$s" in ""|Z|X) ;; *) echo "alive-after-unmount=$s";; esac
+
+as_user "$BIN" mount --ttl 1s || exit 24
+P=$(cat "$H"/.local/state/vaultfs/run/*.pid)
+echo "pid2=$P"
+kill -STOP $P
+sleep 1.5
+timeout 30 setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH=/usr/bin:/bin HOME="$H" "$BIN" unmount --wait 2s 2>&1 | sed 's/^/stopped: /'
+grep -q " $H/secrets " /proc/self/mountinfo && echo still-mounted
+kill -CONT $P
+echo done
+"#,
+    );
+    assert!(ok, "{out}");
+    let pid = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {out}"))
+            .to_string()
+    };
+    let (p1, p2) = (pid("pid="), pid("pid2="));
+    assert!(
+        out.contains(&format!("already mounted by vaultfs (pid {p1})")),
+        "{out}"
+    );
+    assert!(!out.contains("alive-after-unmount"), "{out}");
+    assert!(
+        out.contains(&format!("its daemon (pid {p2}) is stopped")),
+        "{out}"
+    );
+    assert!(!out.contains("still-mounted"), "{out}");
+    assert!(out.contains("done\n"), "{out}");
+}
