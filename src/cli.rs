@@ -123,11 +123,11 @@ pub struct MountArgs {
     /// Mode of directories, octal
     #[arg(long, default_value = "0500", value_parser = parse_mode)]
     pub dir_mode: u16,
-    /// Let other users in (needs user_allow_other in /etc/fuse.conf for non-root)
-    #[arg(long, conflicts_with = "allow_root")]
-    pub allow_other: bool,
-    /// Let root in besides the mounting user
+    /// Let other users past FUSE; the file modes still decide who reads (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
+    pub allow_other: bool,
+    /// Refused: FUSE cannot let in root alone (see docs/security.md)
+    #[arg(long, hide = true)]
     pub allow_root: bool,
 
     /// How long `mount` waits in the background for the mount to be live
@@ -219,6 +219,12 @@ pub enum CliError {
     NoHome,
     #[error("invalid {0}={1:?}: {2}")]
     BadEnv(&'static str, String, String),
+    #[error(
+        "--allow-root is not supported: the kernel would let every user in and answer cached \
+         lookups without asking vaultfs; to let root in, use --allow-other with the default \
+         owner-only modes (root passes them, other users do not); see docs/security.md"
+    )]
+    AllowRoot,
 }
 
 pub fn home(env: Env<'_>) -> Option<PathBuf> {
@@ -234,6 +240,17 @@ pub fn mountpoint(arg: Option<&Path>, env: Env<'_>) -> Result<PathBuf, CliError>
 }
 
 impl MountArgs {
+    /// Flags that are refused whatever else is set.
+    pub fn check(&self) -> Result<(), CliError> {
+        // FUSE's allow_root is allow_other plus a check in the daemon, which
+        // cannot see what the kernel answers from its caches (lookups,
+        // attributes, page cache): anyone would get in. See docs/security.md.
+        if self.allow_root {
+            return Err(CliError::AllowRoot);
+        }
+        Ok(())
+    }
+
     /// The client settings: flags first, then VAULT_*, then BAO_*, then defaults.
     pub fn client_config(&self, env: Env<'_>) -> Result<ClientConfig, CliError> {
         let addr = self
@@ -402,6 +419,14 @@ mod tests {
             assert!(parse_duration(huge).is_err(), "{huge}");
         }
         assert!(Cli::try_parse_from(["vaultfs", "mount", "--ttl", "1000000000y"]).is_err());
+    }
+
+    #[test]
+    fn allow_root_is_refused() {
+        assert!(args(&["--allow-other"]).check().is_ok());
+        let e = args(&["--allow-root"]).check().unwrap_err().to_string();
+        assert!(e.starts_with("--allow-root is not supported") && !e.contains('\n'));
+        assert!(args(&["--allow-root", "--allow-other"]).check().is_err());
     }
 
     #[test]

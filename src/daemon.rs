@@ -21,6 +21,7 @@ use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
 use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
+use crate::private::{self, PrivateError};
 use crate::readiness::{self, Outcome, Reporter};
 use crate::tree::Tree;
 use crate::vault::{ConfigError, VaultClient};
@@ -53,8 +54,12 @@ pub enum MountError {
     },
     #[error("{path}: the mount came up but its root cannot be listed: {source}")]
     NotReady { path: PathBuf, source: io::Error },
-    #[error("{path} is already mounted by vaultfs{pid}; run `vaultfs unmount {path}` first")]
-    AlreadyMounted { path: PathBuf, pid: String },
+    #[error("{path} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {path}` first")]
+    AlreadyMounted {
+        path: PathBuf,
+        pid: String,
+        why: &'static str,
+    },
     #[error("nothing is mounted at {0}")]
     NotMounted(PathBuf),
     #[error("cannot unmount {path}: {source}{hint}")]
@@ -63,8 +68,8 @@ pub enum MountError {
         source: io::Error,
         hint: &'static str,
     },
-    #[error("cannot open log file {path}: {source}")]
-    Log { path: PathBuf, source: io::Error },
+    #[error("cannot open the log file: {0}")]
+    Log(PrivateError),
     /// A failure the background daemon reported through the pipe, verbatim.
     #[error("{0}")]
     Daemon(String),
@@ -231,14 +236,20 @@ pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
                 ))
             })?;
         }
-        State::Live => {
+        s @ (State::Live | State::Unresponsive) => {
             let pid = PidFile::path_for(&getenv, path)
                 .and_then(|f| PidFile::read_live(&f))
                 .map(|p| format!(" (pid {p})"))
                 .unwrap_or_default();
+            let why = if s == State::Unresponsive {
+                " but its daemon does not answer (stopped?)"
+            } else {
+                ""
+            };
             return Err(MountError::AlreadyMounted {
                 path: path.to_path_buf(),
                 pid,
+                why,
             });
         }
         State::Other(fstype) => {
@@ -267,10 +278,11 @@ fn fuse_config(args: &MountArgs) -> FuseConfig {
         MountOption::NoExec,
         MountOption::NoAtime,
     ];
+    // With allow_other the kernel lets every uid past FUSE and enforces the
+    // modes on every access, cached or not (DefaultPermissions). fuser's
+    // RootAndOwner is never used: see MountArgs::check.
     c.acl = if args.allow_other {
         SessionACL::All
-    } else if args.allow_root {
-        SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
     };
@@ -334,10 +346,11 @@ pub fn serve(
     let check = {
         let unmounter = session.unmount_callable();
         let mp = p.mountpoint.clone();
+        let wait = p.args.wait;
         let reporter = std::mem::take(reporter);
         std::thread::Builder::new()
             .name("vaultfs-ready".into())
-            .spawn(move || announce_when_live(&mp, reporter, unmounter))
+            .spawn(move || announce_when_live(&mp, wait, reporter, unmounter))
             .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
     };
     let ended = session.run();
@@ -353,17 +366,28 @@ pub fn serve(
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the
 /// pid and tell the parent and systemd. On failure, unmount so the session
-/// ends and nothing is left behind.
+/// ends and nothing is left behind. The probe is bounded by `wait` like the
+/// parent: a session that never answers must not keep this thread forever.
 fn announce_when_live(
     mp: &Path,
+    wait: Duration,
     mut reporter: Reporter,
     mut unmounter: fuser::SessionUnmounter,
 ) -> (Result<(), MountError>, Option<PidFile>) {
-    let listed = if mountpoint::is_fuse_root(mp) {
-        list_root(mp)
-    } else {
-        Err(io::Error::other("it is not mounted"))
-    };
+    let probe = mp.to_path_buf();
+    let listed = mountpoint::bounded(wait, move || {
+        if mountpoint::is_fuse_root(&probe) {
+            list_root(&probe)
+        } else {
+            Err(io::Error::other("it is not mounted"))
+        }
+    })
+    .unwrap_or_else(|| {
+        Err(io::Error::other(format!(
+            "no answer within {}",
+            humantime::format_duration(wait)
+        )))
+    });
     if let Err(source) = listed {
         unmount_own(&mut unmounter, mp);
         let e = MountError::NotReady {
@@ -374,7 +398,7 @@ fn announce_when_live(
         return (Err(e), None);
     }
     let pid_file = PidFile::path_for(&getenv, mp).and_then(|f| {
-        PidFile::create(f)
+        PidFile::create(&f)
             .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
             .ok()
     });
@@ -443,22 +467,34 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     serve(p, tree, &rt, reporter)
 }
 
-/// The log file in the background: `--log-file`, else under the state dir.
-fn log_file(args: &MountArgs) -> Option<PathBuf> {
-    args.log_file.clone().or_else(|| {
-        (!args.foreground)
-            .then(|| mountpoint::state_dir(&getenv).map(|d| d.join("vaultfs.log")))
-            .flatten()
-    })
+/// The log file in the background: `--log-file`, else under the state dir
+/// (then `true`: a directory vaultfs owns, checked as such).
+fn log_file(args: &MountArgs) -> Option<(PathBuf, bool)> {
+    if let Some(f) = &args.log_file {
+        return Some((std::path::absolute(f).unwrap_or_else(|_| f.clone()), false));
+    }
+    (!args.foreground)
+        .then(|| mountpoint::state_dir(&getenv).map(|d| (d.join("vaultfs.log"), true)))
+        .flatten()
 }
 
 /// `vaultfs mount`.
 pub fn mount(args: &MountArgs) -> Result<(), MountError> {
-    let log = log_file(args).map(|f| std::path::absolute(&f).unwrap_or(f));
-    logging::init(log.as_deref()).map_err(|source| MountError::Log {
-        path: log.clone().unwrap_or_default(),
-        source,
-    })?;
+    args.check()?;
+    let log = log_file(args);
+    let log_f = match &log {
+        Some((path, ours)) => Some(private::open_log(path, *ours).map_err(MountError::Log)?),
+        None => None,
+    };
+    // The same open file serves the logger and, in the background, the
+    // daemon's stderr: the path is never opened twice.
+    let dup = |f: &std::fs::File| {
+        f.try_clone()
+            .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
+    };
+    let stderr_f = log_f.as_ref().map(dup).transpose()?;
+    logging::init(log_f).map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
+    let log = log.map(|(path, _)| path);
     let p = prepare(args)?;
     let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
         MountError::Mountpoint {
@@ -470,13 +506,14 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     if args.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    background(p, log.as_deref(), lock)
+    background(p, log.as_deref(), stderr_f, lock)
 }
 
 /// `lock` is released when the parent exits, after the mount is live.
 fn background(
     p: Prepared,
     log: Option<&Path>,
+    log_f: Option<std::fs::File>,
     lock: Option<std::fs::File>,
 ) -> Result<(), MountError> {
     let wait = p.args.wait;
@@ -490,7 +527,7 @@ fn background(
         ))),
         0 => {
             drop((rx, lock));
-            let code = child(p, tx, log);
+            let code = child(p, tx, log_f);
             std::process::exit(code)
         }
         pid => {
@@ -502,7 +539,7 @@ fn background(
 
 /// The daemon: detach from the terminal and the caller's pipes (a start
 /// script's output must not stay open because of us), then run.
-fn child(p: Prepared, tx: OwnedFd, log: Option<&Path>) -> i32 {
+fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
     // SAFETY: plain syscalls on fds we own.
     unsafe {
         libc::setsid();
@@ -512,9 +549,7 @@ fn child(p: Prepared, tx: OwnedFd, log: Option<&Path>) -> i32 {
         .read(true)
         .write(true)
         .open("/dev/null");
-    let err = log
-        .and_then(|l| std::fs::File::options().append(true).open(l).ok())
-        .or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
+    let err = log.or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
     if let (Ok(null), Some(err)) = (&null, &err) {
         // SAFETY: dup2 onto the standard fds; panics then land in the log.
         unsafe {
@@ -617,31 +652,46 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
         source,
         hint,
     };
-    match mountpoint::state(&path) {
-        State::Free => return Err(MountError::NotMounted(path)),
-        State::Other(fstype) => {
+    // The mount table, not a stat, says what is there: a stat would wait for
+    // a stopped daemon and, while waiting, keep the mount busy.
+    match mountpoint::mount_at(&path) {
+        None => return Err(MountError::NotMounted(path)),
+        Some(e) if !e.is_vaultfs() => {
             return Err(MountError::Mountpoint {
                 path,
-                message: format!("not a vaultfs mount ({fstype})"),
+                message: format!("not a vaultfs mount ({})", e.fstype),
             })
         }
-        // Its daemon is gone; only the kernel's entry is left.
-        State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
-        State::Live => mountpoint::unmount(&path, args.lazy).map_err(|e| {
-            let busy = e.raw_os_error() == Some(libc::EBUSY);
-            fail(
+        Some(_) => {}
+    }
+    // Unmounting needs no answer from the daemon, so it is tried first; only
+    // when busy is the daemon probed (bounded) to tell a dead mount, which
+    // is detached at once, from one still in use.
+    match mountpoint::unmount(&path, args.lazy) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::state(&path) {
+            // Its daemon is gone; only the kernel's entry is left.
+            State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
+            State::Unresponsive => return Err(fail(
                 e,
-                if busy {
-                    " (a process has a file open or its working directory there; close it, or pass --lazy)"
-                } else {
-                    ""
-                },
-            )
-        })?,
+                " (a process is using it, and its daemon does not answer: stopped?; pass --lazy to detach it)",
+            )),
+            _ => return Err(fail(
+                e,
+                " (a process has a file open or its working directory there; close it, or pass --lazy)",
+            )),
+        },
+        Err(e) => return Err(fail(e, "")),
     }
     // After a lazy detach the daemon lives until the last open file closes.
     if let Some(pid) = pid.filter(|_| !args.lazy) {
         if !mountpoint::wait_exit(pid, args.wait) {
+            if mountpoint::is_stopped(pid) {
+                return Err(MountError::Other(format!(
+                    "{} is unmounted, but its daemon (pid {pid}) is stopped: it exits once continued (kill -CONT {pid})",
+                    path.display()
+                )));
+            }
             return Err(MountError::Other(format!(
                 "{} is unmounted, but its daemon (pid {pid}) did not exit within {}",
                 path.display(),

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod logging;
 pub mod mountpoint;
 pub mod naming;
+pub mod private;
 pub mod readiness;
 pub mod renew;
 pub mod secret;

@@ -2,10 +2,8 @@
 //! TLS crates below us are capped at INFO whatever RUST_LOG says, because
 //! their debug and trace output can include headers (the token) and bodies.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::io::{self, IsTerminal};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::sync::Mutex;
 
 use tracing::Level;
@@ -28,30 +26,21 @@ fn capped(target: &str) -> bool {
         .any(|c| target == *c || target.strip_prefix(c).is_some_and(|r| r.starts_with("::")))
 }
 
-/// Log to stderr, or to `file` (created 0600, appended).
-pub fn init(file: Option<&Path>) -> io::Result<()> {
+/// Log to stderr, or to `file` (opened by `private::open_log`: 0600,
+/// appended, no symlink followed).
+pub fn init(file: Option<File>) -> io::Result<()> {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let cap = filter_fn(|m| !(capped(m.target()) && *m.level() > Level::INFO));
     let fmt = tracing_subscriber::fmt::layer().with_target(true);
     let registry = tracing_subscriber::registry().with(env);
     let result = match file {
-        Some(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)?;
-            registry
-                .with(
-                    fmt.with_ansi(false)
-                        .with_writer(Mutex::new(f))
-                        .with_filter(cap),
-                )
-                .try_init()
-        }
+        Some(f) => registry
+            .with(
+                fmt.with_ansi(false)
+                    .with_writer(Mutex::new(f))
+                    .with_filter(cap),
+            )
+            .try_init(),
         None => registry
             .with(
                 fmt.with_ansi(io::stderr().is_terminal())

@@ -2,15 +2,17 @@
 //! dead FUSE mounts left by a killed daemon, unmounting, and the pid file
 //! that ties a mount point to its daemon.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::cli::{self, Env};
+use crate::private::{PrivateDir, PrivateError};
 
 /// The FUSE superblock magic (`statfs.f_type`), see linux/magic.h.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -78,6 +80,31 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
         .find(|e| e.target == path)
 }
 
+/// How long a probe of a FUSE mount may take. A stopped or stuck daemon
+/// never answers, and the kernel would keep the prober waiting with it.
+/// Generous: a live daemon may ask Vault before answering a stat of its root.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run `f` on a thread of its own and give its result if it finishes within
+/// `timeout`. On time the thread is joined, so none is left (the caller may
+/// fork next). Otherwise it is left blocked in the kernel, holding no lock:
+/// it ends when the daemon answers, the mount goes, or the process exits.
+pub fn bounded<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::Builder::new()
+        .name("vaultfs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    let got = rx.recv_timeout(timeout).ok()?;
+    let _ = t.join();
+    Some(got)
+}
+
 /// What is at a mount point right now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum State {
@@ -87,40 +114,64 @@ pub enum State {
     Dead,
     /// A vaultfs mount that answers.
     Live,
+    /// A vaultfs mount whose daemon did not answer within [`PROBE_TIMEOUT`]
+    /// (stopped, or stuck).
+    Unresponsive,
     /// Some other filesystem is mounted there.
     Other(String),
 }
 
+/// The mount table says whether and what is mounted without asking the
+/// filesystem; only a FUSE mount is probed, with a bounded stat, to tell a
+/// dead one (ENOTCONN at once) from a live or unresponsive one.
 pub fn state(path: &Path) -> State {
     let Some(entry) = mount_at(path) else {
         return State::Free;
     };
-    match fs::metadata(path) {
+    if !entry.is_fuse() {
+        return State::Other(entry.fstype);
+    }
+    let p = path.to_path_buf();
+    match bounded(PROBE_TIMEOUT, move || fs::symlink_metadata(p)) {
         // ECONNABORTED: the connection was aborted through /sys/fs/fuse.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+        Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             State::Dead
         }
-        _ if entry.is_vaultfs() => State::Live,
+        None if entry.is_vaultfs() => State::Unresponsive,
+        Some(_) if entry.is_vaultfs() => State::Live,
         _ => State::Other(entry.fstype),
     }
 }
 
 /// An absolute path in the form the mount table uses, resolved without
 /// touching the last component when it can (stat on a dead mount fails).
+/// Bounded: resolving may stat a mount whose daemon does not answer; the
+/// path is then taken as given (made absolute).
 pub fn resolve(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    if fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink()) {
-        if let Ok(p) = abs.canonicalize() {
+    let a = abs.clone();
+    bounded(PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
+}
+
+fn resolve_unbounded(abs: PathBuf) -> PathBuf {
+    let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return abs.canonicalize().unwrap_or(abs);
+    };
+    let joined = dir
+        .canonicalize()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|_| abs.clone());
+    // A mount point in the table is resolved already and never a symlink:
+    // no stat of it, which would wait for its daemon.
+    if mount_at(&joined).is_some() {
+        return joined;
+    }
+    if fs::symlink_metadata(&joined).is_ok_and(|m| m.file_type().is_symlink()) {
+        if let Ok(p) = joined.canonicalize() {
             return p;
         }
     }
-    match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map(|d| d.join(name))
-            .unwrap_or_else(|_| abs.clone()),
-        _ => abs,
-    }
+    joined
 }
 
 /// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
@@ -205,10 +256,30 @@ pub fn pid_file_name(mountpoint: &Path) -> String {
     format!("{s}.pid")
 }
 
-/// The daemon's pid file; removed when dropped.
+/// The last component of `path` and its directory, checked private.
+fn private_parent(path: &Path, create: bool) -> Result<(PrivateDir, OsString), PrivateError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(PrivateError::WrongType {
+            path: path.to_path_buf(),
+            want: "file name",
+        });
+    };
+    Ok((PrivateDir::open(dir, create)?, name.to_owned()))
+}
+
+/// The daemon's pid file, held open and locked (flock, exclusive) for the
+/// daemon's life; removed when dropped if it is still ours (a new daemon may
+/// have replaced it).
+///
+/// The lock is what proves the pid is still our daemon: the kernel drops it
+/// when the process ends, so a reused pid is never taken for it, and anyone
+/// who can read the file can test it. (The daemon is not dumpable, so a
+/// normal user cannot look into its /proc/PID/fd.)
 #[derive(Debug)]
 pub struct PidFile {
-    path: PathBuf,
+    dir: PrivateDir,
+    name: OsString,
+    file: fs::File,
 }
 
 impl PidFile {
@@ -216,35 +287,56 @@ impl PidFile {
         run_dir(env).map(|d| d.join(pid_file_name(mountpoint)))
     }
 
-    pub fn create(path: PathBuf) -> io::Result<PidFile> {
-        use std::os::unix::fs::DirBuilderExt;
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
+    /// Written to a temporary name and renamed, so a reader never sees it
+    /// half written. The temporary name is removed first, never followed.
+    pub fn create(path: &Path) -> Result<PidFile, PrivateError> {
+        use std::io::Write;
+        let (dir, name) = private_parent(path, true)?;
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, format!("{}\n", std::process::id()))?;
-        fs::rename(&tmp, &path)?;
-        Ok(PidFile { path })
+        let tmp = tmp.file_name().unwrap_or_default();
+        let io_err = |source| PrivateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        dir.remove(tmp).map_err(io_err)?;
+        let mut file = dir.open_file(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io_err)?;
+        // Locked before it gets its name, so it is never seen unlocked.
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io_err(io::Error::last_os_error()));
+        }
+        dir.rename(tmp, &name).map_err(io_err)?;
+        Ok(PidFile { dir, name, file })
     }
 
-    /// The pid recorded in `path`, if that process is still a live vaultfs
-    /// daemon (holds /dev/fuse open: guards against pid reuse).
+    /// The pid recorded in `path`, if the daemon that wrote it still runs:
+    /// it holds the file's lock. A shared lock is tried: it is granted only
+    /// when no daemon holds the file (and is then dropped with the file);
+    /// testers never block each other.
     pub fn read_live(path: &Path) -> Option<i32> {
-        let pid: i32 = fs::read_to_string(path).ok()?.trim().parse().ok()?;
-        (is_alive(pid) && holds_dev_fuse(pid)).then_some(pid)
+        use std::io::Read;
+        let (dir, name) = private_parent(path, false).ok()?;
+        let mut f = dir.open_file(&name, libc::O_RDONLY).ok()?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return None;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return None;
+        }
+        let mut s = String::new();
+        f.read_to_string(&mut s).ok()?;
+        let pid: i32 = s.trim().parse().ok()?;
+        is_alive(pid).then_some(pid)
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        // Only remove it if it is still ours (a new daemon may have replaced it).
-        let ours = fs::read_to_string(&self.path)
-            .is_ok_and(|s| s.trim() == std::process::id().to_string());
-        if ours {
-            let _ = fs::remove_file(&self.path);
+        if self.dir.is(&self.name, &self.file) {
+            let _ = self.dir.remove(&self.name);
         }
     }
 }
@@ -252,24 +344,17 @@ impl Drop for PidFile {
 /// Serialise `vaultfs mount` on one mount point (parallel start scripts):
 /// an exclusive flock on `<run dir>/<name>.lock`, waited for up to `timeout`.
 /// Held until the mount is live, so a second caller then sees it live.
-pub fn lock(env: Env<'_>, mountpoint: &Path, timeout: Duration) -> io::Result<Option<fs::File>> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+pub fn lock(
+    env: Env<'_>,
+    mountpoint: &Path,
+    timeout: Duration,
+) -> Result<Option<fs::File>, PrivateError> {
     let Some(pid_path) = PidFile::path_for(env, mountpoint) else {
         return Ok(None);
     };
-    if let Some(dir) = pid_path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-    }
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(pid_path.with_extension("lock"))?;
+    let path = pid_path.with_extension("lock");
+    let (dir, name) = private_parent(&path, true)?;
+    let f = dir.open_file(&name, libc::O_WRONLY | libc::O_CREAT)?;
     let end = Instant::now() + timeout;
     loop {
         // SAFETY: flock on an fd we own.
@@ -278,7 +363,7 @@ pub fn lock(env: Env<'_>, mountpoint: &Path, timeout: Duration) -> io::Result<Op
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= end {
-            return Err(e);
+            return Err(PrivateError::Io { path, source: e });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -295,12 +380,13 @@ pub fn is_alive(pid: i32) -> bool {
     }
 }
 
-fn holds_dev_fuse(pid: i32) -> bool {
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    dir.flatten()
-        .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/fuse")))
+/// Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it cannot exit
+/// until continued.
+pub fn is_stopped(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+    })
 }
 
 /// Wait up to `timeout` for `pid` to exit.
@@ -369,6 +455,23 @@ mod tests {
             run_dir(&bare).unwrap(),
             PathBuf::from("/h/.local/state/vaultfs/run")
         );
+    }
+
+    #[test]
+    fn pid_file_is_live_while_held() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("run/x.pid");
+        let me = std::process::id() as i32;
+        let held = PidFile::create(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        // Asked twice: testing takes no lock that outlives the test.
+        assert_eq!(PidFile::read_live(&path), Some(me));
+        assert_eq!(PidFile::read_live(&path), Some(me));
+        drop(held);
+        assert!(!path.exists());
+        // The right pid in a file nobody holds: its writer is gone.
+        fs::write(&path, format!("{me}\n")).unwrap();
+        assert_eq!(PidFile::read_live(&path), None);
     }
 
     #[test]

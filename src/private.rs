@@ -1,0 +1,321 @@
+//! The files vaultfs keeps for itself: pid, lock and log files. Their
+//! directories may come from the environment (`XDG_RUNTIME_DIR`,
+//! `XDG_STATE_HOME`) and so lie in a place other users can write to, where
+//! they could plant a symlink or a directory of their own. So a directory is
+//! used only if it is ours and nobody else can write to it, it is opened
+//! once and every file is opened relative to that handle (no path is looked
+//! up twice), and no symlink is followed.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is a symlink: refusing to follow it")]
+    Symlink { path: PathBuf },
+    #[error("{path} belongs to uid {owner}, not to uid {me}: refusing to use it")]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{path} is writable by other users (mode {mode:04o}): refusing to use it (chmod go-w)"
+    )]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path} is not a {want}")]
+    WrongType { path: PathBuf, want: &'static str },
+    #[error("{path} has other hard links: refusing to write to it")]
+    Linked { path: PathBuf },
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills a zeroed struct from an fd we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn cstr(b: &[u8]) -> io::Result<CString> {
+    CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// A directory checked to be ours and closed to others, held open.
+#[derive(Debug)]
+pub struct PrivateDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    /// Open `path`, first creating it and missing parents (0700) when
+    /// `create`. Refused: a symlink, a directory of another user, or one
+    /// that group or others may write to (they could swap files in it).
+    pub fn open(path: &Path, create: bool) -> Result<PrivateDir, PrivateError> {
+        let io_err = |source| PrivateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if create {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io_err)?;
+        }
+        let c = cstr(path.as_os_str().as_bytes()).map_err(io_err)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: `c` is a valid C string; the fd is checked before use.
+        let raw = unsafe { libc::open(c.as_ptr(), flags) };
+        if raw < 0 {
+            let e = io::Error::last_os_error();
+            // With O_DIRECTORY a symlink fails ENOTDIR, not ELOOP.
+            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            return Err(match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR) if link => PrivateError::Symlink {
+                    path: path.to_path_buf(),
+                },
+                Some(libc::ENOTDIR) => PrivateError::WrongType {
+                    path: path.to_path_buf(),
+                    want: "directory",
+                },
+                _ => io_err(e),
+            });
+        }
+        // SAFETY: `raw` was just opened and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let st = fstat(&fd).map_err(io_err)?;
+        if st.st_uid != euid() {
+            return Err(PrivateError::NotOwned {
+                path: path.to_path_buf(),
+                owner: st.st_uid,
+                me: euid(),
+            });
+        }
+        if st.st_mode & 0o022 != 0 {
+            return Err(PrivateError::Writable {
+                path: path.to_path_buf(),
+                mode: st.st_mode & 0o7777,
+            });
+        }
+        Ok(PrivateDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open `name` in this directory with `flags` (plus `O_NOFOLLOW` and
+    /// `O_CLOEXEC`; created `0600` with `O_CREAT`), and check it is a file
+    /// of ours with no other name: a hard link planted to another file of
+    /// ours would otherwise be written to.
+    pub fn open_file(&self, name: &OsStr, flags: libc::c_int) -> Result<File, PrivateError> {
+        let path = self.path.join(name);
+        open_checked(Some(&self.fd), &path, name.as_bytes(), flags)
+    }
+
+    /// Remove `name` (a symlink itself, never what it points to); absent is fine.
+    pub fn remove(&self, name: &OsStr) -> io::Result<()> {
+        let c = cstr(name.as_bytes())?;
+        // SAFETY: valid dirfd and C string.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
+        let d = self.fd.as_raw_fd();
+        // SAFETY: valid dirfd and C strings.
+        if unsafe { libc::renameat(d, f.as_ptr(), d, t.as_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Whether `name` here is (still) the file `f`, not following symlinks.
+    pub fn is(&self, name: &OsStr, f: &File) -> bool {
+        let Ok(c) = cstr(name.as_bytes()) else {
+            return false;
+        };
+        // SAFETY: fstatat/fstat fill zeroed structs; valid fds and C string.
+        unsafe {
+            let (mut a, mut b): (libc::stat, libc::stat) = (std::mem::zeroed(), std::mem::zeroed());
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut a,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
+                && libc::fstat(f.as_raw_fd(), &mut b) == 0
+                && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        }
+    }
+}
+
+fn open_checked(
+    dir: Option<&OwnedFd>,
+    path: &Path,
+    name: &[u8],
+    flags: libc::c_int,
+) -> Result<File, PrivateError> {
+    let io_err = |source| PrivateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = cstr(name).map_err(io_err)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: valid dirfd (or AT_FDCWD) and C string; mode for O_CREAT.
+    let raw = unsafe { libc::openat(dirfd, c.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if raw < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => PrivateError::Symlink {
+                path: path.to_path_buf(),
+            },
+            _ => io_err(e),
+        });
+    }
+    // SAFETY: `raw` was just opened and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let st = fstat(&fd).map_err(io_err)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(PrivateError::WrongType {
+            path: path.to_path_buf(),
+            want: "regular file",
+        });
+    }
+    if st.st_uid != euid() {
+        return Err(PrivateError::NotOwned {
+            path: path.to_path_buf(),
+            owner: st.st_uid,
+            me: euid(),
+        });
+    }
+    if st.st_nlink > 1 {
+        return Err(PrivateError::Linked {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(File::from(fd))
+}
+
+/// Open the log file for appending, created `0600`. The default log (in the
+/// state directory) gets the directory checks of [`PrivateDir`]; a path the
+/// user gave with `--log-file` gets the file checks only: not a symlink,
+/// ours, one link. A missing directory is created `0700` either way.
+pub fn open_log(path: &Path, default_place: bool) -> Result<File, PrivateError> {
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(PrivateError::WrongType {
+            path: path.to_path_buf(),
+            want: "file name",
+        });
+    };
+    if default_place {
+        return PrivateDir::open(dir, true)?.open_file(name, flags);
+    }
+    if !dir.as_os_str().is_empty() && !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| PrivateError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    open_checked(None, path, path.as_os_str().as_bytes(), flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    const RW_CREATE: libc::c_int = libc::O_RDWR | libc::O_CREAT;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn creates_0700_dirs_and_0600_files() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b");
+        let dir = PrivateDir::open(&d, true).unwrap();
+        assert_eq!(mode(&d), 0o700);
+        assert_eq!(mode(&t.path().join("a")), 0o700);
+        let mut f = dir.open_file(OsStr::new("x"), RW_CREATE).unwrap();
+        f.write_all(b"1").unwrap();
+        assert_eq!(mode(&d.join("x")), 0o600);
+        assert!(dir.is(OsStr::new("x"), &f));
+        dir.rename(OsStr::new("x"), OsStr::new("y")).unwrap();
+        assert!(dir.is(OsStr::new("y"), &f) && !dir.is(OsStr::new("x"), &f));
+        dir.remove(OsStr::new("y")).unwrap();
+        dir.remove(OsStr::new("y")).unwrap();
+        assert!(!d.join("y").exists());
+        assert!(PrivateDir::open(&t.path().join("missing"), false).is_err());
+    }
+
+    #[test]
+    fn refuses_symlinks_shared_dirs_and_links() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        let dir = PrivateDir::open(&real, true).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+
+        symlink(&real, t.path().join("link")).unwrap();
+        let e = PrivateDir::open(&t.path().join("link"), true).unwrap_err();
+        assert!(matches!(e, PrivateError::Symlink { .. }), "{e}");
+
+        symlink(&victim, real.join("planted")).unwrap();
+        let e = dir.open_file(OsStr::new("planted"), RW_CREATE).unwrap_err();
+        assert!(matches!(e, PrivateError::Symlink { .. }), "{e}");
+        std::fs::hard_link(&victim, real.join("hard")).unwrap();
+        let e = dir.open_file(OsStr::new("hard"), RW_CREATE).unwrap_err();
+        assert!(matches!(e, PrivateError::Linked { .. }), "{e}");
+        let mut s = String::new();
+        File::open(&victim).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "keep");
+
+        let shared = t.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let e = PrivateDir::open(&shared, false).unwrap_err();
+        assert!(
+            matches!(e, PrivateError::Writable { mode: 0o770, .. }),
+            "{e}"
+        );
+
+        let e = open_log(&t.path().join("link/x.log"), false);
+        assert!(
+            e.is_ok(),
+            "a directory symlink above the file is the user's choice"
+        );
+        symlink(&victim, t.path().join("log")).unwrap();
+        let e = open_log(&t.path().join("log"), false).unwrap_err();
+        assert!(matches!(e, PrivateError::Symlink { .. }), "{e}");
+    }
+}
