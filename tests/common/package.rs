@@ -29,15 +29,33 @@ pub fn package() -> &'static Package {
     P.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let exe = std::env::current_exe().unwrap();
-        let who = exe.file_stem().unwrap().to_string_lossy().to_string();
+        // `coder-<hash>` → `coder`: one directory per test file, reused.
+        let stem = exe.file_stem().unwrap().to_string_lossy().to_string();
+        let who = stem.rsplit_once('-').map_or(stem.as_str(), |(w, _)| w);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dist-{who}"));
         let _ = std::fs::remove_dir_all(&dir);
         let target = target();
-        let o = Command::new(root.join("scripts/package"))
-            .args(["--target", &target, "--out"])
-            .arg(&dir)
-            .output()
-            .expect("run scripts/package");
+        let mut c = Command::new(root.join("scripts/package"));
+        c.args(["--target", &target, "--out"]).arg(&dir);
+        // The variables cargo sets for this test (CARGO_PKG_NAME, ...) are
+        // rerun-if-env-changed triggers of build scripts (ring's): passed on,
+        // they would rebuild ring and all above it, here and at the next
+        // plain `cargo build`.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_BIN_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_PRIMARY_PACKAGE",
+                ]
+                .contains(&k.as_str())
+            {
+                c.env_remove(k);
+            }
+        }
+        let o = c.output().expect("run scripts/package");
         assert!(
             o.status.success(),
             "scripts/package failed: {}",
