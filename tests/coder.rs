@@ -285,6 +285,40 @@ fn a_pinned_version_replaces_another_installed_one() {
     assert!(!is_mounted(&h.secrets()));
 }
 
+/// VAULTFS_DOWNLOAD_URL, which scripts set by hand before base_url existed:
+/// one archive's URL (file:// too), verified against the SHA256SUMS beside it.
+#[test]
+fn a_download_url_is_verified_against_the_sha256sums_beside_it() {
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let p = package::package();
+    let h = Home::new();
+    let archive = h.path().join("rel").join(p.archive.file_name().unwrap());
+    std::fs::create_dir(archive.parent().unwrap()).unwrap();
+    std::fs::copy(&p.archive, &archive).unwrap();
+    let start = || {
+        let mut c = script(&h, "start");
+        c.env("VAULT_TOKEN", &token).env(
+            "VAULTFS_DOWNLOAD_URL",
+            format!("file://{}", archive.display()),
+        );
+        run(c, 60)
+    };
+    // No SHA256SUMS beside it: nothing is installed unverified.
+    assert_fails(&start(), "cannot download file://");
+    assert!(!h.path().join(".local/bin/vaultfs").exists());
+
+    std::fs::copy(
+        p.dir.join("SHA256SUMS"),
+        archive.with_file_name("SHA256SUMS"),
+    )
+    .unwrap();
+    assert_ok(&start(), "start");
+    assert_eq!(read(h.secrets().join("coder/db/password")), "top-level");
+    assert_ok(&run(script(&h, "stop"), 20), "stop");
+    assert!(!is_mounted(&h.secrets()));
+}
+
 #[test]
 fn a_checksum_mismatch_is_refused_in_one_line() {
     let p = package::package();
@@ -307,6 +341,20 @@ fn a_checksum_mismatch_is_refused_in_one_line() {
     assert!(stderr(&o).contains("refusing to install"), "{}", stderr(&o));
     assert!(!h.path().join(".local/bin/vaultfs").exists());
     assert!(!is_mounted(&h.secrets()));
+
+    // A version the site does not have: one line naming the URL and why.
+    let mut c = script(&h, "start");
+    c.env("VAULT_TOKEN", "unused")
+        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_VERSION", "9.9.9");
+    let o = run(c, 60);
+    assert_fails(&o, "cannot download http://127.0.0.1:");
+    assert!(
+        stderr(&o).contains("/download/v9.9.9/SHA256SUMS"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
 }
 
 /// A persistent home keeps the token of an earlier login; the new login

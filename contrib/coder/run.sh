@@ -65,14 +65,19 @@ is_mounted() {
 # 0 when a vaultfs mount at the mount path answers.
 is_live() { is_mounted && timeout 10 stat -- "$mount_path" >/dev/null 2>&1; }
 
-fetch() { # URL FILE
+# fetch URL FILE; on failure $fetch_err says why (for one error line).
+fetch() {
+  local out
   if command -v curl >/dev/null 2>&1; then
-    curl -fsSL --retry 3 -o "$2" "$1"
+    out="$(curl -fsSL --retry 3 -o "$2" "$1" 2>&1)" && return 0
   elif command -v wget >/dev/null 2>&1; then
-    wget -q -O "$2" "$1"
+    out="$(wget -q -O "$2" "$1" 2>&1)" && return 0
   else
     die "neither curl nor wget is installed; put vaultfs in the image or set VAULTFS_BIN"
   fi
+  out="${out##*$'\n'}"
+  fetch_err="${out:-download failed}"
+  return 1
 }
 
 sha256() {
@@ -107,7 +112,7 @@ install_bin() {
     if [ "$version" = latest ]; then dir="$base_url/latest/download"; else dir="$base_url/download/v$version"; fi
   fi
   sums="$dir/SHA256SUMS"
-  fetch "$sums" "$tmp/SHA256SUMS" || die "cannot download $sums"
+  fetch "$sums" "$tmp/SHA256SUMS" || die "cannot download $sums ($fetch_err)"
   if [ -z "${file:-}" ]; then
     if [ "$version" = latest ]; then
       file="$(awk -v t="-$target.tar.gz" 'substr($2, length($2) - length(t) + 1) == t && $2 ~ /^vaultfs-/ { print $2; exit }' "$tmp/SHA256SUMS")"
@@ -119,7 +124,7 @@ install_bin() {
   want="$(awk -v f="$file" '$2 == f || $2 == "*" f { print $1; exit }' "$tmp/SHA256SUMS")"
   [ -n "$want" ] || die "$sums lists no ${file:-archive for $target}"
   say "installing vaultfs $version ($file) into $install_dir"
-  fetch "$url" "$tmp/archive.tar.gz" || die "cannot download $url"
+  fetch "$url" "$tmp/archive.tar.gz" || die "cannot download $url ($fetch_err)"
   got="$(sha256 "$tmp/archive.tar.gz")"
   [ "$got" = "$want" ] || die "checksum mismatch for $file (SHA256SUMS says $want, the download is $got): refusing to install it"
   mkdir -p "$tmp/x"
@@ -270,6 +275,7 @@ while :; do
   fi
   if [ "$SECONDS" -ge "$deadline" ]; then
     [ -n "$cause" ] || die "no Vault token after ${wait_s}s: set VAULT_TOKEN or log in with \`vault login\`"
+    case "$cause" in *"cannot reach Vault"*) die "still failing after ${wait_s}s: $cause" ;; esac
     die "no token Vault accepts after ${wait_s}s: $cause"
   fi
   sleep 0.5
