@@ -267,13 +267,32 @@ fn a_pinned_version_replaces_another_installed_one() {
     std::fs::write(&old, "#!/bin/sh\necho 'vaultfs 0.0.1'\n").unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
+    // And another in the image, on PATH.
+    let image_bin = h.path().join("image-bin");
+    std::fs::create_dir(&image_bin).unwrap();
+    std::fs::write(
+        image_bin.join("vaultfs"),
+        "#!/bin/sh\necho 'vaultfs 0.0.2'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        image_bin.join("vaultfs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
     let mut c = script(&h, "start");
     c.env("VAULT_TOKEN", &token)
         .env("VAULTFS_BASE_URL", &site.url)
-        .env("VAULTFS_VERSION", &p.version);
+        .env("VAULTFS_VERSION", &p.version)
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", image_bin.display()),
+        );
     let o = run(c, 60);
     assert_ok(&o, "run.sh start");
     let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("is vaultfs 0.0.2, not"), "{out}");
     assert!(out.contains("is vaultfs 0.0.1, not"), "{out}");
     let v = Command::new(&old).arg("--version").output().unwrap();
     assert_eq!(

@@ -143,8 +143,9 @@ install_bin() {
   bin="$install_dir/vaultfs"
 }
 
-# Sets $bin: VAULTFS_BIN; else the vaultfs on PATH or in $install_dir when
-# its version is the one asked for (any, for "latest"); else installs.
+# Sets $bin: VAULTFS_BIN; else the vaultfs on PATH (the image's), else the
+# one in $install_dir, when its version is the one asked for (any, for
+# "latest"); else installs.
 find_bin() {
   local c have
   bin=""
@@ -153,7 +154,7 @@ find_bin() {
     bin="$VAULTFS_BIN"
     return
   fi
-  for c in "$install_dir/vaultfs" "$(command -v vaultfs 2>/dev/null || true)"; do
+  for c in "$(command -v vaultfs 2>/dev/null || true)" "$install_dir/vaultfs"; do
     if [ -z "$c" ] || [ ! -x "$c" ]; then continue; fi
     have="$(version_of "$c")"
     if [ -n "$have" ] && { [ "$version" = latest ] || [ "$have" = "$version" ]; }; then
