@@ -191,7 +191,8 @@ fn is_root() -> bool {
 }
 
 /// Unmount `path`. `lazy` detaches it even while files are open. Root calls
-/// umount2(2); other users go through the setuid `fusermount3`.
+/// umount2(2); other users go through the setuid `fusermount3` (or FUSE 2's
+/// `fusermount`).
 pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
         let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -202,17 +203,26 @@ pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
         }
         return Err(io::Error::last_os_error());
     }
-    let mut cmd = Command::new("fusermount3");
-    cmd.arg("-u");
-    if lazy {
-        cmd.arg("-z");
-    }
-    let out = cmd.arg("--").arg(path).output()?;
+    // FUSE 2 systems have only `fusermount`, which takes the same flags
+    // (fuser's mount falls back to it the same way).
+    let run = |helper: &str| {
+        let mut cmd = Command::new(helper);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        cmd.arg("--").arg(path).output()
+    };
+    let out = match run("fusermount3") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => run("fusermount")?,
+        r => r?,
+    };
     if out.status.success() {
         return Ok(());
     }
     let msg = String::from_utf8_lossy(&out.stderr);
     let msg = msg.trim().trim_start_matches("fusermount3: ");
+    let msg = msg.trim_start_matches("fusermount: ");
     // Keep EBUSY recognisable for the caller.
     if msg.contains("busy") {
         return Err(io::Error::from_raw_os_error(libc::EBUSY));
