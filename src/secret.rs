@@ -61,6 +61,16 @@ impl Secret {
         }
     }
 
+    /// A holder of one rendered document, shown as its `.json` view (KV v2
+    /// metadata): no keys, so no other file.
+    pub fn document(json: Bytes, mtime: Option<SystemTime>) -> Secret {
+        Secret {
+            json,
+            mtime,
+            ..Secret::default()
+        }
+    }
+
     pub fn deleted(mtime: Option<SystemTime>) -> Secret {
         Secret {
             mtime,

@@ -17,7 +17,9 @@ use crate::cache::{Answer, Cache, CachePolicy, Weigh};
 use crate::error::{FsError, VaultError};
 use crate::naming;
 use crate::secret::{Secret, SecretFile, ENV_VIEW, JSON_VIEW};
-use crate::vault::{KvMount, SecretStore};
+use crate::vault::{KvMount, KvVersion, Metadata, SecretStore};
+
+mod history;
 
 pub const ROOT_INO: u64 = 1;
 
@@ -38,6 +40,18 @@ pub enum Node {
     Dir {
         mount: KvMount,
         path: String,
+    },
+    /// `.versions` of a KV v2 secret: a directory per version that still
+    /// holds data (history.rs).
+    Versions {
+        mount: KvMount,
+        secret: String,
+    },
+    /// `.versions/<n>`: version `n` of a secret, laid out like the secret.
+    AtVersion {
+        mount: KvMount,
+        secret: String,
+        n: u64,
     },
     /// One content version of one file of a secret's directory: a changed
     /// value is a new inode, so the kernel's page cache of an inode only
@@ -92,6 +106,18 @@ impl Weigh for Secret {
 impl Weigh for (KvMount, String) {
     fn weight(&self) -> usize {
         self.0.path.len() + self.1.len()
+    }
+}
+
+impl Weigh for (KvMount, String, u64) {
+    fn weight(&self) -> usize {
+        self.0.path.len() + self.1.len() + 8
+    }
+}
+
+impl Weigh for Metadata {
+    fn weight(&self) -> usize {
+        self.document.mem_size() + self.live.len() * 8
     }
 }
 
@@ -300,6 +326,10 @@ pub struct Tree<S> {
     /// The listings cache's byte budget (see [`Tree::scan_budget`]).
     listing_bytes: usize,
     secrets: Cache<Key, Secret>,
+    /// KV v2 history (history.rs): versions before the current one, kept
+    /// longer than `--ttl`, and metadata.
+    old_versions: Cache<(KvMount, String, u64), Secret>,
+    metadata: Cache<Key, Metadata>,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
     /// collide with another version of the same file.
@@ -401,6 +431,11 @@ impl<S: SecretStore> Tree<S> {
             scan: true,
             listing_bytes: policy.max_bytes,
             secrets: Cache::new(policy),
+            old_versions: Cache::new(CachePolicy {
+                ttl: policy.ttl.max(history::OLD_VERSION_TTL),
+                ..policy
+            }),
+            metadata: Cache::new(policy),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
             order: RandomState::new(),
@@ -524,12 +559,25 @@ impl<S: SecretStore> Tree<S> {
         s: &Arc<Secret>,
         file: SecretFile,
     ) -> Option<Entry> {
-        let version = self.version(s, &file)?;
         let key = (mount.clone(), secret_path.to_string());
         // The cached answer `s` came from expires then. If the cache holds
         // another answer by now (refreshed, or evicted), the entry is not
         // kept at all: the kernel asks again at once.
         let valid_until = until_of(&self.secrets, &key, &Ok(s.clone()));
+        self.file_entry_until(mount, secret_path, s, file, valid_until)
+    }
+
+    /// A file of `s` (any answer that renders a secret's files), kept by the
+    /// kernel until `valid_until`.
+    fn file_entry_until(
+        &self,
+        mount: &KvMount,
+        secret_path: &str,
+        s: &Arc<Secret>,
+        file: SecretFile,
+        valid_until: Instant,
+    ) -> Option<Entry> {
+        let version = self.version(s, &file)?;
         Some(Entry {
             ino: self.ino(
                 Node::File {
@@ -565,6 +613,10 @@ impl<S: SecretStore> Tree<S> {
                     .ok_or(FsError::NoEntry)
             }
             Node::Dir { mount, path } => self.lookup_in_dir(mount, path, &seg).await,
+            Node::Versions { mount, secret } => self.lookup_version(mount, secret, &seg).await,
+            Node::AtVersion { mount, secret, n } => {
+                self.lookup_in_version(mount, secret, *n, &seg).await
+            }
             Node::File { .. } => Err(FsError::NotDir),
         }
     }
@@ -605,16 +657,10 @@ impl<S: SecretStore> Tree<S> {
             }
         };
         if let Some(s) = &parent_secret {
-            let file = if s.has_key(seg) {
-                Some(SecretFile::Key(seg.to_string()))
-            } else if seg == JSON_VIEW {
-                Some(SecretFile::Json)
-            } else if seg == ENV_VIEW {
-                Some(SecretFile::Env)
-            } else {
-                None
-            };
-            if let Some(e) = file.and_then(|f| self.file_entry(mount, path, s, f)) {
+            if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, path, s, f)) {
+                return Ok(e);
+            }
+            if let Some(e) = self.history_entry(mount, path, s, seg).await? {
                 return Ok(e);
             }
         }
@@ -724,6 +770,10 @@ impl<S: SecretStore> Tree<S> {
                 ));
             }
             Node::Dir { mount, path } => (mount.clone(), path.clone()),
+            Node::Versions { mount, secret } => return self.readdir_versions(mount, secret).await,
+            Node::AtVersion { mount, secret, n } => {
+                return self.readdir_version(mount, secret, *n).await
+            }
             Node::File { .. } => return Err(FsError::NotDir),
         };
         let (parent, leaf) = split_parent(&path);
@@ -873,6 +923,7 @@ impl<S: SecretStore> Tree<S> {
                 .flatten()
                 .min()
             }
+            Node::Versions { .. } | Node::AtVersion { .. } => self.history_valid_until(&node),
             Node::File { .. } => None,
         }
     }
@@ -984,16 +1035,8 @@ impl<S: SecretStore> Tree<S> {
         }
         if let Some(s) = secret {
             for f in s.files() {
-                let name = match &f {
-                    SecretFile::Key(k) => match encoded(k) {
-                        Some(n) => n,
-                        None => {
-                            tracing::warn!(mount = %mount.path, path = %path, len = k.len(), "key name too long or empty; left out");
-                            continue;
-                        }
-                    },
-                    SecretFile::Json => JSON_VIEW.to_string(),
-                    SecretFile::Env => ENV_VIEW.to_string(),
+                let Some(name) = file_name(&mount, &path, &f) else {
+                    continue;
                 };
                 // A child folder or secret wins over a key of the same name.
                 if out.contains_key(&name) {
@@ -1076,6 +1119,35 @@ impl<S: SecretStore> Tree<S> {
         }
         let (parent, leaf) = split_parent(path);
         facts(&self.listing(mount, parent).await, leaf)
+    }
+}
+
+/// The file of secret `s` named `seg`: a key wins over a view's name.
+fn file_named(s: &Secret, seg: &str) -> Option<SecretFile> {
+    if s.has_key(seg) {
+        Some(SecretFile::Key(seg.to_string()))
+    } else if seg == JSON_VIEW {
+        Some(SecretFile::Json)
+    } else if seg == ENV_VIEW {
+        Some(SecretFile::Env)
+    } else {
+        None
+    }
+}
+
+/// The file name of a secret's file, `None` (logged) for a key that cannot
+/// be one.
+fn file_name(mount: &KvMount, path: &str, f: &SecretFile) -> Option<String> {
+    match f {
+        SecretFile::Key(k) => {
+            let name = encoded(k);
+            if name.is_none() {
+                tracing::warn!(mount = %mount.path, path = %path, len = k.len(), "key name too long or empty; left out");
+            }
+            name
+        }
+        SecretFile::Json => Some(JSON_VIEW.to_string()),
+        SecretFile::Env => Some(ENV_VIEW.to_string()),
     }
 }
 

@@ -54,6 +54,35 @@ pub trait SecretStore: Send + Sync + 'static {
         mount: &KvMount,
         path: &str,
     ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
+    /// Version `version` of a KV v2 secret. Stores without history have none.
+    fn read_version(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send {
+        let _ = (mount, path, version);
+        async { Err(VaultError::NotFound) }
+    }
+    /// A KV v2 secret's metadata. Stores without history have none.
+    fn metadata(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Metadata, VaultError>> + Send {
+        let _ = (mount, path);
+        async { Err(VaultError::NotFound) }
+    }
+}
+
+/// A KV v2 secret's metadata (`GET <mount>/metadata/<path>`).
+pub struct Metadata {
+    /// Vault's `data` object with its keys sorted, as the one view of a
+    /// secret-shaped holder, so a `.metadata.json` inode holds it like any file.
+    pub document: Arc<Secret>,
+    /// The versions that still hold data (neither deleted nor destroyed),
+    /// ascending.
+    pub live: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -153,6 +182,16 @@ pub struct TokenInfo {
     pub display_name: String,
 }
 
+/// The one query parameter a request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Query {
+    None,
+    /// `list=true`: a LIST sent as GET.
+    List,
+    /// `version=N`: a KV v2 read of an older version.
+    Version(u64),
+}
+
 pub struct VaultClient {
     http: reqwest::Client,
     cfg: ClientConfig,
@@ -212,7 +251,7 @@ impl VaultClient {
         &self,
         method: Method,
         url: &Url,
-        list: bool,
+        query: Query,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         let deadline = self.cfg.timeout;
         let fut = async {
@@ -222,8 +261,14 @@ impl VaultClient {
                 .await
                 .expect("semaphore never closed");
             let mut url = url.clone();
-            if list {
-                url.query_pairs_mut().append_pair("list", "true");
+            match query {
+                Query::None => {}
+                Query::List => {
+                    url.query_pairs_mut().append_pair("list", "true");
+                }
+                Query::Version(n) => {
+                    url.query_pairs_mut().append_pair("version", &n.to_string());
+                }
             }
             // Built once per token (auth.rs): a copy per request would
             // leave the token in freed memory once per request.
@@ -264,13 +309,13 @@ impl VaultClient {
         &self,
         method: Method,
         path: &str,
-        list: bool,
+        query: Query,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         self.token.refresh_if_changed();
         let generation = self.token.generation();
-        let r = self.send_retrying(method.clone(), path, list).await?;
+        let r = self.send_retrying(method.clone(), path, query).await?;
         if r.0 == StatusCode::FORBIDDEN && self.token.reload_after_denied(generation) {
-            return self.send_retrying(method, path, list).await;
+            return self.send_retrying(method, path, query).await;
         }
         Ok(r)
     }
@@ -284,7 +329,7 @@ impl VaultClient {
         &self,
         method: Method,
         path: &str,
-        list: bool,
+        query: Query,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         // Before the breaker: a refused path says nothing about Vault.
         let url = self.url(path)?;
@@ -303,13 +348,13 @@ impl VaultClient {
         self.breaker.admit(timeout)?;
         let mut attempt = 0;
         loop {
-            let sent = tokio::time::timeout_at(deadline, self.send(method.clone(), &url, list))
+            let sent = tokio::time::timeout_at(deadline, self.send(method.clone(), &url, query))
                 .await
                 .unwrap_or(Err(VaultError::Timeout(timeout)));
             let err = match sent {
                 Ok((status, body)) if !retryable_status(status) => {
                     // Paths and statuses only: never headers or bodies.
-                    tracing::debug!(%method, path, list, status = status.as_u16(), attempt, "Vault answered");
+                    tracing::debug!(%method, path, ?query, status = status.as_u16(), attempt, "Vault answered");
                     self.breaker.answered();
                     return Ok((status, body));
                 }
@@ -351,10 +396,10 @@ impl VaultClient {
         &self,
         method: Method,
         path: &str,
-        list: bool,
+        query: Query,
         keep_404: bool,
     ) -> Result<(StatusCode, Value), VaultError> {
-        let (status, body) = self.authed(method, path, list).await?;
+        let (status, body) = self.authed(method, path, query).await?;
         if !(status.is_success() || keep_404 && status == StatusCode::NOT_FOUND) {
             return Err(warn_failed(path, status_error(status, &body)));
         }
@@ -393,18 +438,18 @@ impl VaultClient {
         mount: &KvMount,
         path: &str,
         method: Method,
-        list: bool,
+        query: Query,
     ) -> Result<Vec<String>, VaultError> {
         let p = kv_path(mount, "metadata", path);
         let p = if p.ends_with('/') { p } else { format!("{p}/") };
-        let (_, v) = self.json(method, &p, list, false).await?;
+        let (_, v) = self.json(method, &p, query, false).await?;
         parse_list(&v).map_err(|e| warn_failed(&p, e))
     }
 
     /// `auth/token/lookup-self`: proves the token works before mounting.
     pub async fn lookup_self(&self) -> Result<TokenInfo, VaultError> {
         let (_, mut v) = self
-            .json(Method::GET, "auth/token/lookup-self", false, false)
+            .json(Method::GET, "auth/token/lookup-self", Query::None, false)
             .await
             .map_err(|e| match e {
                 VaultError::Forbidden => VaultError::BadToken("permission denied".into()),
@@ -416,7 +461,7 @@ impl VaultClient {
     /// `auth/token/renew-self`; returns the new TTL.
     pub async fn renew_self(&self) -> Result<Duration, VaultError> {
         let (_, mut v) = self
-            .json(Method::POST, "auth/token/renew-self", false, false)
+            .json(Method::POST, "auth/token/renew-self", Query::None, false)
             .await?;
         Ok(parse_renewal(&mut v))
     }
@@ -427,7 +472,7 @@ impl VaultClient {
             .json(
                 Method::GET,
                 &format!("sys/internal/ui/mounts/{p}"),
-                false,
+                Query::None,
                 false,
             )
             .await?;
@@ -761,6 +806,44 @@ pub fn parse_read(
     result
 }
 
+/// Parse a KV v2 metadata answer.
+pub fn parse_metadata(mut v: Value) -> Result<Metadata, VaultError> {
+    let result = match v.get_mut("data") {
+        Some(Value::Object(d)) => {
+            let mut live: Vec<u64> = d
+                .get("versions")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter(|(_, m)| {
+                    let deleted = m["deletion_time"].as_str().is_some_and(|t| !t.is_empty());
+                    !deleted && m["destroyed"].as_bool() != Some(true)
+                })
+                .filter_map(|(n, _)| n.parse().ok())
+                .filter(|n| *n > 0)
+                .collect();
+            live.sort_unstable();
+            let mtime = d
+                .get("updated_time")
+                .and_then(Value::as_str)
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+            let mut doc = SecretBuf::default();
+            // serde_json's map is ordered by key: the keys come out sorted.
+            let _ = serde_json::to_writer_pretty(&mut doc, &*d);
+            doc.extend(b"\n");
+            Ok(Metadata {
+                document: Arc::new(Secret::document(doc.0, mtime)),
+                live,
+            })
+        }
+        _ => Err(VaultError::BadResponse(
+            "KV v2 metadata answer without data".into(),
+        )),
+    };
+    wipe(&mut v);
+    result
+}
+
 impl SecretStore for VaultClient {
     async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
         if !self.cfg.kv_filter.is_empty() {
@@ -774,7 +857,7 @@ impl SecretStore for VaultClient {
             return Ok(out);
         }
         let (_, v) = self
-            .json(Method::GET, "sys/internal/ui/mounts", false, false)
+            .json(Method::GET, "sys/internal/ui/mounts", Query::None, false)
             .await?;
         let secret = v["data"]["secret"]
             .as_object()
@@ -789,12 +872,12 @@ impl SecretStore for VaultClient {
     }
 
     async fn list(&self, mount: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
-        self.keys(mount, path, Method::GET, true).await
+        self.keys(mount, path, Method::GET, Query::List).await
     }
 
     async fn scan(&self, mount: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
         let scan = Method::from_bytes(b"SCAN").expect("a valid method name");
-        self.keys(mount, path, scan, false).await
+        self.keys(mount, path, scan, Query::None).await
     }
 
     async fn read(&self, mount: &KvMount, path: &str) -> Result<Secret, VaultError> {
@@ -803,8 +886,32 @@ impl SecretStore for VaultClient {
         }
         let keep_404 = mount.version == KvVersion::V2;
         let p = kv_path(mount, "data", path);
-        let (status, v) = self.json(Method::GET, &p, false, keep_404).await?;
+        let (status, v) = self.json(Method::GET, &p, Query::None, keep_404).await?;
         parse_read(mount.version, status, v).map_err(|e| warn_failed(&p, e))
+    }
+
+    async fn read_version(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        version: u64,
+    ) -> Result<Secret, VaultError> {
+        if path.is_empty() || mount.version != KvVersion::V2 {
+            return Err(VaultError::NotFound);
+        }
+        let p = kv_path(mount, "data", path);
+        let query = Query::Version(version);
+        let (status, v) = self.json(Method::GET, &p, query, true).await?;
+        parse_read(mount.version, status, v).map_err(|e| warn_failed(&p, e))
+    }
+
+    async fn metadata(&self, mount: &KvMount, path: &str) -> Result<Metadata, VaultError> {
+        if path.is_empty() || mount.version != KvVersion::V2 {
+            return Err(VaultError::NotFound);
+        }
+        let p = kv_path(mount, "metadata", path);
+        let (_, v) = self.json(Method::GET, &p, Query::None, false).await?;
+        parse_metadata(v).map_err(|e| warn_failed(&p, e))
     }
 }
 

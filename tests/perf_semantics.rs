@@ -324,3 +324,30 @@ fn revalidation_after_the_ttl_fetches_only_the_path() {
         std::thread::sleep(Duration::from_millis(2500));
     }
 }
+
+/// History costs requests only when used: a walk that reads every file
+/// makes no metadata read and no versioned read; `.versions` is found
+/// without a request, and listing it costs one metadata read.
+#[test]
+fn history_costs_requests_only_when_used() {
+    let a = audited();
+    for v in ["a", "b", "c"] {
+        put(&a.bao, "h/s", json!({ "k": v }));
+    }
+    let m = Mount::new(&a.bao, ROOT_TOKEN);
+    let start = a.settle();
+    run("find \"$1\" -type f -exec cat {} + >/dev/null", m.path());
+    let walk = a.requests(start, a.settle());
+    assert_eq!(count(&walk, "read", "secret/data/"), 1, "{walk:?}");
+    assert_eq!(count(&walk, "read", "secret/metadata/"), 0, "{walk:?}");
+
+    let start = a.settle();
+    assert!(m.p("secret/h/s/.versions").is_dir());
+    assert_eq!(a.requests(start, a.settle()), Vec::new());
+    assert_eq!(names(m.p("secret/h/s/.versions")), ["1", "2", "3"]);
+    assert_eq!(read(m.p("secret/h/s/.versions/2/k")), "b");
+    let used = a.requests(start, a.settle());
+    assert_eq!(count(&used, "read", "secret/metadata/h/s"), 1, "{used:?}");
+    assert_eq!(count(&used, "read", "secret/data/h/s"), 1, "{used:?}");
+    assert_eq!(used.len(), 2, "{used:?}");
+}

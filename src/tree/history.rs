@@ -1,0 +1,197 @@
+//! KV v2 history: `.versions/<n>/`, one directory per version that still
+//! holds data, laid out like the secret, and `.metadata.json`, the secret's
+//! metadata. Neither is listed in its secret's directory, so a walk (`find`,
+//! `grep -r`, `ls -lR`) costs no request it did not cost before; both are
+//! reached by name (docs/semantics.md).
+
+use std::time::Duration;
+
+use super::*;
+
+pub const VERSIONS_DIR: &str = ".versions";
+pub const METADATA_VIEW: &str = ".metadata.json";
+
+/// How long an old version is kept. Its data never changes while it exists;
+/// only deleting or destroying it ends it, which then shows this late.
+pub const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
+
+/// The version a `.versions` entry names: canonical decimal, from 1, so one
+/// version has one name.
+fn version_number(seg: &str) -> Option<u64> {
+    let n: u64 = seg.parse().ok()?;
+    (n > 0 && n.to_string() == seg).then_some(n)
+}
+
+impl<S: SecretStore> Tree<S> {
+    async fn old_version(&self, mount: &KvMount, secret: &str, n: u64) -> Answer<Secret> {
+        let key = (mount.clone(), secret.to_string(), n);
+        let store = &self.store;
+        self.old_versions
+            .get(&key, || store.read_version(mount, secret, n))
+            .await
+    }
+
+    async fn metadata_of(&self, mount: &KvMount, secret: &str) -> Answer<Metadata> {
+        let key = (mount.clone(), secret.to_string());
+        let store = &self.store;
+        self.metadata
+            .get(&key, || store.metadata(mount, secret))
+            .await
+    }
+
+    /// `.versions` or `.metadata.json` inside secret `path` (whose current
+    /// answer is `s`), when that is what `seg` names. A key or a child of
+    /// the same name wins: the caller looked for those first.
+    pub(super) async fn history_entry(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        s: &Secret,
+        seg: &str,
+    ) -> Result<Option<Entry>, FsError> {
+        if mount.version != KvVersion::V2 || s.has_key(seg) {
+            return Ok(None);
+        }
+        match seg {
+            // No request: the versions are asked for when it is read.
+            VERSIONS_DIR => Ok(Some(self.dir_entry(Node::Versions {
+                mount: mount.clone(),
+                secret: path.to_string(),
+            }))),
+            METADATA_VIEW => {
+                let answer = self.metadata_of(mount, path).await;
+                let key = (mount.clone(), path.to_string());
+                let until = until_of(&self.metadata, &key, &answer);
+                let document = answer?.document.clone();
+                Ok(self.file_entry_until(mount, path, &document, SecretFile::Json, until))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `.versions/<seg>`: a version read by number, which needs no metadata
+    /// permission (a token that may read data but not metadata can still
+    /// `cat .versions/3/password`). Deleted and destroyed versions are absent.
+    pub(super) async fn lookup_version(
+        &self,
+        mount: &KvMount,
+        secret: &str,
+        seg: &str,
+    ) -> Result<Entry, FsError> {
+        let n = version_number(seg).ok_or(FsError::NoEntry)?;
+        if self.old_version(mount, secret, n).await?.deleted {
+            return Err(FsError::NoEntry);
+        }
+        Ok(self.dir_entry(Node::AtVersion {
+            mount: mount.clone(),
+            secret: secret.to_string(),
+            n,
+        }))
+    }
+
+    pub(super) async fn lookup_in_version(
+        &self,
+        mount: &KvMount,
+        secret: &str,
+        n: u64,
+        seg: &str,
+    ) -> Result<Entry, FsError> {
+        let (s, until) = self.old_version_until(mount, secret, n).await?;
+        let file = file_named(&s, seg).ok_or(FsError::NoEntry)?;
+        self.file_entry_until(mount, secret, &s, file, until)
+            .ok_or(FsError::NoEntry)
+    }
+
+    /// The versions that still hold data (needs metadata read permission).
+    pub(super) async fn readdir_versions(
+        &self,
+        mount: &KvMount,
+        secret: &str,
+    ) -> Result<Listing, FsError> {
+        let answer = self.metadata_of(mount, secret).await;
+        let key = (mount.clone(), secret.to_string());
+        let until = until_of(&self.metadata, &key, &answer);
+        let entries = answer?
+            .live
+            .iter()
+            .map(|&n| {
+                let node = Node::AtVersion {
+                    mount: mount.clone(),
+                    secret: secret.to_string(),
+                    n,
+                };
+                (n.to_string(), self.dir_entry(node))
+            })
+            .collect();
+        Ok(self.listing_of(entries, until))
+    }
+
+    pub(super) async fn readdir_version(
+        &self,
+        mount: &KvMount,
+        secret: &str,
+        n: u64,
+    ) -> Result<Listing, FsError> {
+        let (s, until) = self.old_version_until(mount, secret, n).await?;
+        let entries = s
+            .files()
+            .into_iter()
+            .filter_map(|f| {
+                let name = file_name(mount, secret, &f)?;
+                Some((name, self.file_entry_until(mount, secret, &s, f, until)?))
+            })
+            .collect();
+        Ok(self.listing_of(entries, until))
+    }
+
+    async fn old_version_until(
+        &self,
+        mount: &KvMount,
+        secret: &str,
+        n: u64,
+    ) -> Result<(Arc<Secret>, Instant), FsError> {
+        let answer = self.old_version(mount, secret, n).await;
+        let key = (mount.clone(), secret.to_string(), n);
+        let until = until_of(&self.old_versions, &key, &answer);
+        Ok((answer?, until))
+    }
+
+    /// When the answer a history directory's listing is built from expires.
+    pub(super) fn history_valid_until(&self, node: &Node) -> Option<Instant> {
+        match node {
+            Node::Versions { mount, secret } => self
+                .metadata
+                .peek_expiry(&(mount.clone(), secret.clone()))
+                .map(|(_, u)| u),
+            Node::AtVersion { mount, secret, n } => self
+                .old_versions
+                .peek_expiry(&(mount.clone(), secret.clone(), *n))
+                .map(|(_, u)| u),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_number;
+
+    #[test]
+    fn one_name_per_version() {
+        assert_eq!(version_number("1"), Some(1));
+        assert_eq!(version_number("42"), Some(42));
+        for bad in [
+            "0",
+            "01",
+            "+1",
+            "-1",
+            " 1",
+            "1.0",
+            "",
+            "x",
+            "99999999999999999999",
+        ] {
+            assert_eq!(version_number(bad), None, "{bad:?}");
+        }
+    }
+}
