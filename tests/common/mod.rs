@@ -100,6 +100,25 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Where a dev server's log goes: under the build's tmp dir (not /tmp), one
+/// directory per test process and port. Those of processes that are gone
+/// are removed here, so runs do not pile them up; a shared server's log
+/// stays for reading after a failure until the next run.
+fn bao_log_dir(port: u16) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let pid = name
+            .strip_prefix("vaultfs-bao-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| !alive(p)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    root.join(format!("vaultfs-bao-{}-{port}", std::process::id()))
+}
+
 /// A running OpenBao dev server.
 pub struct Bao {
     pub addr: String,
@@ -127,8 +146,7 @@ impl Bao {
         let bin = bao_bin();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let logdir =
-            std::env::temp_dir().join(format!("vaultfs-bao-{}-{port}", std::process::id()));
+        let logdir = bao_log_dir(port);
         std::fs::create_dir_all(&logdir).unwrap();
         let log = logdir.join("bao.log");
         let mut cmd = Command::new(&bin);
@@ -246,6 +264,19 @@ impl Bao {
         // SAFETY: sending a signal to our own child.
         unsafe {
             libc::kill(self.pid as i32, sig);
+        }
+    }
+}
+
+impl Drop for Bao {
+    /// A private server (the shared one lives as long as the process).
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
