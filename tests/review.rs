@@ -1,0 +1,59 @@
+//! Second review of the hostile-input fixes (issue 10): defects found at the
+//! seams between them. Real mounts against the hostile loopback server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::hostile::*;
+use common::*;
+use serde_json::json;
+
+/// Waits for the renewal task's own `lookup-self`, so that it does not
+/// meet a Vault a test then makes hang.
+fn renewal_started(server: &Server) {
+    wait_until("the renewal task's lookup", Duration::from_secs(5), || {
+        server.count(|r| r.target.contains("lookup-self")) >= 2
+    });
+}
+
+/// A SCAN refused at once by the breaker (another request found Vault
+/// down a moment before) returns the breaker's "no answer within …": it
+/// was never sent, so it says nothing about SCAN being slow. It disabled
+/// SCAN in the mount for good.
+#[test]
+fn a_scan_refused_by_the_breaker_does_not_disable_scan() {
+    let server = Server::start(|r| match (r.method.as_str(), r.target.as_str()) {
+        (_, "/v1/secret/data/slow") => Some(Reply::After(
+            Duration::from_secs(30),
+            Box::new(kv2(json!({"k": "v"})).unwrap()),
+        )),
+        ("SCAN", "/v1/secret/metadata/b/" | "/v1/secret/metadata/c/") => {
+            ok(json!({"data": {"keys": ["s"]}}))
+        }
+        (_, "/v1/secret/metadata/?list=true") => {
+            ok(json!({"data": {"keys": ["slow", "b/", "c/"]}}))
+        }
+        (_, "/v1/secret/metadata/b/?list=true" | "/v1/secret/metadata/c/?list=true") => {
+            ok(json!({"data": {"keys": ["s"]}}))
+        }
+        _ => basics(r),
+    });
+    let m = server.mount(&["--timeout", "2s"]);
+    renewal_started(&server);
+    // One read hangs past its deadline: the breaker opens for a second.
+    assert_eq!(errno_of(std::fs::read(m.p("secret/slow/k"))), libc::EIO);
+    // Within that second a folder is read: its SCAN is refused at once.
+    let _ = std::fs::read_dir(m.p("secret/b")).map(|d| d.count());
+    std::thread::sleep(Duration::from_millis(1500));
+    // Vault answers again: a folder read uses SCAN.
+    assert_eq!(names(m.p("secret/c")), ["s"]);
+    assert_eq!(
+        server.count(|r| r.method == "SCAN"),
+        1,
+        "{:?}",
+        server.requests()
+    );
+    let log = m.log_text();
+    assert!(!log.contains("SCAN too slow"), "{log}");
+}
