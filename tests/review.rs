@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::hostile::*;
@@ -56,4 +58,36 @@ fn a_scan_refused_by_the_breaker_does_not_disable_scan() {
     );
     let log = m.log_text();
     assert!(!log.contains("SCAN too slow"), "{log}");
+}
+
+/// A SCAN that is the breaker's probe and times out while Vault hangs
+/// got no answer: it must not close the breaker ("Vault is reachable
+/// again"), or every request goes out and waits out its deadline again.
+#[test]
+fn a_scan_timing_out_during_an_outage_does_not_close_the_breaker() {
+    let hung = Arc::new(AtomicBool::new(false));
+    let h = hung.clone();
+    let server = Server::start(move |r| match (r.method.as_str(), r.target.as_str()) {
+        (_, "/v1/auth/token/lookup-self") => basics(r),
+        _ if h.load(Ordering::SeqCst) => Some(Reply::After(
+            Duration::from_secs(30),
+            Box::new(status(404, r#"{"errors":[]}"#).unwrap()),
+        )),
+        (_, "/v1/secret/metadata/?list=true") => ok(json!({"data": {"keys": ["x", "b/"]}})),
+        _ => basics(r),
+    });
+    let m = server.mount(&["--timeout", "2s"]);
+    renewal_started(&server);
+    // `secret`'s listing is cached (a lookup: LIST, no SCAN).
+    assert!(std::fs::metadata(m.p("secret/b")).unwrap().is_dir());
+    hung.store(true, Ordering::SeqCst);
+    // Vault hangs: a read waits out its deadline and opens the breaker.
+    assert_eq!(errno_of(std::fs::read(m.p("secret/x/k"))), libc::EIO);
+    assert!(m.log_text().contains("Vault unavailable"));
+    // A probe is due; the next request is b's SCAN, which times out.
+    std::thread::sleep(Duration::from_millis(1200));
+    let _ = std::fs::read_dir(m.p("secret/b")).map(|d| d.count());
+    assert!(server.count(|r| r.method == "SCAN") == 1);
+    let log = m.log_text();
+    assert!(!log.contains("reachable again"), "{log}");
 }
