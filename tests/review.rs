@@ -91,3 +91,25 @@ fn a_scan_timing_out_during_an_outage_does_not_close_the_breaker() {
     let log = m.log_text();
     assert!(!log.contains("reachable again"), "{log}");
 }
+
+/// A namespace that cannot be a header value (CR, LF, other control
+/// characters) cannot reach Vault's headers (the HTTP crate refuses it),
+/// but it made every request fail and the mount be refused as "cannot
+/// reach Vault ... builder error": a bad setting must be named as one.
+#[test]
+fn a_namespace_with_a_line_break_is_refused_as_a_setting() {
+    let server = Server::start(basics);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(vaultfs_bin())
+        .env("VAULT_ADDR", &server.addr)
+        .env("VAULT_TOKEN", "hostile-test-token")
+        .env("VAULT_NAMESPACE", "team\r\nX-Injected: 1")
+        .args(["mount", "--foreground"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("VAULT_NAMESPACE"), "{err}");
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}
