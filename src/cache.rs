@@ -276,6 +276,13 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         {
             match inner.lru.pop_lru() {
                 Some((_, Slot::Ready(r))) => inner.bytes -= r.weight,
+                // A fetch whose caller went away (the fs layer's deadline):
+                // nobody will finish it, and nobody waits on it.
+                Some((_, Slot::Pending(rx, old))) if rx.has_changed().is_err() => {
+                    if let Some(r) = old {
+                        inner.bytes -= r.weight;
+                    }
+                }
                 Some((k, pending @ Slot::Pending(..))) => {
                     // Never drop an in-flight fetch; put it back as most recent.
                     inner.lru.put(k, pending);
@@ -467,6 +474,28 @@ mod tests {
             .unwrap();
         assert_eq!(v.0, 5);
         assert_eq!(cache.usage(), (1, bytes));
+    }
+
+    /// A fetch abandoned by its caller (the fs layer's deadline cuts an
+    /// operation that chains requests) leaves its slot pending with nobody
+    /// to finish it. Such slots were never evicted ("never drop an
+    /// in-flight fetch"): one per abandoned key, they grew past the entry
+    /// bound and pushed every answer out, so nothing stayed cached.
+    #[tokio::test]
+    async fn abandoned_fetches_are_evicted() {
+        let mut p = policy(60_000);
+        p.max_entries = 10;
+        let cache = Cache::<u32, Val>::new(p);
+        cache.get(&1000, || async { Ok(Val(1)) }).await.unwrap();
+        for k in 0..100 {
+            let hung = cache.get(&k, std::future::pending::<Result<Val, VaultError>>);
+            assert!(tokio::time::timeout(Duration::from_millis(1), hung)
+                .await
+                .is_err());
+        }
+        cache.get(&1001, || async { Ok(Val(1)) }).await.unwrap();
+        assert!(cache.usage().0 <= 10, "{:?}", cache.usage());
+        assert!(cache.peek(&1001).is_some(), "the newest answer was evicted");
     }
 
     #[tokio::test]

@@ -220,6 +220,11 @@ pub enum CliError {
     #[error("invalid {0}={1:?}: {2}")]
     BadEnv(&'static str, String, String),
     #[error(
+        "invalid namespace {0:?} (--namespace, VAULT_NAMESPACE or BAO_NAMESPACE): it cannot be \
+         sent as an HTTP header (control characters)"
+    )]
+    BadNamespace(String),
+    #[error(
         "--allow-root is not supported: the kernel would let every user in and answer cached \
          lookups without asking vaultfs; to let root in, use --allow-other with the default \
          owner-only modes (root passes them, other users do not); see docs/security.md"
@@ -286,12 +291,20 @@ impl MountArgs {
             })?),
             _ => None,
         };
+        let namespace = self
+            .namespace
+            .clone()
+            .or_else(|| vault_env(env, "NAMESPACE"));
+        // Sent as X-Vault-Namespace: refused here rather than failing every
+        // request as an unreachable Vault.
+        if let Some(ns) = namespace.as_deref() {
+            if reqwest::header::HeaderValue::from_str(ns).is_err() {
+                return Err(CliError::BadNamespace(ns.to_string()));
+            }
+        }
         Ok(ClientConfig {
             address,
-            namespace: self
-                .namespace
-                .clone()
-                .or_else(|| vault_env(env, "NAMESPACE")),
+            namespace,
             timeout,
             kv_filter: self
                 .kv
@@ -355,6 +368,19 @@ mod tests {
         assert_eq!(c.address.as_str(), "https://127.0.0.1:8200/");
         assert_eq!(c.kv_filter, ["team/kv", "secret"]);
         assert!(!c.tls.skip_verify);
+    }
+
+    #[test]
+    fn namespace_must_be_a_header_value() {
+        for bad in ["a\r\nX-Injected: 1", "a\nb", "a\0b"] {
+            let env = |k: &str| (k == "VAULT_NAMESPACE").then(|| bad.to_string());
+            let e = args(&[]).client_config(&env).unwrap_err().to_string();
+            assert!(e.contains("VAULT_NAMESPACE") && !e.contains('\n'), "{e}");
+        }
+        let e = args(&["-n", "x\ry"]).client_config(&|_| None).unwrap_err();
+        assert!(matches!(e, CliError::BadNamespace(_)), "{e}");
+        let ok = args(&["-n", "team/sub"]).client_config(&|_| None).unwrap();
+        assert_eq!(ok.namespace.as_deref(), Some("team/sub"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +55,9 @@ struct Shared<S> {
     start: SystemTime,
     /// Per directory inode, what the kernel may hold of its listing.
     served: Mutex<HashMap<u64, Served>>,
+    /// How many records `served` may hold before those of inodes that are
+    /// gone are dropped (see [`Shared::note_served`]).
+    served_prune_at: AtomicUsize,
     /// Listings of streams in progress (see [`Streams`]).
     streams: Mutex<Streams>,
 }
@@ -146,6 +150,7 @@ impl<S: SecretStore> VaultFs<S> {
                 opts,
                 start: SystemTime::now(),
                 served: Mutex::default(),
+                served_prune_at: AtomicUsize::default(),
                 streams: Mutex::default(),
             }),
             rt,
@@ -327,6 +332,15 @@ impl<S: SecretStore> Shared<S> {
                     until: listing.valid_until,
                     mtime: self.start,
                 });
+                // FORGET removes the record of an inode it drops, but an
+                // inode a listing still held goes later, when that listing
+                // is dropped: now and then, drop the records of inodes that
+                // are gone (amortised: the map at least doubles in between).
+                if served.len() > self.served_prune_at.load(Ordering::Relaxed) {
+                    served.retain(|&ino, _| self.tree.node(ino).is_some());
+                    let next = (served.len() * 2).max(1024);
+                    self.served_prune_at.store(next, Ordering::Relaxed);
+                }
             }
             Slot::Occupied(mut o) => {
                 let s = o.get_mut();
@@ -336,6 +350,15 @@ impl<S: SecretStore> Shared<S> {
                 }
                 s.until = listing.valid_until;
             }
+        }
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    fn forget(&self, ino: u64, n: u64) {
+        if self.tree.forget(ino, n) {
+            // The kernel dropped the inode, and with it any cached listing.
+            self.served.lock().expect("served").remove(&ino);
+            self.streams.lock().expect("streams").forget(ino);
         }
     }
 
@@ -460,11 +483,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if self.shared.tree.forget(ino.0, nlookup) {
-            // The kernel dropped the inode, and with it any cached listing.
-            self.shared.served.lock().expect("served").remove(&ino.0);
-            self.shared.streams.lock().expect("streams").forget(ino.0);
-        }
+        self.shared.forget(ino.0, nlookup);
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -898,6 +917,7 @@ mod lookup_tests {
             },
             start: SystemTime::now(),
             served: Mutex::default(),
+            served_prune_at: AtomicUsize::default(),
             streams: Mutex::default(),
         });
         let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
@@ -917,5 +937,50 @@ mod lookup_tests {
             tree.forget(a, 1),
             "a reference leaked: the inode outlived its last FORGET"
         );
+    }
+
+    /// A directory's `served` record must go with its inode. When the
+    /// kernel forgets a directory while a listing of its parent (a
+    /// directory stream, `Streams`) still holds it, FORGET does not drop
+    /// the inode; the listing's drop does later, and nothing removed the
+    /// record: one more for good per directory per walk under memory
+    /// pressure (inode numbers are never reused).
+    #[tokio::test]
+    async fn served_records_do_not_outlive_their_inodes() {
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+        let tree = Arc::new(Tree::new(Arc::new(Store::default()), policy));
+        let s = Shared {
+            tree: tree.clone(),
+            opts: FsOptions {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o400,
+                dir_mode: 0o500,
+                ttl: Duration::from_secs(60),
+                op_timeout: Duration::from_secs(5),
+            },
+            start: SystemTime::now(),
+            served: Mutex::default(),
+            served_prune_at: Default::default(),
+            streams: Mutex::default(),
+        };
+        let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        for _ in 0..5000 {
+            // A stream of the mount's root holds `a`; the kernel looks
+            // `a` up, lists it, and forgets it.
+            let parent = tree.readdir(mount, false).await.unwrap();
+            let a = tree.lookup(mount, b"a").await.unwrap().ino;
+            s.note_served(a, &tree.readdir(a, false).await.unwrap());
+            s.forget(a, 1);
+            drop(parent);
+            assert!(tree.node(a).is_none());
+        }
+        let held = s.served.lock().unwrap().len();
+        assert!(held < 2500, "{held} records kept for no live directory");
     }
 }

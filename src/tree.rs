@@ -816,6 +816,7 @@ impl<S: SecretStore> Tree<S> {
         let scan = self.scan && !self.no_scan.lock().expect("no_scan").contains(&mount.path);
         if scan && !self.listings.in_hand(&key) {
             let store = &self.store;
+            let started = Instant::now();
             match self.scans.get(&key, || store.scan(mount, path)).await {
                 Ok(keys) => {
                     if let Some((_, until)) = self.scans.peek_expiry(&key) {
@@ -838,8 +839,10 @@ impl<S: SecretStore> Tree<S> {
                 Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
                 // Slower than its share of the deadline: it would be again
                 // (the tree only grows), and each try costs a user's read
-                // that share.
-                Err(e @ VaultError::Timeout(_)) => {
+                // that share. Only a SCAN that ran for that share: a timeout
+                // that comes sooner is the breaker's (another request found
+                // Vault down), and says nothing about SCAN.
+                Err(e @ VaultError::Timeout(d)) if !d.is_zero() && started.elapsed() >= d => {
                     tracing::info!(mount = %mount.path, error = %e, "SCAN too slow: listing folders one at a time");
                     self.no_scan
                         .lock()

@@ -371,7 +371,10 @@ impl VaultClient {
                     continue;
                 }
             }
-            if err.is_outage() && !(scan && matches!(err, VaultError::Timeout(_))) {
+            if scan && matches!(err, VaultError::Timeout(_)) {
+                // Neither: a slow SCAN is no outage, and no answer is no
+                // sign that Vault is back (this SCAN may be the probe).
+            } else if err.is_outage() {
                 self.breaker.failed(&err, timeout);
             } else {
                 // The server answered: it is up, whatever it said.
