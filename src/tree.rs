@@ -5,7 +5,7 @@
 //! is `fs.rs`). See docs/semantics.md for the rules implemented here.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,11 @@ pub const ROOT_INO: u64 = 1;
 /// level, or one small SCAN answer, can describe without end) would cost
 /// memory quadratic in its depth.
 pub const MAX_PATH: usize = 4096;
+
+/// How long a mount LISTs after a SCAN ran out of its deadline before SCAN
+/// is tried again: long enough that a huge tree costs one slow read in that
+/// time, short enough that a Vault that hung for a while gets SCAN back.
+const SCAN_RETRY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Everything that has an inode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -319,8 +324,9 @@ pub struct Tree<S> {
     listings: Cache<Key, Vec<String>>,
     /// SCAN answers: every secret below a folder (see [`Tree::walk_listing`]).
     scans: Cache<Key, Vec<String>>,
-    /// Mounts where SCAN was refused once: LIST only there.
-    no_scan: Mutex<HashSet<String>>,
+    /// Mounts where SCAN was refused (for good: `None`) or ran out of its
+    /// deadline (until then): LIST only there.
+    no_scan: Mutex<HashMap<String, Option<Instant>>>,
     /// SCAN may be used at all (off with `--no-scan`).
     scan: bool,
     /// The listings cache's byte budget (see [`Tree::scan_budget`]).
@@ -813,7 +819,7 @@ impl<S: SecretStore> Tree<S> {
     /// whenever SCAN fails, LIST as ever.
     async fn walk_listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
         let key = (mount.clone(), path.to_string());
-        let scan = self.scan && !self.no_scan.lock().expect("no_scan").contains(&mount.path);
+        let scan = self.scan && self.scan_allowed(&mount.path);
         if scan && !self.listings.in_hand(&key) {
             let store = &self.store;
             let started = Instant::now();
@@ -842,12 +848,11 @@ impl<S: SecretStore> Tree<S> {
                 // that share. Only a SCAN that ran for that share: a timeout
                 // that comes sooner is the breaker's (another request found
                 // Vault down), and says nothing about SCAN.
+                // A hung Vault looks the same, so it is tried again later.
                 Err(e @ VaultError::Timeout(d)) if !d.is_zero() && started.elapsed() >= d => {
-                    tracing::info!(mount = %mount.path, error = %e, "SCAN too slow: listing folders one at a time");
-                    self.no_scan
-                        .lock()
-                        .expect("no_scan")
-                        .insert(mount.path.clone());
+                    tracing::info!(mount = %mount.path, error = %e, retry_s = SCAN_RETRY.as_secs(), "SCAN too slow: listing folders one at a time");
+                    let again = Instant::now() + SCAN_RETRY;
+                    self.no_scan_until(&mount.path, Some(again));
                 }
                 Err(e) if e.is_transient() => {}
                 // Refused (no `scan` capability) or not understood (a server
@@ -855,14 +860,28 @@ impl<S: SecretStore> Tree<S> {
                 // a refused SCAN before every LIST.
                 Err(e) => {
                     tracing::info!(mount = %mount.path, error = %e, "SCAN not available: listing folders one at a time");
-                    self.no_scan
-                        .lock()
-                        .expect("no_scan")
-                        .insert(mount.path.clone());
+                    self.no_scan_until(&mount.path, None);
                 }
             }
         }
         self.listing(mount, path).await
+    }
+
+    /// Whether SCAN may be tried in this mount now.
+    fn scan_allowed(&self, mount: &str) -> bool {
+        match self.no_scan.lock().expect("no_scan").get(mount) {
+            None => true,
+            Some(until) => until.is_some_and(|t| Instant::now() >= t),
+        }
+    }
+
+    /// No SCAN in this mount until then (`None`: for the life of the mount).
+    fn no_scan_until(&self, mount: &str, until: Option<Instant>) {
+        let mut no_scan = self.no_scan.lock().expect("no_scan");
+        // A refusal is for good; a slow SCAN never shortens that.
+        if no_scan.get(mount) != Some(&None) {
+            no_scan.insert(mount.to_string(), until);
+        }
     }
 
     /// How many bytes the folders derived from one SCAN answer may take:
@@ -1421,6 +1440,20 @@ mod tests {
             max_bytes,
         };
         Arc::new(Tree::new(Arc::new(store), policy))
+    }
+
+    #[test]
+    fn a_slow_scan_is_tried_again_later_a_refused_one_never() {
+        let tree = fake_with(Vec::new(), Ok(()), 10, 1 << 20);
+        let (now, s) = (Instant::now(), std::time::Duration::from_secs(1));
+        assert!(tree.scan_allowed("a"));
+        tree.no_scan_until("a", Some(now + 10 * s));
+        assert!(!tree.scan_allowed("a"));
+        tree.no_scan_until("a", Some(now - s));
+        assert!(tree.scan_allowed("a"), "the wait is over");
+        tree.no_scan_until("b", None);
+        tree.no_scan_until("b", Some(now - s));
+        assert!(!tree.scan_allowed("b"), "a refusal is for good");
     }
 
     /// (bytes the cached listings hold at the least: their keys' strings and
