@@ -32,6 +32,17 @@ pub enum Command {
     /// Unmount a vaultfs mount and wait for its daemon to exit
     #[command(alias = "umount")]
     Unmount(UnmountArgs),
+    /// Exit 0 when a live vaultfs is mounted at MOUNTPOINT; without one, list this user's vaultfs mounts
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Mount point; without one (and without --wait), every vaultfs mount of this user is listed
+    pub mountpoint: Option<PathBuf>,
+    /// Wait up to this long for the mount (default ~/secrets) to be live, for start-up scripts
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

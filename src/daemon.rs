@@ -16,7 +16,7 @@ use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 
 use crate::auth::{TokenError, TokenSource};
 use crate::cache::CachePolicy;
-use crate::cli::{self, MountArgs, UnmountArgs};
+use crate::cli::{self, MountArgs, StatusArgs, UnmountArgs};
 use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
 use crate::logging;
@@ -347,10 +347,11 @@ pub fn serve(
         let unmounter = session.unmount_callable();
         let mp = p.mountpoint.clone();
         let wait = p.args.wait;
+        let address = p.client.config().shown_address();
         let reporter = std::mem::take(reporter);
         std::thread::Builder::new()
             .name("vaultfs-ready".into())
-            .spawn(move || announce_when_live(&mp, wait, reporter, unmounter))
+            .spawn(move || announce_when_live(&mp, &address, wait, reporter, unmounter))
             .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
     };
     let ended = session.run();
@@ -370,6 +371,7 @@ pub fn serve(
 /// parent: a session that never answers must not keep this thread forever.
 fn announce_when_live(
     mp: &Path,
+    address: &str,
     wait: Duration,
     mut reporter: Reporter,
     mut unmounter: fuser::SessionUnmounter,
@@ -398,7 +400,7 @@ fn announce_when_live(
         return (Err(e), None);
     }
     let pid_file = PidFile::path_for(&getenv, mp).and_then(|f| {
-        PidFile::create(&f)
+        PidFile::create(&f, address)
             .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
             .ok()
     });
@@ -643,6 +645,76 @@ fn cleanup_dead(mp: &Path) {
 }
 
 /// `vaultfs unmount`: unmount, then wait for the daemon to exit.
+/// `vaultfs status MOUNTPOINT [--wait D]`: one line and exit 0 when a live
+/// vaultfs serves it, else the reason (not mounted, not vaultfs, a daemon
+/// that does not answer, a stale mount). Without a mount point: this user's
+/// vaultfs mounts, one line each. Never waits on a daemon: see `live_at`.
+pub fn status(args: &StatusArgs) -> Result<(), MountError> {
+    if args.mountpoint.is_none() && args.wait.is_none() {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        for m in mountpoint::vaultfs_mounts()
+            .iter()
+            .filter(|m| m.owner == Some(uid))
+        {
+            println!("{}", live_at(&m.target).unwrap_or_else(|e| e.to_string()));
+        }
+        return Ok(());
+    }
+    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
+    let end = std::time::Instant::now() + args.wait.unwrap_or_default();
+    loop {
+        match live_at(&path) {
+            Ok(line) => {
+                println!("{line}");
+                return Ok(());
+            }
+            Err(e) if std::time::Instant::now() >= end => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// What serves `path`, as one line, if a live vaultfs does. The mount table
+/// and the pid file's lock say who should; a bounded probe (`state`) says
+/// whether it answers.
+fn live_at(path: &Path) -> Result<String, MountError> {
+    let not = |message: String| MountError::Mountpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    match mountpoint::mount_at(path) {
+        None => return Err(MountError::NotMounted(path.to_path_buf())),
+        Some(e) if !e.is_vaultfs() => {
+            return Err(not(format!("not a vaultfs mount ({})", e.fstype)))
+        }
+        Some(_) => {}
+    }
+    let pid_file = PidFile::path_for(&getenv, path);
+    let daemon = pid_file.as_deref().and_then(PidFile::read_live_info);
+    // A pid file no daemon holds: the daemon died (a stat may still be
+    // answered from the kernel's attribute cache, so it cannot tell).
+    if daemon.is_none() && pid_file.is_some_and(|f| f.exists()) {
+        return Err(not(STALE.into()));
+    }
+    match (mountpoint::state(path), daemon) {
+        (State::Live, Some((pid, address))) => {
+            Ok(format!("{}: live (pid {pid}, {address})", path.display()))
+        }
+        (State::Live, None) => Ok(format!(
+            "{}: live (daemon not recorded here)",
+            path.display()
+        )),
+        (_, Some((pid, _))) => Err(not(format!(
+            "vaultfs (pid {pid}) does not answer (stopped?)"
+        ))),
+        (_, None) => Err(not(STALE.into())),
+    }
+}
+
+const STALE: &str =
+    "stale: its daemon is gone; `vaultfs unmount` or the next `vaultfs mount` removes it";
+
 pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
     let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
     let pid_file = PidFile::path_for(&getenv, &path);

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
+        Command::Status(args) => daemon::status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

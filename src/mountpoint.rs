@@ -23,6 +23,8 @@ pub struct MountEntry {
     pub target: PathBuf,
     pub fstype: String,
     pub source: String,
+    /// A FUSE mount's owner (`user_id=` in its superblock options).
+    pub owner: Option<u32>,
 }
 
 impl MountEntry {
@@ -63,11 +65,28 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     let mut post = post.split(' ');
     let fstype = post.next()?.to_string();
     let source = post.next().unwrap_or("").to_string();
+    let owner = post
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .find_map(|o| o.strip_prefix("user_id="))
+        .and_then(|u| u.parse().ok());
     Some(MountEntry {
         target: unescape(target),
         fstype,
         source,
+        owner,
     })
+}
+
+/// Every vaultfs mount in this mount namespace, in mount order.
+pub fn vaultfs_mounts() -> Vec<MountEntry> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .filter(MountEntry::is_vaultfs)
+        .collect()
 }
 
 /// The topmost mount at exactly `path` (later lines stack over earlier ones).
@@ -299,7 +318,9 @@ impl PidFile {
 
     /// Written to a temporary name and renamed, so a reader never sees it
     /// half written. The temporary name is removed first, never followed.
-    pub fn create(path: &Path) -> Result<PidFile, PrivateError> {
+    /// The file holds the pid, then the Vault address as shown (no userinfo)
+    /// for `vaultfs status`.
+    pub fn create(path: &Path, address: &str) -> Result<PidFile, PrivateError> {
         use std::io::Write;
         let (dir, name) = private_parent(path, true)?;
         let tmp = path.with_extension("tmp");
@@ -310,7 +331,8 @@ impl PidFile {
         };
         dir.remove(tmp).map_err(io_err)?;
         let mut file = dir.open_file(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)?;
-        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        let address: String = address.chars().filter(|c| !c.is_control()).collect();
+        file.write_all(format!("{}\n{address}\n", std::process::id()).as_bytes())
             .map_err(io_err)?;
         // Locked before it gets its name, so it is never seen unlocked.
         // SAFETY: flock on an fd we own.
@@ -326,6 +348,11 @@ impl PidFile {
     /// when no daemon holds the file (and is then dropped with the file);
     /// testers never block each other.
     pub fn read_live(path: &Path) -> Option<i32> {
+        Self::read_live_info(path).map(|(pid, _)| pid)
+    }
+
+    /// [`PidFile::read_live`] with the Vault address the daemon serves.
+    pub fn read_live_info(path: &Path) -> Option<(i32, String)> {
         use std::io::Read;
         let (dir, name) = private_parent(path, false).ok()?;
         let mut f = dir.open_file(&name, libc::O_RDONLY).ok()?;
@@ -338,8 +365,10 @@ impl PidFile {
         }
         let mut s = String::new();
         f.read_to_string(&mut s).ok()?;
-        let pid: i32 = s.trim().parse().ok()?;
-        is_alive(pid).then_some(pid)
+        let mut lines = s.lines();
+        let pid: i32 = lines.next()?.trim().parse().ok()?;
+        let address = lines.next().unwrap_or_default().to_string();
+        is_alive(pid).then_some((pid, address))
     }
 }
 
@@ -472,8 +501,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("run/x.pid");
         let me = std::process::id() as i32;
-        let held = PidFile::create(&path).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{me}\n"));
+        let held = PidFile::create(&path, "https://vault:8200/\nforged").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{me}\nhttps://vault:8200/forged\n")
+        );
+        let info = PidFile::read_live_info(&path);
+        assert_eq!(info, Some((me, "https://vault:8200/forged".to_string())));
         // Asked twice: testing takes no lock that outlives the test.
         assert_eq!(PidFile::read_live(&path), Some(me));
         assert_eq!(PidFile::read_live(&path), Some(me));

@@ -66,11 +66,9 @@ fn script(h: &Home, action: &str) -> Command {
 
 /// The wait docs/coder.md gives other start scripts.
 fn wait_for_mount(h: &Home, secs: u32) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(format!(
-            "timeout {secs} sh -c 'until mountpoint -q ~/secrets; do sleep 1; done'"
-        ))
+    let mut c = Command::new(vaultfs_bin());
+    c.args(["status", "--wait", &format!("{secs}s")])
+        .arg(h.secrets())
         .env("HOME", h.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

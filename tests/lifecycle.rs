@@ -339,3 +339,54 @@ echo done
     );
     assert!(out.ends_with("done\n"), "{out}");
 }
+
+/// `vaultfs status`: live, nothing mounted, stale (daemon killed), listed
+/// without a mount point, and `--wait` that succeeds and one that times out.
+#[test]
+fn status_says_whether_a_live_vaultfs_is_mounted() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let status = |args: &[&str]| run(h.cmd(bao(), ROOT_TOKEN, &[&["status"], args].concat()), 30);
+
+    let o = status(&[m]);
+    assert_fails(&o, "nothing is mounted at");
+    let (o, took) = {
+        let t = std::time::Instant::now();
+        (status(&["--wait", "1s", m]), t.elapsed())
+    };
+    assert_fails(&o, "nothing is mounted at");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
+    // A start-up script waits for a mount another script is bringing up.
+    let waiter = h
+        .cmd(bao(), ROOT_TOKEN, &["status", "--wait", "30s", m])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
+    let o = waiter.wait_with_output().unwrap();
+    assert_ok(&o, "status --wait");
+    let pid = h.pid(&mp);
+    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        line.contains(&format!("live (pid {pid}, {}/)", bao().addr)),
+        "{line}"
+    );
+
+    let o = status(&[]);
+    assert_ok(&o, "status");
+    let list = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(list.contains(&format!("{m}: live (pid {pid}")), "{list}");
+
+    // Killed: the kernel's entry is left, and it is not live.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("the daemon's exit", Duration::from_secs(10), || !alive(pid));
+    assert_fails(&status(&[m]), "stale");
+    assert!(is_mounted(&mp));
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount",
+    );
+    assert_fails(&status(&[m]), "nothing is mounted at");
+}

@@ -512,7 +512,9 @@ impl Home {
         let f = self.pid_file(mp);
         std::fs::read_to_string(&f)
             .unwrap_or_else(|e| panic!("pid file {}: {e}", f.display()))
-            .trim()
+            .lines()
+            .next()
+            .unwrap_or_default()
             .parse()
             .unwrap()
     }
