@@ -891,6 +891,32 @@ mod lookup_tests {
         }
     }
 
+    /// The adapter's shared state over `store`, with one TTL for the
+    /// daemon and the kernel.
+    fn shared(store: Arc<Store>, ttl: Duration, op_timeout: Duration) -> Shared<Store> {
+        let policy = CachePolicy {
+            ttl,
+            stale_if_error: Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        };
+        Shared {
+            tree: Arc::new(Tree::new(store, policy)),
+            opts: FsOptions {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o400,
+                dir_mode: 0o500,
+                ttl,
+                op_timeout,
+            },
+            start: SystemTime::now(),
+            served: Mutex::default(),
+            served_prune_at: AtomicUsize::default(),
+            streams: Mutex::default(),
+        }
+    }
+
     /// The suspicion, confirmed: a lookup whose revalidation waits
     /// on Vault past the operation's deadline had taken the inode reference
     /// the kernel would count, and nothing released it. The kernel, which
@@ -898,28 +924,12 @@ mod lookup_tests {
     #[tokio::test]
     async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
         let store = Arc::new(Store::default());
-        let policy = CachePolicy {
-            ttl: Duration::from_millis(50),
-            stale_if_error: Duration::ZERO,
-            max_entries: 100,
-            max_bytes: 1 << 20,
-        };
-        let tree = Arc::new(Tree::new(store.clone(), policy));
-        let s = Arc::new(Shared {
-            tree: tree.clone(),
-            opts: FsOptions {
-                uid: 0,
-                gid: 0,
-                file_mode: 0o400,
-                dir_mode: 0o500,
-                ttl: Duration::from_millis(50),
-                op_timeout: Duration::from_millis(200),
-            },
-            start: SystemTime::now(),
-            served: Mutex::default(),
-            served_prune_at: AtomicUsize::default(),
-            streams: Mutex::default(),
-        });
+        let s = Arc::new(shared(
+            store.clone(),
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ));
+        let tree = s.tree.clone();
         let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         // The kernel looked `a` up (one reference) and listed it.
         let a = tree.lookup(mount, b"a").await.unwrap().ino;
@@ -947,28 +957,12 @@ mod lookup_tests {
     /// pressure (inode numbers are never reused).
     #[tokio::test]
     async fn served_records_do_not_outlive_their_inodes() {
-        let policy = CachePolicy {
-            ttl: Duration::from_secs(60),
-            stale_if_error: Duration::ZERO,
-            max_entries: 100,
-            max_bytes: 1 << 20,
-        };
-        let tree = Arc::new(Tree::new(Arc::new(Store::default()), policy));
-        let s = Shared {
-            tree: tree.clone(),
-            opts: FsOptions {
-                uid: 0,
-                gid: 0,
-                file_mode: 0o400,
-                dir_mode: 0o500,
-                ttl: Duration::from_secs(60),
-                op_timeout: Duration::from_secs(5),
-            },
-            start: SystemTime::now(),
-            served: Mutex::default(),
-            served_prune_at: Default::default(),
-            streams: Mutex::default(),
-        };
+        let s = shared(
+            Arc::default(),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let tree = s.tree.clone();
         let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         for _ in 0..5000 {
             // A stream of the mount's root holds `a`; the kernel looks

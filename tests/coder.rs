@@ -76,31 +76,44 @@ fn wait_for_mount(h: &Home, secs: u32) -> Command {
     c
 }
 
-#[test]
-fn waits_for_a_token_file_written_after_it_starts() {
-    let b = bao();
-    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
-    let h = Home::new();
-    let mut c = script(&h, "start");
+/// `run.sh start` that waits up to 30 s for a token Vault accepts.
+fn start_waiting_for_a_token(h: &Home) -> std::process::Child {
+    let mut c = script(h, "start");
     c.env("VAULTFS_BIN", vaultfs_bin())
         .env("VAULTFS_TOKEN_WAIT", "30")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = spawn_kept(c);
+    spawn_kept(c)
+}
+
+/// What `vault login` does: a new `~/.vault-token`, written whole.
+fn login(h: &Home, token: &str) {
+    let tmp = h.path().join(".vault-token.tmp");
+    std::fs::write(&tmp, format!("{token}\n")).unwrap();
+    std::fs::rename(&tmp, h.path().join(".vault-token")).unwrap();
+}
+
+/// The output of a `run.sh` that must end within 40 s.
+fn finish(child: std::process::Child) -> std::process::Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(Duration::from_secs(40))
+        .expect("run.sh did not finish (a daemon holding its output?)")
+}
+
+#[test]
+fn waits_for_a_token_file_written_after_it_starts() {
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let h = Home::new();
+    let child = start_waiting_for_a_token(&h);
     // Another start script waiting for the mount as docs/coder.md says.
     let waiter = spawn_kept(wait_for_mount(&h, 40));
     // Like `vault login` in a parallel start script, a little later.
     std::thread::sleep(Duration::from_millis(1500));
-    let tmp = h.path().join(".vault-token.tmp");
-    std::fs::write(&tmp, format!("{token}\n")).unwrap();
-    std::fs::rename(&tmp, h.path().join(".vault-token")).unwrap();
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    let o = rx
-        .recv_timeout(Duration::from_secs(40))
-        .expect("run.sh did not finish (daemon holding its output?)");
+    login(&h, &token);
+    let o = finish(child);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "run.sh failed: {out}{}", stderr(&o));
     assert!(out.contains("waiting up to 30s"), "{out}");
@@ -383,23 +396,10 @@ fn a_stale_token_is_replaced_during_the_wait_and_mounted() {
     let stale = "hvs.stale-token-from-last-week";
     let h = Home::new();
     std::fs::write(h.path().join(".vault-token"), stale).unwrap();
-    let mut c = script(&h, "start");
-    c.env("VAULTFS_BIN", vaultfs_bin())
-        .env("VAULTFS_TOKEN_WAIT", "30")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = spawn_kept(c);
+    let child = start_waiting_for_a_token(&h);
     std::thread::sleep(Duration::from_millis(2500));
-    let tmp = h.path().join(".vault-token.tmp");
-    std::fs::write(&tmp, format!("{token}\n")).unwrap();
-    std::fs::rename(&tmp, h.path().join(".vault-token")).unwrap();
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
-    let o = rx
-        .recv_timeout(Duration::from_secs(40))
-        .expect("run.sh did not finish");
+    login(&h, &token);
+    let o = finish(child);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "run.sh failed: {out}{}", stderr(&o));
     assert!(out.contains("for a token Vault accepts"), "{out}");
@@ -480,31 +480,14 @@ rm "$P/fusermount"
 as_user bash "$RUN" start 2>&1 | grep "neither fusermount3 nor fusermount" || exit 25
 echo done
 "#;
-    let mut c = Command::new("unshare");
-    c.args([
-        "-m",
-        "--propagation",
-        "private",
-        "bash",
-        "-c",
-        script,
-        "bash",
-    ])
-    .arg(top.path())
-    .arg(&home)
-    .arg(&bin)
-    .arg(&sh)
-    .env("ADDR", &b.addr)
-    .env("TOKEN", &token);
-    let o = run(c, 90);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
-    assert!(out.contains("value=from-coder\n"), "{out}");
-    assert!(
-        out.contains("type=fuse.vaultfs vaultfs ro,user_id=65534"),
-        "{out}"
-    );
-    assert!(out.ends_with("done\n"), "{out}");
+    let mut c = in_private_mount_ns(script);
+    c.arg(top.path())
+        .arg(&home)
+        .arg(&bin)
+        .arg(&sh)
+        .env("ADDR", &b.addr)
+        .env("TOKEN", &token);
+    assert_mounted_as_nobody(&run(c, 90), "from-coder");
 }
 
 /// The Coder registry lints module scripts with shellcheck; so do we, and

@@ -116,18 +116,6 @@ fn stopped_daemon_does_not_hang_mount_or_unmount() {
     );
 }
 
-fn as_nobody_cat(path: &std::path::Path) -> (bool, String) {
-    let o = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
-        .arg(path)
-        .output()
-        .expect("setpriv (util-linux) is needed for this test");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
-}
-
 /// Defect 7: `--allow-root` mounted with the kernel's `allow_other` and left
 /// the rest to fuser, whose check skips reads and never sees lookups the
 /// kernel answers from its cache: any user read a secret the owner had read.
@@ -195,21 +183,12 @@ trap cleanup EXIT
 {body}
 "#
     );
-    let mut c = std::process::Command::new("unshare");
-    c.args([
-        "-m",
-        "--propagation",
-        "private",
-        "bash",
-        "-c",
-        &script,
-        "bash",
-    ])
-    .arg(top.path())
-    .arg(&home)
-    .arg(&bin)
-    .env("ADDR", &bao().addr)
-    .env("TOKEN", ROOT_TOKEN);
+    let mut c = in_private_mount_ns(&script);
+    c.arg(top.path())
+        .arg(&home)
+        .arg(&bin)
+        .env("ADDR", &bao().addr)
+        .env("TOKEN", ROOT_TOKEN);
     let o = run(c, 90);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     (o.status.success(), out + &stderr(&o))
@@ -333,7 +312,7 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
     assert_eq!(mode_of(&pid_file), 0o600);
     assert_eq!(mode_of(&pid_file.with_extension("lock")), 0o600);
     assert_eq!(mode_of(&state_dir.join("vaultfs/vaultfs.log")), 0o600);
-    let pid: i32 = read(&pid_file).trim().parse().unwrap();
+    let pid: i32 = read(&pid_file).lines().next().unwrap().parse().unwrap();
     assert_ok(&run(xdg(&["unmount", m]), 20), "unmount");
     assert!(!alive(pid) && !pid_file.exists());
 }

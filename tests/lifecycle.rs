@@ -313,31 +313,13 @@ as_user "$BIN" unmount || exit 23
 grep -q " $H/secrets " /proc/self/mountinfo && exit 24
 echo done
 "#;
-    let mut c = Command::new("unshare");
-    c.args([
-        "-m",
-        "--propagation",
-        "private",
-        "bash",
-        "-c",
-        script,
-        "bash",
-    ])
-    .arg(top.path())
-    .arg(&home)
-    .arg(&bin)
-    .env("ADDR", &bao().addr)
-    .env("TOKEN", ROOT_TOKEN);
-    let o = run(c, 60);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}{}", stderr(&o));
-    assert!(out.contains("value=s3cr3t\n"), "{out}");
-    // fusermount3 mounted it (type fuse.vaultfs), as the user (user_id).
-    assert!(
-        out.contains("type=fuse.vaultfs vaultfs ro,user_id=65534"),
-        "{out}"
-    );
-    assert!(out.ends_with("done\n"), "{out}");
+    let mut c = in_private_mount_ns(script);
+    c.arg(top.path())
+        .arg(&home)
+        .arg(&bin)
+        .env("ADDR", &bao().addr)
+        .env("TOKEN", ROOT_TOKEN);
+    assert_mounted_as_nobody(&run(c, 60), "s3cr3t");
 }
 
 /// `vaultfs status`: live, nothing mounted, stale (daemon killed), listed

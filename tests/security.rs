@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::json;
 
@@ -63,18 +61,6 @@ fn trace_log_holds_no_token_and_no_value() {
         assert!(!log.contains(v), "value {v} in the log");
     }
     assert!(!log.contains("LEAKCHECK-VALUE"), "a value in the log");
-}
-
-fn as_nobody_cat(path: &std::path::Path) -> (bool, String) {
-    let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
-        .arg(path)
-        .output()
-        .expect("setpriv (util-linux) is needed for this test");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-    )
 }
 
 #[test]

@@ -281,6 +281,51 @@ impl Drop for Bao {
     }
 }
 
+/// `bash -c SCRIPT` (positional arguments to follow) in a mount namespace
+/// of its own, so mounts made as another user there leave no trace here.
+pub fn in_private_mount_ns(script: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        script,
+        "bash",
+    ]);
+    c
+}
+
+/// The checks of a script run by [`in_private_mount_ns`] that mounted as
+/// user 65534 through fusermount3 and printed `value=…`, the mount's
+/// `type=…` line from mountinfo and, last, `done`.
+pub fn assert_mounted_as_nobody(o: &Output, value: &str) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(o));
+    assert!(out.contains(&format!("value={value}\n")), "{out}");
+    // fusermount3 mounted it (type fuse.vaultfs), as the user (user_id).
+    assert!(
+        out.contains("type=fuse.vaultfs vaultfs ro,user_id=65534"),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+/// `cat PATH` as user and group `nobody` (65534): (succeeded, stdout and
+/// stderr).
+pub fn as_nobody_cat(path: &Path) -> (bool, String) {
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
 pub fn vaultfs_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vaultfs"))
 }
