@@ -334,6 +334,16 @@ impl Cluster {
         got.unwrap()
     }
 
+    /// When node `i` became the active node (`sys/leader`'s `active_time`).
+    pub fn active_since(&self, i: usize) -> Option<std::time::SystemTime> {
+        let (_, body) = http(&self.addr(i), "GET", "sys/leader", "", None)?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        if v["is_self"] != true {
+            return None;
+        }
+        humantime::parse_rfc3339_weak(v["active_time"].as_str()?).ok()
+    }
+
     /// A standby (unsealed, not active) node.
     pub fn standby(&self) -> usize {
         (0..self.len())
