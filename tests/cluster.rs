@@ -821,3 +821,47 @@ fn several_addresses_are_refused_in_one_line() {
         assert!(!is_mounted(dir.path()));
     }
 }
+
+/// The soak's finding, made deterministic with the loopback fake Vault of
+/// tests/common/hostile.rs: a standby that cannot forward `renew-self` to a
+/// new active node yet answers 307 (to the active node's address). vaultfs
+/// follows no redirect; it must retry, not take the 307 for a refusal and
+/// stop renewing (it used to, and the token then expired).
+#[test]
+fn renewal_rides_out_a_standbys_307() {
+    use common::hostile::*;
+    use std::sync::atomic::AtomicUsize;
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let seen = renewals.clone();
+    let server = Server::start(move |r| match r.target.as_str() {
+        "/v1/auth/token/lookup-self" => ok(json!({"data": {
+            "ttl": 3, "creation_ttl": 3, "renewable": true,
+            "expire_time": "2999-01-01T00:00:00Z"}})),
+        // The first two renewals land in the election.
+        "/v1/auth/token/renew-self" => {
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                status(307, "")
+            } else {
+                ok(json!({"auth": {"lease_duration": 3}}))
+            }
+        }
+        _ => basics(r),
+    });
+    let m = server.mount(&[]);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !m.log_text().contains("token renewed") && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = m.log_text();
+    assert!(
+        log.contains("token renewed"),
+        "no renewal after the 307s: {log}"
+    );
+    assert!(renewals.load(Ordering::SeqCst) >= 3, "{log}");
+    assert_eq!(
+        log.matches("token renewal failed; retrying").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("Vault refused to renew"), "{log}");
+}
