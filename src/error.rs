@@ -47,7 +47,12 @@ impl VaultError {
             | VaultError::Timeout(_)
             | VaultError::Connect(_)
             | VaultError::Transport(_) => true,
-            VaultError::Http { status, .. } => *status >= 500,
+            // 307: a standby that cannot forward a write (`renew-self`) to
+            // the active node yet, right after a failover, redirects to it;
+            // redirects are not followed (the token stays with the address
+            // given), and the standby forwards again once it knows the new
+            // leader (docs/reliability.md, "HA clusters").
+            VaultError::Http { status, .. } => *status >= 500 || *status == 307,
             _ => false,
         }
     }
@@ -154,6 +159,17 @@ mod tests {
         assert!(!VaultError::NotFound.is_transient());
         assert!(!VaultError::BadResponse(String::new()).is_transient());
         assert!(VaultError::Transport(String::new()).is_transient());
+        // A standby's redirect during a failover: renewal tries again.
+        assert!(VaultError::Http {
+            status: 307,
+            message: String::new()
+        }
+        .is_transient());
+        assert!(!VaultError::Http {
+            status: 301,
+            message: String::new()
+        }
+        .is_transient());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! mounts of the vaultfs binary. Nothing here is a mock.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod hostile;
 
 use std::io::Write;
