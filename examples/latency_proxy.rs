@@ -10,9 +10,9 @@
 //!
 //! Bounded: it listens on 127.0.0.1 only, forwards only to a loopback
 //! address, and stops by itself after `--max-secs`, after `--idle-secs` with
-//! no byte moved, or (with `--stop-on-eof`) when its stdin closes. It prints
-//! `{"listen": "127.0.0.1:PORT"}` once listening and, when it stops, one
-//! JSON object of counters: connections, requests (a client chunk after
+//! no byte moved, or (with `--stdin-control`) when its stdin closes. It
+//! prints `{"listen": "127.0.0.1:PORT"}` once listening and, when it stops
+//! (or, with `--stdin-control`, for each line read), one JSON object of counters: connections, requests (a client chunk after
 //! the server's last answer on that connection), peak and mean requests in
 //! flight (connections waiting for an answer), bytes each way.
 //!
@@ -68,13 +68,14 @@ impl Stats {
         };
         format!(
             "{{\"connections\": {}, \"requests\": {}, \"bytes_up\": {}, \"bytes_down\": {}, \
-             \"max_in_flight\": {}, \"mean_in_flight\": {:.3}, \"active_secs\": {:.4}, \
-             \"life_secs\": {:.3}, \"stopped\": \"{}\"}}",
+             \"max_in_flight\": {}, \"in_flight_secs\": {:.4}, \"mean_in_flight\": {:.3}, \
+             \"active_secs\": {:.4}, \"life_secs\": {:.3}, \"stopped\": \"{}\"}}",
             self.connections,
             self.requests,
             self.bytes_up,
             self.bytes_down,
             self.max_in_flight,
+            self.in_flight_secs,
             mean,
             self.active_secs,
             self.life_secs,
@@ -129,6 +130,37 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The counters now; the peak in flight restarts from the current level.
+    fn snapshot(&self) -> Stats {
+        let now = Instant::now();
+        let mut f = self.flight.lock().unwrap();
+        let mut s = self.stats.lock().unwrap();
+        if let Some(t) = f.last_change {
+            s.in_flight_secs += f.now as f64 * (now - t).as_secs_f64();
+            f.last_change = Some(now);
+        }
+        let mut out = s.clone();
+        s.max_in_flight = f.now;
+        out.active_secs = match (f.first, f.last_answer) {
+            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        out.life_secs = self.start.elapsed().as_secs_f64();
+        out
+    }
+}
+
+/// Counters of a running proxy, from any thread.
+#[derive(Clone)]
+pub struct Handle(Arc<Shared>);
+
+impl Handle {
+    pub fn snapshot(&self) -> Stats {
+        self.0.snapshot()
+    }
+}
+
 /// A bound proxy, not yet forwarding.
 pub struct Proxy {
     listener: TcpListener,
@@ -161,6 +193,10 @@ impl Proxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("local address")
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle(self.shared.clone())
     }
 
     /// Forward until a limit is reached or `asked()` returns true; then
@@ -207,13 +243,7 @@ impl Proxy {
         for s in sh.streams.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
-        let f = sh.flight.lock().unwrap();
-        let mut s = sh.stats.lock().unwrap().clone();
-        s.active_secs = match (f.first, f.last_answer) {
-            (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
-            _ => 0.0,
-        };
-        s.life_secs = sh.start.elapsed().as_secs_f64();
+        let mut s = sh.snapshot();
         s.stopped = why;
         s
     }
@@ -391,9 +421,10 @@ struct Cli {
     /// Stop after this many seconds without a byte moved.
     #[arg(long, default_value_t = 120)]
     idle_secs: u64,
-    /// Stop when stdin reaches end of file (the parent went away).
+    /// Control on stdin: each line read prints the counters so far (the
+    /// peak in flight restarts), end of file stops the proxy.
     #[arg(long)]
-    stop_on_eof: bool,
+    stdin_control: bool,
 }
 
 #[allow(dead_code)]
@@ -417,10 +448,16 @@ fn main() {
     println!("{{\"listen\": \"{}\"}}", proxy.addr());
     let _ = io::stdout().flush();
     let eof = Arc::new(AtomicBool::new(false));
-    if cli.stop_on_eof {
-        let eof = eof.clone();
+    if cli.stdin_control {
+        let (eof, h) = (eof.clone(), proxy.handle());
         thread::spawn(move || {
-            let _ = io::copy(&mut io::stdin(), &mut io::sink());
+            for line in io::stdin().lines() {
+                if line.is_err() {
+                    break;
+                }
+                println!("{}", h.snapshot().json());
+                let _ = io::stdout().flush();
+            }
             eof.store(true, Ordering::SeqCst);
         });
     }

@@ -95,12 +95,10 @@ fn request(c: &mut TcpStream) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-/// Within 10% of the RTT, plus 1 ms for a loaded machine's scheduling.
+/// Within 10% of the RTT, plus 1 ms. The proxy never answers early, so
+/// every sample must be at least the RTT; a loaded machine's scheduling can
+/// only add to a sample, so the bound is checked on the lower quartile of 21
+/// (the proxy's own delay, not the noise of other work on the cores).
 fn check_rtt(rtt_ms: u64) {
     let p = start(
         server(true),
@@ -109,27 +107,39 @@ fn check_rtt(rtt_ms: u64) {
         Duration::from_secs(30),
     );
     let rtt = rtt_ms as f64 / 1000.0;
-    let mut c = TcpStream::connect(p.addr).unwrap();
-    c.set_nodelay(true).unwrap();
     // A new connection pays the handshake's round trip first (the slack
-    // here also covers starting the proxy's threads for it).
-    let first = request(&mut c);
+    // here also covers starting the proxy's threads for it): the best of 3
+    // connections.
+    let mut firsts = Vec::new();
+    let mut c = None;
+    for _ in 0..3 {
+        // Timed from before `connect`, as a client sees it.
+        let t = Instant::now();
+        let mut conn = TcpStream::connect(p.addr).unwrap();
+        conn.set_nodelay(true).unwrap();
+        request(&mut conn);
+        firsts.push(t.elapsed().as_secs_f64());
+        c = Some(conn);
+    }
+    let mut c = c.unwrap();
+    let best = firsts.iter().cloned().fold(f64::MAX, f64::min);
     assert!(
-        first >= 2.0 * rtt && first <= 2.0 * rtt * 1.1 + 0.005,
-        "first request on a new connection: {first:.4}s for RTT {rtt}s (want 2 RTT)"
+        firsts.iter().all(|&t| t >= 2.0 * rtt) && best <= 2.0 * rtt * 1.1 + 0.005,
+        "first request on a new connection: {firsts:?}s for RTT {rtt}s (want 2 RTT)"
     );
-    let times: Vec<f64> = (0..9).map(|_| request(&mut c)).collect();
-    let m = median(times.clone());
+    let mut times: Vec<f64> = (0..21).map(|_| request(&mut c)).collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = times[times.len() / 4];
     assert!(
-        m >= rtt && m <= rtt * 1.1 + 0.001,
-        "bare request: median {m:.4}s for RTT {rtt}s ({times:?})"
+        times[0] >= rtt && q <= rtt * 1.1 + 0.001,
+        "bare request: lower quartile {q:.4}s for RTT {rtt}s ({times:?})"
     );
     drop(c);
     p.stop.store(true, Ordering::SeqCst);
     let s = p.done.join().unwrap();
     assert_eq!(s.stopped, "asked");
-    assert_eq!(s.connections, 1);
-    assert_eq!(s.requests, 10);
+    assert_eq!(s.connections, 3);
+    assert_eq!(s.requests, 24);
     assert_eq!(s.max_in_flight, 1);
 }
 
