@@ -978,7 +978,8 @@ def main():
     p.add_argument("--keys", type=int, default=3, help="per secret")
     p.add_argument("--value-bytes", type=int, default=32)
     p.add_argument("--reps", type=int, default=3, help="runs per measurement (median)")
-    p.add_argument("--max-requests", type=int, default=16)
+    p.add_argument("--max-requests", type=int, default=32,
+                   help="vaultfs --max-requests (its default), and the floor's concurrency")
     p.add_argument("--cli-sample", type=int, default=10, help="secrets read with the bao CLI")
     p.add_argument("--no-counts", action="store_true", help="skip the audit counting run")
     p.add_argument("--rtt", default="2ms,40ms",
