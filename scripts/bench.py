@@ -119,6 +119,58 @@ class Bao:
             self.proc.kill()
 
 
+class LatencyProxy:
+    """examples/latency_proxy.rs in front of a server: every byte each way
+    waits RTT/2, a new connection one RTT more. Its counters (requests,
+    requests in flight) are read between measurements through its stdin;
+    it stops when its stdin closes, or by itself (idle, max life)."""
+
+    def __init__(self, a, upstream, rtt):
+        self.rtt = rtt
+        self.proc = subprocess.Popen(
+            [a.proxy, "--upstream", upstream.split("//", 1)[1], "--rtt", f"{rtt * 1000:g}ms",
+             "--stdin-control", "--idle-secs", "600", "--max-secs", "3600"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addr = "http://" + json.loads(self.proc.stdout.readline())["listen"]
+
+    def snap(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self):
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+class Behind:
+    """A server as seen through a latency proxy."""
+
+    def __init__(self, bao, proxy):
+        self.proc, self.bin = bao.proc, bao.bin
+        self.addr = proxy.addr
+        self.env = dict(bao.env, VAULT_ADDR=proxy.addr)
+
+
+def traffic(before, after, wall):
+    """Requests, peak and mean requests in flight between two snapshots."""
+    return {"requests": after["requests"] - before["requests"],
+            "peak": after["max_in_flight"],
+            "mean": (after["in_flight_secs"] - before["in_flight_secs"]) / wall if wall else 0.0,
+            "connections": after["connections"] - before["connections"]}
+
+
+def parse_secs(s):
+    s = s.strip()
+    for suffix, scale in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if s.endswith(suffix):
+            return float(s[:-len(suffix)]) * scale
+    return float(s) * 1e-3
+
+
 def is_mounted(path):
     with open("/proc/self/mountinfo") as f:
         return any(line.split(" ")[4] == path for line in f)
@@ -127,11 +179,11 @@ def is_mounted(path):
 class Mount:
     """A `vaultfs mount --foreground` on a fresh directory: a cold daemon."""
 
-    def __init__(self, a, bao, work):
+    def __init__(self, a, bao, work, max_requests=None):
         self.dir = tempfile.mkdtemp(prefix="mnt-", dir=work)
         env = dict(bao.env, RUST_LOG="warn")
         cmd = [a.vaultfs, "mount", "--foreground", self.dir,
-               "--max-requests", str(a.max_requests)] + a.vaultfs_arg
+               "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg
         self.errf = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.errf)
@@ -299,9 +351,10 @@ def run_timing(a, work, res):
     try:
         res["bao_version"] = bao.version()
         t = time.perf_counter()
-        floor(a, bao, "seed", f"--folders={a.folders}", f"--secrets={a.secrets}",
-              f"--keys={a.keys}", f"--value-bytes={a.value_bytes}")
-        log(f"seeded {a.folders * a.secrets} secrets in {time.perf_counter() - t:.1f}s")
+        floor(a, bao, "seed", f"--folders={a.folders}", f"--secrets={a.per_folder}",
+              f"--keys={a.keys}", f"--value-bytes={a.value_bytes}",
+              f"--concurrency={a.seed_conc}")
+        log(f"seeded {a.folders * a.per_folder} secrets in {time.perf_counter() - t:.1f}s")
 
         # The same tree as plain files on tmpfs (copied from a mount).
         shm = tempfile.mkdtemp(prefix="vaultfs-bench-", dir="/dev/shm")
@@ -314,7 +367,7 @@ def run_timing(a, work, res):
             shutil.rmtree(shm, ignore_errors=True)
 
         # The CLI way, on a sample: `bao kv list` to walk, `bao kv get -field` per key.
-        n = min(a.cli_sample, a.secrets)
+        n = min(a.cli_sample, a.per_folder)
         t = time.perf_counter()
         for path in ("secret/", "secret/f000/"):
             subprocess.run([bao.bin, "kv", "list", path],
@@ -327,6 +380,135 @@ def run_timing(a, work, res):
         res["cli_sample"] = n
     finally:
         bao.stop()
+
+
+def seed(a, bao, folders, per_folder):
+    t = time.perf_counter()
+    floor(a, bao, "seed", f"--folders={folders}", f"--secrets={per_folder}",
+          f"--keys={a.keys}", f"--value-bytes={a.value_bytes}", f"--concurrency={a.seed_conc}")
+    return time.perf_counter() - t
+
+
+def net_once(a, work, net, proxy, cmd, conc, max_requests=None):
+    """One cold run of `cmd` on a fresh mount behind the proxy, then the
+    floor at `conc` through the same proxy: (vaultfs, floor) each with its
+    seconds and traffic."""
+    m = Mount(a, net, work, max_requests)
+    try:
+        s0 = proxy.snap()
+        t = timed(cmd.format(m=m.dir))
+        v = dict(traffic(s0, proxy.snap(), t), secs=t)
+    finally:
+        m.stop()
+    s0 = proxy.snap()
+    r = floor(a, net, "walk", f"--concurrency={conc}")
+    f = dict(traffic(s0, proxy.snap(), r["secs"]), secs=r["secs"])
+    return v, f
+
+
+def run_rtt(a, work, res):
+    """Each workload cold behind the latency proxy at each RTT, against the
+    floor at --max-requests through the same proxy; the first cat after
+    mount; and cold walks with other --max-requests values (--inflight)."""
+    bao = Bao(work)
+    res.setdefault("bao_version", bao.version())
+    out = {}
+    try:
+        secs = seed(a, bao, a.net_folders, a.net_per_folder)
+        log(f"rtt: seeded {a.net_folders * a.net_per_folder} secrets in {secs:.1f}s")
+        for rtt_s in a.rtt:
+            rtt = parse_secs(rtt_s)
+            proxy = LatencyProxy(a, bao.addr, rtt)
+            net = Behind(bao, proxy)
+            r = {"rtt": rtt, "workloads": {}, "inflight": {}}
+            try:
+                for name, cmd in WORKLOADS:
+                    runs = [net_once(a, work, net, proxy, cmd, a.max_requests)
+                            for _ in range(a.reps)]
+                    w = {"vaultfs": [v for v, _ in runs], "floor": [f for _, f in runs],
+                         "ratio": med([v["secs"] / f["secs"] for v, f in runs])}
+                    r["workloads"][name] = w
+                    log(f"rtt {rtt_s} {name}: vaultfs {med([x['secs'] for x in w['vaultfs']]):.3f}s "
+                        f"floor@{a.max_requests} {med([x['secs'] for x in w['floor']]):.3f}s "
+                        f"ratio {w['ratio']:.2f}")
+                # Right after the mount answers (the root lists, which is
+                # what `vaultfs mount` waits for before it returns), and once
+                # more on a mount left idle for a second first.
+                fc, settled = [], []
+                for out_list, pause in ((fc, 0), (settled, 1.0)):
+                    for _ in range(a.reps):
+                        m = Mount(a, net, work)
+                        try:
+                            os.listdir(m.dir)
+                            time.sleep(pause)
+                            s0 = proxy.snap()
+                            t = first_byte(os.path.join(m.dir, sample_file(a)))
+                            out_list.append(dict(traffic(s0, proxy.snap(), t), secs=t))
+                        finally:
+                            m.stop()
+                one = [floor(a, net, "one", "f000/s0000")["secs"] for _ in range(a.reps)]
+                r["first_cat"] = {"vaultfs": fc, "settled": settled, "floor_one": one}
+                log(f"rtt {rtt_s} first cat: {med([x['secs'] for x in fc]) * 1000:.1f} ms, "
+                    f"{med([x['requests'] for x in fc])} requests")
+                if rtt_s in a.inflight_rtt:
+                    for mr in a.inflight:
+                        for name in ("find", "xargs -P 8 cat"):
+                            cmd = dict(WORKLOADS)[name]
+                            runs = [net_once(a, work, net, proxy, cmd, mr, mr)
+                                    for _ in range(a.inflight_reps)]
+                            r["inflight"].setdefault(str(mr), {})[name] = {
+                                "vaultfs": [v for v, _ in runs], "floor": [f for _, f in runs],
+                                "ratio": med([v["secs"] / f["secs"] for v, f in runs])}
+                            log(f"rtt {rtt_s} --max-requests {mr} {name}: "
+                                f"{med([v['secs'] for v, _ in runs]):.3f}s floor@{mr} "
+                                f"{med([f['secs'] for _, f in runs]):.3f}s")
+            finally:
+                proxy.stop()
+            out[rtt_s] = r
+    finally:
+        bao.stop()
+    res["rtt"] = out
+
+
+SCALE_WALK = "grep -r -- zz-no-such-text-zz {m}"
+
+
+def run_scale(a, work, res):
+    """The same walk over trees of growing size: cold and warm time and the
+    daemon's peak RSS, per secret. 100 secrets per folder."""
+    rows = []
+    for n in a.secrets:
+        per = min(100, n)
+        folders = max(1, n // per)
+        n = folders * per
+        bao = Bao(work)
+        res.setdefault("bao_version", bao.version())
+        try:
+            seed_s = seed(a, bao, folders, per)
+            cold, warm, fl, hwm, idle = [], [], [], [], []
+            for _ in range(a.scale_reps):
+                m = Mount(a, bao, work)
+                try:
+                    idle.append(m.hwm_kib())
+                    cold.append(timed(SCALE_WALK.format(m=m.dir)))
+                    warm.append(timed(SCALE_WALK.format(m=m.dir)))
+                    hwm.append(m.hwm_kib())
+                finally:
+                    m.stop()
+                fl.append(floor(a, bao, "walk", f"--concurrency={a.max_requests}")["secs"])
+            row = {"secrets": n, "folders": folders, "seed_secs": seed_s,
+                   "cold": med(cold), "warm": med(warm), "floor": med(fl),
+                   "cold_over_floor": med([c / f for c, f in zip(cold, fl)]),
+                   "hwm_kib": max(hwm), "idle_kib": med(idle),
+                   "raw": {"cold": cold, "warm": warm, "floor": fl, "hwm_kib": hwm}}
+            row["rss_per_secret"] = (row["hwm_kib"] - row["idle_kib"]) * 1024 / n
+            rows.append(row)
+            log(f"scale {n}: seeded in {seed_s:.1f}s, cold {row['cold']:.2f}s warm "
+                f"{row['warm']:.2f}s floor {row['floor']:.2f}s peak RSS "
+                f"{row['hwm_kib'] / 1024:.1f} MiB ({row['rss_per_secret']:.0f} B/secret)")
+        finally:
+            bao.stop()
+    res["scale"] = rows
 
 
 def audit_count(path, start, end):
@@ -369,7 +551,7 @@ def settle(path):
 def run_counts(a, work, res):
     bao = Bao(work, audit=True)
     try:
-        floor(a, bao, "seed", f"--folders={a.folders}", f"--secrets={a.secrets}",
+        floor(a, bao, "seed", f"--folders={a.folders}", f"--secrets={a.per_folder}",
               f"--keys={a.keys}", f"--value-bytes={a.value_bytes}")
         counts = {}
         for name, cmd in WORKLOADS + [("first byte", None)]:
@@ -410,23 +592,146 @@ def machine():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+RTT_TARGET = 1.2  # cold walk / floor at equal concurrency, behind the proxy
+FIRST_CAT_SLACK = 0.005  # first cat ≤ its requests × RTT + this
+SCALE_TARGET = 1.5  # per-secret time and RSS, largest tree / smallest
+SCALE_RSS_MIB = 128  # peak RSS at the largest tree
+
+
+def first_cat_bound(r):
+    fc = r["first_cat"]["vaultfs"]
+    return med([x["requests"] for x in fc]) * r["rtt"] + FIRST_CAT_SLACK
+
+
 def ratios(res):
     """(label, value, target, kind) rows; kind says which way is good."""
     rows = []
+    for rtt_s, r in res.get("rtt", {}).items():
+        for name, w in r["workloads"].items():
+            rows.append((f"{rtt_s} RTT: cold {name} / floor@{res['max_requests']}", w["ratio"],
+                         RTT_TARGET, "max"))
+        fc = med([x["secs"] for x in r["first_cat"]["vaultfs"]])
+        rows.append((f"{rtt_s} RTT: first cat / (requests × RTT + 5 ms)",
+                     fc / first_cat_bound(r), 1.0, "max"))
+    sc = res.get("scale") or []
+    if len(sc) >= 2:
+        lo, hi = sc[0], sc[-1]
+        k = f"at {hi['secrets']} / at {lo['secrets']} secrets"
+        rows.append((f"scale: cold time per secret {k}",
+                     (hi["cold"] / hi["secrets"]) / (lo["cold"] / lo["secrets"]),
+                     SCALE_TARGET, "max"))
+        rows.append((f"scale: warm time per secret {k}",
+                     (hi["warm"] / hi["secrets"]) / (lo["warm"] / lo["secrets"]),
+                     SCALE_TARGET, "max"))
+        rows.append((f"scale: RSS per secret {k}",
+                     hi["rss_per_secret"] / max(lo["rss_per_secret"], 1.0), SCALE_TARGET, "max"))
+    if "paired" not in res:
+        return rows
     cold, paired = res["vaultfs_cold"], res["paired"]
     for name, _ in WORKLOADS:
         ref = FLOOR_FOR[name]
-        rows.append((f"cold {name} / floor@{ref_conc(res, ref)}", paired[name]["cold/floor"],
-                     TARGETS.get(("cold", name)), "max"))
-    rows.append(("cold first byte / floor (serial LISTs+GET)",
+        rows.append((f"loopback: cold {name} / floor@{ref_conc(res, ref)}",
+                     paired[name]["cold/floor"], TARGETS.get(("cold", name)), "max"))
+    rows.append(("loopback: cold first byte / floor (serial LISTs+GET)",
                  paired["first byte"]["cold/floor"], None, "max"))
     for name, _ in WORKLOADS:
-        rows.append((f"warm {name} / tmpfs", paired[name]["warm/tmpfs"],
+        rows.append((f"loopback: warm {name} / tmpfs", paired[name]["warm/tmpfs"],
                      TARGETS.get(("warm", name)), "max"))
     per_secret = cold["xargs -P 8 cat"] / res["n_secrets"]
-    rows.append(("CLI per secret / vaultfs per secret (cold parallel read)",
+    rows.append(("loopback: CLI per secret / vaultfs per secret (cold parallel read)",
                  res["cli_per_secret"] / per_secret, 50.0, "min"))
     return rows
+
+
+def medk(runs, k):
+    return med([x[k] for x in runs])
+
+
+def report_rtt(res, L):
+    mr = res["max_requests"]
+    nt = res["net_tree"]
+    n = nt["folders"] * nt["per_folder"]
+    for rtt_s, r in res["rtt"].items():
+        rtt = r["rtt"]
+        L.append(f"## {rtt_s} round trip\n")
+        L.append(f"OpenBao behind the latency proxy (each direction delayed {rtt * 500:g} ms, a "
+                 f"new connection one RTT more); {n} secrets in {nt['folders']} folders. "
+                 f"Cold = a fresh mount per run; the floor runs right after each vaultfs run, "
+                 f"through the same proxy, at vaultfs's `--max-requests` ({mr}). Requests and "
+                 "requests in flight are counted by the proxy (an HTTP request is in flight "
+                 "from its first byte reaching the proxy until its answer's first byte leaves "
+                 f"it); medians of {nt['reps']} runs.\n")
+        L.append(f"| workload | vaultfs s | floor@{mr} s | ratio | target | requests "
+                 "vaultfs / floor | in flight vaultfs mean (peak) | floor mean (peak) |")
+        L.append("|---|---:|---:|---:|---|---:|---:|---:|")
+        for name, w in r["workloads"].items():
+            v, f = w["vaultfs"], w["floor"]
+            L.append(f"| cold `{name}` | {medk(v, 'secs'):.3f} | {medk(f, 'secs'):.3f} | "
+                     f"{w['ratio']:.2f} | {verdict(w['ratio'], RTT_TARGET, 'max')} | "
+                     f"{medk(v, 'requests'):.0f} / {medk(f, 'requests'):.0f} | "
+                     f"{medk(v, 'mean'):.1f} ({max(x['peak'] for x in v)}) | "
+                     f"{medk(f, 'mean'):.1f} ({max(x['peak'] for x in f)}) |")
+        fc = r["first_cat"]["vaultfs"]
+        t, req = medk(fc, "secs"), medk(fc, "requests")
+        bound = first_cat_bound(r)
+        ok = "meets" if t <= bound else "MISSES"
+        L.append("")
+        st = r["first_cat"].get("settled") or []
+        L.append(f"First `cat` of a known path (`{sample_file(None)}`, `open` + `read` in "
+                 f"process) right after the mount is live (its root lists): "
+                 f"**{t * 1000:.1f} ms** for {req:.0f} requests, {t / rtt:.2f} round trips, "
+                 f"{medk(fc, 'connections'):.0f} new connection(s), up to "
+                 f"{max(x['peak'] for x in fc)} requests in flight; target ≤ requests × RTT + "
+                 f"5 ms = {bound * 1000:.1f} ms: {ok}." + (
+                     f" The same on a mount left idle for a second first: "
+                     f"{medk(st, 'secs') * 1000:.1f} ms, {medk(st, 'requests'):.0f} requests, "
+                     f"{medk(st, 'secs') / rtt:.2f} round trips, "
+                     f"{medk(st, 'connections'):.0f} new connection(s)." if st else "") +
+                 " The floor's serial LIST, LIST, GET from a new process (one new "
+                 f"connection): {med(r['first_cat']['floor_one']) * 1000:.1f} ms.\n")
+        if r["inflight"]:
+            L.append(f"`--max-requests` tried at {rtt_s} (floor at the same concurrency; "
+                     f"medians of {nt['inflight_reps']}):\n")
+            L.append("| --max-requests | cold `find` s | floor s | ratio | in flight mean "
+                     "(peak) | cold `xargs -P 8 cat` s | floor s | ratio | in flight mean "
+                     "(peak) |")
+            L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for k, ws in r["inflight"].items():
+                cells = []
+                for name in ("find", "xargs -P 8 cat"):
+                    w = ws[name]
+                    v, f = w["vaultfs"], w["floor"]
+                    cells.append(f"{medk(v, 'secs'):.3f} | {medk(f, 'secs'):.3f} | "
+                                 f"{w['ratio']:.2f} | {medk(v, 'mean'):.1f} "
+                                 f"({max(x['peak'] for x in v)})")
+                L.append(f"| {k} | " + " | ".join(cells) + " |")
+            L.append("")
+
+
+def report_scale(res, L):
+    sc = res["scale"]
+    L.append("## Scaling\n")
+    L.append(f"The walk `{SCALE_WALK.format(m='MOUNT')}` (every folder listed, every file "
+             "read) on trees of growing size (100 secrets per folder, 3 keys each), OpenBao on "
+             "loopback. Cold: a fresh mount; warm: the same walk again; peak RSS: the "
+             "daemon's VmHWM after both; RSS per secret: its growth over the idle daemon, "
+             f"per secret. The floor walks the tree at c={res['max_requests']}.\n")
+    L.append("| secrets | seed s | cold s | cold µs/secret | warm s | warm µs/secret | floor s "
+             "| cold / floor | peak RSS MiB | RSS B/secret |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sc:
+        n = r["secrets"]
+        L.append(f"| {n} | {r['seed_secs']:.1f} | {r['cold']:.2f} | {r['cold'] / n * 1e6:.0f} "
+                 f"| {r['warm']:.2f} | {r['warm'] / n * 1e6:.0f} | {r['floor']:.2f} | "
+                 f"{r['cold_over_floor']:.2f} | {r['hwm_kib'] / 1024:.1f} | "
+                 f"{r['rss_per_secret']:.0f} |")
+    hi = sc[-1]
+    mib = hi["hwm_kib"] / 1024
+    L.append("")
+    L.append(f"Peak RSS at {hi['secrets']} secrets: {mib:.1f} MiB; target ≤ {SCALE_RSS_MIB} MiB "
+             f"(at 50,000): {'meets' if mib <= SCALE_RSS_MIB else 'MISSES'}.\n")
+    if res.get("scale_chart"):
+        L.append(f"![scaling]({os.path.basename(res['scale_chart'])})\n")
 
 
 def ref_conc(res, ref):
@@ -445,30 +750,56 @@ def report(a, res, out):
     mach = res["machine"]
     n = res["n_secrets"]
     L = []
+    tr = res.get("tree") or {"folders": a.folders, "per_folder": a.per_folder,
+                             "keys": a.keys, "value_bytes": a.value_bytes, "reps": a.reps}
     L.append("# vaultfs benchmarks\n")
-    L.append("Generated by `scripts/bench` (rerun it to refresh this file). Medians of "
-             f"{a.reps} runs; cold = a fresh daemon and mount per run.\n")
+    L.append("Generated by `scripts/bench` (rerun it to refresh this file; `--suites` runs "
+             "part of it). Cold = a fresh daemon and mount per run. Ratios are taken per "
+             "repetition against a reference measured right after, in the same run, and "
+             "the median of those is reported.\n")
     L.append(f"- machine: {mach['cpu']}, {mach['cores']} cores, {mach['mem_mib']} MiB, "
-             f"Linux {mach['kernel']}")
+             f"Linux {mach['kernel']}; load average {res['load_before'][0]:.1f} before the "
+             f"run, {res['load_after'][0]:.1f} after (the cores were shared with other work: "
+             "expect noise on single times, compare ratios)")
     L.append(f"- date: {mach['date']}; vaultfs {mach['rev']}; {res['bao_version']} "
-             "(dev server, in-memory storage, loopback HTTP)")
-    L.append(f"- tree: {a.folders} folders × {a.secrets} secrets × {a.keys} keys of "
-             f"{a.value_bytes} B = {n} secrets, {n * (a.keys + 2)} files; "
-             f"vaultfs `--max-requests {a.max_requests}` {' '.join(a.vaultfs_arg)}\n")
+             f"(dev server, in-memory storage); "
+             f"{'release' if '/release/' in a.vaultfs else 'debug'} build")
+    for x, k in res.get("kept", {}).items():
+        L.append(f"- the {x} suite was not rerun: its results are from {k['date']} "
+                 f"(vaultfs {k['rev']})")
+    L.append(f"- vaultfs `--max-requests {res['max_requests']}` {' '.join(a.vaultfs_arg)}\n")
+    L.append("For each target missed, the measured reason is in "
+             "[performance.md](performance.md) (\"Issue 14's targets at a glance\" for the "
+             "network and scaling rows, \"On loopback\" for the others).\n")
     L.append("## Ratios\n")
     L.append("| ratio | value | target |")
     L.append("|---|---:|---|")
     for label, v, target, kind in rows:
         L.append(f"| {label} | {v:.2f} | {verdict(v, target, kind)} |")
+    if res.get("scale"):
+        hi = res["scale"][-1]
+        mib = hi["hwm_kib"] / 1024
+        L.append(f"| scale: daemon peak RSS at {hi['secrets']} secrets (MiB) | {mib:.1f} | "
+                 f"{'meets' if mib <= SCALE_RSS_MIB else 'MISSES'} (≤ {SCALE_RSS_MIB}) |")
     mib = res["hwm_kib"] / 1024
-    L.append(f"| daemon peak RSS (VmHWM, MiB) | {mib:.1f} | "
+    L.append(f"| loopback: daemon peak RSS (VmHWM, MiB) | {mib:.1f} | "
              f"{'meets' if mib <= 64 else 'MISSES'} (≤ 64) |")
     if "per_secret_bytes" in res:
-        L.append(f"| daemon memory per cached secret (VmHWM growth over idle "
+        L.append(f"| loopback: daemon memory per cached secret (VmHWM growth over idle "
                  f"{res['idle_hwm_kib'] / 1024:.1f} MiB, bytes) | "
                  f"{res['per_secret_bytes']:.0f} | |")
     L.append("")
-    L.append("## Times (seconds, median)\n")
+    if res.get("chart"):
+        L.append(f"![ratios]({os.path.basename(res['chart'])})\n")
+    if res.get("rtt"):
+        report_rtt(res, L)
+    if res.get("scale"):
+        report_scale(res, L)
+    L.append(f"## On loopback ({n} secrets)\n")
+    L.append(f"{tr['folders']} folders × {tr['per_folder']} secrets × {tr['keys']} keys of "
+             f"{tr['value_bytes']} B = {n} secrets, {n * (tr['keys'] + 2)} files, OpenBao on "
+             f"loopback HTTP; medians of {tr['reps']} runs.\n")
+    L.append("### Times (seconds, median)\n")
     L.append("| workload | vaultfs cold | vaultfs warm | tmpfs | HTTP floor |")
     L.append("|---|---:|---:|---:|---:|")
     for name, _ in WORKLOADS:
@@ -482,14 +813,14 @@ def report(a, res, out):
     L.append("")
     L.append(f"HTTP floor for the full walk ({fl['walk_requests']} requests): "
              f"{fl['walk1']:.3f} s serial, {fl['walk8']:.3f} s at c=8, "
-             f"{fl['walk']:.3f} s at c={a.max_requests}.  ")
+             f"{fl['walk']:.3f} s at c={res['max_requests']}.  ")
     L.append(f"bao CLI loop (`bao kv list` + `bao kv get -field` per key, sample of "
              f"{res['cli_sample']} secrets): {res['cli_per_secret'] * 1000:.1f} ms per secret; "
              f"vaultfs cold parallel read: {res['vaultfs_cold']['xargs -P 8 cat'] / n * 1000:.3f} "
              "ms per secret.\n")
     if "cpu" in res:
         cores = mach["cores"]
-        L.append("## Where the CPU went (cold runs, CPU seconds, median)\n")
+        L.append("### Where the CPU went (cold runs, CPU seconds, median)\n")
         L.append(f"OpenBao, the daemon and the workload share this machine's {cores} cores. "
                  "`busy` is all three over the wall time, in cores; `bound` is the shortest "
                  f"wall time that CPU allows on {cores} cores (total / cores), whatever the "
@@ -514,10 +845,10 @@ def report(a, res, out):
                      f"| {on_tmpfs} |")
         L.append("")
     if "counts" in res:
-        L.append("## Vault requests per workload (server side, file audit device)\n")
+        L.append("### Vault requests per workload (server side, file audit device)\n")
         L.append(f"Minimum for a full cold walk: {n} GET (one per secret), and for the folders "
                  "either one SCAN of the mount (OpenBao, the default) or, with `--no-scan` or "
-                 f"where SCAN is refused, {a.folders + 1} LIST (one per folder, plus the mount "
+                 f"where SCAN is refused, {tr['folders'] + 1} LIST (one per folder, plus the mount "
                  "root). First byte (lookups, no SCAN): 2 LIST + 1 GET. Counted in a separate "
                  "run; mount start-up requests are excluded.\n")
         L.append("| workload | cold LIST | cold GET | cold SCAN | cold other | warm total |")
@@ -527,8 +858,6 @@ def report(a, res, out):
             k = c["cold"]
             L.append(f"| `{name}` | {k['list']} | {k['read']} | {k['scan']} | {k['other']} | {w} |")
         L.append("")
-    if res.get("chart"):
-        L.append(f"![ratios]({os.path.basename(res['chart'])})\n")
     L.append("Ratios are vaultfs time over the reference time (lower is better) except the CLI "
              "row (higher is better), each the median of per-repetition ratios: every "
              "vaultfs run is followed at once by its reference run (the floor at the same "
@@ -554,7 +883,7 @@ def chart(res, rows, out):
         return None
     labels = [r[0].replace(" / ", "\n/ ") for r in rows]
     vals = [r[1] for r in rows]
-    fig, ax = plt.subplots(figsize=(11, 6.5))
+    fig, ax = plt.subplots(figsize=(11, 3 + 0.3 * len(rows)))
     colors = []
     for _, v, t, kind in rows:
         if t is None:
@@ -574,46 +903,165 @@ def chart(res, rows, out):
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("ratio (log scale); black tick = target; green meets, red misses")
-    ax.set_title(f"vaultfs ratios ({res['n_secrets']} secrets, {res['machine']['date']})")
+    ax.set_title(f"vaultfs ratios ({res['machine']['date']})")
     fig.tight_layout()
     path = os.path.join(out, "benchmarks.png")
     fig.savefig(path, dpi=90)
     return path
 
 
+SUITES = ("loopback", "rtt", "scale")
+# What each suite puts in the results: kept from the last run when skipped.
+SUITE_KEYS = {"loopback": ("bao_version", "vaultfs_cold", "vaultfs_warm", "raw", "hwm_kib",
+                           "floor", "tmpfs", "tmpfs_cpu", "cpu", "paired", "cli_per_secret",
+                           "cli_sample", "counts", "idle_hwm_kib", "per_secret_bytes",
+                           "n_secrets", "tree"),
+              "rtt": ("rtt", "net_tree"), "scale": ("scale",)}
+
+
+def scale_chart(res, out):
+    """Time per secret and memory per secret against the tree's size."""
+    sc = res.get("scale") or []
+    if len(sc) < 2:
+        return None
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        log("matplotlib missing: no scaling chart")
+        return None
+    n = [r["secrets"] for r in sc]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for key, label, style in (("cold", "vaultfs cold", "o-"), ("warm", "vaultfs warm", "s-"),
+                              ("floor", f"HTTP floor c={res['max_requests']}", "^--")):
+        ax1.plot(n, [r[key] / r["secrets"] * 1e6 for r in sc], style, label=label)
+    base = sc[0]["cold"] / sc[0]["secrets"] * 1e6
+    ax1.axhline(base * SCALE_TARGET, color="#e76f51", linestyle=":", linewidth=1,
+                label=f"{SCALE_TARGET:g} × cold at {n[0]}")
+    ax1.set_xscale("log")
+    ax1.set_ylim(bottom=0)
+    ax1.set_xlabel("secrets in the tree")
+    ax1.set_ylabel("µs per secret")
+    ax1.set_title(f"`{SCALE_WALK.format(m='MOUNT')}`: time per secret", fontsize=9)
+    ax1.legend(fontsize=8)
+    ax2.plot(n, [r["rss_per_secret"] / 1024 for r in sc], "o-", label="RSS growth per secret")
+    ax2.axhline(sc[0]["rss_per_secret"] / 1024 * SCALE_TARGET, color="#e76f51", linestyle=":",
+                linewidth=1, label=f"{SCALE_TARGET:g} × at {n[0]}")
+    ax2b = ax2.twinx()
+    ax2b.plot(n, [r["hwm_kib"] / 1024 for r in sc], "s--", color="#888888", label="peak RSS")
+    ax2b.axhline(SCALE_RSS_MIB, color="#888888", linestyle=":", linewidth=1)
+    ax2b.set_ylabel("daemon peak RSS, MiB (dotted: 128)")
+    ax2b.set_ylim(bottom=0)
+    ax2.set_xscale("log")
+    ax2.set_ylim(bottom=0)
+    ax2.set_xlabel("secrets in the tree")
+    ax2.set_ylabel("KiB per secret")
+    ax2.set_title("daemon memory per secret", fontsize=9)
+    h1, l1 = ax2.get_legend_handles_labels()
+    h2, l2 = ax2b.get_legend_handles_labels()
+    ax2.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+    fig.suptitle(f"vaultfs scaling ({res['machine']['date']}, {res['machine']['cores']} "
+                 "shared cores)", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out, "benchmarks-scaling.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--folders", type=int, default=50)
-    p.add_argument("--secrets", type=int, default=100, help="per folder")
+    p.add_argument("--suites", default=",".join(SUITES),
+                   help="which to run (comma list of loopback, rtt, scale); a suite not run "
+                        "keeps its results from the last run's benchmarks.json in --out")
+    p.add_argument("--folders", type=int, default=50, help="loopback suite: folders")
+    p.add_argument("--per-folder", type=int, default=100, help="loopback suite: secrets per folder")
     p.add_argument("--keys", type=int, default=3, help="per secret")
     p.add_argument("--value-bytes", type=int, default=32)
     p.add_argument("--reps", type=int, default=3, help="runs per measurement (median)")
-    p.add_argument("--max-requests", type=int, default=16)
+    p.add_argument("--max-requests", type=int, default=32,
+                   help="vaultfs --max-requests (its default), and the floor's concurrency")
     p.add_argument("--cli-sample", type=int, default=10, help="secrets read with the bao CLI")
     p.add_argument("--no-counts", action="store_true", help="skip the audit counting run")
+    p.add_argument("--rtt", default="2ms,40ms",
+                   help="rtt suite: round-trip times the latency proxy adds (comma list)")
+    p.add_argument("--net-folders", type=int, default=10, help="rtt suite: folders")
+    p.add_argument("--net-per-folder", type=int, default=100, help="rtt suite: secrets per folder")
+    p.add_argument("--inflight", default="8,16,32,64",
+                   help="rtt suite: --max-requests values tried (floor at the same concurrency)")
+    p.add_argument("--inflight-rtt", default="2ms,40ms", help="RTTs at which --inflight is tried")
+    p.add_argument("--inflight-reps", type=int, default=2)
+    p.add_argument("--secrets", default="1000,5000,20000,50000",
+                   help="scale suite: tree sizes in secrets (100 per folder)")
+    p.add_argument("--scale-reps", type=int, default=2)
+    p.add_argument("--seed-conc", type=int, default=32, help="parallel writes when seeding")
     p.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where to write the report")
     p.add_argument("--vaultfs", required=True)
     p.add_argument("--floor", required=True)
+    p.add_argument("--proxy", required=True, help="the latency proxy binary")
     p.add_argument("--vaultfs-arg", action="append", default=[],
                    help="extra vaultfs mount argument (repeatable)")
-    p.add_argument("--smoke", action="store_true", help="tiny tree, 1 run: keeps the script working")
+    p.add_argument("--quick", action="store_true",
+                   help="every suite on tiny trees, 1 run each (CI smoke: keeps the script working)")
+    p.add_argument("--smoke", action="store_true", help="same as --quick")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the report and charts from --out's benchmarks.json, run nothing")
     a = p.parse_args()
-    if a.smoke:
-        a.folders, a.secrets, a.reps, a.cli_sample = 3, 5, 1, 2
+    if a.smoke or a.quick:
+        a.quick = True
+        a.folders, a.per_folder, a.reps, a.cli_sample = 3, 5, 1, 2
+        a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,32", 1
+        a.inflight_rtt = "40ms"
+        a.secrets, a.scale_reps = "100,400", 1
+    a.suites = [x for x in a.suites.split(",") if x]
+    for x in a.suites:
+        if x not in SUITES:
+            p.error(f"unknown suite {x!r}")
+    a.rtt = [x for x in a.rtt.split(",") if x]
+    a.inflight = [int(x) for x in a.inflight.split(",") if x]
+    a.inflight_rtt = [x for x in a.inflight_rtt.split(",") if x]
+    a.secrets = [int(x) for x in a.secrets.split(",") if x]
     os.makedirs(a.out, exist_ok=True)
+    if a.report_only:
+        with open(os.path.join(a.out, "benchmarks.json")) as f:
+            res = json.load(f)
+        rows = ratios(res)
+        res["chart"] = chart(res, rows, a.out)
+        res["scale_chart"] = scale_chart(res, a.out)
+        path, _ = report(a, res, a.out)
+        log(f"rewrote {path}")
+        return
     work = tempfile.mkdtemp(prefix="vaultfs-bench-")
-    res = {"machine": machine(), "n_secrets": a.folders * a.secrets,
-           "max_requests": a.max_requests}
+    res = {"machine": machine(), "max_requests": a.max_requests, "suites": a.suites,
+           "load_before": os.getloadavg()}
+    if "loopback" in a.suites:
+        res["n_secrets"] = a.folders * a.per_folder
+        res["tree"] = {"folders": a.folders, "per_folder": a.per_folder, "keys": a.keys,
+                       "value_bytes": a.value_bytes, "reps": a.reps}
+    if "rtt" in a.suites:
+        res["net_tree"] = {"folders": a.net_folders, "per_folder": a.net_per_folder,
+                           "reps": a.reps, "inflight_reps": a.inflight_reps}
     t0 = time.time()
     try:
-        run_timing(a, work, res)
-        if not a.no_counts:
-            run_counts(a, work, res)
+        if "loopback" in a.suites:
+            run_timing(a, work, res)
+            if not a.no_counts:
+                run_counts(a, work, res)
+        if "rtt" in a.suites:
+            run_rtt(a, work, res)
+        if "scale" in a.suites:
+            run_scale(a, work, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    res["load_after"] = os.getloadavg()
+    res["secs"] = time.time() - t0
+    keep(a, res)
     res["chart"] = None
     rows = ratios(res)
     res["chart"] = chart(res, rows, a.out)
+    res["scale_chart"] = scale_chart(res, a.out)
     path, rows = report(a, res, a.out)
     with open(os.path.join(a.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -621,11 +1069,29 @@ def main():
     print(f"\n{'ratio'.ljust(w)}  value  target")
     for label, v, t, kind in rows:
         print(f"{label.ljust(w)}  {v:6.2f}  {verdict(v, t, kind)}")
-    print(f"{'daemon peak RSS MiB'.ljust(w)}  {res['hwm_kib'] / 1024:6.1f}  (≤ 64)")
-    if "counts" in res:
-        for name, c in res["counts"].items():
-            print(f"requests {name}: cold {c['cold']} warm total {sum(c['warm'].values())}")
     log(f"wrote {path} in {time.time() - t0:.0f}s")
+
+
+def keep(a, res):
+    """Suites not run this time: their results from the last run, marked."""
+    res["kept"] = {}
+    missing = [x for x in SUITES if x not in a.suites]
+    if not missing:
+        return
+    old_path = os.path.join(a.out, "benchmarks.json")
+    try:
+        with open(old_path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        old = {}
+    for x in missing:
+        got = {k: old[k] for k in SUITE_KEYS[x] if k in old}
+        if x == "loopback" and "vaultfs_cold" not in got:
+            sys.exit(f"bench: suite {x} not run and no earlier results in {old_path}")
+        if got:
+            res.update(got)
+            src = old.get("kept", {}).get(x) or old.get("machine", {})
+            res["kept"][x] = {"date": src.get("date"), "rev": src.get("rev")}
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ pub struct MountArgs {
     pub stale_if_error: Duration,
 
     /// Most Vault requests in flight at once; more wait
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 32)]
     pub max_requests: usize,
 
     /// Never use SCAN (OpenBao's recursive list): read every folder with LIST
