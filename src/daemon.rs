@@ -24,7 +24,7 @@ use crate::mountpoint::{self, PidFile, State};
 use crate::private::{self, PrivateError};
 use crate::readiness::{self, Outcome, Reporter};
 use crate::tree::Tree;
-use crate::vault::{ConfigError, VaultClient};
+use crate::vault::{ConfigError, TokenInfo, VaultClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -192,15 +192,21 @@ pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
 
 /// Check the token and that mounts can be listed (through the tree, whose
 /// cache then already holds the mount table).
-pub async fn check_vault(client: &VaultClient, tree: &Tree<VaultClient>) -> Result<(), MountError> {
+pub async fn check_vault(
+    client: &VaultClient,
+    tree: &Tree<VaultClient>,
+) -> Result<TokenInfo, MountError> {
     let addr = client.config().shown_address();
-    match client.lookup_self().await {
-        Ok(info) => tracing::info!(
-            source = %client.token().origin(),
-            ttl_s = info.ttl.as_secs(),
-            renewable = info.renewable,
-            "token accepted"
-        ),
+    let info = match client.lookup_self().await {
+        Ok(info) => {
+            tracing::info!(
+                source = %client.token().origin(),
+                ttl_s = info.ttl.as_secs(),
+                renewable = info.renewable,
+                "token accepted"
+            );
+            info
+        }
         Err(e @ (VaultError::BadToken(_) | VaultError::Forbidden)) => {
             return Err(MountError::TokenRejected {
                 origin: client.token().origin().to_string(),
@@ -209,11 +215,11 @@ pub async fn check_vault(client: &VaultClient, tree: &Tree<VaultClient>) -> Resu
             })
         }
         Err(e) => return Err(MountError::Unreachable { addr, source: e }),
-    }
+    };
     tree.mounts()
         .await
         .map_err(|e| MountError::Mounts { addr, source: e })?;
-    Ok(())
+    Ok(info)
 }
 
 /// Make `path` ready to mount on: recover a dead mount left by a killed
@@ -304,6 +310,7 @@ pub fn cache_policy(args: &MountArgs) -> CachePolicy {
 pub fn serve(
     p: Prepared,
     tree: Arc<Tree<VaultClient>>,
+    token: TokenInfo,
     rt: &tokio::runtime::Runtime,
     reporter: &mut Reporter,
 ) -> Result<(), MountError> {
@@ -340,7 +347,7 @@ pub fn serve(
         let _ = readiness::sd_notify(&getenv, "STOPPING=1");
         unmount_own(&mut unmounter, &mp);
     });
-    crate::renew::spawn(p.client.clone(), rt.handle());
+    crate::renew::spawn(p.client.clone(), token, rt.handle());
     // The session loop must run for the root to be listed: check from a
     // thread of our own while this one serves.
     let check = {
@@ -465,8 +472,8 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
             .with_prefetch(p.args.max_requests)
             .with_scan(!p.args.no_scan),
     );
-    rt.block_on(check_vault(&p.client, &tree))?;
-    serve(p, tree, &rt, reporter)
+    let token = rt.block_on(check_vault(&p.client, &tree))?;
+    serve(p, tree, token, &rt, reporter)
 }
 
 /// The log file in the background: `--log-file`, else under the state dir

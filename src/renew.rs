@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::VaultError;
-use crate::vault::{VaultClient, MAX_VAULT_DURATION};
+use crate::vault::{TokenInfo, VaultClient, MAX_VAULT_DURATION};
 
 /// How often a token file is looked at (one `stat`) while the task waits,
 /// so a token written there is picked up even when the mount is idle.
@@ -27,8 +27,13 @@ const RESTART_MIN: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(300);
 
 /// Start renewing in the background; returns at once.
-pub fn spawn(client: Arc<VaultClient>, rt: &tokio::runtime::Handle) {
-    rt.spawn(supervise("token renewal", move || run(client.clone())));
+/// `first` is the lookup the mount just made: the task starts from it
+/// rather than asking again (a request that would race the user's first).
+pub fn spawn(client: Arc<VaultClient>, first: TokenInfo, rt: &tokio::runtime::Handle) {
+    let mut first = Some(first);
+    rt.spawn(supervise("token renewal", move || {
+        run(client.clone(), first.take())
+    }));
 }
 
 /// Run a background task for the daemon's life. It never returns by itself,
@@ -122,14 +127,18 @@ fn fix(client: &VaultClient) -> String {
     }
 }
 
-async fn run(client: Arc<VaultClient>) {
+async fn run(client: Arc<VaultClient>, mut first: Option<TokenInfo>) {
     let mut changed = client.token().subscribe();
     // Renewing stopped extending this token's life (max TTL reached, or
     // Vault refused): only warnings are left until a new token comes.
     let mut capped = false;
     let mut failing = false;
     loop {
-        let info = match client.lookup_self().await {
+        let looked_up = match first.take() {
+            Some(info) => Ok(info),
+            None => client.lookup_self().await,
+        };
+        let info = match looked_up {
             Ok(i) => {
                 failing = false;
                 i
