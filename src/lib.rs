@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod logging;
+pub mod mount_helper;
 pub mod mountpoint;
 pub mod naming;
 pub mod private;

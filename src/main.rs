@@ -2,19 +2,39 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
-use vaultfs::daemon;
+use vaultfs::{daemon, mount_helper};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<_> = std::env::args_os().collect();
+    let cli = match mount_helper::parse(&argv) {
+        None => Cli::parse(),
+        // Started by mount(8): see src/mount_helper.rs.
+        Some(Err(e)) => return fail(e),
+        Some(Ok(call)) => {
+            for opt in &call.ignored {
+                eprintln!("vaultfs: ignoring unknown mount option {opt:?} (sloppy mount)");
+            }
+            let cli = Cli::try_parse_from(&call.argv).unwrap_or_else(|e| e.exit());
+            if call.fake {
+                return match &cli.command {
+                    Command::Mount(args) => args.check().map_or_else(fail, |()| ExitCode::SUCCESS),
+                    _ => ExitCode::SUCCESS,
+                };
+            }
+            cli
+        }
+    };
     let result = match &cli.command {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("vaultfs: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("vaultfs: {e}");
+    ExitCode::FAILURE
 }
