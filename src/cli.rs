@@ -28,11 +28,38 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount Vault's KV secrets at MOUNTPOINT (default ~/secrets)
+    #[command(after_long_help = MOUNT_AFTER_HELP)]
     Mount(Box<MountArgs>),
     /// Unmount a vaultfs mount and wait for its daemon to exit
     #[command(alias = "umount")]
     Unmount(UnmountArgs),
+    /// Print the shell completion script for SHELL (e.g. `vaultfs completions bash > /etc/bash_completion.d/vaultfs`)
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (`vaultfs man | man -l -`), or write every page to --dir
+    Man {
+        /// Write vaultfs.1 and one page per subcommand (vaultfs-mount.1, ...) here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Where `vaultfs mount` is documented for /etc/fstab (man page and --help).
+const MOUNT_AFTER_HELP: &str = "In /etc/fstab and with `mount -t fuse.vaultfs`, every flag is an \
+-o option: its long name in snake_case, name=value or bare for a switch (token_file=PATH, \
+kv=PATH repeatable, allow_other, ttl=5m). For example:\n\n  vaultfs /srv/secrets fuse.vaultfs \
+address=https://vault:8200,token_file=/run/vault/token,kv=secret,allow_other,_netdev 0 0\n\n\
+mount(8) finds vaultfs as /sbin/mount.fuse.vaultfs (a link to it) or on its PATH through \
+mount.fuse3; see docs/lifecycle.md.";
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {

@@ -4,6 +4,7 @@
 //! mount's life) → `fs` (FUSE adapter) → `tree` (names and semantics) →
 //! `cache` → `vault` (HTTP client behind the `SecretStore` trait).
 
+pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod cli;

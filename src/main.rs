@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
-use vaultfs::{daemon, mount_helper};
+use vaultfs::{assets, daemon, mount_helper};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
@@ -27,6 +27,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
+        Command::Completions { shell } => assets::completions(*shell, &mut std::io::stdout())
+            .map_err(|e| daemon::MountError::Other(format!("cannot write the completions: {e}"))),
+        Command::Man { dir: Some(dir) } => assets::man_pages(dir)
+            .map_err(|e| daemon::MountError::Other(format!("{}: {e}", dir.display()))),
+        Command::Man { dir: None } => assets::man_page(&mut std::io::stdout().lock())
+            .map_err(|e| daemon::MountError::Other(format!("cannot write the man page: {e}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
