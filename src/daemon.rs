@@ -518,13 +518,16 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
         None => None,
     };
     // The same open file serves the logger and, in the background, the
-    // daemon's stderr: the path is never opened twice.
-    let dup = |f: &std::fs::File| {
-        f.try_clone()
+    // daemon's stderr: the path is never opened twice. (The logger moves
+    // stderr along when it rotates the file.)
+    let dup = |f: &private::LogFile| {
+        f.file
+            .try_clone()
             .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
     };
     let stderr_f = log_f.as_ref().map(dup).transpose()?;
-    logging::init(log_f).map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
+    logging::init(log_f, args.log_format, args.log_max_size)
+        .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
     let log = log.map(|(path, _)| path);
     let p = prepare(args)?;
     let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
