@@ -6,22 +6,30 @@
 //! name that could not have come out of [`encode`] decodes to `None`, so two
 //! different Vault names can never meet at one file name.
 
-use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet};
-
 /// Linux's NAME_MAX: longer names cannot be returned by readdir.
 pub const NAME_MAX: usize = 255;
 
-/// What a file name cannot hold, and `%` itself.
-const ENCODED: &AsciiSet = &AsciiSet::EMPTY.add(b'%').add(b'/').add(0);
-
 /// Encode a Vault name as a file name. `None` when it cannot be shown:
 /// empty, or longer than [`NAME_MAX`] bytes once encoded.
+/// By hand, not with the percent-encoding crate: it always encodes every
+/// non-ASCII byte, and names keep unicode as is (`ünï` stays `ünï`).
 pub fn encode(name: &str) -> Option<String> {
     let out = match name {
         "" => return None,
         "." => "%2E".to_string(),
         ".." => "%2E%2E".to_string(),
-        _ => utf8_percent_encode(name, ENCODED).to_string(),
+        _ => {
+            let mut out = String::with_capacity(name.len());
+            for c in name.chars() {
+                match c {
+                    '%' => out.push_str("%25"),
+                    '/' => out.push_str("%2F"),
+                    '\0' => out.push_str("%00"),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
     };
     (out.len() <= NAME_MAX).then_some(out)
 }
@@ -36,9 +44,21 @@ pub fn decode(file_name: &[u8]) -> Option<String> {
         "" | "." | ".." => return None,
         _ => {}
     }
-    let out = percent_decode_str(s).decode_utf8().ok()?.into_owned();
-    // Only canonical encodings are accepted (see module doc): `%2f`, `%41`
-    // or a stray `%` decode, but encode to something else.
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3)?;
+        out.push(match code {
+            "25" => '%',
+            "2F" => '/',
+            "00" => '\0',
+            _ => return None,
+        });
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    // Only canonical encodings are accepted (see module doc).
     (encode(&out).as_deref() == Some(s)).then_some(out)
 }
 
@@ -82,6 +102,7 @@ mod tests {
         assert_eq!(encode("..").unwrap(), "%2E%2E");
         assert_eq!(encode("a.b").unwrap(), "a.b");
         assert_eq!(encode("with space").unwrap(), "with space");
+        assert_eq!(encode("ünï ☃\ttab").unwrap(), "ünï ☃\ttab");
     }
 
     #[test]
