@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+pub use crate::logging::LogFormat;
 use crate::vault::{redact_userinfo, ClientConfig, TlsConfig};
 
 #[derive(Debug, Parser)]
@@ -28,10 +29,22 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Mount Vault's KV secrets at MOUNTPOINT (default ~/secrets)
+    #[command(after_long_help = MOUNT_AFTER_HELP)]
     Mount(Box<MountArgs>),
     /// Unmount a vaultfs mount and wait for its daemon to exit
     #[command(alias = "umount")]
     Unmount(UnmountArgs),
+    /// Print the shell completion script for SHELL (e.g. `vaultfs completions bash > /etc/bash_completion.d/vaultfs`)
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (`vaultfs man | man -l -`), or write every page to --dir
+    Man {
+        /// Write vaultfs.1 and one page per subcommand (vaultfs-mount.1, ...) here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Exit 0 when a live vaultfs is mounted at MOUNTPOINT; without one, list this user's vaultfs mounts
     Status(StatusArgs),
 }
@@ -44,6 +57,21 @@ pub struct StatusArgs {
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Where `vaultfs mount` is documented for /etc/fstab (man page and --help).
+const MOUNT_AFTER_HELP: &str = "In /etc/fstab and with `mount -t fuse.vaultfs`, every flag is an \
+-o option: its long name in snake_case, name=value or bare for a switch (token_file=PATH, \
+kv=PATH repeatable, allow_other, ttl=5m). For example:\n\n  vaultfs /srv/secrets fuse.vaultfs \
+address=https://vault:8200,token_file=/run/vault/token,kv=secret,allow_other,_netdev 0 0\n\n\
+mount(8) finds vaultfs as /sbin/mount.fuse.vaultfs (a link to it) or on its PATH through \
+mount.fuse3; see docs/lifecycle.md.";
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {
@@ -122,6 +150,14 @@ pub struct MountArgs {
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
 
+    /// Log lines as text, or as JSON objects (one per line) for a log shipper
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Past this size the log file is renamed to NAME.1 (replacing the last one) and started anew; 0: never (K, M, G: powers of 1024)
+    #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_size)]
+    pub log_max_size: u64,
+
     /// Owner of every file and directory (default: the mounting user)
     #[arg(long)]
     pub uid: Option<u32>,
@@ -180,6 +216,25 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("at most 365 days".into());
     }
     Ok(d)
+}
+
+/// A size in bytes: a number with an optional unit, K, M or G (powers of
+/// 1024; `KiB`, `MB`, ... and lower case read the same).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("{s:?} is not a size like 10M, 512K or 1048576")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size like 10M, 512K or 1048576"))
 }
 
 fn parse_mode(s: &str) -> Result<u16, String> {
@@ -444,6 +499,22 @@ mod tests {
             let e = args(&[]).client_config(&bad).unwrap_err().to_string();
             assert!(e.contains(k) && e.contains(v), "{e}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        for bad in ["", "M", "10T", "-1", "1.5M", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let a = args(&[]);
+        assert_eq!((a.log_max_size, a.log_format), (10 << 20, LogFormat::Text));
+        let a = args(&["--log-format", "json", "--log-max-size", "64K"]);
+        assert_eq!((a.log_max_size, a.log_format), (64 << 10, LogFormat::Json));
     }
 
     #[test]

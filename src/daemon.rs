@@ -160,8 +160,39 @@ fn has_cap_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
+/// The process environment; `HOME`, when unset or empty, from the password
+/// database: mount(8) runs its helpers with a clean environment, and the
+/// log, pid and token defaults then still have a home (no kept crate reads
+/// the password database, hence libc).
 fn getenv(k: &str) -> Option<String> {
-    std::env::var(k).ok()
+    let v = std::env::var(k).ok();
+    if k == "HOME" && v.as_deref().is_none_or(str::is_empty) {
+        return passwd_home();
+    }
+    v
+}
+
+fn passwd_home() -> Option<String> {
+    use std::ffi::CStr;
+    // SAFETY: getpwuid_r writes into the buffers we own; pw_dir is checked
+    // non-null and points into `buf`, which outlives its use.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        );
+        if rc != 0 || out.is_null() || pw.pw_dir.is_null() {
+            return None;
+        }
+        let dir = CStr::from_ptr(pw.pw_dir).to_str().ok()?;
+        dir.starts_with('/').then(|| dir.to_string())
+    }
 }
 
 /// Everything resolved and checked before mounting.
@@ -496,13 +527,16 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
         None => None,
     };
     // The same open file serves the logger and, in the background, the
-    // daemon's stderr: the path is never opened twice.
-    let dup = |f: &std::fs::File| {
-        f.try_clone()
+    // daemon's stderr: the path is never opened twice. (The logger moves
+    // stderr along when it rotates the file.)
+    let dup = |f: &private::LogFile| {
+        f.file
+            .try_clone()
             .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
     };
     let stderr_f = log_f.as_ref().map(dup).transpose()?;
-    logging::init(log_f).map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
+    logging::init(log_f, args.log_format, args.log_max_size)
+        .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
     let log = log.map(|(path, _)| path);
     let p = prepare(args)?;
     let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {

@@ -4,6 +4,7 @@
 //! mount's life) → `fs` (FUSE adapter) → `tree` (names and semantics) →
 //! `cache` → `vault` (HTTP client behind the `SecretStore` trait).
 
+pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod fs;
 pub mod logging;
+pub mod mount_helper;
 pub mod mountpoint;
 pub mod naming;
 pub mod private;

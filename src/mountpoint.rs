@@ -40,6 +40,7 @@ impl MountEntry {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+/// (By hand: no kept crate reads mountinfo; procfs would be a new dependency.)
 fn unescape(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());

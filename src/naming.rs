@@ -11,6 +11,8 @@ pub const NAME_MAX: usize = 255;
 
 /// Encode a Vault name as a file name. `None` when it cannot be shown:
 /// empty, or longer than [`NAME_MAX`] bytes once encoded.
+/// By hand, not with the percent-encoding crate: it always encodes every
+/// non-ASCII byte, and names keep unicode as is (`ünï` stays `ünï`).
 pub fn encode(name: &str) -> Option<String> {
     let out = match name {
         "" => return None,
@@ -100,6 +102,7 @@ mod tests {
         assert_eq!(encode("..").unwrap(), "%2E%2E");
         assert_eq!(encode("a.b").unwrap(), "a.b");
         assert_eq!(encode("with space").unwrap(), "with space");
+        assert_eq!(encode("ünï ☃\ttab").unwrap(), "ünï ☃\ttab");
     }
 
     #[test]

@@ -62,6 +62,19 @@ impl PrivateDir {
     /// `create`. Refused: a symlink, a directory of another user, or one
     /// that group or others may write to (they could swap files in it).
     pub fn open(path: &Path, create: bool) -> Result<PrivateDir, PrivateError> {
+        Self::open_as(path, create, true)
+    }
+
+    /// The directory of a log file the user named (`--log-file`): held open
+    /// like a private one, so that a rotation renames and reopens relative
+    /// to it and never through a symlink at the file's name, but not checked
+    /// for owner and mode: where the user keeps a file is the user's choice
+    /// (a directory symlink above it included).
+    pub fn open_chosen(path: &Path, create: bool) -> Result<PrivateDir, PrivateError> {
+        Self::open_as(path, create, false)
+    }
+
+    fn open_as(path: &Path, create: bool, checked: bool) -> Result<PrivateDir, PrivateError> {
         let io_err = |source| PrivateError::Io {
             path: path.to_path_buf(),
             source,
@@ -74,7 +87,8 @@ impl PrivateDir {
                 .map_err(io_err)?;
         }
         let c = cstr(path.as_os_str().as_bytes()).map_err(io_err)?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let nofollow = if checked { libc::O_NOFOLLOW } else { 0 };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | nofollow | libc::O_CLOEXEC;
         // SAFETY: `c` is a valid C string; the fd is checked before use.
         let raw = unsafe { libc::open(c.as_ptr(), flags) };
         if raw < 0 {
@@ -94,6 +108,12 @@ impl PrivateDir {
         }
         // SAFETY: `raw` was just opened and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        if !checked {
+            return Ok(PrivateDir {
+                fd,
+                path: path.to_path_buf(),
+            });
+        }
         let st = fstat(&fd).map_err(io_err)?;
         if st.st_uid != euid() {
             return Err(PrivateError::NotOwned {
@@ -124,7 +144,7 @@ impl PrivateDir {
     /// ours would otherwise be written to.
     pub fn open_file(&self, name: &OsStr, flags: libc::c_int) -> Result<File, PrivateError> {
         let path = self.path.join(name);
-        open_checked(Some(&self.fd), &path, name.as_bytes(), flags)
+        open_checked(&self.fd, &path, name.as_bytes(), flags)
     }
 
     /// Remove `name` (a symlink itself, never what it points to); absent is fine.
@@ -171,7 +191,7 @@ impl PrivateDir {
 }
 
 fn open_checked(
-    dir: Option<&OwnedFd>,
+    dir: &OwnedFd,
     path: &Path,
     name: &[u8],
     flags: libc::c_int,
@@ -182,9 +202,8 @@ fn open_checked(
     };
     let c = cstr(name).map_err(io_err)?;
     let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
-    // SAFETY: valid dirfd (or AT_FDCWD) and C string; mode for O_CREAT.
-    let raw = unsafe { libc::openat(dirfd, c.as_ptr(), flags, 0o600 as libc::c_uint) };
+    // SAFETY: valid dirfd and C string; mode for O_CREAT.
+    let raw = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) };
     if raw < 0 {
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
@@ -218,32 +237,45 @@ fn open_checked(
     Ok(File::from(fd))
 }
 
+/// An open log file with the directory it lives in, so it can be rotated
+/// and reopened by name (relative to `dir`, never following a symlink).
+#[derive(Debug)]
+pub struct LogFile {
+    pub dir: PrivateDir,
+    pub name: std::ffi::OsString,
+    pub file: File,
+}
+
+/// The flags the log is opened with: appended, created `0600`.
+pub const LOG_FLAGS: libc::c_int = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT;
+
 /// Open the log file for appending, created `0600`. The default log (in the
 /// state directory) gets the directory checks of [`PrivateDir`]; a path the
 /// user gave with `--log-file` gets the file checks only: not a symlink,
 /// ours, one link. A missing directory is created `0700` either way.
-pub fn open_log(path: &Path, default_place: bool) -> Result<File, PrivateError> {
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT;
+pub fn open_log(path: &Path, default_place: bool) -> Result<LogFile, PrivateError> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(PrivateError::WrongType {
             path: path.to_path_buf(),
             want: "file name",
         });
     };
-    if default_place {
-        return PrivateDir::open(dir, true)?.open_file(name, flags);
-    }
-    if !dir.as_os_str().is_empty() && !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| PrivateError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    open_checked(None, path, path.as_os_str().as_bytes(), flags)
+    let dir = if default_place {
+        PrivateDir::open(dir, true)?
+    } else {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        PrivateDir::open_chosen(dir, true)?
+    };
+    let file = dir.open_file(name, LOG_FLAGS)?;
+    Ok(LogFile {
+        dir,
+        name: name.to_owned(),
+        file,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 const READY: &str = "READY";
 const ERROR: &str = "ERROR ";
 
-/// A pipe whose ends survive fork but not exec.
+/// A pipe whose ends survive fork but not exec. (By hand: `std::io::pipe`
+/// needs Rust 1.87, newer than our rust-version.)
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds on success.
@@ -137,6 +138,9 @@ fn parse(buf: &[u8]) -> Option<Outcome> {
 
 /// Send `state` (e.g. `READY=1`) to the service manager when `NOTIFY_SOCKET`
 /// is set; a no-op otherwise. A leading `@` names an abstract socket.
+/// Kept by hand: the sd-notify crate (0.5) connects to NOTIFY_SOCKET as a
+/// path, so an abstract `@` socket (which sd_notify(3) allows; tests/lifecycle.rs
+/// uses one) fails with it, and it reads only the process environment.
 pub fn sd_notify(env: crate::cli::Env<'_>, state: &str) -> io::Result<()> {
     let Some(path) = env("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
         return Ok(());

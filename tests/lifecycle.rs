@@ -372,3 +372,61 @@ fn status_says_whether_a_live_vaultfs_is_mounted() {
     );
     assert_fails(&status(&[m]), "nothing is mounted at");
 }
+
+/// Issue #12: the log file is bounded. Past --log-max-size it becomes
+/// NAME.1 and a new file starts (the daemon's stderr moves with it); a file
+/// moved away by logrotate is followed without a signal.
+#[test]
+fn log_file_is_capped_and_follows_logrotate() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let logs = h.path().join("logs");
+    let log = logs.join("v.log");
+    let mut c = h.cmd(
+        bao(),
+        ROOT_TOKEN,
+        &[
+            "mount",
+            mp.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+            "--log-max-size=8K",
+            "--ttl=0s",
+        ],
+    );
+    c.env("RUST_LOG", "debug");
+    assert_ok(&run(c, 40), "mount");
+    let pid = h.pid(&mp);
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // Each new name is a lookup, so a request and a few log lines.
+    for i in 0..300 {
+        let _ = std::fs::metadata(mp.join(format!("secret/app/nope-{i}")));
+        assert!(size(&log) <= 8192, "{} bytes", size(&log));
+    }
+    let old = logs.join("v.log.1");
+    assert!(size(&old) > 4096 && size(&old) <= 8192, "{}", size(&old));
+    let mut files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["v.log", "v.log.1"]);
+    // The daemon's stderr (where a panic would go) is the current file.
+    let fd2 = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+    assert_eq!(fd2, log, "stderr did not follow the rotation");
+
+    // logrotate's default (create): rename, and vaultfs carries on in a new file.
+    let rotated = logs.join("v.log-20250101");
+    std::fs::rename(&log, &rotated).unwrap();
+    let before = size(&rotated);
+    let _ = std::fs::metadata(mp.join("secret/app/after-logrotate"));
+    assert!(read(&log).contains("Vault answered"), "{}", read(&log));
+    assert_eq!(size(&rotated), before, "still writing to the moved file");
+
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]),
+        20,
+    );
+    assert_ok(&o, "unmount");
+    assert!(read(&log).contains("unmounted"), "{}", read(&log));
+}

@@ -63,6 +63,55 @@ fn trace_log_holds_no_token_and_no_value() {
     assert!(!log.contains("LEAKCHECK-VALUE"), "a value in the log");
 }
 
+/// `--log-format json` at trace level: every line is one JSON object, and
+/// none holds the token or a value.
+#[test]
+fn json_log_is_json_lines_without_token_or_value() {
+    const JTOKEN: &str = "JSONLEAK-TOKEN-5d1e8b2a";
+    const JVALUES: [&str; 2] = ["JSONLEAK-VALUE-a1b2", "JSONLEAK-VALUE-env-c3d4"];
+    let b = Bao::shared();
+    b.cli(&["token", "create", &format!("-id={JTOKEN}"), "-policy=root"]);
+    b.put(
+        "secret",
+        "jsonleak/app",
+        json!({"password": JVALUES[0], "API_KEY": JVALUES[1]}),
+    );
+    let m = Mount::with(
+        b,
+        MountOpts::new(JTOKEN)
+            .arg("--log-format=json")
+            .arg("--ttl=1s")
+            .env("RUST_LOG", "trace"),
+    );
+    assert_eq!(read(m.p("secret/jsonleak/app/password")), JVALUES[0]);
+    assert!(read(m.p("secret/jsonleak/app/.env")).contains(JVALUES[1]));
+    assert!(read(m.p("secret/jsonleak/app/.json")).contains(JVALUES[0]));
+    let _ = std::fs::metadata(m.p("secret/jsonleak/app/missing"));
+
+    let log = m.log_text();
+    let mut levels = std::collections::BTreeSet::new();
+    for (i, line) in log.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {} is not JSON ({e}): {line:?}", i + 1));
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        for k in ["timestamp", "level", "target", "fields"] {
+            assert!(obj.contains_key(k), "no {k}: {line}");
+        }
+        levels.insert(obj["level"].as_str().unwrap().to_string());
+    }
+    assert!(log.lines().count() >= 5, "{log}");
+    // Verbose enough for the checks below to have teeth.
+    assert!(
+        levels.contains("DEBUG") || levels.contains("TRACE"),
+        "{levels:?}"
+    );
+    assert!(log.contains("secret/data/jsonleak/app"), "{log}");
+    assert!(!log.contains("JSONLEAK-TOKEN"), "token in the JSON log");
+    assert!(!log.contains("JSONLEAK-VALUE"), "a value in the JSON log");
+}
+
 #[test]
 fn other_users_cannot_read_the_mount() {
     let b = Bao::shared();

@@ -1,0 +1,241 @@
+//! Issue #12: /etc/fstab and `mount -t fuse.vaultfs`, through the real
+//! mount(8) and umount(8) (util-linux), with the token from a file and every
+//! setting as an `-o` option (mount(8) clears the environment: no VAULT_*).
+//!
+//! Needs root: it mounts with mount(8) and links vaultfs as
+//! /usr/sbin/mount.fuse.vaultfs for the test's duration. CI runs as root.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const HELPER: &str = "/usr/sbin/mount.fuse.vaultfs";
+
+fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "tests/fstab.rs must run as root: it mounts through mount(8) and links vaultfs as \
+             {HELPER} for its duration (CI runs as root; run `sudo -E cargo test --test fstab`)"
+        );
+    }
+}
+
+/// `/usr/sbin/mount.fuse.vaultfs` → the vaultfs under test, removed on drop.
+struct HelperLink;
+
+impl HelperLink {
+    fn install() -> HelperLink {
+        let helper = Path::new(HELPER);
+        match std::fs::read_link(helper) {
+            // Left by an earlier run of this test that was killed.
+            Ok(t) if t == vaultfs_bin() => std::fs::remove_file(helper).unwrap(),
+            Ok(t) => panic!(
+                "{HELPER} already exists (→ {}): not touching it",
+                t.display()
+            ),
+            Err(_) if helper.exists() => panic!("{HELPER} already exists: not touching it"),
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(vaultfs_bin(), helper)
+            .unwrap_or_else(|e| panic!("cannot link {HELPER}: {e}"));
+        HelperLink
+    }
+}
+
+impl Drop for HelperLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(HELPER);
+    }
+}
+
+/// The daemon serving `mp`: the process whose command line names it.
+fn daemon_of(mp: &Path) -> Option<(i32, Vec<String>)> {
+    let mp = mp.to_str().unwrap();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let ours = args
+            .first()
+            .is_some_and(|a| a.ends_with("mount.fuse.vaultfs") || Path::new(a) == vaultfs_bin());
+        (ours && args.iter().any(|a| a == mp)).then_some((pid, args))
+    })
+}
+
+/// Whatever happens, leave no mount and no daemon behind.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some((pid, _)) = daemon_of(&self.0) {
+            // SAFETY: a vaultfs daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+fn mount_type(mp: &Path) -> Option<(String, String, String)> {
+    let p = mp.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(p))
+        .map(|l| {
+            let after: Vec<&str> = l.split(" - ").nth(1).unwrap().split(' ').collect();
+            (after[0].into(), after[1].into(), after[2].into())
+        })
+}
+
+fn umount_and_wait(mp: &Path, pid: i32) {
+    let o = run(
+        {
+            let mut c = Command::new("umount");
+            c.arg(mp);
+            c
+        },
+        20,
+    );
+    assert_ok(&o, "umount");
+    assert!(!is_mounted(mp));
+    wait_until(
+        "the daemon to exit after umount",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+}
+
+#[test]
+fn fstab_line_mounts_with_mount_and_umount() {
+    require_root();
+    let b = Bao::shared();
+    b.put("secret", "fstab/app", json!({"password": "from-fstab"}));
+    b.enable_kv("other", 2, None);
+    b.put("other", "hidden", json!({"k": "v"}));
+    let token = b.token_with_policy(
+        "fstab",
+        r#"path "*" { capabilities = ["read", "list"] }"#,
+        &[],
+    );
+    let t = tempfile::tempdir().unwrap();
+    let token_file = t.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mp = t.path().join("secrets");
+    std::fs::create_dir(&mp).unwrap();
+    let log = t.path().join("vaultfs.log");
+    let _cleanup = Cleanup(mp.clone());
+    let _helper = HelperLink::install();
+
+    // The line of docs/lifecycle.md, with mount(8)'s generic options and
+    // systemd's x-systemd.* thrown in. -T: this file instead of /etc/fstab.
+    let fstab = t.path().join("fstab");
+    let line = |extra: &str| {
+        format!(
+            "vaultfs {} fuse.vaultfs address={},token_file={},kv=secret,allow_other,_netdev,\
+             nofail,noauto,defaults,x-systemd.requires=vault-agent.service,ttl=5s,log_file={}{extra} 0 0\n",
+            mp.display(),
+            b.addr,
+            token_file.display(),
+            log.display()
+        )
+    };
+    std::fs::write(&fstab, line("")).unwrap();
+    let mount_cmd = || {
+        let mut c = Command::new("mount");
+        c.arg("-T").arg(&fstab).arg(&mp);
+        c
+    };
+    let o = run(mount_cmd(), 60);
+    assert_ok(&o, "mount (fstab)");
+    // mount(8) returned: the mount is already live.
+    assert_eq!(read(mp.join("secret/fstab/app/password")), "from-fstab");
+    assert_eq!(names(&mp), ["secret"], "kv=secret was not applied");
+    let (fstype, source, opts) = mount_type(&mp).expect("in mountinfo");
+    // As root, fuser calls mount(2) itself, with the type `fuse` (through
+    // fusermount3 it would be fuse.vaultfs); the source names vaultfs.
+    assert!(
+        matches!(fstype.as_str(), "fuse" | "fuse.vaultfs"),
+        "{fstype}"
+    );
+    assert_eq!(source, "vaultfs");
+    assert!(opts.contains("allow_other"), "{opts}");
+    let (pid, args) = daemon_of(&mp).expect("the daemon");
+    assert!(
+        args[0].ends_with("/mount.fuse.vaultfs"),
+        "not started as mount.fuse.vaultfs: {args:?}"
+    );
+    assert!(read(&log).contains("mounted and live"), "{}", read(&log));
+    umount_and_wait(&mp, pid);
+
+    // A bad option: mount(8) fails with vaultfs's one line; nothing mounted.
+    std::fs::write(&fstab, line(",bogus_option=1")).unwrap();
+    let o = run(mount_cmd(), 30);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown mount option \"bogus_option=1\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!is_mounted(&mp));
+}
+
+/// fuse3's mount.fuse3 form: `vaultfs SOURCE DIR -o OPTS`. Run here through
+/// `-t fuse` with the program named in the source (`PROGRAM#SOURCE`), which
+/// mount.fuse3 runs exactly as it runs `vaultfs` from PATH for
+/// `-t fuse.vaultfs` when there is no mount.fuse.vaultfs.
+#[test]
+fn mount_fuse3_runs_vaultfs_with_o_options() {
+    require_root();
+    let b = Bao::shared();
+    b.put(
+        "secret",
+        "fuse3/app",
+        json!({"password": "via-mount.fuse3"}),
+    );
+    let t = tempfile::tempdir().unwrap();
+    let token_file = t.path().join("token");
+    std::fs::write(&token_file, ROOT_TOKEN).unwrap();
+    let mp = t.path().join("secrets");
+    std::fs::create_dir(&mp).unwrap();
+    let _cleanup = Cleanup(mp.clone());
+    let o = run(
+        {
+            let mut c = Command::new("mount");
+            c.args(["-t", "fuse", "-o"])
+                .arg(format!(
+                    "address={},token_file={},kv=secret,file_mode=0440,no_mlock",
+                    b.addr,
+                    token_file.display()
+                ))
+                .arg(format!("{}#vaultfs", vaultfs_bin().display()))
+                .arg(&mp);
+            c
+        },
+        60,
+    );
+    assert_ok(&o, "mount -t fuse");
+    let f = mp.join("secret/fuse3/app/password");
+    assert_eq!(read(&f), "via-mount.fuse3");
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o440
+    );
+    let (pid, args) = daemon_of(&mp).expect("the daemon");
+    assert_eq!(Path::new(&args[0]), vaultfs_bin(), "{args:?}");
+    assert_eq!(args[1], "vaultfs", "{args:?}");
+    umount_and_wait(&mp, pid);
+}
