@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::*;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Cluster tests run one at a time: each starts three servers on a 2-core
 /// machine, and the windows they measure would mostly measure each other.
@@ -232,19 +232,7 @@ fn failover_mount(c: &Cluster, node: usize, extra: &[&str]) -> Mount {
 /// Audit entries (operation, path) of one node's log from byte `from` on.
 fn audited(c: &Cluster, node: usize, from: u64) -> Vec<(String, String)> {
     let all = std::fs::read(c.audit_path(node)).unwrap_or_default();
-    all.get(from as usize..)
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-        .filter(|e| e["type"] == "request")
-        .map(|e| {
-            let r = &e["request"];
-            (
-                r["operation"].as_str().unwrap_or("").to_string(),
-                r["path"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    audit_requests(all.get(from as usize..).unwrap_or_default())
 }
 
 fn audit_sizes(c: &Cluster) -> Vec<u64> {

@@ -91,18 +91,7 @@ impl Audited {
     /// (operation, path) of every request logged between two offsets.
     fn requests(&self, from: u64, to: u64) -> Vec<(String, String)> {
         let all = std::fs::read(&self.log).unwrap();
-        all[from as usize..to as usize]
-            .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-            .filter(|e| e["type"] == "request")
-            .map(|e| {
-                let r = &e["request"];
-                (
-                    r["operation"].as_str().unwrap_or("").to_string(),
-                    r["path"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
+        audit_requests(&all[from as usize..to as usize])
     }
 }
 

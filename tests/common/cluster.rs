@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{bao_bin, free_port, is_mounted, spawn_kept, vaultfs_bin, wait_until, Mount};
+use super::{bao_bin, free_port, spawn_kept, vaultfs_bin, wait_until, Mount};
 
 /// One `bao server` of the cluster.
 pub struct Node {
@@ -488,7 +488,6 @@ impl Drop for Cluster {
 /// (any address: a node, or a proxy in front of the cluster).
 pub fn mount_at(addr: &str, token: &str, args: &[&str]) -> Mount {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().with_extension("log");
     let mut cmd = Command::new(vaultfs_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("VAULT_") || k.starts_with("BAO_") {
@@ -504,29 +503,6 @@ pub fn mount_at(addr: &str, token: &str, args: &[&str]) -> Mount {
         .env(
             "RUST_LOG",
             std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = spawn_kept(cmd);
-    let end = Instant::now() + Duration::from_secs(30);
-    while !is_mounted(dir.path()) {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "vaultfs exited with {st}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(
-            Instant::now() < end,
-            "mount did not come up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Mount {
-        dir,
-        child: Some(child),
-        log,
-    }
+    Mount::spawn(cmd, dir, Duration::from_secs(30))
 }

@@ -5,13 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{is_mounted, spawn_kept, vaultfs_bin, wait_until, Mount};
+use super::{vaultfs_bin, Mount};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -163,7 +163,6 @@ fn write_reply(mut w: TcpStream, reply: Reply) {
 /// the mount.
 pub fn mount_addr(addr: &str, env: &[(&str, &str)], extra: &[&str]) -> Mount {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().with_extension("log");
     let mut cmd = Command::new(vaultfs_bin());
     cmd.env("VAULT_ADDR", addr)
         .env("VAULT_TOKEN", "hostile-test-token")
@@ -172,19 +171,6 @@ pub fn mount_addr(addr: &str, env: &[(&str, &str)], extra: &[&str]) -> Mount {
         .arg("--foreground")
         .arg(dir.path())
         .args(extra)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut m = Mount {
-        dir,
-        child: Some(spawn_kept(cmd)),
-        log,
-    };
-    wait_until("hostile mount", Duration::from_secs(20), || {
-        if let Ok(Some(st)) = m.child.as_mut().unwrap().try_wait() {
-            panic!("vaultfs exited with {st}: {}", m.log_text());
-        }
-        is_mounted(m.path())
-    });
-    m
+        .envs(env.iter().copied());
+    Mount::spawn(cmd, dir, Duration::from_secs(20))
 }

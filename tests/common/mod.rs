@@ -282,6 +282,21 @@ impl Drop for Bao {
     }
 }
 
+/// (operation, path) of every request in the bytes of a file audit log.
+pub fn audit_requests(log: &[u8]) -> Vec<(String, String)> {
+    log.split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "request")
+        .map(|e| {
+            let r = &e["request"];
+            (
+                r["operation"].as_str().unwrap_or("").to_string(),
+                r["path"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `bash -c SCRIPT` (positional arguments to follow) in a mount namespace
 /// of its own, so mounts made as another user there leave no trace here.
 pub fn in_private_mount_ns(script: &str) -> Command {
@@ -394,7 +409,6 @@ impl Mount {
 
     pub fn with(bao: &Bao, o: MountOpts) -> Mount {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().with_extension("log");
         let mut cmd = vaultfs_cmd(bao, o.token);
         cmd.arg("mount")
             .arg("--foreground")
@@ -408,11 +422,18 @@ impl Mount {
         for (k, v) in &o.env {
             cmd.env(k, v);
         }
+        Mount::spawn(cmd, dir, Duration::from_secs(20))
+    }
+
+    /// Runs `cmd` (a `vaultfs mount --foreground` on `dir`) with its stderr
+    /// in a log beside `dir`, and waits up to `wait` for the mount.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, wait: Duration) -> Mount {
+        let log = dir.path().with_extension("log");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = spawn_kept(cmd);
-        let end = Instant::now() + Duration::from_secs(20);
+        let end = Instant::now() + wait;
         while !is_mounted(dir.path()) {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(
