@@ -612,15 +612,17 @@ fn renewal_keeps_a_short_token_alive() {
 #[test]
 fn expiry_is_warned_ahead_when_renewal_cannot_help() {
     let b = plain();
-    let fixed = token_reading(b, "app", &["-ttl=4s", "-renewable=false"]);
-    let capped = token_reading(b, "app", &["-ttl=3s", "-explicit-max-ttl=5s"]);
+    // Each mounted as soon as its token exists: the TTLs are short, and a
+    // loaded machine takes seconds to mount.
+    let fixed = token_reading(b, "app", &["-ttl=5s", "-renewable=false"]);
     let mf = Mount::new(b, &fixed);
+    let capped = token_reading(b, "app", &["-ttl=4s", "-explicit-max-ttl=6s"]);
     let mc = Mount::new(b, &capped);
     for (m, why) in [
         (&mf, "it is not renewable"),
         (&mc, "its max TTL is reached"),
     ] {
-        wait_for_log(m, "token expired", Duration::from_secs(10));
+        wait_for_log(m, "token expired", Duration::from_secs(15));
         let log = log_of(m);
         let soon = log
             .find("token expires soon")
