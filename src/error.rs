@@ -12,6 +12,10 @@ pub enum VaultError {
     NotFound,
     #[error("Vault is sealed")]
     Sealed,
+    /// A cluster between leaders: the node answered 500 "active cluster
+    /// node not found" (a standby during an election).
+    #[error("Vault has no active node (leader election under way)")]
+    NoLeader,
     #[error("Vault rate-limited the request (HTTP 429)")]
     RateLimited,
     #[error("Vault answered HTTP {status}: {message}")]
@@ -43,6 +47,7 @@ impl VaultError {
     pub fn is_transient(&self) -> bool {
         match self {
             VaultError::Sealed
+            | VaultError::NoLeader
             | VaultError::RateLimited
             | VaultError::Timeout(_)
             | VaultError::Connect(_)
@@ -62,6 +67,7 @@ impl VaultError {
     pub fn is_retryable(&self) -> bool {
         match self {
             VaultError::Sealed
+            | VaultError::NoLeader
             | VaultError::RateLimited
             | VaultError::Connect(_)
             | VaultError::Transport(_) => true,
@@ -75,7 +81,10 @@ impl VaultError {
     /// (Vault is up and asks us to slow down), nor is a plain 500.
     pub fn is_outage(&self) -> bool {
         match self {
-            VaultError::Sealed | VaultError::Timeout(_) | VaultError::Connect(_) => true,
+            VaultError::Sealed
+            | VaultError::NoLeader
+            | VaultError::Timeout(_)
+            | VaultError::Connect(_) => true,
             VaultError::Http { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
@@ -184,6 +193,8 @@ mod tests {
         assert!(!http(500).is_retryable() && !http(500).is_outage());
         assert!(VaultError::RateLimited.is_retryable() && !VaultError::RateLimited.is_outage());
         assert!(VaultError::Sealed.is_retryable() && VaultError::Sealed.is_outage());
+        let e = VaultError::NoLeader;
+        assert!(e.is_retryable() && e.is_outage() && e.is_transient());
         // The deadline is spent: no retry, but Vault is down.
         let t = VaultError::Timeout(Duration::from_secs(1));
         assert!(!t.is_retryable() && t.is_outage());

@@ -352,13 +352,15 @@ impl VaultClient {
                 .await
                 .unwrap_or(Err(VaultError::Timeout(timeout)));
             let err = match sent {
-                Ok((status, body)) if !retryable_status(status) => {
-                    // Paths and statuses only: never headers or bodies.
-                    tracing::debug!(%method, path, ?query, status = status.as_u16(), attempt, "Vault answered");
-                    self.breaker.answered();
-                    return Ok((status, body));
-                }
-                Ok((status, body)) => status_error(status, &body),
+                Ok((status, body)) => match not_now(status, &body) {
+                    Some(e) => e,
+                    None => {
+                        // Paths and statuses only: never headers or bodies.
+                        tracing::debug!(%method, path, ?query, status = status.as_u16(), attempt, "Vault answered");
+                        self.breaker.answered();
+                        return Ok((status, body));
+                    }
+                },
                 Err(e) => e,
             };
             let retries_left = self.cfg.max_retries.is_none_or(|m| attempt < m);
@@ -590,9 +592,13 @@ fn warn_failed(path: &str, e: VaultError) -> VaultError {
     e
 }
 
-/// Statuses that mean "not now": retried, and never answered from the body.
-fn retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 429 | 502 | 503 | 504)
+/// The error of an answer that means "not now" (429, 502-504, sealed, a
+/// 500 during a leader election): retried, and never answered from.
+fn not_now(status: StatusCode, body: &[u8]) -> Option<VaultError> {
+    if !matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504) {
+        return None;
+    }
+    Some(status_error(status, body)).filter(VaultError::is_retryable)
 }
 
 /// First retry after ~100 ms, doubling up to 2 s; "equal jitter" (half
@@ -685,6 +691,7 @@ fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
         404 => VaultError::NotFound,
         429 => VaultError::RateLimited,
         503 if message.contains("sealed") => VaultError::Sealed,
+        500 if message.contains("active cluster node not found") => VaultError::NoLeader,
         s => VaultError::Http { status: s, message },
     }
 }
@@ -1131,6 +1138,23 @@ mod tests {
         assert!(b.admit(t).is_ok());
         b.answered();
         assert!(b.admit(t).is_ok() && b.admit(t).is_ok());
+    }
+
+    #[test]
+    fn an_election_is_transient() {
+        let body = br#"{"errors":["local node not active but active cluster node not found"]}"#;
+        assert_eq!(
+            status_error(StatusCode::INTERNAL_SERVER_ERROR, body),
+            VaultError::NoLeader
+        );
+        assert_eq!(
+            not_now(StatusCode::INTERNAL_SERVER_ERROR, body),
+            Some(VaultError::NoLeader)
+        );
+        // Any other 500 is an answer: not retried.
+        assert_eq!(not_now(StatusCode::INTERNAL_SERVER_ERROR, b"{}"), None);
+        assert!(not_now(StatusCode::SERVICE_UNAVAILABLE, b"").is_some());
+        assert_eq!(not_now(StatusCode::NOT_FOUND, b""), None);
     }
 
     #[test]

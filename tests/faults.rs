@@ -401,3 +401,23 @@ fn vault_cli_timeout_and_retries_are_honoured() {
     let _ = std::fs::read(m.p("secret/busy/k"));
     assert_eq!(busy(&server), 1);
 }
+
+/// A standby between leaders answers 500 "active cluster node not found":
+/// retried within the deadline like a 503, not an error for the reader.
+#[test]
+fn a_leader_election_is_waited_out() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static TRIES: AtomicUsize = AtomicUsize::new(0);
+    let server = Server::start(|r| match r.target.as_str() {
+        "/v1/secret/metadata/?list=true" => ok(json!({"data": {"keys": ["db"]}})),
+        "/v1/secret/data/db" if TRIES.fetch_add(1, Ordering::SeqCst) < 2 => status(
+            500,
+            r#"{"errors":["local node not active but active cluster node not found"]}"#,
+        ),
+        "/v1/secret/data/db" => kv2(json!({"password": "after-election"})),
+        _ => basics(r),
+    });
+    let m = server.mount(&["--no-scan", "--timeout", "5s"]);
+    assert_eq!(read(m.p("secret/db/password")), "after-election");
+    assert_eq!(TRIES.load(Ordering::SeqCst), 3);
+}
