@@ -144,6 +144,17 @@ impl Bao {
 
     /// A private dev server with extra `bao server` arguments (e.g. -config).
     pub fn start_with(tls: bool, extra: &[String]) -> Bao {
+        // A port found free can be taken before the server binds it (or the
+        // cluster port beside it): a server that exits is started again.
+        for _ in 0..3 {
+            if let Some(bao) = Bao::try_start(tls, extra) {
+                return bao;
+            }
+        }
+        panic!("the OpenBao dev server exited at start three times");
+    }
+
+    fn try_start(tls: bool, extra: &[String]) -> Option<Bao> {
         let bin = bao_bin();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -180,10 +191,27 @@ impl Bao {
             tls_dir,
             log,
         };
-        wait_until("OpenBao dev server", Duration::from_secs(30), || {
-            bao.try_cli(&["status"]).is_some_and(|o| o.status.success())
-        });
-        bao
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if bao.try_cli(&["status"]).is_some_and(|o| o.status.success()) {
+                return Some(bao);
+            }
+            let log = || std::fs::read_to_string(&bao.log).unwrap_or_default();
+            let exited = bao.child.lock().unwrap().try_wait().ok().flatten();
+            if let Some(st) = exited {
+                eprintln!(
+                    "OpenBao dev server exited ({st}), starting another: {}",
+                    log()
+                );
+                return None;
+            }
+            assert!(
+                Instant::now() < end,
+                "OpenBao dev server not up within 30 s: {}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn ca_file(&self) -> Option<PathBuf> {
