@@ -716,6 +716,20 @@ pub fn status(args: &StatusArgs) -> Result<(), MountError> {
     }
 }
 
+/// Ok when the mount table shows a vaultfs mount at `path`. The table,
+/// not a stat, says what is there: a stat would wait for a stopped daemon
+/// and, while waiting, keep the mount busy.
+fn vaultfs_mounted(path: &Path) -> Result<(), MountError> {
+    match mountpoint::mount_at(path) {
+        None => Err(MountError::NotMounted(path.to_path_buf())),
+        Some(e) if !e.is_vaultfs() => Err(MountError::Mountpoint {
+            path: path.to_path_buf(),
+            message: format!("not a vaultfs mount ({})", e.fstype),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// What serves `path`, as one line, if a live vaultfs does. The mount table
 /// and the pid file's lock say who should; a bounded probe (`state`) says
 /// whether it answers.
@@ -724,13 +738,7 @@ fn live_at(path: &Path) -> Result<String, MountError> {
         path: path.to_path_buf(),
         message,
     };
-    match mountpoint::mount_at(path) {
-        None => return Err(MountError::NotMounted(path.to_path_buf())),
-        Some(e) if !e.is_vaultfs() => {
-            return Err(not(format!("not a vaultfs mount ({})", e.fstype)))
-        }
-        Some(_) => {}
-    }
+    vaultfs_mounted(path)?;
     let pid_file = PidFile::path_for(&getenv, path);
     let daemon = pid_file.as_deref().and_then(PidFile::read_live_info);
     // A pid file no daemon holds: the daemon died (a stat may still be
@@ -765,18 +773,7 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
         source,
         hint,
     };
-    // The mount table, not a stat, says what is there: a stat would wait for
-    // a stopped daemon and, while waiting, keep the mount busy.
-    match mountpoint::mount_at(&path) {
-        None => return Err(MountError::NotMounted(path)),
-        Some(e) if !e.is_vaultfs() => {
-            return Err(MountError::Mountpoint {
-                path,
-                message: format!("not a vaultfs mount ({})", e.fstype),
-            })
-        }
-        Some(_) => {}
-    }
+    vaultfs_mounted(&path)?;
     // Unmounting needs no answer from the daemon, so it is tried first; only
     // when busy is the daemon probed (bounded) to tell a dead mount, which
     // is detached at once, from one still in use.
