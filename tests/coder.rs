@@ -444,21 +444,9 @@ fn a_token_that_never_becomes_valid_fails_within_the_wait() {
 /// (root would mount directly), in a private mount namespace.
 #[test]
 fn works_with_fusermount_when_fusermount3_is_missing() {
-    use std::os::unix::fs::PermissionsExt;
     let b = bao();
     let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
-    let top = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = top.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    assert!(Command::new("chown")
-        .arg("65534:65534")
-        .arg(&home)
-        .status()
-        .unwrap()
-        .success());
-    let bin = top.path().join("vaultfs");
-    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    let (top, home, bin) = nobody_home();
     let sh = top.path().join("run.sh");
     std::fs::copy(run_sh(), &sh).unwrap();
     let script = r#"

@@ -161,15 +161,7 @@ fn allow_root_is_refused() {
 /// says `user_allow_other`. `as_user CMD` runs CMD as that user, `as_other
 /// CMD` as uid 65533. Any daemon left in a pid file is killed at the end.
 fn as_normal_user(body: &str) -> (bool, String) {
-    use std::os::unix::fs::PermissionsExt;
-    let top = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = top.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
-    let bin = top.path().join("vaultfs");
-    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    let (top, home, bin) = nobody_home();
     let script = format!(
         r#"
 set -u

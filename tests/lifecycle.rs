@@ -285,19 +285,7 @@ fn systemd_notify_ready_when_live() {
 /// node for the same device is bound over /dev/fuse, as on usual hosts.
 #[test]
 fn normal_user_mounts_through_fusermount3() {
-    use std::os::unix::fs::PermissionsExt;
-    let top = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let home = top.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    assert!(Command::new("chown")
-        .args(["65534:65534"])
-        .arg(&home)
-        .status()
-        .unwrap()
-        .success());
-    let bin = top.path().join("vaultfs");
-    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    let (top, home, bin) = nobody_home();
     let script = r#"
 set -u
 D="$1" H="$2" BIN="$3"

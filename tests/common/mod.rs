@@ -341,6 +341,22 @@ pub fn in_private_mount_ns(script: &str) -> Command {
     c
 }
 
+/// A world-traversable temporary directory holding `home` (owned by
+/// nobody, 65534) and a copy of the vaultfs binary nobody can run: for a
+/// normal user mounting through fusermount3. Returns (top, home, binary).
+pub fn nobody_home() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let top = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = top.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let bin = top.path().join("vaultfs");
+    std::fs::copy(vaultfs_bin(), &bin).unwrap();
+    (top, home, bin)
+}
+
 /// The checks of a script run by [`in_private_mount_ns`] that mounted as
 /// user 65534 through fusermount3 and printed `value=…`, the mount's
 /// `type=…` line from mountinfo and, last, `done`.
