@@ -757,6 +757,7 @@ fn live_at(path: &Path) -> Result<String, MountError> {
         (_, Some((pid, _))) => Err(not(format!(
             "vaultfs (pid {pid}) does not answer (stopped?)"
         ))),
+        (State::Unresponsive, None) => Err(not("its daemon does not answer (stopped?)".into())),
         (_, None) => Err(not(STALE.into())),
     }
 }

@@ -334,7 +334,10 @@ fn status_says_whether_a_live_vaultfs_is_mounted() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["mount", "--ttl", "1s", m]), 40),
+        "mount",
+    );
     let o = waiter.wait_with_output().unwrap();
     assert_ok(&o, "status --wait");
     let pid = h.pid(&mp);
@@ -348,6 +351,14 @@ fn status_says_whether_a_live_vaultfs_is_mounted() {
     assert_ok(&o, "status");
     let list = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(list.contains(&format!("{m}: live (pid {pid}")), "{list}");
+
+    // Stopped, past the TTL (so the kernel asks the daemon): not live,
+    // and status does not hang on it.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = status(&[m]);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_fails(&o, &format!("vaultfs (pid {pid}) does not answer"));
 
     // Killed: the kernel's entry is left, and it is not live.
     unsafe { libc::kill(pid, libc::SIGKILL) };
