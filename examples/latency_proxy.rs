@@ -92,6 +92,16 @@ struct Flight {
     last_answer: Option<Instant>,
 }
 
+impl Flight {
+    /// Add the request-seconds in flight since the last change, up to `now`.
+    fn integrate(&mut self, s: &mut Stats, now: Instant) {
+        if let Some(t) = self.last_change {
+            s.in_flight_secs += self.now as f64 * (now - t).as_secs_f64();
+        }
+        self.last_change = Some(now);
+    }
+}
+
 struct Shared {
     cfg: Config,
     start: Instant,
@@ -114,10 +124,7 @@ impl Shared {
         let now = Instant::now();
         let mut f = self.flight.lock().unwrap();
         let mut s = self.stats.lock().unwrap();
-        if let Some(t) = f.last_change {
-            s.in_flight_secs += f.now as f64 * (now - t).as_secs_f64();
-        }
-        f.last_change = Some(now);
+        f.integrate(&mut s, now);
         if delta > 0 {
             f.now += 1;
             s.requests += 1;
@@ -136,9 +143,8 @@ impl Shared {
         let now = Instant::now();
         let mut f = self.flight.lock().unwrap();
         let mut s = self.stats.lock().unwrap();
-        if let Some(t) = f.last_change {
-            s.in_flight_secs += f.now as f64 * (now - t).as_secs_f64();
-            f.last_change = Some(now);
+        if f.last_change.is_some() {
+            f.integrate(&mut s, now);
         }
         let mut out = s.clone();
         s.max_in_flight = f.now;
