@@ -70,6 +70,8 @@ fn mount_fails(mut cmd: Command) -> String {
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = std::fs::read_to_string(&err).unwrap();
+    // Beside the temporary directory, so not removed with it.
+    let _ = std::fs::remove_file(&err);
     assert!(!status.success(), "expected a failure: {text}");
     text
 }

@@ -169,7 +169,9 @@ impl Bao {
             &format!("-dev-listen-address={listen}"),
         ])
         .args(extra);
-        let tls_dir = tls.then(|| tempfile::tempdir().unwrap());
+        // Beside the log, so a shared server's certificates (it is never
+        // dropped) are swept with its log rather than left in /tmp.
+        let tls_dir = tls.then(|| tempfile::tempdir_in(&logdir).unwrap());
         if let Some(d) = &tls_dir {
             cmd.arg("-dev-tls")
                 .arg(format!("-dev-tls-cert-dir={}", d.path().display()));
@@ -560,6 +562,8 @@ impl Drop for Mount {
                 .arg(self.dir.path())
                 .status();
         }
+        // The log sits beside the temporary directory, not in it.
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
