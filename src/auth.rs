@@ -8,6 +8,8 @@ use reqwest::header::HeaderValue;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+use crate::env::Env;
+
 /// Where the token was found. Logged by name; the token never is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenOrigin {
@@ -125,15 +127,12 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
-/// Env lookup, injectable for tests.
-pub type EnvFn<'a> = &'a dyn Fn(&str) -> Option<String>;
-
 impl TokenSource {
     /// First that is set wins: `--token-file`, `VAULT_TOKEN`, `BAO_TOKEN`,
     /// `~/.vault-token`.
     pub fn resolve(
         token_file: Option<&Path>,
-        env: EnvFn<'_>,
+        env: Env<'_>,
         home: Option<&Path>,
     ) -> Result<TokenSource, TokenError> {
         if let Some(p) = token_file {

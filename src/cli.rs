@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use reqwest::Url;
 
+use crate::env::{home, vault_env, Env};
 pub use crate::logging::LogFormat;
-use crate::vault::{redact_userinfo, ClientConfig, TlsConfig};
+use crate::tls::TlsConfig;
+use crate::vault::{redact_userinfo, ClientConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -246,16 +248,6 @@ fn parse_mode(s: &str) -> Result<u16, String> {
     Ok(m)
 }
 
-/// The environment, injectable for tests.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// `VAULT_<name>`, else `BAO_<name>`; empty counts as unset.
-pub fn vault_env(env: Env<'_>, name: &str) -> Option<String> {
-    ["VAULT_", "BAO_"]
-        .iter()
-        .find_map(|p| env(&format!("{p}{name}")).filter(|v| !v.is_empty()))
-}
-
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "t")
 }
@@ -296,10 +288,6 @@ pub enum CliError {
          owner-only modes (root passes them, other users do not); see docs/security.md"
     )]
     AllowRoot,
-}
-
-pub fn home(env: Env<'_>) -> Option<PathBuf> {
-    env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
 }
 
 /// `~/secrets` unless given.

@@ -17,14 +17,16 @@ use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 use crate::auth::{TokenError, TokenSource};
 use crate::cache::CachePolicy;
 use crate::cli::{self, MountArgs, StatusArgs, UnmountArgs};
+use crate::env;
 use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
 use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
 use crate::private::{self, PrivateError};
 use crate::readiness::{self, Outcome, Reporter};
+use crate::tls::ConfigError;
 use crate::tree::Tree;
-use crate::vault::{ConfigError, TokenInfo, VaultClient};
+use crate::vault::{TokenInfo, VaultClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -160,41 +162,6 @@ fn has_cap_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
-/// The process environment; `HOME`, when unset or empty, from the password
-/// database: mount(8) runs its helpers with a clean environment, and the
-/// log, pid and token defaults then still have a home (no kept crate reads
-/// the password database, hence libc).
-fn getenv(k: &str) -> Option<String> {
-    let v = std::env::var(k).ok();
-    if k == "HOME" && v.as_deref().is_none_or(str::is_empty) {
-        return passwd_home();
-    }
-    v
-}
-
-fn passwd_home() -> Option<String> {
-    use std::ffi::CStr;
-    // SAFETY: getpwuid_r writes into the buffers we own; pw_dir is checked
-    // non-null and points into `buf`, which outlives its use.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        let rc = libc::getpwuid_r(
-            libc::geteuid(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut out,
-        );
-        if rc != 0 || out.is_null() || pw.pw_dir.is_null() {
-            return None;
-        }
-        let dir = CStr::from_ptr(pw.pw_dir).to_str().ok()?;
-        dir.starts_with('/').then(|| dir.to_string())
-    }
-}
-
 /// Everything resolved and checked before mounting.
 pub struct Prepared {
     pub mountpoint: PathBuf,
@@ -206,13 +173,14 @@ pub struct Prepared {
 /// Paths are made absolute: the background daemon runs in `/`.
 pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
     let mut args = args.clone();
-    let mountpoint = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
+    let mountpoint =
+        mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
     args.token_file = args
         .token_file
         .map(|f| std::path::absolute(&f).unwrap_or(f));
-    let cfg = args.client_config(&getenv)?;
-    let home = cli::home(&getenv);
-    let token = TokenSource::resolve(args.token_file.as_deref(), &getenv, home.as_deref())?;
+    let cfg = args.client_config(&env::process)?;
+    let home = env::home(&env::process);
+    let token = TokenSource::resolve(args.token_file.as_deref(), &env::process, home.as_deref())?;
     let client = Arc::new(VaultClient::new(cfg, Arc::new(token))?);
     Ok(Prepared {
         mountpoint,
@@ -274,7 +242,7 @@ pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
             })?;
         }
         s @ (State::Live | State::Unresponsive) => {
-            let pid = PidFile::path_for(&getenv, path)
+            let pid = PidFile::path_for(&env::process, path)
                 .and_then(|f| PidFile::read_live(&f))
                 .map(|p| format!(" (pid {p})"))
                 .unwrap_or_default();
@@ -375,7 +343,7 @@ pub fn serve(
     rt.spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: unmounting");
-        let _ = readiness::sd_notify(&getenv, "STOPPING=1");
+        let _ = readiness::sd_notify(&env::process, "STOPPING=1");
         unmount_own(&mut unmounter, &mp);
     });
     crate::renew::spawn(p.client.clone(), token, rt.handle());
@@ -437,7 +405,7 @@ fn announce_when_live(
         reporter.failed(&e.to_string());
         return (Err(e), None);
     }
-    let pid_file = PidFile::path_for(&getenv, mp).and_then(|f| {
+    let pid_file = PidFile::path_for(&env::process, mp).and_then(|f| {
         PidFile::create(&f, address)
             .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
             .ok()
@@ -447,7 +415,7 @@ fn announce_when_live(
         unmount_own(&mut unmounter, mp);
         return (Ok(()), pid_file);
     }
-    if let Err(e) = readiness::sd_notify(&getenv, "READY=1") {
+    if let Err(e) = readiness::sd_notify(&env::process, "READY=1") {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
     tracing::info!(mountpoint = %mp.display(), "mounted and live");
@@ -514,7 +482,7 @@ fn log_file(args: &MountArgs) -> Option<(PathBuf, bool)> {
         return Some((std::path::absolute(f).unwrap_or_else(|_| f.clone()), false));
     }
     (!args.foreground)
-        .then(|| mountpoint::state_dir(&getenv).map(|d| (d.join("vaultfs.log"), true)))
+        .then(|| mountpoint::state_dir(&env::process).map(|d| (d.join("vaultfs.log"), true)))
         .flatten()
 }
 
@@ -539,7 +507,7 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
         .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
     let log = log.map(|(path, _)| path);
     let p = prepare(args)?;
-    let lock = mountpoint::lock(&getenv, &p.mountpoint, args.wait).map_err(|e| {
+    let lock = mountpoint::lock(&env::process, &p.mountpoint, args.wait).map_err(|e| {
         MountError::Mountpoint {
             path: p.mountpoint.clone(),
             message: format!("cannot take the mount lock: {e}"),
@@ -702,7 +670,7 @@ pub fn status(args: &StatusArgs) -> Result<(), MountError> {
         }
         return Ok(());
     }
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
+    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
     let end = std::time::Instant::now() + args.wait.unwrap_or_default();
     loop {
         match live_at(&path) {
@@ -739,7 +707,7 @@ fn live_at(path: &Path) -> Result<String, MountError> {
         message,
     };
     vaultfs_mounted(path)?;
-    let pid_file = PidFile::path_for(&getenv, path);
+    let pid_file = PidFile::path_for(&env::process, path);
     let daemon = pid_file.as_deref().and_then(PidFile::read_live_info);
     // A pid file no daemon holds: the daemon died (a stat may still be
     // answered from the kernel's attribute cache, so it cannot tell).
@@ -766,8 +734,8 @@ const STALE: &str =
     "stale: its daemon is gone; `vaultfs unmount` or the next `vaultfs mount` removes it";
 
 pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &getenv)?);
-    let pid_file = PidFile::path_for(&getenv, &path);
+    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
+    let pid_file = PidFile::path_for(&env::process, &path);
     let pid = pid_file.as_deref().and_then(PidFile::read_live);
     let fail = |source: io::Error, hint| MountError::Unmount {
         path: path.clone(),

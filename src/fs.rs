@@ -22,8 +22,8 @@ use fuser::{
 use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
+use crate::store::SecretStore;
 use crate::tree::{Entry, Held, Kind, Listing, Tree};
-use crate::vault::SecretStore;
 
 /// How files look to `stat`.
 #[derive(Debug, Clone)]
@@ -856,8 +856,8 @@ mod lookup_tests {
     use super::*;
     use crate::cache::CachePolicy;
     use crate::secret::Secret;
+    use crate::store::{KvMount, KvVersion};
     use crate::tree::ROOT_INO;
-    use crate::vault::{KvMount, KvVersion};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// One folder `a` in mount `secret`; LIST of `a` hangs once `hang` is set.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cli::{self, Env};
+use crate::env::{self, Env};
 use crate::private::{PrivateDir, PrivateError};
 
 /// The FUSE superblock magic (`statfs.f_type`), see linux/magic.h.
@@ -255,7 +255,7 @@ pub fn state_dir(env: Env<'_>) -> Option<PathBuf> {
     env("XDG_STATE_HOME")
         .filter(|v| v.starts_with('/'))
         .map(PathBuf::from)
-        .or_else(|| cli::home(env).map(|h| h.join(".local/state")))
+        .or_else(|| env::home(env).map(|h| h.join(".local/state")))
         .map(|d| d.join("vaultfs"))
 }
 

@@ -141,7 +141,7 @@ fn parse(buf: &[u8]) -> Option<Outcome> {
 /// Kept by hand: the sd-notify crate (0.5) connects to NOTIFY_SOCKET as a
 /// path, so an abstract `@` socket (which sd_notify(3) allows; tests/lifecycle.rs
 /// uses one) fails with it, and it reads only the process environment.
-pub fn sd_notify(env: crate::cli::Env<'_>, state: &str) -> io::Result<()> {
+pub fn sd_notify(env: crate::env::Env<'_>, state: &str) -> io::Result<()> {
     let Some(path) = env("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {
         return Ok(());
     };

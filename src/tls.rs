@@ -9,7 +9,35 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Certificate, ClientBuilder, Identity, Url};
 use zeroize::Zeroizing;
 
-use crate::vault::{ConfigError, TlsConfig};
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    pub ca_cert: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub skip_verify: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {what} in {path}: {message}")]
+    BadPem {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot build HTTP client: {0}")]
+    Client(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
+}
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|source| ConfigError::ReadFile {

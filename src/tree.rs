@@ -17,7 +17,7 @@ use crate::cache::{Answer, Cache, CachePolicy, Weigh};
 use crate::error::{FsError, VaultError};
 use crate::naming;
 use crate::secret::{Secret, SecretFile, ENV_VIEW, JSON_VIEW};
-use crate::vault::{KvMount, KvVersion, Metadata, SecretStore};
+use crate::store::{KvMount, KvVersion, Metadata, SecretStore};
 
 mod history;
 
@@ -1279,7 +1279,7 @@ fn encoded(seg: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vault::KvVersion;
+    use crate::store::KvVersion;
 
     fn m(p: &str) -> KvMount {
         KvMount {

@@ -13,8 +13,9 @@ use vaultfs::cache::CachePolicy;
 use vaultfs::error::VaultError;
 use vaultfs::naming::{decode, encode, NAME_MAX};
 use vaultfs::secret::{Secret, SecretFile};
+use vaultfs::store::{KvMount, KvVersion, SecretStore};
 use vaultfs::tree::{is_path_segment, listing_children, Tree, ROOT_INO};
-use vaultfs::vault::{parse_list, parse_read, request_url, KvMount, KvVersion, SecretStore};
+use vaultfs::vault::{parse_list, parse_read, request_url};
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {

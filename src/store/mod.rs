@@ -1,0 +1,77 @@
+//! The boundary between the filesystem and where secrets come from: the
+//! [`SecretStore`] trait and the types it speaks. The HTTP client
+//! (`vault`) implements it for a real server.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::VaultError;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvVersion {
+    V1,
+    V2,
+}
+
+/// A KV secrets engine mount. `path` has no trailing slash (`secret`, `team/kv`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KvMount {
+    pub path: String,
+    pub version: KvVersion,
+}
+
+/// What the filesystem needs from Vault. Paths inside a mount have no
+/// leading or trailing slash; `""` is the mount's root.
+pub trait SecretStore: Send + Sync + 'static {
+    /// The KV mounts to show.
+    fn mounts(&self) -> impl Future<Output = Result<Vec<KvMount>, VaultError>> + Send;
+    /// The raw LIST keys of a folder (`name` for secrets, `name/` for folders).
+    fn list(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+    /// Every secret below a folder, recursively (OpenBao's SCAN): keys like
+    /// `a/b/c`, secrets only. Servers without SCAN answer an error.
+    fn scan(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<String>, VaultError>> + Send;
+    /// The current version of a secret.
+    fn read(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
+    /// Version `version` of a KV v2 secret. Stores without history have none.
+    fn read_version(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send {
+        let _ = (mount, path, version);
+        async { Err(VaultError::NotFound) }
+    }
+    /// A KV v2 secret's metadata. Stores without history have none.
+    fn metadata(
+        &self,
+        mount: &KvMount,
+        path: &str,
+    ) -> impl Future<Output = Result<Metadata, VaultError>> + Send {
+        let _ = (mount, path);
+        async { Err(VaultError::NotFound) }
+    }
+}
+
+/// A KV v2 secret's metadata (`GET <mount>/metadata/<path>`).
+pub struct Metadata {
+    /// Vault's `data` object with its keys sorted, as the one view of a
+    /// secret-shaped holder, so a `.metadata.json` inode holds it like any file.
+    pub document: Arc<Secret>,
+    /// The versions that still hold data (neither deleted nor destroyed),
+    /// ascending.
+    pub live: Vec<u64>,
+}
