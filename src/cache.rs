@@ -313,7 +313,8 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
             .sum()
     }
 
-    /// Entries and bytes held (for tests and stats).
+    /// Entries and bytes held.
+    #[cfg(test)]
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.inner.lock().expect("cache lock");
         (inner.lru.len(), inner.bytes)

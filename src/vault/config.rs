@@ -1,0 +1,96 @@
+//! What the client is told: where Vault is, which namespace and mounts,
+//! deadlines, TLS and limits. Nothing here may show the address's userinfo.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::tls::TlsConfig;
+
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub address: Url,
+    pub namespace: Option<String>,
+    /// Deadline of one request, connect to last byte.
+    pub timeout: Duration,
+    /// Show only these mounts (`--kv`); empty means all KV mounts.
+    pub kv_filter: Vec<String>,
+    pub tls: TlsConfig,
+    pub max_response_bytes: usize,
+    /// Requests in flight at once; the rest wait.
+    pub max_requests: usize,
+    /// Retries of one request; `None`: as many as fit in its deadline.
+    pub max_retries: Option<u32>,
+}
+
+impl ClientConfig {
+    /// The address as shown in errors and logs: without userinfo.
+    pub fn shown_address(&self) -> String {
+        redact_userinfo(self.address.as_str())
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    /// Written out so that the address's userinfo cannot reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.shown_address())
+            .field("namespace", &self.namespace)
+            .field("timeout", &self.timeout)
+            .field("kv_filter", &self.kv_filter)
+            .field("tls", &self.tls)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_requests", &self.max_requests)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
+/// `addr` with its userinfo (`user:pass@`), if any, replaced by `***@`.
+/// VAULT_ADDR may carry credentials (for a proxy in front of Vault), and the
+/// address is shown in errors and logs. Works on strings that are not valid
+/// URLs too, since those are echoed when rejected.
+pub fn redact_userinfo(addr: &str) -> String {
+    let start = addr.find("://").map_or(0, |i| i + 3);
+    let rest = &addr[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}***@{}", &addr[..start], &rest[at + 1..]),
+        None => addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_redacted() {
+        for (given, shown) in [
+            ("https://u:p@vault:8200/x", "https://***@vault:8200/x"),
+            ("http://:p@h", "http://***@h"),
+            ("http://u@h/a@b", "http://***@h/a@b"),
+            ("u:p@h:1", "***@h:1"),
+            ("http://u:p@[::1", "http://***@[::1"),
+            ("https://vault:8200/a@b", "https://vault:8200/a@b"),
+            ("http://h?x=a@b", "http://h?x=a@b"),
+        ] {
+            assert_eq!(redact_userinfo(given), shown);
+        }
+        let cfg = ClientConfig {
+            address: Url::parse("https://user:Pa55@vault:8200").unwrap(),
+            namespace: None,
+            timeout: Duration::from_secs(1),
+            kv_filter: Vec::new(),
+            tls: TlsConfig::default(),
+            max_response_bytes: 1,
+            max_requests: 1,
+            max_retries: None,
+        };
+        let d = format!("{cfg:?}");
+        assert!(
+            d.contains("vault:8200") && !d.contains("Pa55") && !d.contains("user"),
+            "{d}"
+        );
+    }
+}
