@@ -1,13 +1,15 @@
 //! The mount's life: check the token, mount, prove the mount is live, serve,
-//! unmount on a signal; and `vaultfs unmount`.
-//!
-//! In the background (the default) we fork *before* any thread exists (the
-//! tokio runtime is built in the child). Errors found before the fork are
-//! returned directly; the child reports its outcome on a pipe, and the
-//! parent exits 0 only after the child has listed the mount's root.
+//! unmount on a signal. Errors found before going into the background
+//! ([`fork`]) are returned directly. [`control`]: `vaultfs status` and
+//! `vaultfs unmount`.
+
+mod control;
+mod fork;
+mod harden;
+
+pub use control::{status, unmount};
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,14 +18,14 @@ use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
 
 use crate::auth::{TokenError, TokenSource};
 use crate::cache::CachePolicy;
-use crate::cli::{self, MountArgs, StatusArgs, UnmountArgs};
+use crate::cli::{self, MountArgs};
 use crate::env;
 use crate::error::VaultError;
 use crate::fs::{FsOptions, VaultFs};
 use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
 use crate::private::{self, PrivateError};
-use crate::readiness::{self, Outcome, Reporter};
+use crate::readiness::{self, Reporter};
 use crate::tls::ConfigError;
 use crate::tree::Tree;
 use crate::vault::{TokenInfo, VaultClient};
@@ -81,86 +83,6 @@ pub enum MountError {
 
 /// What a filesystem operation may take beyond one request's deadline.
 const OP_SLACK: Duration = Duration::from_secs(1);
-
-/// Turn off core dumps and ptrace by same-uid processes, and keep memory
-/// out of swap when that is safe (see docs/security.md).
-pub fn harden(mlock: bool) {
-    // SAFETY: plain syscall with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "cannot disable core dumps");
-    }
-    if !mlock {
-        return;
-    }
-    match memlock_allowed() {
-        Ok(()) => {
-            // MCL_ONFAULT locks each page when it is first touched instead of
-            // faulting in everything mapped: reserved but untouched memory
-            // (fuser's 16 MiB request buffer, thread stacks) stays out of
-            // RAM, while every page that ever holds data is locked the moment
-            // it does. Kernels before 4.4 refuse the flag: lock it all then.
-            let all = libc::MCL_CURRENT | libc::MCL_FUTURE;
-            // SAFETY: plain syscalls with constant arguments.
-            let mut rc = unsafe { libc::mlockall(all | libc::MCL_ONFAULT) };
-            if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                rc = unsafe { libc::mlockall(all) };
-            }
-            if rc != 0 {
-                tracing::warn!(
-                    error = %io::Error::last_os_error(),
-                    "cannot lock memory: secrets may reach swap (pass --no-mlock to silence)"
-                );
-            }
-        }
-        Err(why) => tracing::warn!(
-            "not locking memory ({why}): secrets may reach swap; raise the limit \
-             (ulimit -l unlimited, LimitMEMLOCK=infinity) or pass --no-mlock to silence"
-        ),
-    }
-}
-
-/// Whether mlockall(MCL_FUTURE) is safe: with a finite RLIMIT_MEMLOCK it
-/// would make every allocation past the limit fail, crashing the daemon
-/// later instead of warning now. Safe with an unlimited limit (the soft one
-/// is raised to the hard one first) or with CAP_IPC_LOCK.
-fn memlock_allowed() -> Result<(), String> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
-            return Err(io::Error::last_os_error().to_string());
-        }
-        if lim.rlim_cur != lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
-        }
-    }
-    if lim.rlim_max == libc::RLIM_INFINITY || has_cap_ipc_lock() {
-        return Ok(());
-    }
-    Err(format!(
-        "RLIMIT_MEMLOCK is {} KiB and CAP_IPC_LOCK is missing",
-        lim.rlim_max / 1024
-    ))
-}
-
-fn has_cap_ipc_lock() -> bool {
-    const CAP_IPC_LOCK: u32 = 14;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
-}
 
 /// Everything resolved and checked before mounting.
 pub struct Prepared {
@@ -464,7 +386,7 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 /// Everything after the fork (or all of it in the foreground): needs the
 /// runtime, so threads, so it never runs in a process that will fork.
 fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
-    harden(!p.args.no_mlock);
+    harden::harden(!p.args.no_mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
     let tree = Arc::new(
         Tree::new(p.client.clone(), cache_policy(&p.args))
@@ -517,266 +439,5 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     if args.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    background(p, log.as_deref(), stderr_f, lock)
-}
-
-/// `lock` is released when the parent exits, after the mount is live.
-fn background(
-    p: Prepared,
-    log: Option<&Path>,
-    log_f: Option<std::fs::File>,
-    lock: Option<std::fs::File>,
-) -> Result<(), MountError> {
-    let wait = p.args.wait;
-    let mp = p.mountpoint.clone();
-    let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
-    // SAFETY: no other thread exists yet (the runtime is built in the child).
-    match unsafe { libc::fork() } {
-        -1 => Err(MountError::Other(format!(
-            "fork: {}",
-            io::Error::last_os_error()
-        ))),
-        0 => {
-            drop((rx, lock));
-            let code = child(p, tx, log_f);
-            std::process::exit(code)
-        }
-        pid => {
-            drop(tx);
-            parent(pid, rx, wait, &mp, log)
-        }
-    }
-}
-
-/// The daemon: detach from the terminal and the caller's pipes (a start
-/// script's output must not stay open because of us), then run.
-fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
-    // SAFETY: plain syscalls on fds we own.
-    unsafe {
-        libc::setsid();
-        let _ = libc::chdir(c"/".as_ptr());
-    }
-    let null = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null");
-    let err = log.or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
-    if let (Ok(null), Some(err)) = (&null, &err) {
-        // SAFETY: dup2 onto the standard fds; panics then land in the log.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(err.as_raw_fd(), 2);
-        }
-    }
-    let mut reporter = Reporter::pipe(tx);
-    match run_daemon(p, &mut reporter) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            reporter.failed(&e.to_string());
-            1
-        }
-    }
-}
-
-/// Wait for the daemon's word. On a timeout, stop it and leave nothing mounted.
-fn parent(
-    pid: i32,
-    rx: OwnedFd,
-    wait: Duration,
-    mp: &Path,
-    log: Option<&Path>,
-) -> Result<(), MountError> {
-    let see_log = log
-        .map(|l| format!("; see {}", l.display()))
-        .unwrap_or_default();
-    match readiness::wait(rx, wait) {
-        Outcome::Ready => Ok(()),
-        Outcome::Failed(msg) => {
-            reap(pid, Duration::from_secs(5));
-            Err(MountError::Daemon(msg))
-        }
-        Outcome::Vanished => {
-            let status = reap(pid, Duration::from_secs(5));
-            cleanup_dead(mp);
-            Err(MountError::Other(format!(
-                "the daemon exited ({status}) before the mount was live{see_log}"
-            )))
-        }
-        Outcome::TimedOut => {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            if reap(pid, Duration::from_secs(5)) == "still running" {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                reap(pid, Duration::from_secs(5));
-            }
-            cleanup_dead(mp);
-            Err(MountError::Other(format!(
-                "{}: the mount was not live within {} (is Vault slow or unreachable?){see_log}",
-                mp.display(),
-                humantime::format_duration(wait)
-            )))
-        }
-    }
-}
-
-/// Wait for our child; describe how it ended.
-fn reap(pid: i32, timeout: Duration) -> String {
-    let end = std::time::Instant::now() + timeout;
-    loop {
-        let mut st = 0;
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        if r == pid {
-            return if libc::WIFSIGNALED(st) {
-                format!("killed by signal {}", libc::WTERMSIG(st))
-            } else {
-                format!("exit status {}", libc::WEXITSTATUS(st))
-            };
-        }
-        if r < 0 || std::time::Instant::now() >= end {
-            return if r < 0 {
-                "gone".into()
-            } else {
-                "still running".into()
-            };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn cleanup_dead(mp: &Path) {
-    if mountpoint::state(mp) == State::Dead {
-        let _ = mountpoint::unmount(mp, true);
-    }
-}
-
-/// `vaultfs unmount`: unmount, then wait for the daemon to exit.
-/// `vaultfs status MOUNTPOINT [--wait D]`: one line and exit 0 when a live
-/// vaultfs serves it, else the reason (not mounted, not vaultfs, a daemon
-/// that does not answer, a stale mount). Without a mount point: this user's
-/// vaultfs mounts, one line each. Never waits on a daemon: see `live_at`.
-pub fn status(args: &StatusArgs) -> Result<(), MountError> {
-    if args.mountpoint.is_none() && args.wait.is_none() {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
-        for m in mountpoint::vaultfs_mounts()
-            .iter()
-            .filter(|m| m.owner == Some(uid))
-        {
-            println!("{}", live_at(&m.target).unwrap_or_else(|e| e.to_string()));
-        }
-        return Ok(());
-    }
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
-    let end = std::time::Instant::now() + args.wait.unwrap_or_default();
-    loop {
-        match live_at(&path) {
-            Ok(line) => {
-                println!("{line}");
-                return Ok(());
-            }
-            Err(e) if std::time::Instant::now() >= end => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Ok when the mount table shows a vaultfs mount at `path`. The table,
-/// not a stat, says what is there: a stat would wait for a stopped daemon
-/// and, while waiting, keep the mount busy.
-fn vaultfs_mounted(path: &Path) -> Result<(), MountError> {
-    match mountpoint::mount_at(path) {
-        None => Err(MountError::NotMounted(path.to_path_buf())),
-        Some(e) if !e.is_vaultfs() => Err(MountError::Mountpoint {
-            path: path.to_path_buf(),
-            message: format!("not a vaultfs mount ({})", e.fstype),
-        }),
-        Some(_) => Ok(()),
-    }
-}
-
-/// What serves `path`, as one line, if a live vaultfs does. The mount table
-/// and the pid file's lock say who should; a bounded probe (`state`) says
-/// whether it answers.
-fn live_at(path: &Path) -> Result<String, MountError> {
-    let not = |message: String| MountError::Mountpoint {
-        path: path.to_path_buf(),
-        message,
-    };
-    vaultfs_mounted(path)?;
-    let pid_file = PidFile::path_for(&env::process, path);
-    let daemon = pid_file.as_deref().and_then(PidFile::read_live_info);
-    // A pid file no daemon holds: the daemon died (a stat may still be
-    // answered from the kernel's attribute cache, so it cannot tell).
-    if daemon.is_none() && pid_file.is_some_and(|f| f.exists()) {
-        return Err(not(STALE.into()));
-    }
-    match (mountpoint::state(path), daemon) {
-        (State::Live, Some((pid, address))) => {
-            Ok(format!("{}: live (pid {pid}, {address})", path.display()))
-        }
-        (State::Live, None) => Ok(format!(
-            "{}: live (daemon not recorded here)",
-            path.display()
-        )),
-        (_, Some((pid, _))) => Err(not(format!(
-            "vaultfs (pid {pid}) does not answer (stopped?)"
-        ))),
-        (State::Unresponsive, None) => Err(not("its daemon does not answer (stopped?)".into())),
-        (_, None) => Err(not(STALE.into())),
-    }
-}
-
-const STALE: &str =
-    "stale: its daemon is gone; `vaultfs unmount` or the next `vaultfs mount` removes it";
-
-pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
-    let pid_file = PidFile::path_for(&env::process, &path);
-    let pid = pid_file.as_deref().and_then(PidFile::read_live);
-    let fail = |source: io::Error, hint| MountError::Unmount {
-        path: path.clone(),
-        source,
-        hint,
-    };
-    vaultfs_mounted(&path)?;
-    // Unmounting needs no answer from the daemon, so it is tried first; only
-    // when busy is the daemon probed (bounded) to tell a dead mount, which
-    // is detached at once, from one still in use.
-    match mountpoint::unmount(&path, args.lazy) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::state(&path) {
-            // Its daemon is gone; only the kernel's entry is left.
-            State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
-            State::Unresponsive => return Err(fail(
-                e,
-                " (a process is using it, and its daemon does not answer: stopped?; pass --lazy to detach it)",
-            )),
-            _ => return Err(fail(
-                e,
-                " (a process has a file open or its working directory there; close it, or pass --lazy)",
-            )),
-        },
-        Err(e) => return Err(fail(e, "")),
-    }
-    // After a lazy detach the daemon lives until the last open file closes.
-    if let Some(pid) = pid.filter(|_| !args.lazy) {
-        if !mountpoint::wait_exit(pid, args.wait) {
-            if mountpoint::is_stopped(pid) {
-                return Err(MountError::Other(format!(
-                    "{} is unmounted, but its daemon (pid {pid}) is stopped: it exits once continued (kill -CONT {pid})",
-                    path.display()
-                )));
-            }
-            return Err(MountError::Other(format!(
-                "{} is unmounted, but its daemon (pid {pid}) did not exit within {}",
-                path.display(),
-                humantime::format_duration(args.wait)
-            )));
-        }
-    }
-    Ok(())
+    fork::background(p, log.as_deref(), stderr_f, lock)
 }
