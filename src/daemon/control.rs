@@ -25,7 +25,7 @@ pub fn status(args: &StatusArgs) -> Result<(), MountError> {
         }
         return Ok(());
     }
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
+    let path = cli::mountpoint(args.mountpoint.as_deref(), &env::process)?;
     let end = std::time::Instant::now() + args.wait.unwrap_or_default();
     loop {
         match live_at(&path) {
@@ -90,7 +90,7 @@ const STALE: &str =
 
 /// `vaultfs unmount`: unmount, then wait for the daemon to exit.
 pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
-    let path = mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
+    let path = cli::mountpoint(args.mountpoint.as_deref(), &env::process)?;
     let pid_file = PidFile::path_for(&env::process, &path);
     let pid = pid_file.as_deref().and_then(PidFile::read_live);
     let fail = |source: io::Error, hint| MountError::Unmount {

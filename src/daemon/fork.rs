@@ -15,12 +15,12 @@ use crate::readiness::{self, Outcome, Reporter};
 /// `lock` is released when the parent exits, after the mount is live.
 pub(super) fn background(
     p: Prepared,
-    log: Option<&Path>,
     log_f: Option<std::fs::File>,
     lock: Option<std::fs::File>,
 ) -> Result<(), MountError> {
-    let wait = p.args.wait;
-    let mp = p.mountpoint.clone();
+    let wait = p.settings.wait;
+    let mp = p.settings.mountpoint.clone();
+    let log = p.settings.log.file.as_ref().map(|l| l.path.clone());
     let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
     // SAFETY: no other thread exists yet (the runtime is built in the child).
     match unsafe { libc::fork() } {
@@ -35,7 +35,7 @@ pub(super) fn background(
         }
         pid => {
             drop(tx);
-            parent(pid, rx, wait, &mp, log)
+            parent(pid, rx, wait, &mp, log.as_deref())
         }
     }
 }

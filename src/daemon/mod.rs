@@ -14,14 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config as FuseConfig, MountOption, Session, SessionACL};
+use fuser::Session;
 
 use crate::auth::{TokenError, TokenSource};
-use crate::cache::CachePolicy;
-use crate::cli::{self, MountArgs};
+use crate::cli::{self, MountArgs, Settings};
 use crate::env;
 use crate::error::VaultError;
-use crate::fs::{FsOptions, VaultFs};
+use crate::fs::VaultFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, State};
 use crate::private::{self, PrivateError};
@@ -81,39 +80,27 @@ pub enum MountError {
     Other(String),
 }
 
-/// What a filesystem operation may take beyond one request's deadline.
-const OP_SLACK: Duration = Duration::from_secs(1);
-
 /// Everything resolved and checked before mounting.
-pub struct Prepared {
-    pub mountpoint: PathBuf,
-    pub client: Arc<VaultClient>,
-    pub args: MountArgs,
+struct Prepared {
+    settings: Settings,
+    client: Arc<VaultClient>,
 }
 
-/// Resolve settings and read the token: errors here need no network.
-/// Paths are made absolute: the background daemon runs in `/`.
-pub fn prepare(args: &MountArgs) -> Result<Prepared, MountError> {
-    let mut args = args.clone();
-    let mountpoint =
-        mountpoint::resolve(&cli::mountpoint(args.mountpoint.as_deref(), &env::process)?);
-    args.token_file = args
-        .token_file
-        .map(|f| std::path::absolute(&f).unwrap_or(f));
-    let cfg = args.client_config(&env::process)?;
+/// Read the token and build the client: errors here need no network.
+fn prepare(settings: Settings) -> Result<Prepared, MountError> {
     let home = env::home(&env::process);
-    let token = TokenSource::resolve(args.token_file.as_deref(), &env::process, home.as_deref())?;
-    let client = Arc::new(VaultClient::new(cfg, Arc::new(token))?);
-    Ok(Prepared {
-        mountpoint,
-        client,
-        args,
-    })
+    let token = TokenSource::resolve(
+        settings.token_file.as_deref(),
+        &env::process,
+        home.as_deref(),
+    )?;
+    let client = Arc::new(VaultClient::new(settings.client.clone(), Arc::new(token))?);
+    Ok(Prepared { settings, client })
 }
 
 /// Check the token and that mounts can be listed (through the tree, whose
 /// cache then already holds the mount table).
-pub async fn check_vault(
+async fn check_vault(
     client: &VaultClient,
     tree: &Tree<VaultClient>,
 ) -> Result<TokenInfo, MountError> {
@@ -148,7 +135,7 @@ pub async fn check_vault(
 ///
 /// Mounting over a live vaultfs mount is an error, whatever its settings:
 /// a second daemon stacked on the first would hide it without stopping it.
-pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
+fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
     let err = |message: String| MountError::Mountpoint {
         path: path.to_path_buf(),
         message,
@@ -193,60 +180,19 @@ pub fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
     }
 }
 
-fn fuse_config(args: &MountArgs) -> FuseConfig {
-    let mut c = FuseConfig::default();
-    c.mount_options = vec![
-        MountOption::RO,
-        MountOption::FSName("vaultfs".into()),
-        MountOption::Subtype("vaultfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::NoExec,
-        MountOption::NoAtime,
-    ];
-    // With allow_other the kernel lets every uid past FUSE and enforces the
-    // modes on every access, cached or not (DefaultPermissions). fuser's
-    // RootAndOwner is never used: see MountArgs::check.
-    c.acl = if args.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    c
-}
-
-pub fn cache_policy(args: &MountArgs) -> CachePolicy {
-    CachePolicy {
-        ttl: args.ttl,
-        stale_if_error: args.stale_if_error,
-        max_entries: args.cache_entries.max(1),
-        max_bytes: args.cache_mib.max(1) << 20,
-    }
-}
-
 /// Mount and serve until unmounted or signalled. Blocks. `reporter` hears
 /// once the root has been listed (or why the mount failed to come up); it is
 /// left pending when an error is returned before the mount exists.
-pub fn serve(
+fn serve(
     p: Prepared,
     tree: Arc<Tree<VaultClient>>,
     token: TokenInfo,
     rt: &tokio::runtime::Runtime,
     reporter: &mut Reporter,
 ) -> Result<(), MountError> {
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let opts = FsOptions {
-        uid: p.args.uid.unwrap_or(uid),
-        gid: p.args.gid.unwrap_or(gid),
-        file_mode: p.args.file_mode,
-        dir_mode: p.args.dir_mode,
-        ttl: p.args.ttl,
-        op_timeout: p.client.config().timeout + OP_SLACK,
-    };
-    let fs = VaultFs::new(tree, rt.handle().clone(), opts);
-    let mut session = Session::new(fs, &p.mountpoint, &fuse_config(&p.args)).map_err(|source| {
+    let mp = &p.settings.mountpoint;
+    let fs = VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone());
+    let mut session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| {
         let hint = if !Path::new("/dev/fuse").exists() {
             " (no /dev/fuse: FUSE is not available here)"
         } else if source.kind() == io::ErrorKind::PermissionDenied {
@@ -255,26 +201,26 @@ pub fn serve(
             ""
         };
         MountError::Fuse {
-            path: p.mountpoint.clone(),
+            path: mp.clone(),
             source,
             hint,
         }
     })?;
     let mut unmounter = session.unmount_callable();
-    let mp = p.mountpoint.clone();
+    let signalled = mp.clone();
     rt.spawn(async move {
         wait_for_signal().await;
         tracing::info!("signal received: unmounting");
         let _ = readiness::sd_notify(&env::process, "STOPPING=1");
-        unmount_own(&mut unmounter, &mp);
+        unmount_own(&mut unmounter, &signalled);
     });
     crate::renew::spawn(p.client.clone(), token, rt.handle());
     // The session loop must run for the root to be listed: check from a
     // thread of our own while this one serves.
     let check = {
         let unmounter = session.unmount_callable();
-        let mp = p.mountpoint.clone();
-        let wait = p.args.wait;
+        let mp = mp.clone();
+        let wait = p.settings.wait;
         let address = p.client.config().shown_address();
         let reporter = std::mem::take(reporter);
         std::thread::Builder::new()
@@ -375,7 +321,7 @@ async fn wait_for_signal() {
     }
 }
 
-pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("vaultfs-io")
@@ -386,34 +332,24 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
 /// Everything after the fork (or all of it in the foreground): needs the
 /// runtime, so threads, so it never runs in a process that will fork.
 fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
-    harden::harden(!p.args.no_mlock);
+    harden::harden(p.settings.mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
     let tree = Arc::new(
-        Tree::new(p.client.clone(), cache_policy(&p.args))
-            .with_prefetch(p.args.max_requests)
-            .with_scan(!p.args.no_scan),
+        Tree::new(p.client.clone(), p.settings.cache)
+            .with_prefetch(p.settings.prefetch)
+            .with_scan(p.settings.scan),
     );
     let token = rt.block_on(check_vault(&p.client, &tree))?;
     serve(p, tree, token, &rt, reporter)
 }
 
-/// The log file in the background: `--log-file`, else under the state dir
-/// (then `true`: a directory vaultfs owns, checked as such).
-fn log_file(args: &MountArgs) -> Option<(PathBuf, bool)> {
-    if let Some(f) = &args.log_file {
-        return Some((std::path::absolute(f).unwrap_or_else(|_| f.clone()), false));
-    }
-    (!args.foreground)
-        .then(|| mountpoint::state_dir(&env::process).map(|d| (d.join("vaultfs.log"), true)))
-        .flatten()
-}
-
 /// `vaultfs mount`.
 pub fn mount(args: &MountArgs) -> Result<(), MountError> {
-    args.check()?;
-    let log = log_file(args);
-    let log_f = match &log {
-        Some((path, ours)) => Some(private::open_log(path, *ours).map_err(MountError::Log)?),
+    let settings = Settings::resolve(args, &env::process)?;
+    let log_f = match &settings.log.file {
+        Some(log) => {
+            Some(private::open_log(&log.path, log.default_place).map_err(MountError::Log)?)
+        }
         None => None,
     };
     // The same open file serves the logger and, in the background, the
@@ -425,19 +361,19 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
             .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
     };
     let stderr_f = log_f.as_ref().map(dup).transpose()?;
-    logging::init(log_f, args.log_format, args.log_max_size)
+    logging::init(log_f, settings.log.format, settings.log.max_size)
         .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
-    let log = log.map(|(path, _)| path);
-    let p = prepare(args)?;
-    let lock = mountpoint::lock(&env::process, &p.mountpoint, args.wait).map_err(|e| {
+    let p = prepare(settings)?;
+    let mp = &p.settings.mountpoint;
+    let lock = mountpoint::lock(&env::process, mp, p.settings.wait).map_err(|e| {
         MountError::Mountpoint {
-            path: p.mountpoint.clone(),
+            path: mp.clone(),
             message: format!("cannot take the mount lock: {e}"),
         }
     })?;
-    prepare_mountpoint(&p.mountpoint)?;
-    if args.foreground {
+    prepare_mountpoint(mp)?;
+    if p.settings.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    fork::background(p, log.as_deref(), stderr_f, lock)
+    fork::background(p, stderr_f, lock)
 }
