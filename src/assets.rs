@@ -1,5 +1,5 @@
 //! Shell completions and man pages, generated from the clap definition in
-//! `cli.rs` at run time, so they cannot drift from the flags: `vaultfs
+//! `cli/mod.rs` at run time, so they cannot drift from the flags: `vaultfs
 //! completions SHELL`, `vaultfs man [--dir DIR]` (scripts/package puts both
 //! in the release archive; tests/assets.rs checks they name every flag).
 

@@ -34,7 +34,7 @@ impl MountEntry {
         self.fstype == "fuse.vaultfs" || (self.fstype == "fuse" && self.source == "vaultfs")
     }
 
-    pub fn is_fuse(&self) -> bool {
+    fn is_fuse(&self) -> bool {
         self.fstype == "fuse" || self.fstype.starts_with("fuse.")
     }
 }

@@ -42,7 +42,8 @@ impl Reporter {
     }
 
     /// Whether an answer is still owed (so errors must go to the pipe).
-    pub fn pending(&self) -> bool {
+    #[cfg(test)]
+    fn pending(&self) -> bool {
         self.pipe.is_some()
     }
 

@@ -1,16 +1,19 @@
-//! Command line and environment: everything a user can set, resolved into
-//! plain settings for the other modules.
+//! The command line: every flag a user can set. [`Settings`] resolves the
+//! mount's flags with the environment into what the other modules take.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use reqwest::Url;
 
-use crate::env::{home, vault_env, Env};
+use crate::env::{home, Env};
 pub use crate::logging::LogFormat;
-use crate::tls::TlsConfig;
-use crate::vault::{redact_userinfo, ClientConfig};
+use crate::mountpoint as mount_table;
+use crate::vault::redact_userinfo;
+
+mod settings;
+
+pub use settings::{LogSettings, LogTarget, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -207,8 +210,6 @@ pub struct MountArgs {
     pub tls_skip_verify: bool,
 }
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A duration flag. Bounded, so that no deadline or expiry computed from
 /// it can overflow (`Instant + Duration` panics).
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -246,10 +247,6 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         return Err(format!("{s:?} is not a mode (max 07777)"));
     }
     Ok(m)
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "t")
 }
 
 /// `--address` as given. Its `Debug` hides userinfo (`user:pass@`).
@@ -290,12 +287,14 @@ pub enum CliError {
     AllowRoot,
 }
 
-/// `~/secrets` unless given.
+/// The mount point given, else `~/secrets`: absolute, in the form the mount
+/// table uses.
 pub fn mountpoint(arg: Option<&Path>, env: Env<'_>) -> Result<PathBuf, CliError> {
-    match arg {
-        Some(p) => Ok(p.to_path_buf()),
-        None => Ok(home(env).ok_or(CliError::NoHome)?.join("secrets")),
-    }
+    let given = match arg {
+        Some(p) => p.to_path_buf(),
+        None => home(env).ok_or(CliError::NoHome)?.join("secrets"),
+    };
+    Ok(mount_table::resolve(&given))
 }
 
 impl MountArgs {
@@ -309,184 +308,31 @@ impl MountArgs {
         }
         Ok(())
     }
+}
 
-    /// The client settings: flags first, then VAULT_*, then BAO_*, then defaults.
-    pub fn client_config(&self, env: Env<'_>) -> Result<ClientConfig, CliError> {
-        let addr = self
-            .address
-            .as_ref()
-            .map(|a| a.0.clone())
-            .or_else(|| vault_env(env, "ADDR"))
-            .unwrap_or_else(|| "https://127.0.0.1:8200".to_string());
-        let bad = |why: String| CliError::BadAddress(redact_userinfo(&addr), why);
-        let address = Url::parse(&addr).map_err(|e| bad(e.to_string()))?;
-        if !matches!(address.scheme(), "http" | "https") || address.host().is_none() {
-            return Err(bad("expected http(s)://host[:port]".into()));
-        }
-        let path_env = |name| vault_env(env, name).map(PathBuf::from);
-        // As the Vault CLI reads them: seconds, or a duration with a unit.
-        let timeout = match (self.timeout, env("VAULT_CLIENT_TIMEOUT")) {
-            (Some(t), _) => t,
-            (None, Some(v)) if !v.is_empty() => {
-                let secs = if v.bytes().all(|b| b.is_ascii_digit()) {
-                    format!("{v}s")
-                } else {
-                    v.clone()
-                };
-                parse_duration(&secs)
-                    .map_err(|why| CliError::BadEnv("VAULT_CLIENT_TIMEOUT", v, why))?
-            }
-            _ => DEFAULT_TIMEOUT,
-        };
-        let max_retries = match (self.max_retries, env("VAULT_MAX_RETRIES")) {
-            (Some(n), _) => Some(n),
-            (None, Some(v)) if !v.is_empty() => Some(v.parse().map_err(|_| {
-                CliError::BadEnv("VAULT_MAX_RETRIES", v, "expected a whole number".into())
-            })?),
-            _ => None,
-        };
-        let namespace = self
-            .namespace
-            .clone()
-            .or_else(|| vault_env(env, "NAMESPACE"));
-        // Sent as X-Vault-Namespace: refused here rather than failing every
-        // request as an unreachable Vault.
-        if let Some(ns) = namespace.as_deref() {
-            if reqwest::header::HeaderValue::from_str(ns).is_err() {
-                return Err(CliError::BadNamespace(ns.to_string()));
-            }
-        }
-        Ok(ClientConfig {
-            address,
-            namespace,
-            timeout,
-            kv_filter: self
-                .kv
-                .iter()
-                .map(|k| k.trim_matches('/').to_string())
-                .collect(),
-            tls: TlsConfig {
-                ca_cert: self.ca_cert.clone().or_else(|| path_env("CACERT")),
-                ca_path: self.ca_path.clone().or_else(|| path_env("CAPATH")),
-                client_cert: self.client_cert.clone().or_else(|| path_env("CLIENT_CERT")),
-                client_key: self.client_key.clone().or_else(|| path_env("CLIENT_KEY")),
-                server_name: self
-                    .tls_server_name
-                    .clone()
-                    .or_else(|| vault_env(env, "TLS_SERVER_NAME")),
-                skip_verify: self.tls_skip_verify
-                    || vault_env(env, "SKIP_VERIFY").is_some_and(|v| truthy(&v)),
-            },
-            max_response_bytes: self.max_response_mib.max(1) << 20,
-            max_requests: self.max_requests.max(1),
-            max_retries,
-        })
+/// `vaultfs mount` with `extra` flags, parsed.
+#[cfg(test)]
+fn parse_mount(extra: &[&str]) -> MountArgs {
+    let mut v = vec!["vaultfs", "mount"];
+    v.extend_from_slice(extra);
+    match Cli::parse_from(v).command {
+        Command::Mount(m) => *m,
+        _ => unreachable!(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::parse_mount as args;
     use super::*;
 
-    fn args(extra: &[&str]) -> MountArgs {
-        let mut v = vec!["vaultfs", "mount"];
-        v.extend_from_slice(extra);
-        match Cli::parse_from(v).command {
-            Command::Mount(m) => *m,
-            _ => unreachable!(),
-        }
-    }
-
     #[test]
-    fn env_precedence() {
-        let env = |k: &str| match k {
-            "VAULT_ADDR" => Some("http://127.0.0.1:1".to_string()),
-            "BAO_ADDR" => Some("http://127.0.0.1:2".to_string()),
-            "BAO_NAMESPACE" => Some("team".to_string()),
-            "VAULT_SKIP_VERIFY" => Some("1".to_string()),
-            _ => None,
-        };
-        let c = args(&[]).client_config(&env).unwrap();
-        assert_eq!(c.address.as_str(), "http://127.0.0.1:1/");
-        assert_eq!(c.namespace.as_deref(), Some("team"));
-        assert!(c.tls.skip_verify);
-        let c = args(&["--address", "http://127.0.0.1:3", "-n", "x"])
-            .client_config(&env)
-            .unwrap();
-        assert_eq!(c.address.port(), Some(3));
-        assert_eq!(c.namespace.as_deref(), Some("x"));
-        let none = |_: &str| None;
-        let c = args(&["--kv", "/team/kv/", "--kv", "secret"])
-            .client_config(&none)
-            .unwrap();
-        assert_eq!(c.address.as_str(), "https://127.0.0.1:8200/");
-        assert_eq!(c.kv_filter, ["team/kv", "secret"]);
-        assert!(!c.tls.skip_verify);
-    }
-
-    #[test]
-    fn namespace_must_be_a_header_value() {
-        for bad in ["a\r\nX-Injected: 1", "a\nb", "a\0b"] {
-            let env = |k: &str| (k == "VAULT_NAMESPACE").then(|| bad.to_string());
-            let e = args(&[]).client_config(&env).unwrap_err().to_string();
-            assert!(e.contains("VAULT_NAMESPACE") && !e.contains('\n'), "{e}");
-        }
-        let e = args(&["-n", "x\ry"]).client_config(&|_| None).unwrap_err();
-        assert!(matches!(e, CliError::BadNamespace(_)), "{e}");
-        let ok = args(&["-n", "team/sub"]).client_config(&|_| None).unwrap();
-        assert_eq!(ok.namespace.as_deref(), Some("team/sub"));
-    }
-
-    #[test]
-    fn bad_address_and_modes() {
-        let none = |_: &str| None;
-        assert!(args(&["--address", "not a url"])
-            .client_config(&none)
-            .is_err());
-        assert!(args(&["--address", "ftp://x"])
-            .client_config(&none)
-            .is_err());
+    fn modes() {
         assert_eq!(parse_mode("0440").unwrap(), 0o440);
         assert!(parse_mode("0999").is_err());
         let a = args(&["--file-mode", "0440", "--ttl", "5s"]);
         assert_eq!(a.file_mode, 0o440);
         assert_eq!(a.ttl, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn vault_cli_timeout_and_retries_are_defaults() {
-        let env = |k: &str| match k {
-            "VAULT_CLIENT_TIMEOUT" => Some("45".to_string()),
-            "VAULT_MAX_RETRIES" => Some("3".to_string()),
-            _ => None,
-        };
-        let c = args(&[]).client_config(&env).unwrap();
-        assert_eq!(c.timeout, Duration::from_secs(45));
-        assert_eq!(c.max_retries, Some(3));
-        let c = args(&["--timeout", "2s", "--max-retries", "0"])
-            .client_config(&env)
-            .unwrap();
-        assert_eq!(
-            (c.timeout, c.max_retries),
-            (Duration::from_secs(2), Some(0))
-        );
-        let none = |_: &str| None;
-        let c = args(&[]).client_config(&none).unwrap();
-        assert_eq!((c.timeout, c.max_retries), (DEFAULT_TIMEOUT, None));
-        let unit = |k: &str| (k == "VAULT_CLIENT_TIMEOUT").then(|| "1m30s".to_string());
-        assert_eq!(
-            args(&[]).client_config(&unit).unwrap().timeout,
-            Duration::from_secs(90)
-        );
-        for (k, v) in [
-            ("VAULT_CLIENT_TIMEOUT", "soon"),
-            ("VAULT_CLIENT_TIMEOUT", "99999999999"),
-            ("VAULT_MAX_RETRIES", "-1"),
-        ] {
-            let bad = |name: &str| (name == k).then(|| v.to_string());
-            let e = args(&[]).client_config(&bad).unwrap_err().to_string();
-            assert!(e.contains(k) && e.contains(v), "{e}");
-        }
     }
 
     #[test]

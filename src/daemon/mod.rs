@@ -1,0 +1,379 @@
+//! The mount's life: check the token, mount, prove the mount is live, serve,
+//! unmount on a signal. Errors found before going into the background
+//! ([`fork`]) are returned directly. [`control`]: `vaultfs status` and
+//! `vaultfs unmount`.
+
+mod control;
+mod fork;
+mod harden;
+
+pub use control::{status, unmount};
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::Session;
+
+use crate::auth::{TokenError, TokenSource};
+use crate::cli::{self, MountArgs, Settings};
+use crate::env;
+use crate::error::VaultError;
+use crate::fs::VaultFs;
+use crate::logging;
+use crate::mountpoint::{self, PidFile, State};
+use crate::private::{self, PrivateError};
+use crate::readiness::{self, Reporter};
+use crate::tls::ConfigError;
+use crate::tree::Tree;
+use crate::vault::{TokenInfo, VaultClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Cli(#[from] cli::CliError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("token from {origin} was rejected by Vault at {addr}: {source}")]
+    TokenRejected {
+        origin: String,
+        addr: String,
+        source: VaultError,
+    },
+    #[error("cannot reach Vault at {addr}: {source}")]
+    Unreachable { addr: String, source: VaultError },
+    #[error("cannot list KV mounts at {addr}: {source}")]
+    Mounts { addr: String, source: VaultError },
+    #[error("mountpoint {path}: {message}")]
+    Mountpoint { path: PathBuf, message: String },
+    #[error("cannot mount at {path}: {source}{hint}")]
+    Fuse {
+        path: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("{path}: the mount came up but its root cannot be listed: {source}")]
+    NotReady { path: PathBuf, source: io::Error },
+    #[error("{path} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {path}` first")]
+    AlreadyMounted {
+        path: PathBuf,
+        pid: String,
+        why: &'static str,
+    },
+    #[error("nothing is mounted at {0}")]
+    NotMounted(PathBuf),
+    #[error("cannot unmount {path}: {source}{hint}")]
+    Unmount {
+        path: PathBuf,
+        source: io::Error,
+        hint: &'static str,
+    },
+    #[error("cannot open the log file: {0}")]
+    Log(PrivateError),
+    /// A failure the background daemon reported through the pipe, verbatim.
+    #[error("{0}")]
+    Daemon(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything resolved and checked before mounting.
+struct Prepared {
+    settings: Settings,
+    client: Arc<VaultClient>,
+}
+
+/// Read the token and build the client: errors here need no network.
+fn prepare(settings: Settings) -> Result<Prepared, MountError> {
+    let home = env::home(&env::process);
+    let token = TokenSource::resolve(
+        settings.token_file.as_deref(),
+        &env::process,
+        home.as_deref(),
+    )?;
+    let client = Arc::new(VaultClient::new(settings.client.clone(), Arc::new(token))?);
+    Ok(Prepared { settings, client })
+}
+
+/// Check the token and that mounts can be listed (through the tree, whose
+/// cache then already holds the mount table).
+async fn check_vault(
+    client: &VaultClient,
+    tree: &Tree<VaultClient>,
+) -> Result<TokenInfo, MountError> {
+    let addr = client.config().shown_address();
+    let info = match client.lookup_self().await {
+        Ok(info) => {
+            tracing::info!(
+                source = %client.token().origin(),
+                ttl_s = info.ttl.as_secs(),
+                renewable = info.renewable,
+                "token accepted"
+            );
+            info
+        }
+        Err(e @ (VaultError::BadToken(_) | VaultError::Forbidden)) => {
+            return Err(MountError::TokenRejected {
+                origin: client.token().origin().to_string(),
+                addr,
+                source: e,
+            })
+        }
+        Err(e) => return Err(MountError::Unreachable { addr, source: e }),
+    };
+    tree.mounts()
+        .await
+        .map_err(|e| MountError::Mounts { addr, source: e })?;
+    Ok(info)
+}
+
+/// Make `path` ready to mount on: recover a dead mount left by a killed
+/// daemon, refuse a live one, create the directory if missing.
+///
+/// Mounting over a live vaultfs mount is an error, whatever its settings:
+/// a second daemon stacked on the first would hide it without stopping it.
+fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
+    let err = |message: String| MountError::Mountpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    match mountpoint::state(path) {
+        State::Free => {}
+        State::Dead => {
+            tracing::warn!(mountpoint = %path.display(), "recovering a dead vaultfs mount (its daemon was killed)");
+            mountpoint::unmount(path, true).map_err(|e| {
+                err(format!(
+                    "a dead FUSE mount is left here and cannot be removed: {e}"
+                ))
+            })?;
+        }
+        s @ (State::Live | State::Unresponsive) => {
+            let pid = PidFile::path_for(&env::process, path)
+                .and_then(|f| PidFile::read_live(&f))
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            let why = if s == State::Unresponsive {
+                " but its daemon does not answer (stopped?)"
+            } else {
+                ""
+            };
+            return Err(MountError::AlreadyMounted {
+                path: path.to_path_buf(),
+                pid,
+                why,
+            });
+        }
+        State::Other(fstype) => {
+            return Err(err(format!("busy: a {fstype} filesystem is mounted here")))
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(err("not a directory".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create: {e}")))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Mount and serve until unmounted or signalled. Blocks. `reporter` hears
+/// once the root has been listed (or why the mount failed to come up); it is
+/// left pending when an error is returned before the mount exists.
+fn serve(
+    p: Prepared,
+    tree: Arc<Tree<VaultClient>>,
+    token: TokenInfo,
+    rt: &tokio::runtime::Runtime,
+    reporter: &mut Reporter,
+) -> Result<(), MountError> {
+    let mp = &p.settings.mountpoint;
+    let fs = VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone());
+    let mut session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| {
+        let hint = if !Path::new("/dev/fuse").exists() {
+            " (no /dev/fuse: FUSE is not available here)"
+        } else if source.kind() == io::ErrorKind::PermissionDenied {
+            " (is fusermount3 installed, and /dev/fuse accessible?)"
+        } else {
+            ""
+        };
+        MountError::Fuse {
+            path: mp.clone(),
+            source,
+            hint,
+        }
+    })?;
+    let mut unmounter = session.unmount_callable();
+    let signalled = mp.clone();
+    rt.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: unmounting");
+        let _ = readiness::sd_notify(&env::process, "STOPPING=1");
+        unmount_own(&mut unmounter, &signalled);
+    });
+    crate::renew::spawn(p.client.clone(), token, rt.handle());
+    // The session loop must run for the root to be listed: check from a
+    // thread of our own while this one serves.
+    let check = {
+        let unmounter = session.unmount_callable();
+        let mp = mp.clone();
+        let wait = p.settings.wait;
+        let address = p.client.config().shown_address();
+        let reporter = std::mem::take(reporter);
+        std::thread::Builder::new()
+            .name("vaultfs-ready".into())
+            .spawn(move || announce_when_live(&mp, &address, wait, reporter, unmounter))
+            .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
+    };
+    let ended = session.run();
+    let (ready, _pid_file) = check.join().unwrap_or((
+        Err(MountError::Other("readiness check panicked".into())),
+        None,
+    ));
+    ready?;
+    ended.map_err(|e| MountError::Other(format!("FUSE session ended with an error: {e}")))?;
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Prove the mount is live (it is FUSE, and its root lists), then record the
+/// pid and tell the parent and systemd. On failure, unmount so the session
+/// ends and nothing is left behind. The probe is bounded by `wait` like the
+/// parent: a session that never answers must not keep this thread forever.
+fn announce_when_live(
+    mp: &Path,
+    address: &str,
+    wait: Duration,
+    mut reporter: Reporter,
+    mut unmounter: fuser::SessionUnmounter,
+) -> (Result<(), MountError>, Option<PidFile>) {
+    let probe = mp.to_path_buf();
+    let listed = mountpoint::bounded(wait, move || {
+        if mountpoint::is_fuse_root(&probe) {
+            list_root(&probe)
+        } else {
+            Err(io::Error::other("it is not mounted"))
+        }
+    })
+    .unwrap_or_else(|| {
+        Err(io::Error::other(format!(
+            "no answer within {}",
+            humantime::format_duration(wait)
+        )))
+    });
+    if let Err(source) = listed {
+        unmount_own(&mut unmounter, mp);
+        let e = MountError::NotReady {
+            path: mp.to_path_buf(),
+            source,
+        };
+        reporter.failed(&e.to_string());
+        return (Err(e), None);
+    }
+    let pid_file = PidFile::path_for(&env::process, mp).and_then(|f| {
+        PidFile::create(&f, address)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot write pid file: `vaultfs unmount` will not wait for this daemon"))
+            .ok()
+    });
+    if reporter.ready().is_err() {
+        tracing::warn!("nobody is waiting for the mount any more (interrupted?): unmounting");
+        unmount_own(&mut unmounter, mp);
+        return (Ok(()), pid_file);
+    }
+    if let Err(e) = readiness::sd_notify(&env::process, "READY=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
+    tracing::info!(mountpoint = %mp.display(), "mounted and live");
+    (Ok(()), pid_file)
+}
+
+/// Read every entry of the root. Permission denied still proves the kernel
+/// got answers from us (e.g. --uid set to another user, mode 0500).
+fn list_root(mp: &Path) -> io::Result<()> {
+    let r = std::fs::read_dir(mp).and_then(|mut d| d.try_for_each(|e| e.map(drop)));
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        r => r,
+    }
+}
+
+/// Unmount our own mount; when busy (root gets EBUSY while files are open),
+/// detach it lazily: the kernel ends the session once the last file closes.
+fn unmount_own(unmounter: &mut fuser::SessionUnmounter, mp: &Path) {
+    if let Err(e) = unmounter.unmount() {
+        tracing::warn!(error = %e, "unmount failed: detaching lazily");
+        if let Err(e) = mountpoint::unmount(mp, true) {
+            tracing::warn!(error = %e, "lazy unmount failed");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("vaultfs-io")
+        .enable_all()
+        .build()
+}
+
+/// Everything after the fork (or all of it in the foreground): needs the
+/// runtime, so threads, so it never runs in a process that will fork.
+fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
+    harden::harden(p.settings.mlock);
+    let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
+    let tree = Arc::new(
+        Tree::new(p.client.clone(), p.settings.cache)
+            .with_prefetch(p.settings.prefetch)
+            .with_scan(p.settings.scan),
+    );
+    let token = rt.block_on(check_vault(&p.client, &tree))?;
+    serve(p, tree, token, &rt, reporter)
+}
+
+/// `vaultfs mount`.
+pub fn mount(args: &MountArgs) -> Result<(), MountError> {
+    let settings = Settings::resolve(args, &env::process)?;
+    let log_f = match &settings.log.file {
+        Some(log) => {
+            Some(private::open_log(&log.path, log.default_place).map_err(MountError::Log)?)
+        }
+        None => None,
+    };
+    // The same open file serves the logger and, in the background, the
+    // daemon's stderr: the path is never opened twice. (The logger moves
+    // stderr along when it rotates the file.)
+    let dup = |f: &private::LogFile| {
+        f.file
+            .try_clone()
+            .map_err(|e| MountError::Other(format!("cannot duplicate the log file: {e}")))
+    };
+    let stderr_f = log_f.as_ref().map(dup).transpose()?;
+    logging::init(log_f, settings.log.format, settings.log.max_size)
+        .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
+    let p = prepare(settings)?;
+    let mp = &p.settings.mountpoint;
+    let lock = mountpoint::lock(&env::process, mp, p.settings.wait).map_err(|e| {
+        MountError::Mountpoint {
+            path: mp.clone(),
+            message: format!("cannot take the mount lock: {e}"),
+        }
+    })?;
+    prepare_mountpoint(mp)?;
+    if p.settings.foreground {
+        return run_daemon(p, &mut Reporter::none());
+    }
+    fork::background(p, stderr_f, lock)
+}
