@@ -2,14 +2,12 @@
 //!
 //! Every request that may need Vault is answered from a tokio task (fuser's
 //! reply objects are `Send`), so the FUSE loop never waits on the network
-//! and cold reads overlap. Nothing here knows HTTP.
+//! and cold reads overlap. Nothing here knows HTTP. How long the kernel
+//! may keep what it is given, and the mtime that tells it a listing
+//! changed, are the policy of `crate::kernel_cache`.
 
-use std::collections::hash_map::Entry as Slot;
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +20,7 @@ use fuser::{
 use tokio::runtime::Handle as Runtime;
 
 use crate::error::{FsError, VaultError};
+use crate::kernel_cache::KernelCache;
 use crate::store::SecretStore;
 use crate::tree::{Entry, Held, Kind, Listing, Tree};
 
@@ -52,12 +51,8 @@ pub struct VaultFs<S> {
 struct Shared<S> {
     tree: Arc<Tree<S>>,
     opts: FsOptions,
-    start: SystemTime,
-    /// Per directory inode, what the kernel may hold of its listing.
-    served: Mutex<HashMap<u64, Served>>,
-    /// How many records `served` may hold before those of inodes that are
-    /// gone are dropped (see [`Shared::note_served`]).
-    served_prune_at: AtomicUsize,
+    /// What the kernel may cache, and for how long.
+    kernel: KernelCache,
     /// Listings of streams in progress (see [`Streams`]).
     streams: Mutex<Streams>,
 }
@@ -110,36 +105,8 @@ impl Streams {
     }
 }
 
-/// A listing the kernel may have cached (it keeps listings itself,
-/// `FOPEN_CACHE_DIR`, and is never asked before serving them: there is no
-/// opendir). It drops its copy when the directory's mtime changes, so the
-/// mtime is what the daemon uses to tell it the listing changed.
-struct Served {
-    fingerprint: u64,
-    /// When the answers the served listing came from expire: the kernel's
-    /// attributes of the directory are never valid longer, so it asks
-    /// (GETATTR, or LOOKUP) before serving its copy past that.
-    until: Instant,
-    /// The directory's mtime: changes whenever the listing served does.
-    mtime: SystemTime,
-}
-
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
-}
-
-/// What a listing shows, inode numbers left out: an entry not handed to
-/// the kernel may be dropped and numbered anew in the next chunk.
-fn listing_fingerprint(entries: &[(String, Entry)]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (name, e) in entries {
-        (name, e.kind == Kind::Dir, e.fingerprint, e.size, e.mtime).hash(&mut h);
-    }
-    h.finish()
-}
-
-fn remaining(until: Instant, cap: Duration) -> Duration {
-    until.saturating_duration_since(Instant::now()).min(cap)
 }
 
 impl<S: SecretStore> VaultFs<S> {
@@ -147,10 +114,8 @@ impl<S: SecretStore> VaultFs<S> {
         VaultFs {
             shared: Arc::new(Shared {
                 tree,
+                kernel: KernelCache::new(opts.ttl),
                 opts,
-                start: SystemTime::now(),
-                served: Mutex::default(),
-                served_prune_at: AtomicUsize::default(),
                 streams: Mutex::default(),
             }),
             rt,
@@ -249,19 +214,10 @@ impl DirReply for ReplyDirectoryPlus {
 
 impl<S: SecretStore> Shared<S> {
     fn attr(&self, e: &Entry) -> FileAttr {
-        let (t, kind, perm, nlink) = match e.kind {
-            Kind::Dir => (
-                self.dir_mtime(e.ino),
-                FileType::Directory,
-                self.opts.dir_mode,
-                2,
-            ),
-            Kind::File => (
-                e.mtime.unwrap_or(self.start),
-                FileType::RegularFile,
-                self.opts.file_mode,
-                1,
-            ),
+        let t = self.kernel.mtime(e);
+        let (kind, perm, nlink) = match e.kind {
+            Kind::Dir => (FileType::Directory, self.opts.dir_mode, 2),
+            Kind::File => (FileType::RegularFile, self.opts.file_mode, 1),
         };
         FileAttr {
             ino: INodeNo(e.ino),
@@ -282,91 +238,31 @@ impl<S: SecretStore> Shared<S> {
         }
     }
 
-    fn dir_mtime(&self, ino: u64) -> SystemTime {
-        let served = self.served.lock().expect("served");
-        served.get(&ino).map_or(self.start, |s| s.mtime)
-    }
-
-    /// How long the kernel may keep an inode's attributes. A file's: until
-    /// the cached answer it was built from expires (docs/performance.md).
-    /// A directory's: until the answers of the listing the kernel may hold
-    /// expire, so that it asks again before serving that listing longer.
+    /// How long the kernel may keep `e`'s attributes.
     fn attr_ttl(&self, e: &Entry) -> Duration {
-        let cap = self.opts.ttl;
-        match e.kind {
-            Kind::File => e.valid_until.map_or(cap, |u| remaining(u, cap)),
-            Kind::Dir => {
-                let served = self
-                    .served
-                    .lock()
-                    .expect("served")
-                    .get(&e.ino)
-                    .map(|s| s.until);
-                match served.or_else(|| self.tree.dir_valid_until(e.ino)) {
-                    Some(u) => remaining(u, cap),
-                    // Nothing cached: whatever is fetched later expires later.
-                    None => cap,
-                }
-            }
-        }
+        self.kernel
+            .attr_ttl(e, |ino| self.tree.dir_valid_until(ino))
     }
 
-    /// How long the kernel may keep a name: a file's name until its
-    /// version may change; a directory's name stays a directory.
+    /// How long the kernel may keep `e`'s name.
     fn entry_ttl(&self, e: &Entry) -> Duration {
-        match e.kind {
-            Kind::File => self.attr_ttl(e),
-            Kind::Dir => self.opts.ttl,
-        }
+        self.kernel.entry_ttl(e)
     }
 
-    /// Record a listing served (or checked) for `ino`. A listing unlike the
-    /// one recorded gets a new mtime, so the kernel drops what it cached.
+    /// Record a listing of `ino` the kernel may now hold.
     fn note_served(&self, ino: u64, listing: &Listing) {
-        let fingerprint = listing_fingerprint(listing);
-        let mut served = self.served.lock().expect("served");
-        match served.entry(ino) {
-            Slot::Vacant(v) => {
-                v.insert(Served {
-                    fingerprint,
-                    until: listing.valid_until,
-                    mtime: self.start,
-                });
-                // FORGET removes the record of an inode it drops, but an
-                // inode a listing still held goes later, when that listing
-                // is dropped: now and then, drop the records of inodes that
-                // are gone (amortised: the map at least doubles in between).
-                if served.len() > self.served_prune_at.load(Ordering::Relaxed) {
-                    served.retain(|&ino, _| self.tree.node(ino).is_some());
-                    let next = (served.len() * 2).max(1024);
-                    self.served_prune_at.store(next, Ordering::Relaxed);
-                }
-            }
-            Slot::Occupied(mut o) => {
-                let s = o.get_mut();
-                if s.fingerprint != fingerprint {
-                    s.fingerprint = fingerprint;
-                    s.mtime = SystemTime::now().max(s.mtime + Duration::from_nanos(1));
-                }
-                s.until = listing.valid_until;
-            }
-        }
+        self.kernel
+            .note_served(ino, listing, listing.valid_until, |ino| {
+                self.tree.node(ino).is_some()
+            });
     }
 
     /// The kernel forgot `n` lookups of `ino`.
     fn forget(&self, ino: u64, n: u64) {
         if self.tree.forget(ino, n) {
-            // The kernel dropped the inode, and with it any cached listing.
-            self.served.lock().expect("served").remove(&ino);
+            self.kernel.forget(ino);
             self.streams.lock().expect("streams").forget(ino);
         }
-    }
-
-    /// Whether the kernel may hold a listing of `ino` that has outlived the
-    /// answers it came from.
-    fn stale(&self, ino: u64) -> bool {
-        let served = self.served.lock().expect("served");
-        served.get(&ino).is_some_and(|s| s.until <= Instant::now())
     }
 
     /// Before the kernel is given a directory's attributes anew: if the
@@ -375,7 +271,7 @@ impl<S: SecretStore> Shared<S> {
     /// lookup or stat passing through a directory is not a read of it, and
     /// must cost only its own expired answers, not one per child.
     async fn revalidate(&self, ino: u64) {
-        if self.stale(ino) {
+        if self.kernel.stale(ino) {
             // On an error the kernel gets no TTL (attr_ttl 0) and asks again.
             if let Ok(listing) = self.tree.readdir(ino, false).await {
                 self.note_served(ino, &listing);
@@ -469,7 +365,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
             Err(e) => return reply.error(errno(&e)),
         };
         let s = self.shared.clone();
-        if !(e.kind == Kind::Dir && s.stale(ino.0)) {
+        if !(e.kind == Kind::Dir && s.kernel.stale(ino.0)) {
             return reply.attr(&s.attr_ttl(&e), &s.attr(&e));
         }
         let done = s.clone();
@@ -910,9 +806,7 @@ mod lookup_tests {
                 ttl,
                 op_timeout,
             },
-            start: SystemTime::now(),
-            served: Mutex::default(),
-            served_prune_at: AtomicUsize::default(),
+            kernel: KernelCache::new(ttl),
             streams: Mutex::default(),
         }
     }
@@ -974,7 +868,7 @@ mod lookup_tests {
             drop(parent);
             assert!(tree.node(a).is_none());
         }
-        let held = s.served.lock().unwrap().len();
+        let held = s.kernel.records();
         assert!(held < 2500, "{held} records kept for no live directory");
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod env;
 pub mod error;
 pub mod fs;
+mod kernel_cache;
 pub mod logging;
 pub mod mount_helper;
 pub mod mountpoint;
