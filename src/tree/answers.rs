@@ -3,7 +3,9 @@
 //! versions, metadata), each read through a typed getter that asks Vault
 //! on a miss.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::history;
@@ -99,66 +101,208 @@ impl<S: SecretStore> Answers<S> {
             .await
     }
 
-    /// What the parent's listing says `path` is: (a secret?, a folder?).
-    pub(super) async fn dir_facts(&self, mount: &KvMount, path: &str) -> (Known, Known) {
-        if path.is_empty() {
-            return (Known::No, Known::Yes);
-        }
-        let (parent, leaf) = split_parent(path);
-        facts(&self.listing(mount, parent).await, leaf)
+    /// What the parent's listing says directory `path` is (asking Vault for
+    /// that listing if need be).
+    pub(super) async fn facts(&self, mount: &KvMount, path: &str) -> Facts {
+        let parent = match parent_key(mount, path) {
+            Some((mount, parent)) => Some(self.listing(&mount, &parent).await),
+            None => None,
+        };
+        Facts::of(path, parent.as_ref())
     }
 
-    /// When the first of the answers a directory's listing was built from
-    /// expires (its parent's listing, which says what it is; its own listing;
-    /// its secret). An answer the cache no longer holds counts as expired.
-    pub(super) fn answers_until(
-        &self,
-        mount: &KvMount,
-        path: &str,
-        parent_listing: Option<&Answer<Vec<String>>>,
-        listing: Option<&Answer<Vec<String>>>,
-        secret: Option<&Answer<Secret>>,
-    ) -> Instant {
+    /// What Vault said about directory `path`, from the cache or else from
+    /// Vault. `walk`: the directory is read from the start, so its own
+    /// listing may come from a SCAN ([`Answers::walk_listing`]).
+    pub(super) async fn fetch_dir(&self, mount: &KvMount, path: &str, walk: bool) -> DirAnswers {
+        let answers = self.dir(mount, path, Ask::Fetch { walk }).await;
+        answers.expect("a fetch has every answer")
+    }
+
+    /// What Vault said about directory `path`, when the cache holds every
+    /// answer it is made of (fresh); `None` otherwise. Makes no request.
+    pub(super) fn peek_dir(&self, mount: &KvMount, path: &str) -> Option<DirAnswers> {
+        at_once(self.dir(mount, path, Ask::Peek))
+    }
+
+    /// When the cached answers directory `path` is made of expire, if any
+    /// is cached; `None` when none is. Makes no request.
+    pub(super) fn dir_until(&self, mount: &KvMount, path: &str) -> Option<Instant> {
+        at_once(self.dir(mount, path, Ask::Expiry))?.valid_until
+    }
+
+    /// The one rule of what a directory is made of, whichever way its
+    /// answers are obtained: its parent's listing says whether it is a
+    /// folder and whether it is a secret ([`Facts`]); it is made of the
+    /// answers that are not ruled out, and holds until the first of them,
+    /// or of the parent's listing, expires. `None` when `ask` is
+    /// [`Ask::Peek`] and an answer is not cached.
+    async fn dir(&self, mount: &KvMount, path: &str, ask: Ask) -> Option<DirAnswers> {
         let key = (mount.clone(), path.to_string());
-        let parent = parent_listing.map(|a| {
-            let parent_key = (mount.clone(), split_parent(path).0.to_string());
-            until_of(&self.listings, &parent_key, a)
-        });
-        [
-            parent,
-            listing.map(|a| until_of(&self.listings, &key, a)),
-            secret.map(|a| until_of(&self.secrets, &key, a)),
+        let parent_key = parent_key(mount, path);
+        let parent = match &parent_key {
+            Some(k) => ask.keep(self.obtain_listing(k, ask.for_parent()).await)?,
+            None => None,
+        };
+        let facts = Facts::of(path, parent.as_ref());
+        let (listing, secret) = tokio::join!(
+            async {
+                match facts.folder {
+                    Known::No => Some(None),
+                    _ => ask.keep(self.obtain_listing(&key, ask).await),
+                }
+            },
+            async {
+                match facts.secret {
+                    Known::No => Some(None),
+                    _ => ask.keep(self.obtain_secret(&key, ask).await),
+                }
+            }
+        );
+        let (listing, secret) = (listing?, secret?);
+        let valid_until = [
+            parent_key
+                .zip(parent.as_ref())
+                .map(|(k, a)| until_of(&self.listings, &k, a)),
+            listing.as_ref().map(|a| until_of(&self.listings, &key, a)),
+            secret.as_ref().map(|a| until_of(&self.secrets, &key, a)),
         ]
         .into_iter()
         .flatten()
-        .min()
-        .unwrap_or_else(Instant::now)
+        .min();
+        Some(DirAnswers {
+            listing,
+            secret,
+            valid_until,
+        })
+    }
+
+    async fn obtain_listing(&self, key: &Key, ask: Ask) -> Option<Answer<Vec<String>>> {
+        let (mount, path) = key;
+        match ask {
+            Ask::Fetch { walk: true } => Some(self.walk_listing(mount, path).await),
+            Ask::Fetch { walk: false } => Some(self.listing(mount, path).await),
+            Ask::Peek | Ask::Expiry => self.listings.peek(key),
+        }
+    }
+
+    async fn obtain_secret(&self, key: &Key, ask: Ask) -> Option<Answer<Secret>> {
+        let (mount, path) = key;
+        match ask {
+            Ask::Fetch { .. } => Some(self.secret(mount, path).await),
+            Ask::Peek | Ask::Expiry => self.secrets.peek(key),
+        }
     }
 }
 
-/// Whether a name is a child directory, when it can be known.
+/// What Vault said about one directory (a folder, a secret, or both): the
+/// answers its entries are built from, and until when they all hold.
+pub(super) struct DirAnswers {
+    /// Its own LIST answer; `None` when its parent's listing says it is no
+    /// folder.
+    pub(super) listing: Option<Answer<Vec<String>>>,
+    /// Its secret; `None` when its parent's listing says it is no secret.
+    pub(super) secret: Option<Answer<Secret>>,
+    /// When the first of these answers, or of its parent's listing (which
+    /// says what it is), expires; an answer the cache no longer holds counts
+    /// as expired. `None` when there is none ([`Ask::Expiry`] only).
+    pub(super) valid_until: Option<Instant>,
+}
+
+/// How [`Answers::dir`] obtains an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// From the cache, else from Vault. `walk`: the directory's own
+    /// listing may come from a SCAN.
+    Fetch { walk: bool },
+    /// From the cache only: a directory with an answer missing is not built.
+    Peek,
+    /// From the cache only, leaving out what is missing: for the expiry of
+    /// what is cached.
+    Expiry,
+}
+
+impl Ask {
+    /// The parent's listing is asked for like any other, never by SCAN:
+    /// the parent is not being read.
+    fn for_parent(self) -> Ask {
+        match self {
+            Ask::Fetch { .. } => Ask::Fetch { walk: false },
+            ask => ask,
+        }
+    }
+
+    /// An answer as obtained: `Some` of it, or of its absence when that is
+    /// allowed; `None` when the directory cannot be built without it.
+    fn keep<V>(self, got: Option<Answer<V>>) -> Option<Option<Answer<V>>> {
+        match (got, self) {
+            (None, Ask::Peek) => None,
+            (got, _) => Some(got),
+        }
+    }
+}
+
+/// The result of a future that never waits (one that only reads the
+/// cache), without a runtime: the adapter asks from its own threads.
+fn at_once<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(t) => t,
+        Poll::Pending => unreachable!("reading the cache never waits"),
+    }
+}
+
+/// The key of `path`'s parent folder; `None` for a mount root, which has
+/// none.
+fn parent_key(mount: &KvMount, path: &str) -> Option<Key> {
+    (!path.is_empty()).then(|| (mount.clone(), split_parent(path).0.to_string()))
+}
+
+/// Whether a name is a folder, or a secret, as far as Vault told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Known {
     Yes,
     No,
-    /// Vault denied the requests that would tell.
-    Denied,
+    /// Vault did not tell: it refused (or failed) the request that would,
+    /// or that request's answer is not at hand.
+    Untold,
 }
 
-/// What a parent's listing says its child `leaf` is: (a secret?, a folder?).
-pub(super) fn facts(listing: &Answer<Vec<String>>, leaf: &str) -> (Known, Known) {
-    match listing {
-        Ok(keys) => {
-            let has = |k: &str| {
-                if holds(keys, k) {
-                    Known::Yes
-                } else {
-                    Known::No
-                }
+/// What a directory is, as its parent's listing says: a secret (the
+/// listing holds `name`), a folder (it holds `name/`), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Facts {
+    pub(super) secret: Known,
+    pub(super) folder: Known,
+}
+
+impl Facts {
+    /// What directory `path` is, by its parent's listing (`None`: none at
+    /// hand). A mount root has no parent: it is a folder and no secret.
+    pub(super) fn of(path: &str, parent: Option<&Answer<Vec<String>>>) -> Facts {
+        if path.is_empty() {
+            return Facts {
+                secret: Known::No,
+                folder: Known::Yes,
             };
-            (has(leaf), has(&format!("{leaf}/")))
         }
-        Err(_) => (Known::Denied, Known::Denied),
+        let leaf = split_parent(path).1;
+        match parent {
+            Some(Ok(keys)) => {
+                let has = |k: &str| match holds(keys, k) {
+                    true => Known::Yes,
+                    false => Known::No,
+                };
+                Facts {
+                    secret: has(leaf),
+                    folder: has(&format!("{leaf}/")),
+                }
+            }
+            Some(Err(_)) | None => Facts {
+                secret: Known::Untold,
+                folder: Known::Untold,
+            },
+        }
     }
 }
 
@@ -204,5 +348,117 @@ impl Weigh for Metadata {
 impl Weigh for Vec<KvMount> {
     fn weight(&self) -> usize {
         self.iter().map(|m| m.path.len() + 32).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::VaultError;
+    use crate::tree::fake::{fake_with, m, Fake};
+    use crate::tree::{Listing, Node, Tree};
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn names(l: &Listing) -> Vec<&str> {
+        let mut names: Vec<&str> = l.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_parent_listing_says_what_a_directory_is() {
+        use Known::*;
+        let f = |secret, folder| Facts { secret, folder };
+        let of = |parent: Option<Answer<Vec<String>>>| Facts::of("a/x", parent.as_ref());
+        let keys = |v: &[&str]| Some(Ok(Arc::new(strings(v))));
+        assert_eq!(Facts::of("", None), f(No, Yes), "a mount root");
+        assert_eq!(of(keys(&["w", "x", "y/"])), f(Yes, No));
+        assert_eq!(of(keys(&["x/", "y"])), f(No, Yes));
+        assert_eq!(of(keys(&["x", "x/"])), f(Yes, Yes));
+        assert_eq!(of(keys(&["xx", "xx/"])), f(No, No));
+        assert_eq!(of(Some(Err(VaultError::Forbidden))), f(Untold, Untold));
+        assert_eq!(of(None), f(Untold, Untold), "not at hand");
+    }
+
+    /// A tree whose cache holds, for folder-and/or-secret `x` of mount
+    /// `secret`: the mount root's listing `parent` (until `until[0]`; none
+    /// with `None`), `x`'s listing, one child folder (until `until[1]`),
+    /// and `x`'s secret, one key (until `until[2]`). With `x`'s inode.
+    fn cached(parent: Option<&[&str]>, until: [Instant; 3]) -> (Arc<Tree<Fake>>, u64) {
+        let tree = fake_with(Vec::new(), Ok(()), 100, 1 << 20);
+        let a = &tree.answers;
+        let key = |p: &str| (m("secret"), p.to_string());
+        if let Some(parent) = parent {
+            a.listings.offer(&key(""), strings(parent), until[0]);
+        }
+        a.listings.offer(&key("x"), strings(&["child/"]), until[1]);
+        let mut data = serde_json::Map::new();
+        data.insert("k".into(), "v".into());
+        a.secrets
+            .offer(&key("x"), Secret::from_data(data, None), until[2]);
+        let x = Node::Dir {
+            mount: m("secret"),
+            path: "x".into(),
+        };
+        let ino = tree.ino(x, None);
+        (tree, ino)
+    }
+
+    /// Whichever answer expires first, every way of building the directory
+    /// (a read that may fetch, a read from the cache alone, the expiry
+    /// alone) says it holds until then, and none asks Vault.
+    #[tokio::test]
+    async fn a_directory_holds_until_the_first_of_its_answers_expires() {
+        let (now, s) = (Instant::now(), Duration::from_secs(1));
+        for first in 0..3 {
+            let mut until = [now + 100 * s, now + 200 * s, now + 300 * s];
+            until[first] = now + 10 * s;
+            let (tree, ino) = cached(Some(&["x", "x/"]), until);
+            let want = now + 10 * s;
+            assert_eq!(tree.dir_valid_until(ino), Some(want), "{first}");
+            let peeked = tree.readdir_cached(ino, false).expect("all cached");
+            assert_eq!(peeked.unwrap().valid_until, want, "{first}");
+            let fetched = tree.readdir(ino, false).await.unwrap();
+            assert_eq!(fetched.valid_until, want, "{first}");
+            assert_eq!(tree.answers.store.calls(""), 0, "all from the cache");
+        }
+    }
+
+    /// What the parent's listing rules out is neither shown nor counted
+    /// toward the expiry, though cached. Built from the cache alone, outside
+    /// any runtime, as the adapter does.
+    #[test]
+    fn a_directory_is_made_of_what_its_parent_listing_says_it_is() {
+        let (now, s) = (Instant::now(), Duration::from_secs(1));
+        // The own listing would expire first, the secret next.
+        let until = [now + 300 * s, now + 10 * s, now + 20 * s];
+        for (parent, shown, valid_until) in [
+            (&["x"][..], &["k"][..], until[2]),
+            (&["x/"], &["child"], until[1]),
+            (&["x", "x/"], &["child", "k"], until[1]),
+        ] {
+            let (tree, ino) = cached(Some(parent), until);
+            let l = tree
+                .readdir_cached(ino, false)
+                .expect("all cached")
+                .unwrap();
+            let keys: Vec<&str> = names(&l)
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert_eq!(keys, shown, "{parent:?}");
+            assert_eq!(l.valid_until, valid_until, "{parent:?}");
+            assert_eq!(tree.dir_valid_until(ino), Some(valid_until), "{parent:?}");
+        }
+        // Without the parent's listing, nothing is ruled out: the directory
+        // is not built from the cache, and its expiry counts all that is.
+        let (tree, ino) = cached(None, until);
+        assert!(tree.readdir_cached(ino, false).is_none());
+        assert_eq!(tree.dir_valid_until(ino), Some(until[1]));
     }
 }

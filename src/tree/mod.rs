@@ -37,10 +37,10 @@ mod layout;
 mod prefetch;
 mod scan;
 
-use answers::{facts, until_of, Answers, Known};
+use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
 pub use inodes::{stream_order, Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
-use layout::{encoded, file_name, file_named, holds, join, split_parent};
+use layout::{encoded, file_name, file_named, holds, join};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 pub use prefetch::PREFETCH_MAX;
 
@@ -252,20 +252,18 @@ impl<S: SecretStore> Tree<S> {
         // Only ask for the parent as a secret when its own listing does not
         // rule that out (during an outage that would turn ENOENT into EIO).
         let mut secret_denied = false;
-        let parent_secret =
-            if path.is_empty() || self.answers.dir_facts(mount, path).await.0 == Known::No {
-                None
-            } else {
-                match self.secret(mount, path).await {
-                    Ok(s) => Some(s),
-                    Err(VaultError::NotFound) => None,
-                    Err(VaultError::Forbidden) => {
-                        secret_denied = true;
-                        None
-                    }
-                    Err(e) => return Err(e.into()),
+        let parent_secret = match self.answers.facts(mount, path).await.secret {
+            Known::No => None,
+            _ => match self.secret(mount, path).await {
+                Ok(s) => Some(s),
+                Err(VaultError::NotFound) => None,
+                Err(VaultError::Forbidden) => {
+                    secret_denied = true;
+                    None
                 }
-            };
+                Err(e) => return Err(e.into()),
+            },
+        };
         if let Some(s) = &parent_secret {
             if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, path, s, f)) {
                 return Ok(e);
@@ -279,7 +277,7 @@ impl<S: SecretStore> Tree<S> {
             // folder, assume it is one, so a read-only token can still walk to
             // secrets it knows the path of; inside a secret, the name is far
             // more likely a key that does not exist.
-            Known::Denied if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
+            Known::Untold if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
             })),
@@ -296,7 +294,7 @@ impl<S: SecretStore> Tree<S> {
     async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
         // A secret that is not also a folder has no children: LISTing it
         // would cost a request per lookup only to hear 404.
-        if self.answers.dir_facts(mount, path).await.1 == Known::No {
+        if self.answers.facts(mount, path).await.folder == Known::No {
             return Ok(Known::No);
         }
         match self.listing(mount, path).await {
@@ -317,7 +315,7 @@ impl<S: SecretStore> Tree<S> {
         match self.listing(mount, &child).await {
             Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
             Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
-            Err(VaultError::Forbidden) => Ok(Known::Denied),
+            Err(VaultError::Forbidden) => Ok(Known::Untold),
             Err(e) => Err(e.into()),
         }
     }
@@ -380,34 +378,11 @@ impl<S: SecretStore> Tree<S> {
             }
             Node::File { .. } => return Err(FsError::NotDir),
         };
-        let (parent, leaf) = split_parent(&path);
-        let parent_listing = match path.is_empty() {
-            true => None,
-            false => Some(self.listing(&mount, parent).await),
-        };
-        let (is_secret, is_folder) = match &parent_listing {
-            Some(l) => facts(l, leaf),
-            None => (Known::No, Known::Yes),
-        };
-        let (listing, secret) = tokio::join!(
-            async {
-                match is_folder {
-                    Known::No => None,
-                    _ if prefetch => Some(self.answers.walk_listing(&mount, &path).await),
-                    _ => Some(self.listing(&mount, &path).await),
-                }
-            },
-            async {
-                match is_secret {
-                    Known::No => None,
-                    _ => Some(self.secret(&mount, &path).await),
-                }
-            }
-        );
-        if let (Some(Ok(keys)), true) = (&listing, prefetch) {
+        let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
+        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
             self.prefetch_children(&mount, &path, keys);
         }
-        self.assemble(&mount, &path, parent_listing.as_ref(), listing, secret)
+        self.assemble(&mount, &path, answers)
     }
 
     /// When the cached answers a directory's listing would be built from
@@ -417,21 +392,7 @@ impl<S: SecretStore> Tree<S> {
         let node = self.node(ino)?;
         match &*node {
             Node::Root | Node::Prefix(_) => self.answers.mounts.peek_expiry(&()).map(|(_, u)| u),
-            Node::Dir { mount, path } => {
-                let key = (mount.clone(), path.clone());
-                let parent = (!path.is_empty())
-                    .then(|| (mount.clone(), split_parent(path).0.to_string()))
-                    .and_then(|k| self.answers.listings.peek_expiry(&k))
-                    .map(|(_, u)| u);
-                [
-                    parent,
-                    self.answers.listings.peek_expiry(&key).map(|(_, u)| u),
-                    self.answers.secrets.peek_expiry(&key).map(|(_, u)| u),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
-            }
+            Node::Dir { mount, path } => self.answers.dir_until(mount, path),
             Node::Versions { .. } | Node::AtVersion { .. } => self.history_valid_until(&node),
             Node::File { .. } => None,
         }
@@ -446,44 +407,13 @@ impl<S: SecretStore> Tree<S> {
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
-        let (parent, leaf) = split_parent(path);
-        let parent_listing = match path.is_empty() {
-            true => None,
-            false => Some(
-                self.answers
-                    .listings
-                    .peek(&(mount.clone(), parent.to_string()))?,
-            ),
-        };
-        let (is_secret, is_folder) = match &parent_listing {
-            Some(l) => facts(l, leaf),
-            None => (Known::No, Known::Yes),
-        };
-        let key = (mount.clone(), path.clone());
-        let listing = match is_folder {
-            Known::No => None,
-            _ => Some(self.answers.listings.peek(&key)?),
-        };
-        let secret = match is_secret {
-            Known::No => None,
-            _ => Some(self.answers.secrets.peek(&key)?),
-        };
-        if let (Some(Ok(keys)), true) = (&listing, prefetch) {
-            let all_cached = keys.iter().all(|k| match k.strip_suffix('/') {
-                Some(f) => self
-                    .answers
-                    .listings
-                    .in_hand(&(mount.clone(), join(path, f))),
-                None => self
-                    .answers
-                    .secrets
-                    .in_hand(&(mount.clone(), join(path, k))),
-            });
-            if !all_cached {
+        let answers = self.answers.peek_dir(mount, path)?;
+        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
+            if !self.children_in_hand(mount, path, keys) {
                 return None;
             }
         }
-        Some(self.assemble(mount, path, parent_listing.as_ref(), listing, secret))
+        Some(self.assemble(mount, path, answers))
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
@@ -496,23 +426,18 @@ impl<S: SecretStore> Tree<S> {
     }
 
     /// The entries of a directory from its listing and its own secret.
-    /// `listing` and `secret` are `None` when the parent's listing says the
-    /// directory is no folder, or no secret.
     fn assemble(
         &self,
         mount: &KvMount,
         path: &str,
-        parent_listing: Option<&Answer<Vec<String>>>,
-        listing: Option<Answer<Vec<String>>>,
-        secret: Option<Answer<Secret>>,
+        answers: DirAnswers,
     ) -> Result<Listing, FsError> {
-        let valid_until = self.answers.answers_until(
-            mount,
-            path,
-            parent_listing,
-            listing.as_ref(),
-            secret.as_ref(),
-        );
+        let DirAnswers {
+            listing,
+            secret,
+            valid_until,
+        } = answers;
+        let valid_until = valid_until.unwrap_or_else(Instant::now);
         let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
             Some(Ok(s)) => Some(s),

@@ -81,4 +81,19 @@ impl<S: SecretStore> Tree<S> {
             }
         });
     }
+
+    /// Whether every child named in `keys` (a LIST answer of `path`) is
+    /// cached or on its way: a read of `path` would then prefetch nothing.
+    pub(super) fn children_in_hand(&self, mount: &KvMount, path: &str, keys: &[String]) -> bool {
+        keys.iter().all(|k| match k.strip_suffix('/') {
+            Some(f) => self
+                .answers
+                .listings
+                .in_hand(&(mount.clone(), join(path, f))),
+            None => self
+                .answers
+                .secrets
+                .in_hand(&(mount.clone(), join(path, k))),
+        })
+    }
 }
