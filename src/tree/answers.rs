@@ -2,6 +2,11 @@
 //! cache per kind of answer (mounts, listings, SCANs, secrets, old
 //! versions, metadata), each read through a typed getter that asks Vault
 //! on a miss.
+//!
+//! Also the one rule of what a directory is made of ([`Answers::dir`]):
+//! which answers its parent's listing says it needs ([`Facts`]), and until
+//! when they hold ([`DirAnswers`]). A directory read that may fetch, one
+//! from the cache alone, and the expiry alone all go through it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -125,8 +130,9 @@ impl<S: SecretStore> Answers<S> {
         at_once(self.dir(mount, path, Ask::Peek))
     }
 
-    /// When the cached answers directory `path` is made of expire, if any
-    /// is cached; `None` when none is. Makes no request.
+    /// When the first of the cached answers directory `path` is made of
+    /// expires (without its parent's listing at hand, nothing is ruled
+    /// out); `None` when none is cached. Makes no request.
     pub(super) fn dir_until(&self, mount: &KvMount, path: &str) -> Option<Instant> {
         at_once(self.dir(mount, path, Ask::Expiry))?.valid_until
     }
