@@ -6,7 +6,15 @@
 
 use std::time::Duration;
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::answers::until_of;
+use super::layout::{file_name, file_named};
+use super::{Entry, Listing, Node, Tree};
+use crate::error::FsError;
+use crate::secret::{Secret, SecretFile};
+use crate::store::{KvMount, KvVersion, SecretStore};
 
 pub const VERSIONS_DIR: &str = ".versions";
 pub const METADATA_VIEW: &str = ".metadata.json";
@@ -23,22 +31,6 @@ fn version_number(seg: &str) -> Option<u64> {
 }
 
 impl<S: SecretStore> Tree<S> {
-    async fn old_version(&self, mount: &KvMount, secret: &str, n: u64) -> Answer<Secret> {
-        let key = (mount.clone(), secret.to_string(), n);
-        let store = &self.store;
-        self.old_versions
-            .get(&key, || store.read_version(mount, secret, n))
-            .await
-    }
-
-    async fn metadata_of(&self, mount: &KvMount, secret: &str) -> Answer<Metadata> {
-        let key = (mount.clone(), secret.to_string());
-        let store = &self.store;
-        self.metadata
-            .get(&key, || store.metadata(mount, secret))
-            .await
-    }
-
     /// `.versions` or `.metadata.json` inside secret `path` (whose current
     /// answer is `s`), when that is what `seg` names. A key or a child of
     /// the same name wins: the caller looked for those first.
@@ -59,9 +51,9 @@ impl<S: SecretStore> Tree<S> {
                 secret: path.to_string(),
             }))),
             METADATA_VIEW => {
-                let answer = self.metadata_of(mount, path).await;
+                let answer = self.answers.metadata(mount, path).await;
                 let key = (mount.clone(), path.to_string());
-                let until = until_of(&self.metadata, &key, &answer);
+                let until = until_of(&self.answers.metadata, &key, &answer);
                 let document = answer?.document.clone();
                 Ok(self.file_entry_until(mount, path, &document, SecretFile::Json, until))
             }
@@ -79,7 +71,7 @@ impl<S: SecretStore> Tree<S> {
         seg: &str,
     ) -> Result<Entry, FsError> {
         let n = version_number(seg).ok_or(FsError::NoEntry)?;
-        if self.old_version(mount, secret, n).await?.deleted {
+        if self.answers.old_version(mount, secret, n).await?.deleted {
             return Err(FsError::NoEntry);
         }
         Ok(self.dir_entry(Node::AtVersion {
@@ -108,9 +100,9 @@ impl<S: SecretStore> Tree<S> {
         mount: &KvMount,
         secret: &str,
     ) -> Result<Listing, FsError> {
-        let answer = self.metadata_of(mount, secret).await;
+        let answer = self.answers.metadata(mount, secret).await;
         let key = (mount.clone(), secret.to_string());
-        let until = until_of(&self.metadata, &key, &answer);
+        let until = until_of(&self.answers.metadata, &key, &answer);
         let entries = answer?
             .live
             .iter()
@@ -150,9 +142,9 @@ impl<S: SecretStore> Tree<S> {
         secret: &str,
         n: u64,
     ) -> Result<(Arc<Secret>, Instant), FsError> {
-        let answer = self.old_version(mount, secret, n).await;
+        let answer = self.answers.old_version(mount, secret, n).await;
         let key = (mount.clone(), secret.to_string(), n);
-        let until = until_of(&self.old_versions, &key, &answer);
+        let until = until_of(&self.answers.old_versions, &key, &answer);
         Ok((answer?, until))
     }
 
@@ -160,10 +152,12 @@ impl<S: SecretStore> Tree<S> {
     pub(super) fn history_valid_until(&self, node: &Node) -> Option<Instant> {
         match node {
             Node::Versions { mount, secret } => self
+                .answers
                 .metadata
                 .peek_expiry(&(mount.clone(), secret.clone()))
                 .map(|(_, u)| u),
             Node::AtVersion { mount, secret, n } => self
+                .answers
                 .old_versions
                 .peek_expiry(&(mount.clone(), secret.clone(), *n))
                 .map(|(_, u)| u),

@@ -1,0 +1,161 @@
+//! How Vault's names become paths and file names: which names can be a
+//! path segment, how mount paths and LIST keys become a directory's
+//! children, and which files a secret's directory shows. Pure functions,
+//! no state.
+
+use std::collections::BTreeMap;
+
+use super::Node;
+use crate::naming;
+use crate::secret::{Secret, SecretFile, ENV_VIEW, JSON_VIEW};
+use crate::store::KvMount;
+
+/// The longest path inside a mount shown, in bytes (Linux's PATH_MAX): a
+/// folder deeper than that is left out. Every inode and cache key holds its
+/// path, so without a bound a chain of folders (which one LIST answer per
+/// level, or one small SCAN answer, can describe without end) would cost
+/// memory quadratic in its depth.
+pub const MAX_PATH: usize = 4096;
+
+pub(super) fn join(parent: &str, seg: &str) -> String {
+    if parent.is_empty() {
+        seg.to_string()
+    } else {
+        format!("{parent}/{seg}")
+    }
+}
+
+/// (the parent's path, the last segment).
+pub(super) fn split_parent(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+/// Whether a Vault name can be one segment of a request path: `.` and
+/// `..` would move the request elsewhere (docs/security.md), and a slash
+/// would make it two segments. Such names are never folders or secrets
+/// here (nor are names with NUL, which Vault refuses); they can still be
+/// key names, which never reach a path.
+pub fn is_path_segment(seg: &str) -> bool {
+    !seg.is_empty() && seg != "." && seg != ".." && !seg.contains(['/', '\0'])
+}
+
+/// The children of the root (`prefix` "") or of a mount-path prefix.
+pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
+    let mut out = BTreeMap::new();
+    for m in mounts
+        .iter()
+        .filter(|m| m.path.len() <= MAX_PATH && m.path.split('/').all(is_path_segment))
+    {
+        let rest = if prefix.is_empty() {
+            Some(m.path.as_str())
+        } else {
+            m.path
+                .strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest.filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let seg = rest.split('/').next().unwrap_or(rest);
+        let node = if seg == rest {
+            Node::Dir {
+                mount: m.clone(),
+                path: String::new(),
+            }
+        } else {
+            Node::Prefix(join(prefix, seg))
+        };
+        out.entry(seg.to_string()).or_insert(node);
+    }
+    out.into_iter().collect()
+}
+
+/// Group raw LIST keys into child names: `a` (secret) and `a/` (folder) are
+/// one child. Keys that cannot be one path segment are skipped.
+pub fn listing_children(keys: &[String]) -> Vec<String> {
+    let mut segs: Vec<String> = keys
+        .iter()
+        .map(|k| k.strip_suffix('/').unwrap_or(k))
+        .filter(|s| is_path_segment(s))
+        .map(str::to_string)
+        .collect();
+    segs.sort();
+    segs.dedup();
+    segs
+}
+
+/// Whether a sorted LIST answer holds `key`.
+pub(super) fn holds(keys: &[String], key: &str) -> bool {
+    keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
+}
+
+/// The file of secret `s` named `seg`: a key wins over a view's name.
+pub(super) fn file_named(s: &Secret, seg: &str) -> Option<SecretFile> {
+    if s.has_key(seg) {
+        Some(SecretFile::Key(seg.to_string()))
+    } else if seg == JSON_VIEW {
+        Some(SecretFile::Json)
+    } else if seg == ENV_VIEW {
+        Some(SecretFile::Env)
+    } else {
+        None
+    }
+}
+
+/// The file name of a secret's file, `None` (logged) for a key that cannot
+/// be one.
+pub(super) fn file_name(mount: &KvMount, path: &str, f: &SecretFile) -> Option<String> {
+    match f {
+        SecretFile::Key(k) => {
+            let name = encoded(k);
+            if name.is_none() {
+                tracing::warn!(mount = %mount.path, path = %path, len = k.len(), "key name too long or empty; left out");
+            }
+            name
+        }
+        SecretFile::Json => Some(JSON_VIEW.to_string()),
+        SecretFile::Env => Some(ENV_VIEW.to_string()),
+    }
+}
+
+/// The file name a Vault name is shown as; `None` when it cannot be one.
+pub(super) fn encoded(seg: &str) -> Option<String> {
+    naming::encode(seg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KvVersion;
+
+    fn m(p: &str) -> KvMount {
+        KvMount {
+            path: p.into(),
+            version: KvVersion::V2,
+        }
+    }
+
+    #[test]
+    fn mount_paths_nest() {
+        let ms = vec![m("secret"), m("team/kv"), m("team/other"), m("a/b/c")];
+        let root: Vec<String> = mount_children(&ms, "").into_iter().map(|c| c.0).collect();
+        assert_eq!(root, ["a", "secret", "team"]);
+        let team = mount_children(&ms, "team");
+        assert_eq!(team.len(), 2);
+        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if mount.path == "team/kv"));
+        assert_eq!(mount_children(&ms, "a")[0].1, Node::Prefix("a/b".into()));
+        assert!(mount_children(&ms, "te").is_empty());
+    }
+
+    #[test]
+    fn listing_merges_secret_and_folder() {
+        let keys: Vec<String> = ["app", "app/", "db/", "x/y", ""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(listing_children(&keys), ["app", "db"]);
+    }
+}

@@ -1,0 +1,524 @@
+//! The directory tree: which names exist where, and what they hold.
+//!
+//! This layer knows Vault's data model (mounts, folders, secrets, keys) but
+//! neither HTTP (that is `vault.rs`, behind [`SecretStore`]) nor FUSE (that
+//! is `fs.rs`). See docs/semantics.md for the rules implemented here.
+//!
+//! [`Tree`] (this file) answers the adapter's questions: lookups (with the
+//! rules for walking where LIST is denied), directory reads, attributes and
+//! content. What it is built from lives beside it:
+//! - `inodes`: the inode table and what an inode is;
+//! - `layout`: how Vault names become paths and file names;
+//! - `answers`: the cache of Vault's answers;
+//! - `scan`: the SCAN fallback for listings;
+//! - `prefetch`: fetching a read directory's children in the background;
+//! - `history`: KV v2 `.versions` and `.metadata.json`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::cache::{Answer, CachePolicy};
+use crate::error::{FsError, VaultError};
+use crate::naming;
+use crate::secret::{Secret, SecretFile};
+use crate::store::{KvMount, SecretStore};
+
+mod answers;
+#[cfg(test)]
+mod fake;
+mod history;
+mod inodes;
+mod layout;
+mod prefetch;
+mod scan;
+
+use answers::{until_of, Answers, DirAnswers, Known};
+use inodes::Inodes;
+pub use inodes::{stream_order, Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+use layout::{encoded, file_name, file_named, holds, join};
+pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
+pub use prefetch::PREFETCH_MAX;
+
+pub struct Tree<S> {
+    /// What Vault said, and where SCAN may be used.
+    answers: Answers<S>,
+    /// Bounds background prefetches (see [`Tree::prefetch_children`]);
+    /// `None` disables them.
+    prefetch: Option<Arc<Semaphore>>,
+    inodes: Arc<Mutex<Inodes>>,
+    /// Keys the content fingerprints, so no value can be crafted to
+    /// collide with another version of the same file.
+    hasher: RandomState,
+    /// Keys the directory order (see [`Tree::cookie`]).
+    order: RandomState,
+}
+
+impl<S: SecretStore> Tree<S> {
+    pub fn new(store: Arc<S>, policy: CachePolicy) -> Self {
+        Tree {
+            answers: Answers::new(store, policy),
+            prefetch: None,
+            inodes: Arc::new(Mutex::new(Inodes::new())),
+            hasher: RandomState::new(),
+            order: RandomState::new(),
+        }
+    }
+
+    /// Whether directory reads may use SCAN (on by default; servers without
+    /// it are detected).
+    pub fn with_scan(mut self, scan: bool) -> Self {
+        self.answers.scan.enabled = scan;
+        self
+    }
+
+    /// Let a directory read fetch its children in the background, at most
+    /// `max_requests * 3 / 4` at a time, so a quarter of the request slots
+    /// stay free for what the user asks next. 0 disables prefetching.
+    pub fn with_prefetch(mut self, max_requests: usize) -> Self {
+        self.prefetch =
+            (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
+        self
+    }
+
+    /// Where an entry named `name` sits in a directory stream: a keyed hash
+    /// of the name, so the position names the entry, and a stream resumed
+    /// after the listing changed neither repeats nor skips the entries that
+    /// stayed (there is no opendir snapshot to keep positions stable).
+    /// Streams list in this order, and a directory read fetches its
+    /// children in it, so a walker finds the next child first. 1 and 2 are
+    /// `.` and `..`; the top bits stay clear, as `telldir` offsets are signed.
+    pub fn cookie(&self, name: &str) -> u64 {
+        3 + (self.order.hash_one(name) >> 2)
+    }
+
+    pub fn node(&self, ino: u64) -> Option<Arc<Node>> {
+        self.inodes.lock().expect("inode lock").node(ino)
+    }
+
+    /// The inode of a node with one more reference: the caller hands it to
+    /// the kernel (a lookup, released by [`Tree::forget`]) or keeps it in a
+    /// [`Listing`]. A node keeps its number while referenced.
+    fn ino(&self, node: Node, secret: Option<&Arc<Secret>>) -> u64 {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .acquire(node, secret)
+    }
+
+    /// `e`, as returned by [`Tree::lookup`] with one reference, guarded.
+    pub fn held(&self, e: Entry) -> Held {
+        Held::new(e, self.inodes.clone())
+    }
+
+    /// One more kernel reference on an inode a [`Listing`] holds (an entry
+    /// of a `readdirplus` reply counts as a lookup).
+    pub fn hand_out(&self, ino: u64) {
+        self.inodes.lock().expect("inode lock").add_ref(ino);
+    }
+
+    /// The kernel forgot `n` lookups of `ino`; returns whether the inode
+    /// is gone.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
+        self.inodes.lock().expect("inode lock").release(ino, n)
+    }
+
+    fn version(&self, s: &Secret, file: &SecretFile) -> Option<Version> {
+        let c = s.content(file)?;
+        Some(Version {
+            fingerprint: self.hasher.hash_one(c.as_slice()),
+            size: c.len() as u64,
+            mtime: s.mtime,
+        })
+    }
+
+    pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
+        self.answers.mounts().await
+    }
+
+    /// A folder's LIST answer, sorted and without duplicates (whatever the
+    /// server sent), so a name is found in it by binary search.
+    pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
+        self.answers.listing(mount, path).await
+    }
+
+    pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
+        self.answers.secret(mount, path).await
+    }
+
+    fn dir_entry(&self, node: Node) -> Entry {
+        Entry {
+            ino: self.ino(node, None),
+            kind: Kind::Dir,
+            size: 0,
+            mtime: None,
+            fingerprint: 0,
+            valid_until: None,
+        }
+    }
+
+    fn file_entry(
+        &self,
+        mount: &KvMount,
+        secret_path: &str,
+        s: &Arc<Secret>,
+        file: SecretFile,
+    ) -> Option<Entry> {
+        let key = (mount.clone(), secret_path.to_string());
+        // The cached answer `s` came from expires then. If the cache holds
+        // another answer by now (refreshed, or evicted), the entry is not
+        // kept at all: the kernel asks again at once.
+        let valid_until = until_of(&self.answers.secrets, &key, &Ok(s.clone()));
+        self.file_entry_until(mount, secret_path, s, file, valid_until)
+    }
+
+    /// A file of `s` (any answer that renders a secret's files), kept by the
+    /// kernel until `valid_until`.
+    fn file_entry_until(
+        &self,
+        mount: &KvMount,
+        secret_path: &str,
+        s: &Arc<Secret>,
+        file: SecretFile,
+        valid_until: Instant,
+    ) -> Option<Entry> {
+        let version = self.version(s, &file)?;
+        Some(Entry {
+            ino: self.ino(
+                Node::File {
+                    mount: mount.clone(),
+                    secret: secret_path.to_string(),
+                    file,
+                    version,
+                },
+                Some(s),
+            ),
+            kind: Kind::File,
+            size: version.size,
+            mtime: version.mtime,
+            fingerprint: version.fingerprint,
+            valid_until: Some(valid_until),
+        })
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+        let node = self.node(parent).ok_or(FsError::BadHandle)?;
+        let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
+        match &*node {
+            Node::Root | Node::Prefix(_) => {
+                let prefix = match &*node {
+                    Node::Prefix(p) => p.as_str(),
+                    _ => "",
+                };
+                let mounts = self.mounts().await?;
+                mount_children(&mounts, prefix)
+                    .into_iter()
+                    .find(|(s, _)| *s == seg)
+                    .map(|(_, n)| self.dir_entry(n))
+                    .ok_or(FsError::NoEntry)
+            }
+            Node::Dir { mount, path } => self.lookup_in_dir(mount, path, &seg).await,
+            Node::Versions { mount, secret } => self.lookup_version(mount, secret, &seg).await,
+            Node::AtVersion { mount, secret, n } => {
+                self.lookup_in_version(mount, secret, *n, &seg).await
+            }
+            Node::File { .. } => Err(FsError::NotDir),
+        }
+    }
+
+    async fn lookup_in_dir(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        seg: &str,
+    ) -> Result<Entry, FsError> {
+        // Not a folder we would show (see MAX_PATH); may still be a key.
+        let too_deep = join(path, seg).len() > MAX_PATH;
+        let known = if !is_path_segment(seg) || too_deep {
+            Known::No
+        } else {
+            self.is_child_dir(mount, path, seg).await?
+        };
+        if known == Known::Yes {
+            return Ok(self.dir_entry(Node::Dir {
+                mount: mount.clone(),
+                path: join(path, seg),
+            }));
+        }
+        // Only ask for the parent as a secret when its own listing does not
+        // rule that out (during an outage that would turn ENOENT into EIO).
+        let mut secret_denied = false;
+        let parent_secret = match self.answers.facts(mount, path).await.secret {
+            Known::No => None,
+            _ => match self.secret(mount, path).await {
+                Ok(s) => Some(s),
+                Err(VaultError::NotFound) => None,
+                Err(VaultError::Forbidden) => {
+                    secret_denied = true;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if let Some(s) = &parent_secret {
+            if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, path, s, f)) {
+                return Ok(e);
+            }
+            if let Some(e) = self.history_entry(mount, path, s, seg).await? {
+                return Ok(e);
+            }
+        }
+        match known {
+            // Vault would not say whether this is a folder. Inside a plain
+            // folder, assume it is one, so a read-only token can still walk to
+            // secrets it knows the path of; inside a secret, the name is far
+            // more likely a key that does not exist.
+            Known::Untold if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
+                mount: mount.clone(),
+                path: join(path, seg),
+            })),
+            _ if too_deep => Err(FsError::PathTooLong),
+            // The keys of a secret we may not read: say so, not "no such file".
+            _ if secret_denied => Err(VaultError::Forbidden.into()),
+            _ => Err(FsError::NoEntry),
+        }
+    }
+
+    /// Is `seg` a child folder or secret of `path`? Answered from the parent's
+    /// LIST when the token may list; otherwise by asking for the child itself,
+    /// so that read-only tokens can still walk to what they know the name of.
+    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
+        // A secret that is not also a folder has no children: LISTing it
+        // would cost a request per lookup only to hear 404.
+        if self.answers.facts(mount, path).await.folder == Known::No {
+            return Ok(Known::No);
+        }
+        match self.listing(mount, path).await {
+            Ok(keys) => {
+                let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
+                return Ok(if hit { Known::Yes } else { Known::No });
+            }
+            Err(VaultError::NotFound) => return Ok(Known::No),
+            Err(VaultError::Forbidden) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let child = join(path, seg);
+        match self.secret(mount, &child).await {
+            Ok(_) => return Ok(Known::Yes),
+            Err(VaultError::NotFound | VaultError::Forbidden) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self.listing(mount, &child).await {
+            Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
+            Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
+            Err(VaultError::Forbidden) => Ok(Known::Untold),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Attributes of an inode: a file inode answers its own version's size
+    /// and mtime (consistent with its cached pages), never a newer one's.
+    pub fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
+        let node = self.node(ino).ok_or(FsError::BadHandle)?;
+        Ok(match &*node {
+            Node::File { version, .. } => Entry {
+                ino,
+                kind: Kind::File,
+                size: version.size,
+                mtime: version.mtime,
+                fingerprint: version.fingerprint,
+                valid_until: None,
+            },
+            _ => Entry {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: None,
+                fingerprint: 0,
+                valid_until: None,
+            },
+        })
+    }
+    /// The content of a file inode: its own version's bytes, whoever asks
+    /// and whenever (reads are answered by inode; there is no open).
+    pub fn content(&self, ino: u64) -> Result<(Arc<Secret>, SecretFile), FsError> {
+        self.inodes.lock().expect("inode lock").content(ino)
+    }
+
+    /// Every entry of a directory (without `.` and `..`), sorted by name.
+    /// With `prefetch`, its children are fetched in the background (see
+    /// [`Tree::prefetch_children`]): for the start of a directory stream.
+    pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
+        let node = self.node(ino).ok_or(FsError::BadHandle)?;
+        let (mount, path) = match &*node {
+            Node::Root | Node::Prefix(_) => {
+                let prefix = match &*node {
+                    Node::Prefix(p) => p.clone(),
+                    _ => String::new(),
+                };
+                let answer = self.mounts().await;
+                let until = until_of(&self.answers.mounts, &(), &answer);
+                let mounts = answer?;
+                return Ok(self.listing_of(
+                    mount_children(&mounts, &prefix)
+                        .into_iter()
+                        .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
+                        .collect(),
+                    until,
+                ));
+            }
+            Node::Dir { mount, path } => (mount.clone(), path.clone()),
+            Node::Versions { mount, secret } => return self.readdir_versions(mount, secret).await,
+            Node::AtVersion { mount, secret, n } => {
+                return self.readdir_version(mount, secret, *n).await
+            }
+            Node::File { .. } => return Err(FsError::NotDir),
+        };
+        let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
+        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
+            self.prefetch_children(&mount, &path, keys);
+        }
+        self.assemble(&mount, &path, answers)
+    }
+
+    /// When the cached answers a directory's listing would be built from
+    /// expire, if any is cached; `None` when none is (any answer fetched
+    /// later expires later than anything handed out now).
+    pub fn dir_valid_until(&self, ino: u64) -> Option<Instant> {
+        let node = self.node(ino)?;
+        match &*node {
+            Node::Root | Node::Prefix(_) => self.answers.mounts.peek_expiry(&()).map(|(_, u)| u),
+            Node::Dir { mount, path } => self.answers.dir_until(mount, path),
+            Node::Versions { .. } | Node::AtVersion { .. } => self.history_valid_until(&node),
+            Node::File { .. } => None,
+        }
+    }
+
+    /// [`Tree::readdir`] of a folder or secret when it needs no request
+    /// (everything it shows is cached and fresh) and, with `prefetch`, no
+    /// prefetch either (its children are cached or on their way); `None`
+    /// otherwise. Lets walks skip a task per directory.
+    pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
+        let node = self.node(ino)?;
+        let Node::Dir { mount, path } = &*node else {
+            return None;
+        };
+        let answers = self.answers.peek_dir(mount, path)?;
+        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
+            if !self.children_in_hand(mount, path, keys) {
+                return None;
+            }
+        }
+        Some(self.assemble(mount, path, answers))
+    }
+
+    fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
+        Listing::new(
+            entries,
+            |n| self.cookie(n),
+            valid_until,
+            self.inodes.clone(),
+        )
+    }
+
+    /// The entries of a directory from its listing and its own secret.
+    fn assemble(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        answers: DirAnswers,
+    ) -> Result<Listing, FsError> {
+        let DirAnswers {
+            listing,
+            secret,
+            valid_until,
+        } = answers;
+        let valid_until = valid_until.unwrap_or_else(Instant::now);
+        let (mount, path) = (mount.clone(), path.to_string());
+        let secret = match secret {
+            Some(Ok(s)) => Some(s),
+            Some(Err(VaultError::NotFound | VaultError::Forbidden)) | None => None,
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let children = match listing {
+            Some(Ok(keys)) => listing_children(&keys),
+            None | Some(Err(VaultError::NotFound)) => Vec::new(),
+            // A readable secret still shows its keys when its folder is unlistable.
+            Some(Err(VaultError::Forbidden)) if secret.is_some() => Vec::new(),
+            Some(Err(e)) => return Err(e.into()),
+        };
+        let mut out: BTreeMap<String, Entry> = BTreeMap::new();
+        for seg in &children {
+            if join(&path, seg).len() > MAX_PATH {
+                tracing::warn!(mount = %mount.path, len = path.len() + seg.len(), "folder path too long; left out");
+                continue;
+            }
+            match encoded(seg) {
+                Some(name) => {
+                    let node = Node::Dir {
+                        mount: mount.clone(),
+                        path: join(&path, seg),
+                    };
+                    out.insert(name, self.dir_entry(node));
+                }
+                None => {
+                    tracing::warn!(mount = %mount.path, path = %path, len = seg.len(), "child name too long or empty; left out")
+                }
+            }
+        }
+        if let Some(s) = secret {
+            for f in s.files() {
+                let Some(name) = file_name(&mount, &path, &f) else {
+                    continue;
+                };
+                // A child folder or secret wins over a key of the same name.
+                if out.contains_key(&name) {
+                    continue;
+                }
+                if let Some(e) = self.file_entry(&mount, &path, &s, f) {
+                    out.insert(name, e);
+                }
+            }
+        }
+        Ok(self.listing_of(out.into_iter().collect(), valid_until))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fake::fake_with;
+
+    /// paths. It ends where the path would exceed the budget.
+    #[tokio::test]
+    async fn a_deep_chain_of_folders_ends_at_the_path_budget() {
+        let keys = vec!["aaaaaaa/".repeat(600) + "s"];
+        let tree = fake_with(
+            keys,
+            Err(VaultError::Http {
+                status: 405,
+                message: String::new(),
+            }),
+            100_000,
+            1 << 30,
+        );
+        let mut ino = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        let mut depth = 0;
+        let err = loop {
+            match tree.lookup(ino, b"aaaaaaa").await {
+                Ok(e) => ino = e.ino,
+                Err(e) => break e,
+            }
+            depth += 1;
+        };
+        // "aaaaaaa/" × 512 is 4,096 bytes: the deepest path that fits.
+        assert_eq!(depth, 512, "{err}");
+        assert_eq!(err.errno(), libc::ENAMETOOLONG);
+        // Nor is the child shown.
+        assert!(tree.readdir(ino, false).await.unwrap().is_empty());
+    }
+}
