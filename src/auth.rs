@@ -182,6 +182,8 @@ impl TokenSource {
         &self.origin
     }
 
+    /// The token itself; requests use [`TokenSource::header`].
+    #[cfg(test)]
     pub fn current(&self) -> Zeroizing<String> {
         self.token.read().expect("token lock").token.clone()
     }

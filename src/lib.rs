@@ -1,27 +1,34 @@
 //! vaultfs: HashiCorp Vault / OpenBao KV secrets as a read-only FUSE filesystem.
 //!
-//! Layers, outermost first: `cli` (flags and environment) → `daemon` (the
-//! mount's life) → `fs` (FUSE adapter) → `tree` (names and semantics) →
-//! `cache` → `vault` (HTTP client behind the `SecretStore` trait).
+//! Layers, outermost first (docs/architecture.md): `cli` (flags and
+//! environment → settings) → `daemon` (the mount's life) → `fs` (FUSE
+//! adapter, asking `kernel_cache` what the kernel may keep) → `tree` (names
+//! and semantics, with its answer cache) → `store` (the `SecretStore` trait)
+//! ← `vault` (the HTTP client implementing it).
+//!
+//! Public: what `main.rs` runs (`cli`, `daemon`, `assets`, `mount_helper`)
+//! and what the integration tests drive directly (the tree over a store,
+//! the client's parsers and request paths, the token source, the mount table).
+//! Everything else is private to the crate.
 
 pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod daemon;
-pub mod env;
+mod env;
 pub mod error;
-pub mod fs;
+mod fs;
 mod kernel_cache;
-pub mod logging;
+mod logging;
 pub mod mount_helper;
 pub mod mountpoint;
 pub mod naming;
-pub mod private;
-pub mod readiness;
-pub mod renew;
+mod private;
+mod readiness;
+mod renew;
 pub mod secret;
 pub mod store;
-pub mod tls;
+mod tls;
 pub mod tree;
 pub mod vault;

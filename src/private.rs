@@ -134,10 +134,6 @@ impl PrivateDir {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Open `name` in this directory with `flags` (plus `O_NOFOLLOW` and
     /// `O_CLOEXEC`; created `0600` with `O_CREAT`), and check it is a file
     /// of ours with no other name: a hard link planted to another file of

@@ -42,7 +42,6 @@ use inodes::Inodes;
 pub use inodes::{stream_order, Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
-pub use prefetch::PREFETCH_MAX;
 
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
