@@ -1,7 +1,7 @@
 //! The directory tree: which names exist where, and what they hold.
 //!
 //! This layer knows Vault's data model (mounts, folders, secrets, keys) but
-//! neither HTTP (that is `vault.rs`, behind [`SecretStore`]) nor FUSE (that
+//! neither HTTP (that is `vault/`, behind [`SecretStore`]) nor FUSE (that
 //! is `fs.rs`). See docs/semantics.md for the rules implemented here.
 //!
 //! [`Tree`] (this file) answers the adapter's questions: lookups (with the
