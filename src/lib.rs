@@ -20,6 +20,8 @@ pub mod private;
 pub mod readiness;
 pub mod renew;
 pub mod secret;
+#[cfg(test)]
+mod semantics_tests;
 pub mod store;
 pub mod tls;
 pub mod tree;
