@@ -58,6 +58,14 @@ fn prefetching(store: &Arc<MemoryStore>, ttl: Duration) -> T {
     Arc::new(Tree::new(store.clone(), policy(ttl, LONG)).with_prefetch(32))
 }
 
+/// The Coder module's read-only policy: [`vault`] with every LIST refused.
+fn read_only() -> (Arc<MemoryStore>, T) {
+    let store = vault();
+    store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
+    let t = tree(&store, LONG, LONG);
+    (store, t)
+}
+
 /// The entry at `path` (`secret/team/app`), looked up from the root one
 /// name at a time, as the kernel does.
 async fn at(tree: &T, path: &str) -> Result<Entry, FsError> {
@@ -129,9 +137,7 @@ fn transient() -> Vec<VaultError> {
 // semantics.md "Lookup without LIST": the Coder read-only policy.
 #[tokio::test]
 async fn without_list_a_token_reads_a_secret_it_knows_the_path_of() {
-    let store = vault();
-    store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
-    let t = tree(&store, LONG, LONG);
+    let (_, t) = read_only();
     assert_eq!(cat(&t, "secret/coder/GITHUB_TOKEN").await.unwrap(), "ghp_x");
     // Through a folder nobody may list, too.
     assert_eq!(
@@ -156,9 +162,7 @@ async fn without_list_of_the_parent_a_listable_child_folder_is_a_directory() {
 // semantics.md "Lookup without LIST": both denied, inside a plain folder → a folder.
 #[tokio::test]
 async fn without_list_an_unknown_name_in_a_plain_folder_is_an_unlistable_folder() {
-    let store = vault();
-    store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
-    let t = tree(&store, LONG, LONG);
+    let (_, t) = read_only();
     let e = at(&t, "secret/team/no-such-name").await.unwrap();
     assert_eq!(e.kind, Kind::Dir);
     assert_eq!(
@@ -170,9 +174,7 @@ async fn without_list_an_unknown_name_in_a_plain_folder_is_an_unlistable_folder(
 // semantics.md "Lookup without LIST": both denied, inside a readable secret → ENOENT.
 #[tokio::test]
 async fn without_list_an_unknown_name_in_a_readable_secret_is_enoent() {
-    let store = vault();
-    store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
-    let t = tree(&store, LONG, LONG);
+    let (_, t) = read_only();
     assert_eq!(
         errno(at(&t, "secret/coder/NO_SUCH_KEY").await),
         libc::ENOENT
@@ -441,9 +443,7 @@ async fn a_change_in_vault_shows_after_the_ttl_and_not_before() {
 // semantics.md "Caching": the definite answers 403 and 404 are cached for the TTL.
 #[tokio::test]
 async fn a_403_and_a_404_are_cached_for_the_ttl() {
-    let store = vault();
-    store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
-    let t = tree(&store, LONG, LONG);
+    let (store, t) = read_only();
     // A shell probing for `.git`: LIST refused, then the secret read.
     assert_eq!(errno(at(&t, "secret/coder/.git").await), libc::ENOENT);
     assert!(store.count(Op::List) > 0 && store.count(Op::Read) > 0);
