@@ -197,6 +197,25 @@ async fn a_readable_secret_whose_folder_cannot_be_listed_shows_its_key_files() {
     assert_eq!(ls(&t, "secret/coder").await.unwrap(), want);
 }
 
+// semantics.md "Names": `%`, `/` and NUL are percent-encoded, `.` and `..` escaped, empty names left out.
+#[tokio::test]
+async fn names_are_percent_encoded_and_unshowable_ones_left_out() {
+    let store = vault();
+    let data = json!({"a/b": "1", "50%": "2", ".": "3", "..": "4", "nul\u{0}": "5", "": "6"});
+    store.put("secret", "odd%name", data);
+    let t = tree(&store, LONG, LONG);
+    assert!(ls(&t, "secret")
+        .await
+        .unwrap()
+        .contains(&"odd%25name/".to_string()));
+    let want = ["%2E", "%2E%2E", ".env", ".json", "50%25", "a%2Fb", "nul%00"];
+    assert_eq!(ls(&t, "secret/odd%25name").await.unwrap(), want);
+    assert_eq!(cat(&t, "secret/odd%25name/a%2Fb").await.unwrap(), "1");
+    assert_eq!(cat(&t, "secret/odd%25name/%2E%2E").await.unwrap(), "4");
+    // A name no Vault name encodes to does not exist.
+    assert_eq!(errno(at(&t, "secret/odd%name").await), libc::ENOENT);
+}
+
 // semantics.md "Names": dot names and NUL are ENOENT as folders, even where LIST is refused.
 #[tokio::test]
 async fn dot_and_nul_names_are_enoent_even_where_list_is_refused() {
@@ -411,6 +430,38 @@ async fn deleted_destroyed_unwritten_and_non_canonical_versions_are_enoent() {
     assert_eq!(ls(&t, versions).await.unwrap(), ["3/"]);
 }
 
+// semantics.md "History", Caching: an old version outlives --ttl; metadata and the current version do not.
+#[tokio::test]
+async fn an_old_version_is_kept_past_the_ttl_and_the_metadata_is_not() {
+    let store = with_history();
+    let t = tree(&store, SHORT, LONG);
+    let db = "secret/team/app/db";
+    let old = format!("{db}/.versions/1/password");
+    let meta = format!("{db}/.metadata.json");
+    assert_eq!(cat(&t, &old).await.unwrap(), "hunter2");
+    cat(&t, &meta).await.unwrap();
+    // `.versions/<current>/` is read apart from the secret's own files.
+    assert_eq!(cat(&t, &format!("{db}/password")).await.unwrap(), "second");
+    store.clear_calls();
+    assert_eq!(
+        cat(&t, &format!("{db}/.versions/2/password"))
+            .await
+            .unwrap(),
+        "second"
+    );
+    assert_eq!(store.count_at(Op::ReadVersion, "secret", "team/app/db"), 1);
+    tokio::time::sleep(SHORT + SHORT / 2).await;
+    store.clear_calls();
+    assert_eq!(cat(&t, &old).await.unwrap(), "hunter2");
+    cat(&t, &meta).await.unwrap();
+    assert_eq!(store.count(Op::ReadVersion), 0, "version 1 still cached");
+    assert_eq!(
+        store.count(Op::Metadata),
+        1,
+        "the metadata expired with --ttl"
+    );
+}
+
 // semantics.md "History", Names: KV v1 has no history.
 #[tokio::test]
 async fn kv1_has_no_history() {
@@ -489,6 +540,25 @@ async fn the_mount_list_is_cached_for_the_ttl() {
     tokio::time::sleep(SHORT + SHORT / 2).await;
     at(&t, "secret").await.unwrap();
     assert_eq!(store.count(Op::Mounts), 2);
+}
+
+// semantics.md "Caching", Directory listings: kept no longer than the answers it was built from.
+#[tokio::test]
+async fn a_listing_lives_no_longer_than_the_first_answer_it_was_built_from() {
+    let ttl = Duration::from_secs(5);
+    let t = tree(&vault(), ttl, LONG);
+    // Fetches the parent's listing, which says what `app` is.
+    let app = at(&t, "secret/team/app").await.unwrap().ino;
+    tokio::time::sleep(SHORT).await;
+    let read = Instant::now();
+    let listing = t.readdir(app, false).await.unwrap();
+    assert!(listing.valid_until > Instant::now());
+    // Its own LIST and secret were fetched now; the parent's LIST before.
+    let first = read + ttl - SHORT / 2;
+    assert!(
+        listing.valid_until < first,
+        "the parent's LIST expires first"
+    );
 }
 
 // semantics.md "Caching", Entry TTLs: a file's entry lives no longer than its cached secret.
