@@ -99,6 +99,7 @@ struct Rule {
     /// `None`: every mount (and [`Op::Mounts`]).
     mount: Option<String>,
     path: String,
+    /// `path` and everything below it (`""`: everything).
     below: bool,
     fault: Fault,
 }
@@ -118,7 +119,7 @@ impl Rule {
         };
         self.op.is_none_or(|op| op == call.op)
             && self.mount.as_ref().is_none_or(|m| *m == call.mount)
-            && (self.mount.is_none() || path_matches)
+            && path_matches
     }
 }
 
