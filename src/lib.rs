@@ -28,6 +28,8 @@ mod private;
 mod readiness;
 mod renew;
 pub mod secret;
+#[cfg(test)]
+mod semantics_tests;
 pub mod store;
 mod tls;
 pub mod tree;

@@ -3,7 +3,7 @@
 //! parsing and rendering. The same properties run unbounded under cargo-fuzz
 //! (fuzz/, see docs/reliability.md).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -13,7 +13,8 @@ use vaultfs::cache::CachePolicy;
 use vaultfs::error::VaultError;
 use vaultfs::naming::{decode, encode, NAME_MAX};
 use vaultfs::secret::{Secret, SecretFile};
-use vaultfs::store::{KvMount, KvVersion, SecretStore};
+use vaultfs::store::memory::{MemoryStore, Op};
+use vaultfs::store::KvVersion;
 use vaultfs::tree::{is_path_segment, listing_children, Tree, ROOT_INO};
 use vaultfs::vault::{parse_list, parse_read, request_url};
 
@@ -174,43 +175,6 @@ proptest! {
     }
 }
 
-/// A store that refuses LIST (the least-privilege policy, where every
-/// unknown name is taken for a folder) and records every path it is asked
-/// for, in the form the HTTP client would request it.
-struct Recorder {
-    paths: Mutex<Vec<String>>,
-}
-
-impl Recorder {
-    fn record(&self, mount: &KvMount, path: &str) {
-        self.paths
-            .lock()
-            .unwrap()
-            .push(format!("{}/data/{path}", mount.path));
-    }
-}
-
-impl SecretStore for Recorder {
-    async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
-        Ok(vec![KvMount {
-            path: "secret".into(),
-            version: KvVersion::V2,
-        }])
-    }
-    async fn list(&self, m: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
-        self.record(m, path);
-        Err(VaultError::Forbidden)
-    }
-    async fn scan(&self, m: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
-        self.record(m, path);
-        Err(VaultError::Forbidden)
-    }
-    async fn read(&self, m: &KvMount, path: &str) -> Result<Secret, VaultError> {
-        self.record(m, path);
-        Err(VaultError::NotFound)
-    }
-}
-
 /// File names a user (or another user, with `--allow-other`) could pass:
 /// every escaped form of `.`, `..`, `/`, `?`, `#` and NUL, and anything.
 fn file_name() -> impl Strategy<Value = Vec<u8>> {
@@ -253,7 +217,13 @@ proptest! {
     #[test]
     fn lookups_never_ask_outside_their_mount(walk in prop::collection::vec(file_name(), 1..6)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let store = Arc::new(Recorder { paths: Mutex::default() });
+        // The least-privilege policy: LIST and SCAN refused, so every
+        // unknown name is taken for a folder and asked for.
+        let store = Arc::new(MemoryStore::new());
+        store
+            .kv2("secret")
+            .fail_below(Op::List, "secret", "", VaultError::Forbidden)
+            .fail_below(Op::Scan, "secret", "", VaultError::Forbidden);
         let policy = CachePolicy {
             ttl: Duration::from_secs(60),
             stale_if_error: Duration::ZERO,
@@ -271,7 +241,9 @@ proptest! {
             }
         });
         let base = Url::parse("http://127.0.0.1:8200/").unwrap();
-        for p in store.paths.lock().unwrap().iter() {
+        for call in store.calls().iter().filter(|c| c.op != Op::Mounts) {
+            // As the HTTP client would request it.
+            let p = &format!("{}/data/{}", call.mount, call.path);
             let inner = p.strip_prefix("secret/data/").unwrap();
             prop_assert!(inner.is_empty() || inner.split('/').all(is_path_segment), "{:?}", p);
             let u = request_url(&base, p);

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use crate::error::VaultError;
 use crate::secret::Secret;
 
+#[cfg(any(test, feature = "memory-store"))]
+pub mod memory;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KvVersion {
     V1,
