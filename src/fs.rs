@@ -751,45 +751,21 @@ mod tests {
 mod lookup_tests {
     use super::*;
     use crate::cache::CachePolicy;
-    use crate::secret::Secret;
-    use crate::store::{KvMount, KvVersion};
+    use crate::store::memory::{Fault, MemoryStore, Op};
     use crate::tree::ROOT_INO;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// One folder `a` in mount `secret`; LIST of `a` hangs once `hang` is set.
-    #[derive(Default)]
-    struct Store {
-        hang: AtomicBool,
-    }
-
-    impl SecretStore for Store {
-        async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
-            Ok(vec![KvMount {
-                path: "secret".into(),
-                version: KvVersion::V2,
-            }])
-        }
-        async fn list(&self, _: &KvMount, path: &str) -> Result<Vec<String>, VaultError> {
-            match path {
-                "" => Ok(vec!["a/".into()]),
-                _ if self.hang.load(Ordering::SeqCst) => std::future::pending().await,
-                _ => Ok(vec!["s".into()]),
-            }
-        }
-        async fn scan(&self, _: &KvMount, _: &str) -> Result<Vec<String>, VaultError> {
-            Err(VaultError::Http {
-                status: 405,
-                message: String::new(),
-            })
-        }
-        async fn read(&self, _: &KvMount, _: &str) -> Result<Secret, VaultError> {
-            Err(VaultError::NotFound)
-        }
+    /// One folder `a` (holding a secret `s`) in mount `secret`.
+    fn store() -> Arc<MemoryStore> {
+        let store = MemoryStore::new();
+        store
+            .kv2("secret")
+            .put("secret", "a/s", serde_json::json!({}));
+        Arc::new(store)
     }
 
     /// The adapter's shared state over `store`, with one TTL for the
     /// daemon and the kernel.
-    fn shared(store: Arc<Store>, ttl: Duration, op_timeout: Duration) -> Shared<Store> {
+    fn shared(store: Arc<MemoryStore>, ttl: Duration, op_timeout: Duration) -> Shared<MemoryStore> {
         let policy = CachePolicy {
             ttl,
             stale_if_error: Duration::ZERO,
@@ -817,7 +793,7 @@ mod lookup_tests {
     /// got no entry, forgets only what it was given.
     #[tokio::test]
     async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
-        let store = Arc::new(Store::default());
+        let store = store();
         let s = Arc::new(shared(
             store.clone(),
             Duration::from_millis(50),
@@ -830,7 +806,7 @@ mod lookup_tests {
         s.note_served(a, &tree.readdir(a, false).await.unwrap());
         // The listing it holds expires; Vault stops answering for `a`.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        store.hang.store(true, Ordering::SeqCst);
+        store.fail(Op::List, "secret", "a", Fault::Hang);
         let cut = tokio::time::timeout(
             Duration::from_millis(200),
             lookup(s.clone(), mount, b"a".to_vec()),
@@ -851,11 +827,7 @@ mod lookup_tests {
     /// pressure (inode numbers are never reused).
     #[tokio::test]
     async fn served_records_do_not_outlive_their_inodes() {
-        let s = shared(
-            Arc::default(),
-            Duration::from_secs(60),
-            Duration::from_secs(5),
-        );
+        let s = shared(store(), Duration::from_secs(60), Duration::from_secs(5));
         let tree = s.tree.clone();
         let mount = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         for _ in 0..5000 {

@@ -29,13 +29,13 @@ use crate::secret::{Secret, SecretFile};
 use crate::store::{KvMount, SecretStore};
 
 mod answers;
-#[cfg(test)]
-mod fake;
 mod history;
 mod inodes;
 mod layout;
 mod prefetch;
 mod scan;
+#[cfg(test)]
+mod test_tree;
 
 use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
@@ -490,13 +490,13 @@ impl<S: SecretStore> Tree<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fake::fake_with;
+    use test_tree::tree_of;
 
     /// paths. It ends where the path would exceed the budget.
     #[tokio::test]
     async fn a_deep_chain_of_folders_ends_at_the_path_budget() {
         let keys = vec!["aaaaaaa/".repeat(600) + "s"];
-        let tree = fake_with(
+        let tree = tree_of(
             keys,
             Err(VaultError::Http {
                 status: 405,

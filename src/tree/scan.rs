@@ -206,7 +206,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::tree::fake::{fake_with, Fake};
+    use crate::store::memory::{MemoryStore, Op};
+    use crate::tree::test_tree::tree_of;
     use crate::tree::{Kind, Tree, ROOT_INO};
 
     #[test]
@@ -229,7 +230,7 @@ mod tests {
 
     /// Read every directory below the mount root, as a walk does; returns
     /// the names seen.
-    async fn walk(tree: &Arc<Tree<Fake>>) -> Vec<String> {
+    async fn walk(tree: &Arc<Tree<MemoryStore>>) -> Vec<String> {
         let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         let (mut todo, mut seen) = (vec![(root, String::new())], Vec::new());
         while let Some((ino, at)) = todo.pop() {
@@ -247,9 +248,9 @@ mod tests {
         seen
     }
 
-    fn fake(scan: Result<(), VaultError>) -> Arc<Tree<Fake>> {
+    fn fake(scan: Result<(), VaultError>) -> Arc<Tree<MemoryStore>> {
         let keys = ["a/b/c", "a/d", "e"].map(String::from).to_vec();
-        fake_with(keys, scan, 100, 1 << 20)
+        tree_of(keys, scan, 100, 1 << 20)
     }
 
     #[test]
@@ -268,7 +269,7 @@ mod tests {
 
     /// (bytes the cached listings hold at the least: their keys' strings and
     /// their entries; bytes the listings cache accounts for).
-    fn listings_held(tree: &Tree<Fake>) -> (usize, usize) {
+    fn listings_held(tree: &Tree<MemoryStore>) -> (usize, usize) {
         let held = tree.answers.listings.weigh_all(|(m, p), v| {
             m.path.len() + p.len() + v.iter().map(String::len).sum::<usize>()
         });
@@ -276,7 +277,7 @@ mod tests {
     }
 
     /// Read the mount root as `ls` does: its listing comes from a SCAN.
-    async fn read_mount_root(tree: &Arc<Tree<Fake>>) {
+    async fn read_mount_root(tree: &Arc<Tree<MemoryStore>>) {
         let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         let _ = tree.readdir(root, true).await;
     }
@@ -287,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn a_deep_scan_answer_stays_within_the_listing_budget() {
         let budget = 1 << 20;
-        let tree = fake_with(vec!["a/".repeat(5_000)], Ok(()), 100_000, budget);
+        let tree = tree_of(vec!["a/".repeat(5_000)], Ok(()), 100_000, budget);
         read_mount_root(&tree).await;
         let (held, counted) = listings_held(&tree);
         assert!(held <= budget, "{held} bytes held, budget {budget}");
@@ -319,7 +320,7 @@ mod tests {
             let budget = 64 << 10;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let (held, counted) = rt.block_on(async {
-                let tree = fake_with(keys, Ok(()), 100_000, budget);
+                let tree = tree_of(keys, Ok(()), 100_000, budget);
                 read_mount_root(&tree).await;
                 listings_held(&tree)
             });
@@ -336,8 +337,8 @@ mod tests {
         let tree = fake(Ok(()));
         let seen = walk(&tree).await;
         assert!(seen.contains(&"/a/b/c".to_string()), "{seen:?}");
-        assert_eq!(tree.answers.store.calls("scan"), 1);
-        assert_eq!(tree.answers.store.calls("list"), 0);
+        assert_eq!(tree.answers.store.count(Op::Scan), 1);
+        assert_eq!(tree.answers.store.count(Op::List), 0);
     }
 
     #[tokio::test]
@@ -352,12 +353,12 @@ mod tests {
             let tree = fake(Err(refusal));
             let via_list = walk(&tree).await;
             assert_eq!(
-                tree.answers.store.calls("scan"),
+                tree.answers.store.count(Op::Scan),
                 1,
                 "asked once, then not again"
             );
             // The root, `a` and `a/b`: one LIST per folder.
-            assert_eq!(tree.answers.store.calls("list"), 3);
+            assert_eq!(tree.answers.store.count(Op::List), 3);
             assert_eq!(via_list, walk(&fake(Ok(()))).await, "same tree either way");
         }
     }
