@@ -5,7 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use reqwest::StatusCode;
 use vaultfs::tree::listing_children;
-use vaultfs::vault::{parse_list, parse_read, KvVersion};
+use vaultfs::store::KvVersion;
+use vaultfs::vault::{parse_list, parse_read};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {

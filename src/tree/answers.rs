@@ -151,20 +151,25 @@ impl<S: SecretStore> Answers<S> {
             None => None,
         };
         let facts = Facts::of(path, parent.as_ref());
-        let (listing, secret) = tokio::join!(
-            async {
-                match facts.folder {
-                    Known::No => Some(None),
-                    _ => ask.keep(self.obtain_listing(&key, ask).await),
-                }
-            },
-            async {
-                match facts.secret {
-                    Known::No => Some(None),
-                    _ => ask.keep(self.obtain_secret(&key, ask).await),
-                }
+        let listing = async {
+            match facts.folder {
+                Known::No => Some(None),
+                _ => ask.keep(self.obtain_listing(&key, ask).await),
             }
-        );
+        };
+        let secret = async {
+            match facts.secret {
+                Known::No => Some(None),
+                _ => ask.keep(self.obtain_secret(&key, ask).await),
+            }
+        };
+        let (listing, secret) = match ask {
+            Ask::Fetch { .. } => tokio::join!(listing, secret),
+            // From the cache: one after the other, so nothing here can wait
+            // on a runtime's scheduling (a join may yield when a task's
+            // budget is spent), which `at_once` relies on.
+            Ask::Peek | Ask::Expiry => (listing.await, secret.await),
+        };
         let (listing, secret) = (listing?, secret?);
         let valid_until = [
             parent_key
