@@ -824,9 +824,10 @@ impl Drop for Home {
             .flatten()
             .flatten()
         {
-            let pid = std::fs::read_to_string(e.path()).unwrap_or_default();
-            if let Ok(pid) = pid.lines().next().unwrap_or_default().parse::<i32>() {
-                // SAFETY: the pid came from a pid file our daemon wrote.
+            // Only a daemon that still holds its pid file's lock: the pid
+            // of a killed one may belong to another process by now.
+            if let Some(pid) = vaultfs::mountpoint::PidFile::read_live(&e.path()) {
+                // SAFETY: signalling a vaultfs daemon this test started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
