@@ -261,7 +261,7 @@ fn installs_the_release_archive_and_applies_the_module_settings() {
         let mut stop = script(&h, "stop");
         stop.env("VAULTFS_MOUNT_PATH", "~/my secrets");
         assert_ok(&run(stop, 20), n);
-        assert!(!is_mounted(&mp));
+        assert!(!is_mounted(&mp), "{n}: still mounted");
     }
 }
 
