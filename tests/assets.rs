@@ -1,7 +1,6 @@
-//! Issue #12: shell completions and man pages come from the binary
-//! (`vaultfs completions SHELL`, `vaultfs man`) and cannot drift from the
-//! flags: every subcommand and every visible long flag of every subcommand
-//! is in each completion script and in that subcommand's man page.
+//! Shell completions and man pages come from the binary (`vaultfs
+//! completions SHELL`, `vaultfs man`): every subcommand and every visible
+//! long flag is in each completion script and in its subcommand's man page.
 
 use std::process::Command;
 

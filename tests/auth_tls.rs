@@ -1,5 +1,6 @@
-//! Issue #4: token sources, token file rotation, renewal, TLS and
-//! namespaces, against real OpenBao servers and real FUSE mounts.
+//! Token sources, token file rotation, renewal, TLS (CA file and directory,
+//! server name, mTLS) and namespaces, against real OpenBao servers and real
+//! FUSE mounts.
 
 mod common;
 
@@ -373,26 +374,7 @@ listener "tcp" {{
         // `status` exits 2 when sealed, 1 when unreachable.
         cli(&b, "", &["status"]).status.code() == Some(2)
     });
-    let init = cli(
-        &b,
-        "",
-        &[
-            "operator",
-            "init",
-            "-key-shares=1",
-            "-key-threshold=1",
-            "-format=json",
-        ],
-    );
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
-    let key = init["unseal_keys_b64"][0].as_str().unwrap();
-    let root = init["root_token"].as_str().unwrap().to_string();
-    assert!(cli(&b, "", &["operator", "unseal", key]).status.success());
+    let (root, _) = init_and_unseal(|args| cli(&b, "", args));
     wait_until("active and KV enabled", Duration::from_secs(30), || {
         cli(&b, &root, &["secrets", "enable", "-path=secret", "kv-v2"])
             .status

@@ -1,20 +1,18 @@
-//! Issue #15: vaultfs against a real OpenBao HA cluster (three raft nodes on
-//! loopback, `common::cluster`): a standby, a step-down, the active node
-//! killed, the node vaultfs talks to restarted sealed, and a bounded soak
-//! with one failover. Every test mounts the real binary with FUSE.
-//!
-//! The windows each test measures are printed (`cargo test --test cluster
-//! -- --nocapture`); docs/reliability.md quotes them.
+//! vaultfs against a real three-node OpenBao HA cluster (`common::cluster`):
+//! a standby, a step-down, the active node killed, a node restarted sealed,
+//! and a bounded soak with a failover. The windows measured are printed
+//! (`-- --nocapture`); docs/reliability.md quotes them.
 
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::rotation::Rotation;
 use common::*;
 use serde_json::json;
 
@@ -548,34 +546,6 @@ fn node_restarted_sealed_then_unsealed_mount_recovers_by_itself() {
 
 // ---------------------------------------------------------------------------
 
-const SOAK_SECRETS: usize = 40;
-
-/// Self-validating soak value: the secret's number, a counter, and padding
-/// whose length follows from the counter (a torn read cannot pass).
-fn soak_value(i: usize, counter: u64) -> String {
-    format!(
-        "s{i}:{counter}:{}",
-        "p".repeat((counter as usize * 7919) % 2000)
-    )
-}
-
-/// Checks a read of secret `i` against what was written; returns its counter.
-fn soak_check(i: usize, got: &str, written: &AtomicU64) -> Result<u64, String> {
-    let counter: u64 = got
-        .strip_prefix(&format!("s{i}:"))
-        .and_then(|r| r.split(':').next())
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("s{i}: malformed read of {} bytes", got.len()))?;
-    if got != soak_value(i, counter) {
-        return Err(format!("s{i}: torn value at counter {counter}"));
-    }
-    // `written` is raised before each write is sent.
-    if counter > written.load(Ordering::SeqCst) {
-        return Err(format!("s{i}: counter {counter} was never written"));
-    }
-    Ok(counter)
-}
-
 /// (resident KiB, open fds) of process `pid`. The daemon is not dumpable,
 /// so its fd directory needs root (the tests run as root).
 fn sample(pid: u32) -> (u64, usize) {
@@ -606,11 +576,10 @@ fn soak_rotation_renewal_and_a_failover() {
         .unwrap_or(40)
         .max(30);
     let c = Cluster::start();
-    let written: Vec<AtomicU64> = (0..SOAK_SECRETS).map(|_| AtomicU64::new(0)).collect();
-    for i in 0..SOAK_SECRETS {
-        c.put(&format!("soak/s{i}"), json!({ "v": soak_value(i, 0) }));
-    }
-    c.wait_replicated(&format!("soak/s{}", SOAK_SECRETS - 1));
+    let put = |i: usize, v: &str| c.put(&format!("soak/s{i}"), json!({ "v": v }));
+    let rot = Rotation::new(40, 4);
+    rot.seed(put);
+    c.wait_replicated(&format!("soak/s{}", rot.len() - 1));
     // Renewed at two thirds of its TTL, so the last third (~7 s) must cover
     // a failover that falls on a renewal; the kill at half-time is ~6 s
     // after the second renewal, so its retries ride through the election.
@@ -636,38 +605,18 @@ fn soak_rotation_renewal_and_a_failover() {
     let root = m.p("secret/soak");
 
     let (samples, failover, writes, seen) = std::thread::scope(|s| {
-        let writer = s.spawn(|| {
-            let mut n = 0usize;
-            while !stop.load(Ordering::SeqCst) {
-                // A few hot secrets rotate fast, the rest slowly.
-                let i = if n % 2 == 0 {
-                    n % 4
-                } else {
-                    (n * 7) % SOAK_SECRETS
-                };
-                let next = written[i].load(Ordering::SeqCst) + 1;
-                written[i].store(next, Ordering::SeqCst);
-                c.put(&format!("soak/s{i}"), json!({ "v": soak_value(i, next) }));
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            n
-        });
+        let writer = s.spawn(|| rot.rotate(&stop, 7, Duration::from_millis(20), put));
         let readers: Vec<_> = (0..8)
             .map(|r| {
-                let (root, written, stop) = (&root, &written, &stop);
+                let (root, rot, stop) = (&root, &rot, &stop);
                 s.spawn(move || {
                     let mut seen = Seen::default();
                     let mut k = r * 3;
                     while !stop.load(Ordering::SeqCst) {
-                        let i = if k % 2 == 0 {
-                            k % 4
-                        } else {
-                            (k * 5) % SOAK_SECRETS
-                        };
+                        let i = rot.pick(k, 5);
                         k += 1;
                         let start = Instant::now();
-                        let got = std::fs::read_to_string(root.join(format!("s{i}/v")));
+                        let got = std::fs::read(root.join(format!("s{i}/v")));
                         let took = start.elapsed();
                         if took > seen.slowest.0 {
                             seen.slowest = (took, start - t0);
@@ -675,7 +624,7 @@ fn soak_rotation_renewal_and_a_failover() {
                         seen.reads += 1;
                         match got {
                             Ok(v) => {
-                                if let Err(e) = soak_check(i, &v, &written[i]) {
+                                if let Err(e) = rot.check(i, &v) {
                                     seen.wrong.push(e);
                                 }
                             }
@@ -793,28 +742,19 @@ fn several_addresses_are_refused_in_one_line() {
         "http://127.0.0.1:8200,http://127.0.0.1:8202",
         "http://127.0.0.1:8200 http://127.0.0.1:8202",
     ] {
-        let mut cmd = std::process::Command::new(vaultfs_bin());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("VAULT_") || k.starts_with("BAO_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("VAULT_ADDR", list)
-            .env("VAULT_TOKEN", "unused")
-            .arg("mount")
-            .arg("--foreground")
-            .arg(dir.path());
+        let mut cmd = vaultfs_cmd_at(list, "unused");
+        cmd.arg("mount").arg("--foreground").arg(dir.path());
         let o = run(cmd, 20);
         assert_fails(&o, "invalid Vault address");
         assert!(!is_mounted(dir.path()));
     }
 }
 
-/// The soak's finding, made deterministic with the loopback fake Vault of
-/// tests/common/hostile.rs: a standby that cannot forward `renew-self` to a
-/// new active node yet answers 307 (to the active node's address). vaultfs
+/// A failover during renewal, made deterministic with the loopback fake
+/// Vault of tests/common/hostile.rs: a standby that cannot forward
+/// `renew-self` to a new active node yet answers 307 (to the active node's address). vaultfs
 /// follows no redirect; it must retry, not take the 307 for a refusal and
-/// stop renewing (it used to, and the token then expired).
+/// stop renewing (the token would then expire).
 #[test]
 fn renewal_rides_out_a_standbys_307() {
     use common::hostile::*;

@@ -1,7 +1,7 @@
-//! Issues #3 and #11: contrib/coder/run.sh, run with bash as a Coder agent
-//! would, against a real OpenBao and with a real mount as the result; the
-//! release archive is the one scripts/package builds, served over loopback
-//! HTTP.
+//! The Coder module: contrib/coder/run.sh run with bash as a Coder agent
+//! would, against a real OpenBao, installing the release archive that
+//! scripts/package builds (served over loopback HTTP), with a real mount as
+//! the result; its shellcheck and terraform checks.
 
 mod common;
 #[path = "common/package.rs"]
@@ -261,7 +261,7 @@ fn installs_the_release_archive_and_applies_the_module_settings() {
         let mut stop = script(&h, "stop");
         stop.env("VAULTFS_MOUNT_PATH", "~/my secrets");
         assert_ok(&run(stop, 20), n);
-        assert!(!is_mounted(&mp));
+        assert!(!is_mounted(&mp), "{n}: still mounted");
     }
 }
 
@@ -446,17 +446,11 @@ fn a_token_that_never_becomes_valid_fails_within_the_wait() {
 fn works_with_fusermount_when_fusermount3_is_missing() {
     let b = bao();
     let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
-    let (top, home, bin) = nobody_home();
-    let sh = top.path().join("run.sh");
-    std::fs::copy(run_sh(), &sh).unwrap();
     let script = r#"
-set -u
-D="$1" H="$2" BIN="$3" RUN="$4" P="$1/path"
-mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
+P="$D/path" RUN="$D/run.sh"
+cp "$RUN_SH" "$RUN" || exit 20
 mkdir "$P" && for f in /usr/bin/*; do [ "${f##*/}" = fusermount3 ] || ln -s "$f" "$P/"; done
-as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH="$P" HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" VAULTFS_BIN="$BIN" "$@"; }
-cleanup() { p=$(cat "$H"/.local/state/vaultfs/run/*.pid 2>/dev/null) && kill -9 $p; }
-trap cleanup EXIT
+USER_PATH="$P"
 as_user sh -c 'command -v fusermount3' && exit 19
 as_user bash "$RUN" start || exit 21
 echo "value=$(as_user cat "$H/secrets/coder/app/db/password")"
@@ -468,14 +462,13 @@ rm "$P/fusermount"
 as_user bash "$RUN" start 2>&1 | grep "neither fusermount3 nor fusermount" || exit 25
 echo done
 "#;
-    let mut c = in_private_mount_ns(script);
-    c.arg(top.path())
-        .arg(&home)
-        .arg(&bin)
-        .arg(&sh)
-        .env("ADDR", &b.addr)
-        .env("TOKEN", &token);
-    assert_mounted_as_nobody(&run(c, 90), "from-coder");
+    let sh = run_sh();
+    let env = [
+        ("ADDR", b.addr.as_str()),
+        ("TOKEN", token.as_str()),
+        ("RUN_SH", sh.to_str().unwrap()),
+    ];
+    assert_mounted_as_nobody(&run_as_nobody(script, &env, 90), "from-coder");
 }
 
 /// The Coder registry lints module scripts with shellcheck; so do we, and

@@ -1,8 +1,7 @@
 //! Directory listings are opened and kept by the kernel without asking the
-//! daemon (`FUSE_NO_OPENDIR_SUPPORT`, `FOPEN_CACHE_DIR`); the daemon tells
-//! it a listing changed through the directory's mtime, and keeps the
-//! kernel's copy no longer than the cached answers it came from
-//! (docs/performance.md, "Directories").
+//! daemon (`FUSE_NO_OPENDIR_SUPPORT`, `FOPEN_CACHE_DIR`); a changed listing
+//! shows through the directory's mtime, and the kernel keeps it no longer
+//! than the answers it came from (docs/performance.md, "Directories").
 
 mod common;
 

@@ -1,7 +1,6 @@
-//! Issue #5: faults and hostile input. A hung (SIGSTOPped) and a sealed
-//! OpenBao, each private to its test so the others never hang; hostile
-//! answers OpenBao cannot produce come from a tiny HTTP server on loopback;
-//! bad command lines run the real binary.
+//! Faults: a hung (SIGSTOPped) and a sealed OpenBao, each private to its
+//! test; odd data OpenBao stores and hostile answers it cannot give (from a
+//! loopback server); bad command lines; a leader election waited out.
 
 mod common;
 
@@ -315,15 +314,8 @@ fn fails_with_one_line(mut cmd: Command, want: &str) {
 }
 
 fn vaultfs_env(addr: &str) -> Command {
-    let mut c = Command::new(vaultfs_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VAULT_") || k.starts_with("BAO_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("VAULT_ADDR", addr)
-        .env("VAULT_TOKEN", "t")
-        .env("HOME", "/nonexistent");
+    let mut c = vaultfs_cmd_at(addr, "t");
+    c.env("HOME", "/nonexistent");
     c
 }
 

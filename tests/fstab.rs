@@ -1,9 +1,7 @@
-//! Issue #12: /etc/fstab and `mount -t fuse.vaultfs`, through the real
-//! mount(8) and umount(8) (util-linux), with the token from a file and every
-//! setting as an `-o` option (mount(8) clears the environment: no VAULT_*).
-//!
-//! Needs root: it mounts with mount(8) and links vaultfs as
-//! /usr/sbin/mount.fuse.vaultfs for the test's duration. CI runs as root.
+//! /etc/fstab and `mount -t fuse.vaultfs` through the real mount(8) and
+//! umount(8), with the token from a file and every setting an `-o` option
+//! (mount(8) clears the environment). Needs root: it links vaultfs as
+//! /usr/sbin/mount.fuse.vaultfs for the test's duration.
 
 mod common;
 
@@ -88,15 +86,15 @@ impl Drop for Cleanup {
     }
 }
 
+/// (type, source, superblock options) of the mount at `mp`. The crate's
+/// parser keeps no options: they are the line's last field.
 fn mount_type(mp: &Path) -> Option<(String, String, String)> {
-    let p = mp.to_str().unwrap();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .find(|l| l.split(' ').nth(4) == Some(p))
-        .map(|l| {
-            let after: Vec<&str> = l.split(" - ").nth(1).unwrap().split(' ').collect();
-            (after[0].into(), after[1].into(), after[2].into())
+        .find_map(|l| {
+            let e = vaultfs::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
+            Some((e.fstype, e.source, l.rsplit(' ').next()?.to_string()))
         })
 }
 

@@ -1,7 +1,7 @@
-//! Issue #10, the host side: a stopped daemon must not hang `mount` or
-//! `unmount`; `--allow-root` is refused; pid and log files do not follow
-//! planted symlinks; a normal user's `unmount` finds its non-dumpable daemon.
-//! Real OpenBao, real FUSE mounts.
+//! The host side of a mount: a stopped daemon does not hang `mount` or
+//! `unmount`; `--allow-root` is refused and `--allow-other` lets only root
+//! in; pid and log files do not follow planted symlinks; a normal user's
+//! `unmount` finds its non-dumpable daemon. Real OpenBao, real FUSE mounts.
 
 mod common;
 
@@ -51,8 +51,8 @@ impl Drop for Stopped {
     }
 }
 
-/// Defect 2: with the daemon stopped past the TTL, every stat of the mount
-/// point waits for it. `mount --wait 3s` and `unmount --wait 3s` must still
+/// With the daemon stopped past the TTL, every stat of the mount point
+/// waits for it. `mount --wait 3s` and `unmount --wait 3s` must still
 /// return, within their bounds, with a message that says what is wrong.
 #[test]
 fn stopped_daemon_does_not_hang_mount_or_unmount() {
@@ -116,10 +116,10 @@ fn stopped_daemon_does_not_hang_mount_or_unmount() {
     );
 }
 
-/// Defect 7: `--allow-root` mounted with the kernel's `allow_other` and left
-/// the rest to fuser, whose check skips reads and never sees lookups the
-/// kernel answers from its cache: any user read a secret the owner had read.
-/// It is refused now, before anything is mounted.
+/// `--allow-root` is refused before anything is mounted: it would mount with
+/// the kernel's `allow_other` and leave the rest to fuser, whose check skips
+/// reads and never sees lookups the kernel answers from its cache, so any
+/// user could read a secret the owner had read.
 #[test]
 fn allow_root_is_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -155,33 +155,17 @@ fn allow_root_is_refused() {
     assert!(!is_mounted(&mp));
 }
 
-/// Run `body` (bash) in a private mount namespace where a normal user, uid
-/// 65534 with HOME `$H`, can mount through the setuid fusermount3: a 0666
-/// node for /dev/fuse is bound over the root-only one, and /etc/fuse.conf
-/// says `user_allow_other`. `as_user CMD` runs CMD as that user, `as_other
-/// CMD` as uid 65533. Any daemon left in a pid file is killed at the end.
+/// Run `body` (bash) as [`run_as_nobody`] does, with /etc/fuse.conf saying
+/// `user_allow_other` and `as_other CMD` running CMD as uid 65533.
 fn as_normal_user(body: &str) -> (bool, String) {
-    let (top, home, bin) = nobody_home();
     let script = format!(
         r#"
-set -u
-D="$1" H="$2" BIN="$3"
-mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
 echo user_allow_other > "$D/fuse.conf" && mount --bind "$D/fuse.conf" /etc/fuse.conf || exit 20
-as_user() {{ setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH=/usr/bin:/bin HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" "$@"; }}
 as_other() {{ setpriv --reuid=65533 --regid=65533 --clear-groups -- "$@"; }}
-cleanup() {{ for f in "$H"/.local/state/vaultfs/run/*.pid; do [ -f "$f" ] && kill -CONT $(cat "$f") && kill -9 $(cat "$f"); done; }}
-trap cleanup EXIT
-{body}
-"#
+{body}"#
     );
-    let mut c = in_private_mount_ns(&script);
-    c.arg(top.path())
-        .arg(&home)
-        .arg(&bin)
-        .env("ADDR", &bao().addr)
-        .env("TOKEN", ROOT_TOKEN);
-    let o = run(c, 90);
+    let env = [("ADDR", bao().addr.as_str()), ("TOKEN", ROOT_TOKEN)];
+    let o = run_as_nobody(&script, &env, 90);
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     (o.status.success(), out + &stderr(&o))
 }
@@ -222,11 +206,11 @@ fn mode_of(p: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
 }
 
-/// Defect 8: with XDG_RUNTIME_DIR and XDG_STATE_HOME in a shared place,
-/// another user who made `vaultfs/` there first and planted symlinks in it
-/// had a mount truncate one victim file to the pid and append log lines to
-/// another. Such directories are refused now, symlinks are never followed,
-/// and the files vaultfs makes itself are 0600 in 0700 directories.
+/// With XDG_RUNTIME_DIR and XDG_STATE_HOME in a shared place, another user
+/// may make `vaultfs/` there first and plant symlinks in it, so that a mount
+/// truncates a victim file to the pid or appends log lines to another. Such
+/// directories are refused, symlinks are never followed, and the files
+/// vaultfs makes itself are 0600 in 0700 directories.
 #[test]
 fn pid_and_log_files_do_not_follow_planted_symlinks() {
     use std::os::unix::fs::{symlink, PermissionsExt};
@@ -235,23 +219,26 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
     let m = mp.to_str().unwrap();
     let shared = h.path().join("shared");
     let (run_dir, state_dir) = (shared.join("run"), shared.join("state"));
+    let dirs = StateDirs::of(&[
+        ("HOME", h.path()),
+        ("XDG_RUNTIME_DIR", &run_dir),
+        ("XDG_STATE_HOME", &state_dir),
+    ]);
     let victim_pid = h.path().join("victim-pid");
     let victim_log = h.path().join("victim-log");
     std::fs::write(&victim_pid, "precious\n").unwrap();
     std::fs::write(&victim_log, "").unwrap();
-    for d in [&run_dir, &state_dir] {
+    for d in [&dirs.run, &dirs.state] {
         // Made by the other user, for everyone to write in.
-        std::fs::create_dir_all(d.join("vaultfs")).unwrap();
-        std::fs::set_permissions(d.join("vaultfs"), std::fs::Permissions::from_mode(0o777))
-            .unwrap();
-        std::os::unix::fs::chown(d.join("vaultfs"), Some(65534), Some(65534)).unwrap();
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
     }
-    let name = vaultfs::mountpoint::pid_file_name(&mp);
-    let pid_in = run_dir.join("vaultfs").join(&name);
-    symlink(&victim_pid, &pid_in).unwrap();
-    symlink(&victim_pid, pid_in.with_extension("tmp")).unwrap();
-    symlink(&victim_pid, pid_in.with_extension("lock")).unwrap();
-    symlink(&victim_log, state_dir.join("vaultfs/vaultfs.log")).unwrap();
+    let pid_file = dirs.pid_file(&mp);
+    symlink(&victim_pid, &pid_file).unwrap();
+    symlink(&victim_pid, pid_file.with_extension("tmp")).unwrap();
+    symlink(&victim_pid, pid_file.with_extension("lock")).unwrap();
+    symlink(&victim_log, dirs.log()).unwrap();
 
     let xdg = |args: &[&str]| {
         let mut c = h.cmd(bao(), ROOT_TOKEN, args);
@@ -273,18 +260,17 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
     assert_eq!(read(&victim_log), "", "the log followed a symlink");
 
     // Our own directory, but writable by others: refused too.
-    for d in [&run_dir, &state_dir] {
-        std::fs::remove_dir_all(d.join("vaultfs")).unwrap();
-        std::fs::create_dir(d.join("vaultfs")).unwrap();
-        std::fs::set_permissions(d.join("vaultfs"), std::fs::Permissions::from_mode(0o777))
-            .unwrap();
+    for d in [&dirs.run, &dirs.state] {
+        std::fs::remove_dir_all(d).unwrap();
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     assert_fails(&run(xdg(&["mount", m]), 40), "writable by other users");
     assert!(!is_mounted(&mp));
 
     // A symlink in a private directory (here --log-file) is not followed.
-    for d in [&run_dir, &state_dir] {
-        std::fs::remove_dir_all(d.join("vaultfs")).unwrap();
+    for d in [&dirs.run, &dirs.state] {
+        std::fs::remove_dir_all(d).unwrap();
     }
     let link = h.path().join("log-link");
     symlink(&victim_log, &link).unwrap();
@@ -298,22 +284,20 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
     // Missing directories are made 0700, files 0600; all is removed after.
     let o = run(xdg(&["mount", m]), 40);
     assert_ok(&o, "mount");
-    let pid_file = run_dir.join("vaultfs").join(&name);
-    assert_eq!(mode_of(&run_dir.join("vaultfs")), 0o700);
-    assert_eq!(mode_of(&state_dir.join("vaultfs")), 0o700);
+    assert_eq!(mode_of(&dirs.run), 0o700);
+    assert_eq!(mode_of(&dirs.state), 0o700);
     assert_eq!(mode_of(&pid_file), 0o600);
     assert_eq!(mode_of(&pid_file.with_extension("lock")), 0o600);
-    assert_eq!(mode_of(&state_dir.join("vaultfs/vaultfs.log")), 0o600);
+    assert_eq!(mode_of(&dirs.log()), 0o600);
     let pid: i32 = read(&pid_file).lines().next().unwrap().parse().unwrap();
     assert_ok(&run(xdg(&["unmount", m]), 20), "unmount");
     assert!(!alive(pid) && !pid_file.exists());
 }
 
-/// Defect 10: the daemon is not dumpable, so a normal user cannot look into
-/// its /proc/PID/fd: the check that the pid in the pid file is a live
-/// vaultfs daemon failed, `unmount` did not wait for it and a second `mount`
-/// could not name it. Through fusermount3 as a normal user: the pid is
-/// named, `unmount` returns once the daemon is gone, and a stopped daemon's
+/// The daemon is not dumpable, so a normal user cannot look into its
+/// /proc/PID/fd to tell that the pid in the pid file is a live vaultfs
+/// daemon. Through fusermount3 as a normal user: a second `mount` names the
+/// pid, `unmount` returns once the daemon is gone, and a stopped daemon's
 /// `unmount` is bounded and names it.
 #[test]
 fn normal_user_unmount_finds_its_daemon() {
@@ -321,14 +305,14 @@ fn normal_user_unmount_finds_its_daemon() {
         r#"
 state() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1; }
 as_user "$BIN" mount || exit 21
-P=$(cat "$H"/.local/state/vaultfs/run/*.pid)
+P=$(head -n1 "$PIDS"/*.pid)
 echo "pid=$P"
 as_user "$BIN" mount 2>&1 | sed 's/^/second: /'
 as_user "$BIN" unmount || exit 23
 s=$(state $P); case "$s" in ""|Z|X) ;; *) echo "alive-after-unmount=$s";; esac
 
 as_user "$BIN" mount --ttl 1s || exit 24
-P=$(cat "$H"/.local/state/vaultfs/run/*.pid)
+P=$(head -n1 "$PIDS"/*.pid)
 echo "pid2=$P"
 kill -STOP $P
 sleep 1.5

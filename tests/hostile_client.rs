@@ -1,6 +1,6 @@
-//! Issue #10, the client's share: what a hostile Vault (or a hostile
-//! VAULT_ADDR) can do to the HTTP client and the renewal task. Every test
-//! runs the real binary against the loopback server of tests/common.
+//! What a hostile Vault (or a hostile VAULT_ADDR) can do to the HTTP client
+//! and the renewal task: the real binary against the loopback server of
+//! tests/common/hostile.rs.
 
 mod common;
 
@@ -15,9 +15,9 @@ fn lookups(server: &Server) -> usize {
     server.count(|r| r.target == "/v1/auth/token/lookup-self")
 }
 
-/// Defect 9: `ttl: u64::MAX` used to panic the renewal task (Instant +
-/// Duration overflow) and leave the mount without renewal, silently. The
-/// task must survive it: proven by it still noticing a new token.
+/// `ttl: u64::MAX` (an Instant + Duration overflow) must not end the
+/// renewal task and leave the mount without renewal, silently: the task
+/// still notices a new token.
 #[test]
 fn huge_token_ttl_keeps_renewal_alive() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,8 +60,8 @@ fn failing_mount(addr: &str) -> (bool, String) {
     (o.status.success(), stderr(&o))
 }
 
-/// Defect 11: userinfo in VAULT_ADDR (`http://user:pass@host`) was echoed
-/// in errors and logs. The host is still named; the credentials never.
+/// Userinfo in VAULT_ADDR (`http://user:pass@host`): errors and logs name
+/// the host, never the credentials.
 #[test]
 fn address_userinfo_is_never_shown() {
     let server = Server::start(|r| match r.target.as_str() {

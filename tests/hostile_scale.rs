@@ -1,7 +1,6 @@
-//! Issue #10, scale: whatever a (hostile) server answers, the daemon's
-//! memory stays within its documented budgets and a directory lists in time
-//! linear in its size (docs/reliability.md, "Resource bounds"). Real mounts
-//! of the real binary against a loopback server; plain std::fs.
+//! Whatever a (hostile) server answers, the daemon's memory stays within
+//! its documented budgets and a directory lists in time linear in its size
+//! (docs/reliability.md, "Resource bounds"): real mounts of a loopback server.
 
 mod common;
 

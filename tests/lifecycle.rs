@@ -1,6 +1,7 @@
-//! Issue #3: the mount's life, against a real OpenBao and real FUSE mounts:
-//! background mount ready on return, every failure path, signals, stale-mount
-//! recovery, `vaultfs unmount`, systemd notify.
+//! The mount's life, against a real OpenBao and real FUSE mounts: background
+//! mount ready on return, every failure path, signals, stale-mount recovery,
+//! `vaultfs unmount` and `status`, systemd notify, a normal user's mount
+//! through fusermount3, and the bounded log file.
 
 mod common;
 
@@ -285,14 +286,7 @@ fn systemd_notify_ready_when_live() {
 /// node for the same device is bound over /dev/fuse, as on usual hosts.
 #[test]
 fn normal_user_mounts_through_fusermount3() {
-    let (top, home, bin) = nobody_home();
     let script = r#"
-set -u
-D="$1" H="$2" BIN="$3"
-mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
-as_user() { setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH=/usr/bin:/bin HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" "$@"; }
-cleanup() { p=$(cat "$H"/.local/state/vaultfs/run/*.pid 2>/dev/null) && kill -9 $p; }
-trap cleanup EXIT
 as_user "$BIN" mount || exit 21
 echo "value=$(as_user cat "$H/secrets/secret/app/db/password")"
 grep " $H/secrets " /proc/self/mountinfo | sed 's/.* - /type=/'
@@ -301,13 +295,8 @@ as_user "$BIN" unmount || exit 23
 grep -q " $H/secrets " /proc/self/mountinfo && exit 24
 echo done
 "#;
-    let mut c = in_private_mount_ns(script);
-    c.arg(top.path())
-        .arg(&home)
-        .arg(&bin)
-        .env("ADDR", &bao().addr)
-        .env("TOKEN", ROOT_TOKEN);
-    assert_mounted_as_nobody(&run(c, 60), "s3cr3t");
+    let env = [("ADDR", bao().addr.as_str()), ("TOKEN", ROOT_TOKEN)];
+    assert_mounted_as_nobody(&run_as_nobody(script, &env, 60), "s3cr3t");
 }
 
 /// `vaultfs status`: live, nothing mounted, stale (daemon killed), listed
@@ -372,7 +361,7 @@ fn status_says_whether_a_live_vaultfs_is_mounted() {
     assert_fails(&status(&[m]), "nothing is mounted at");
 }
 
-/// Issue #12: the log file is bounded. Past --log-max-size it becomes
+/// The log file is bounded. Past --log-max-size it becomes
 /// NAME.1 and a new file starts (the daemon's stderr moves with it); a file
 /// moved away by logrotate is followed without a signal.
 #[test]

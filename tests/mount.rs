@@ -1,5 +1,5 @@
-//! Issue #2: the tree, names, values and views, against a real OpenBao and a
-//! real FUSE mount.
+//! The tree, names, values and views, modes, errnos and permissions, against
+//! a real OpenBao and a real FUSE mount.
 
 mod common;
 
@@ -376,32 +376,6 @@ fn least_privilege_token_reads_by_name_but_cannot_list() {
     // Secrets inside folders are reachable by path without LIST.
     assert_eq!(read(m.p("secrets/team/app/API_KEY")), "nested-by-name");
     assert_eq!(list_errno(m.p("secrets/team")), libc::EACCES);
-}
-
-#[test]
-fn namespace_shows_its_own_mounts() {
-    let b = bao();
-    b.cli(&["namespace", "create", "teamns"]);
-    b.enable_kv("nskv", 2, Some("teamns"));
-    b.cli(&[
-        "kv",
-        "put",
-        "-namespace=teamns",
-        "-mount=nskv",
-        "app",
-        "k=in-namespace",
-    ]);
-    let m = Mount::with(
-        b,
-        MountOpts::new(ROOT_TOKEN).env("VAULT_NAMESPACE", "teamns"),
-    );
-    assert!(
-        names(m.path()).contains(&"nskv".to_string()),
-        "{:?}",
-        names(m.path())
-    );
-    assert!(!names(m.path()).contains(&"secret".to_string()));
-    assert_eq!(read(m.p("nskv/app/k")), "in-namespace");
 }
 
 #[test]

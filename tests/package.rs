@@ -1,7 +1,7 @@
-//! Issue #11: the release archive. `scripts/package` builds it for this
-//! machine exactly as the release workflow does for each target; this checks
-//! what the archive claims: the listed files, a SHA256SUMS that verifies, and
-//! a binary that runs on Ubuntu 20.04 (static, or glibc 2.31 at most).
+//! The release archive `scripts/package` builds for this machine, as the
+//! release workflow does for each target: the listed files, a SHA256SUMS
+//! that verifies, and a binary that runs on Ubuntu 20.04 (static, or glibc
+//! 2.31 at most).
 
 #[path = "common/package.rs"]
 mod package;

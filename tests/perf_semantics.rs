@@ -1,46 +1,15 @@
-//! Issue #6: what the performance work must not change, and the request
-//! counts it promises, checked from the server's side with a file audit
-//! device on a private OpenBao dev server.
+//! What caching must not change, and the request counts it promises,
+//! counted on the server's side with a file audit device on a private
+//! OpenBao dev server.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
-
-/// One HTTP/1.1 request to the dev server (seeding thousands of secrets
-/// through the CLI would take minutes).
-fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let host = addr.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\nX-Vault-Token: {ROOT_TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, out)
-}
-
-fn put(bao: &Bao, path: &str, data: Value) {
-    let (st, out) = http(
-        &bao.addr,
-        "POST",
-        &format!("secret/data/{path}"),
-        Some(&json!({ "data": data })),
-    );
-    assert!(st == 200 || st == 204, "put {path}: {out}");
-}
+use serde_json::json;
 
 /// A private dev server whose requests are logged to an audit file.
 struct Audited {
@@ -98,8 +67,8 @@ impl Audited {
 fn seed_tree(bao: &Bao, folders: usize, secrets: usize) {
     for f in 0..folders {
         for s in 0..secrets {
-            put(
-                bao,
+            bao.put_http(
+                "secret",
                 &format!("f{f}/s{s}"),
                 json!({"a": "1", "b": format!("{f}-{s}")}),
             );
@@ -226,12 +195,13 @@ fn deep_walk_costs_one_scan() {
     let mut secrets = 0;
     for top in ["x", "y"] {
         for leaf in 0..3 {
-            put(
-                &a.bao,
+            a.bao.put_http(
+                "secret",
                 &format!("{top}/l2/l3/l4/l5/s{leaf}"),
                 json!({"k": "v"}),
             );
-            put(&a.bao, &format!("{top}/l2/l3/t{leaf}"), json!({"k": "v"}));
+            a.bao
+                .put_http("secret", &format!("{top}/l2/l3/t{leaf}"), json!({"k": "v"}));
             secrets += 2;
         }
     }
@@ -241,7 +211,7 @@ fn deep_walk_costs_one_scan() {
 #[test]
 fn rotated_value_is_read_whole_after_ttl() {
     let a = audited();
-    put(&a.bao, "rot", json!({"v": "first-value"}));
+    a.bao.put_http("secret", "rot", json!({"v": "first-value"}));
     let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
     let f = m.p("secret/rot/v");
     // Read twice: the second open keeps the kernel's page cache.
@@ -249,7 +219,7 @@ fn rotated_value_is_read_whole_after_ttl() {
     assert_eq!(read(&f), "first-value");
 
     for next in ["a-much-longer-second-value-than-before", "3rd", ""] {
-        put(&a.bao, "rot", json!({ "v": next }));
+        a.bao.put_http("secret", "rot", json!({ "v": next }));
         std::thread::sleep(Duration::from_millis(2200));
         // Whole: never the old length (truncated or padded), never old pages.
         assert_eq!(read(&f), next);
@@ -263,7 +233,8 @@ fn large_folder_lists_whole_and_follows_changes() {
     let a = audited();
     let n = 700;
     for i in 0..n {
-        put(&a.bao, &format!("big/s{i:04}"), json!({"k": "v"}));
+        a.bao
+            .put_http("secret", &format!("big/s{i:04}"), json!({"k": "v"}));
     }
     let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
     let want: Vec<String> = (0..n).map(|i| format!("s{i:04}")).collect();
@@ -277,7 +248,7 @@ fn large_folder_lists_whole_and_follows_changes() {
         "total line + one per entry"
     );
 
-    put(&a.bao, "big/zz-new", json!({"k": "v"}));
+    a.bao.put_http("secret", "big/zz-new", json!({"k": "v"}));
     std::thread::sleep(Duration::from_millis(2200));
     let now = names(m.p("secret/big"));
     assert_eq!(now.len(), n + 1);
@@ -292,7 +263,8 @@ fn large_folder_lists_whole_and_follows_changes() {
 fn revalidation_after_the_ttl_fetches_only_the_path() {
     let a = audited();
     for i in 0..40 {
-        put(&a.bao, &format!("rv/s{i}"), json!({"a": format!("{i}")}));
+        a.bao
+            .put_http("secret", &format!("rv/s{i}"), json!({"a": format!("{i}")}));
     }
     let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("2s"));
     assert_eq!(names(m.p("secret/rv")).len(), 40);
@@ -321,7 +293,7 @@ fn revalidation_after_the_ttl_fetches_only_the_path() {
 fn history_costs_requests_only_when_used() {
     let a = audited();
     for v in ["a", "b", "c"] {
-        put(&a.bao, "h/s", json!({ "k": v }));
+        a.bao.put_http("secret", "h/s", json!({ "k": v }));
     }
     let m = Mount::new(&a.bao, ROOT_TOKEN);
     let start = a.settle();

@@ -1,5 +1,5 @@
-//! Issue #5: secrets stay secret. Logs at trace level hold no token and no
-//! value; other users cannot read the mount; memory is locked.
+//! Secrets stay secret: logs at trace level hold no token and no value;
+//! other users cannot read the mount; memory is locked.
 
 mod common;
 

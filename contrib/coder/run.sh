@@ -55,7 +55,8 @@ mountinfo_path() {
 is_mounted() {
   local want fields
   want="$(mountinfo_path "$mount_path")"
-  fields="$(awk -v p="$want" '$5 == p { sub(/.* - /, ""); print $1, $2 }' /proc/self/mountinfo | tail -n 1)"
+  # Through the environment: `awk -v` would turn the escapes back.
+  fields="$(want="$want" awk '$5 == ENVIRON["want"] { sub(/.* - /, ""); print $1, $2 }' /proc/self/mountinfo | tail -n 1)"
   case "$fields" in
     "fuse.vaultfs "* | "fuse vaultfs") return 0 ;;
     *) return 1 ;;

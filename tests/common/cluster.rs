@@ -8,8 +8,6 @@
 //! Processes are spawned with `spawn_kept` (they die with the test process)
 //! and killed on drop; the temporary directory goes with the `Cluster`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -17,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{bao_bin, free_port, spawn_kept, vaultfs_bin, wait_until, Mount};
+use super::{bao_bin, free_port, http, init_and_unseal, spawn_kept, wait_until, Mount};
 
 /// One `bao server` of the cluster.
 pub struct Node {
@@ -46,43 +44,6 @@ pub struct Cluster {
     pub root_token: String,
     pub unseal_key: String,
     dir: tempfile::TempDir,
-}
-
-/// (HTTP status, body) of one request. Loopback only; `None` if the node
-/// cannot be reached or does not answer within 5 s.
-pub fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> Option<(u16, String)> {
-    let host = addr.trim_start_matches("http://");
-    assert!(host.starts_with("127.0.0.1:"), "loopback only: {addr}");
-    let mut s = TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let tok = if token.is_empty() {
-        String::new()
-    } else {
-        format!("X-Vault-Token: {token}\r\n")
-    };
-    write!(
-        s,
-        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\n{tok}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.get(9..12)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 /// What `sys/health` says of a node.
@@ -175,22 +136,8 @@ impl Cluster {
         for i in 0..n {
             c.wait_listening(i);
         }
-        let init: Value = serde_json::from_str(&c.cli(
-            0,
-            "",
-            &[
-                "operator",
-                "init",
-                "-key-shares=1",
-                "-key-threshold=1",
-                "-format=json",
-            ],
-        ))
-        .unwrap();
-        c.root_token = init["root_token"].as_str().unwrap().to_string();
-        c.unseal_key = init["unseal_keys_b64"][0].as_str().unwrap().to_string();
-        eprintln!("cluster: initialised at {:.1?}", t0.elapsed());
-        c.unseal(0);
+        (c.root_token, c.unseal_key) = init_and_unseal(|args| c.cli_output(0, "", args));
+        eprintln!("cluster: initialised and unsealed at {:.1?}", t0.elapsed());
         c.wait_health(0, Health::Active, Duration::from_secs(60));
         eprintln!("cluster: first node active at {:.1?}", t0.elapsed());
         // Joined nodes become voters once healthy this long (default 10 s).
@@ -487,22 +434,5 @@ impl Drop for Cluster {
 /// `vaultfs mount --foreground` on a temporary directory, talking to `addr`
 /// (any address: a node, or a proxy in front of the cluster).
 pub fn mount_at(addr: &str, token: &str, args: &[&str]) -> Mount {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(vaultfs_bin());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("VAULT_") || k.starts_with("BAO_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("VAULT_ADDR", addr)
-        .env("VAULT_TOKEN", token)
-        .arg("mount")
-        .arg("--foreground")
-        .arg(dir.path())
-        .args(args)
-        .env(
-            "RUST_LOG",
-            std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-    Mount::spawn(cmd, dir, Duration::from_secs(30))
+    Mount::at(addr, token, args, &[], Duration::from_secs(30))
 }

@@ -5,13 +5,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{vaultfs_bin, Mount};
+use super::Mount;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -162,15 +161,11 @@ fn write_reply(mut w: TcpStream, reply: Reply) {
 /// Runs the real binary against `addr` in the foreground and waits for
 /// the mount.
 pub fn mount_addr(addr: &str, env: &[(&str, &str)], extra: &[&str]) -> Mount {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(vaultfs_bin());
-    cmd.env("VAULT_ADDR", addr)
-        .env("VAULT_TOKEN", "hostile-test-token")
-        .env("RUST_LOG", "info")
-        .arg("mount")
-        .arg("--foreground")
-        .arg(dir.path())
-        .args(extra)
-        .envs(env.iter().copied());
-    Mount::spawn(cmd, dir, Duration::from_secs(20))
+    Mount::at(
+        addr,
+        "hostile-test-token",
+        extra,
+        env,
+        Duration::from_secs(20),
+    )
 }

@@ -1,9 +1,11 @@
-//! Test harness: a real OpenBao dev server per test binary, and real FUSE
-//! mounts of the vaultfs binary. Nothing here is a mock.
+//! Test harness: real OpenBao dev servers, real FUSE mounts of the vaultfs
+//! binary, and the mount table and state paths as the crate reads them.
+//! Nothing here is a mock.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod hostile;
+pub mod rotation;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -272,6 +274,20 @@ impl Bao {
         );
     }
 
+    /// Write a KV v2 secret over HTTP as root: as `put`, for the many
+    /// writes the CLI would take minutes for.
+    pub fn put_http(&self, mount: &str, path: &str, data: serde_json::Value) {
+        let body = serde_json::json!({ "data": data });
+        let r = http(
+            &self.addr,
+            "POST",
+            &format!("{mount}/data/{path}"),
+            ROOT_TOKEN,
+            Some(&body),
+        );
+        assert!(matches!(r, Some((200, _))), "write {mount}/{path}: {r:?}");
+    }
+
     /// Enable a KV engine at `path` (version 1 or 2), in `namespace` if given.
     pub fn enable_kv(&self, path: &str, version: u8, namespace: Option<&str>) {
         let ns = namespace.map(|n| format!("-namespace={n}"));
@@ -312,6 +328,72 @@ impl Drop for Bao {
     }
 }
 
+/// (HTTP status, body) of one plain HTTP/1.1 request to a server on
+/// loopback (an empty `token` sends none); `None` if it cannot be reached or
+/// does not answer within 5 s. For what the CLI is too slow for (it is a
+/// process a call) and for servers that may be down.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, String)> {
+    use std::io::Read;
+    let host = addr.trim_start_matches("http://");
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "plain HTTP on loopback only: {addr}"
+    );
+    let mut s =
+        std::net::TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let tok = if token.is_empty() {
+        String::new()
+    } else {
+        format!("X-Vault-Token: {token}\r\n")
+    };
+    write!(
+        s,
+        "{method} /v1/{path} HTTP/1.1\r\nHost: {host}\r\n{tok}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// `bao operator init` with one key share, then `bao operator unseal`, each
+/// run by `cli` (the bao CLI pointed at a new server). Returns (root token,
+/// unseal key).
+pub fn init_and_unseal(cli: impl Fn(&[&str]) -> Output) -> (String, String) {
+    let ok = |args: &[&str]| {
+        let o = cli(args);
+        assert!(o.status.success(), "bao {args:?} failed: {}", stderr(&o));
+        o.stdout
+    };
+    let init: serde_json::Value = serde_json::from_slice(&ok(&[
+        "operator",
+        "init",
+        "-key-shares=1",
+        "-key-threshold=1",
+        "-format=json",
+    ]))
+    .unwrap();
+    let key = init["unseal_keys_b64"][0].as_str().unwrap().to_string();
+    ok(&["operator", "unseal", &key]);
+    (init["root_token"].as_str().unwrap().to_string(), key)
+}
+
 /// (operation, path) of every request in the bytes of a file audit log.
 pub fn audit_requests(log: &[u8]) -> Vec<(String, String)> {
     log.split(|&b| b == b'\n')
@@ -327,26 +409,16 @@ pub fn audit_requests(log: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `bash -c SCRIPT` (positional arguments to follow) in a mount namespace
-/// of its own, so mounts made as another user there leave no trace here.
-pub fn in_private_mount_ns(script: &str) -> Command {
-    let mut c = Command::new("unshare");
-    c.args([
-        "-m",
-        "--propagation",
-        "private",
-        "bash",
-        "-c",
-        script,
-        "bash",
-    ]);
-    c
-}
-
-/// A world-traversable temporary directory holding `home` (owned by
-/// nobody, 65534) and a copy of the vaultfs binary nobody can run: for a
-/// normal user mounting through fusermount3. Returns (top, home, binary).
-pub fn nobody_home() -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// Runs the bash script `body` as root in a mount namespace of its own
+/// (mounts made there leave no trace here) where user nobody (65534) can
+/// mount through the setuid fusermount3: a 0666 node for the FUSE device is
+/// bound over the root-only /dev/fuse. The script has `$D` (a temporary
+/// directory anyone can traverse), `$H` (nobody's home), `$BIN` (a vaultfs
+/// nobody can run), `$PIDS` (where vaultfs keeps the pid files of `$H`) and
+/// `env`. `as_user CMD` runs CMD as nobody with only PATH (`$USER_PATH`,
+/// else /usr/bin:/bin), HOME, VAULT_ADDR=$ADDR, VAULT_TOKEN=$TOKEN and
+/// VAULTFS_BIN=$BIN. A daemon left in a pid file is killed at the end.
+pub fn run_as_nobody(body: &str, env: &[(&str, &str)], secs: u64) -> Output {
     use std::os::unix::fs::PermissionsExt;
     let top = tempfile::tempdir().unwrap();
     std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -356,10 +428,27 @@ pub fn nobody_home() -> (tempfile::TempDir, PathBuf, PathBuf) {
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
     let bin = top.path().join("vaultfs");
     std::fs::copy(vaultfs_bin(), &bin).unwrap();
-    (top, home, bin)
+    let script = format!(
+        r#"
+set -u
+mknod "$D/fuse" c 10 229 && chmod 666 "$D/fuse" && mount --bind "$D/fuse" /dev/fuse || exit 20
+as_user() {{ setpriv --reuid=65534 --regid=65534 --clear-groups -- env -i PATH="${{USER_PATH:-/usr/bin:/bin}}" HOME="$H" VAULT_ADDR="$ADDR" VAULT_TOKEN="$TOKEN" VAULTFS_BIN="$BIN" "$@"; }}
+cleanup() {{ for f in "$PIDS"/*.pid; do [ -f "$f" ] && p=$(head -n1 "$f") && kill -CONT "$p" && kill -9 "$p"; done; }}
+trap cleanup EXIT
+{body}
+"#
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "bash", "-c", &script])
+        .env("D", top.path())
+        .env("H", &home)
+        .env("BIN", &bin)
+        .env("PIDS", StateDirs::of_home(&home).run)
+        .envs(env.iter().copied());
+    run(c, secs)
 }
 
-/// The checks of a script run by [`in_private_mount_ns`] that mounted as
+/// The checks of a script run by [`run_as_nobody`] that mounted as
 /// user 65534 through fusermount3 and printed `value=…`, the mount's
 /// `type=…` line from mountinfo and, last, `done`.
 pub fn assert_mounted_as_nobody(o: &Output, value: &str) {
@@ -392,13 +481,23 @@ pub fn vaultfs_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vaultfs"))
 }
 
-/// Whether `path` is a mount point (per /proc/self/mountinfo).
-pub fn is_mounted(path: &Path) -> bool {
-    let p = path.to_string_lossy().to_string();
+/// Every entry of /proc/self/mountinfo, read with the crate's parser.
+pub fn mounts() -> Vec<vaultfs::mountpoint::MountEntry> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+        .filter_map(vaultfs::mountpoint::parse_mountinfo_line)
+        .collect()
+}
+
+/// Whether `path` is a mount point.
+pub fn is_mounted(path: &Path) -> bool {
+    mount_count(path) > 0
+}
+
+/// How many mounts are stacked at `path`.
+pub fn mount_count(path: &Path) -> usize {
+    mounts().iter().filter(|e| e.target == path).count()
 }
 
 /// A live `vaultfs mount --foreground` on a temporary directory.
@@ -435,16 +534,23 @@ impl<'a> MountOpts<'a> {
 
 /// A vaultfs command with a clean environment pointing at `bao`.
 pub fn vaultfs_cmd(bao: &Bao, token: &str) -> Command {
+    let mut c = vaultfs_cmd_at(&bao.addr, token);
+    if let Some(ca) = bao.ca_file() {
+        c.env("VAULT_CACERT", ca);
+    }
+    c
+}
+
+/// A vaultfs command whose only VAULT_* and BAO_* settings are `addr` and
+/// `token`.
+pub fn vaultfs_cmd_at(addr: &str, token: &str) -> Command {
     let mut c = Command::new(vaultfs_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("VAULT_") || k.starts_with("BAO_") {
             c.env_remove(k);
         }
     }
-    c.env("VAULT_ADDR", &bao.addr).env("VAULT_TOKEN", token);
-    if let Some(ca) = bao.ca_file() {
-        c.env("VAULT_CACERT", ca);
-    }
+    c.env("VAULT_ADDR", addr).env("VAULT_TOKEN", token);
     c
 }
 
@@ -454,21 +560,44 @@ impl Mount {
     }
 
     pub fn with(bao: &Bao, o: MountOpts) -> Mount {
+        let cmd = vaultfs_cmd(bao, o.token);
+        Mount::foreground(cmd, &o.args, &o.env, Duration::from_secs(20))
+    }
+
+    /// A mount of any server at `addr` (a cluster node, a proxy, a fake
+    /// Vault), with `args` and then `env`; waits up to `wait` for it.
+    pub fn at(
+        addr: &str,
+        token: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        wait: Duration,
+    ) -> Mount {
+        Mount::foreground(vaultfs_cmd_at(addr, token), args, env, wait)
+    }
+
+    /// `cmd mount --foreground DIR ARGS` on a new temporary directory, at
+    /// log level $VAULTFS_TEST_LOG (default info); `env` is set last, so a
+    /// test's own RUST_LOG wins.
+    fn foreground<A, K, V>(mut cmd: Command, args: &[A], env: &[(K, V)], wait: Duration) -> Mount
+    where
+        A: AsRef<std::ffi::OsStr>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = vaultfs_cmd(bao, o.token);
         cmd.arg("mount")
             .arg("--foreground")
             .arg(dir.path())
-            .args(&o.args)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("VAULTFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
             );
-        // After the defaults, so a test's own RUST_LOG wins.
-        for (k, v) in &o.env {
+        for (k, v) in env {
             cmd.env(k, v);
         }
-        Mount::spawn(cmd, dir, Duration::from_secs(20))
+        Mount::spawn(cmd, dir, wait)
     }
 
     /// Runs `cmd` (a `vaultfs mount --foreground` on `dir`) with its stderr
@@ -599,7 +728,43 @@ pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     }
 }
 
-// ---- lifecycle branch: helpers for tests/lifecycle.rs and tests/coder.rs ----
+/// Where vaultfs keeps its log (`state`) and pid files (`run`) for an
+/// environment, resolved by the crate itself (its unit tests pin the
+/// layout).
+pub struct StateDirs {
+    pub state: PathBuf,
+    pub run: PathBuf,
+}
+
+impl StateDirs {
+    /// For the environment `vars` (HOME, XDG_STATE_HOME, XDG_RUNTIME_DIR).
+    pub fn of(vars: &[(&str, &Path)]) -> StateDirs {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        StateDirs {
+            state: vaultfs::mountpoint::state_dir(&env).expect("a state directory"),
+            run: vaultfs::mountpoint::run_dir(&env).expect("a run directory"),
+        }
+    }
+
+    /// For HOME `home` and no XDG_* variables.
+    pub fn of_home(home: &Path) -> StateDirs {
+        StateDirs::of(&[("HOME", home)])
+    }
+
+    /// The pid file of the daemon of mount point `mp`.
+    pub fn pid_file(&self, mp: &Path) -> PathBuf {
+        self.run.join(vaultfs::mountpoint::pid_file_name(mp))
+    }
+
+    /// The default log.
+    pub fn log(&self) -> PathBuf {
+        self.state.join("vaultfs.log")
+    }
+}
 
 /// A private HOME (so ~/secrets, the log and pid files belong to the test).
 pub struct Home {
@@ -618,10 +783,12 @@ impl Home {
     pub fn secrets(&self) -> PathBuf {
         self.path().join("secrets")
     }
+    /// Its log and pid-file directories (`cmd` clears the XDG_* variables).
+    pub fn dirs(&self) -> StateDirs {
+        StateDirs::of_home(self.path())
+    }
     pub fn pid_file(&self, mp: &Path) -> PathBuf {
-        self.path()
-            .join(".local/state/vaultfs/run")
-            .join(vaultfs::mountpoint::pid_file_name(mp))
+        self.dirs().pid_file(mp)
     }
     pub fn pid(&self, mp: &Path) -> i32 {
         let f = self.pid_file(mp);
@@ -634,8 +801,7 @@ impl Home {
             .unwrap()
     }
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join(".local/state/vaultfs/vaultfs.log"))
-            .unwrap_or_default()
+        std::fs::read_to_string(self.dirs().log()).unwrap_or_default()
     }
     /// `vaultfs ARGS` with this HOME, pointing at `bao` with `token`.
     pub fn cmd(&self, bao: &Bao, token: &str, args: &[&str]) -> Command {
@@ -653,22 +819,19 @@ impl Home {
 impl Drop for Home {
     /// Never leave a daemon or a mount behind, whatever the test did.
     fn drop(&mut self) {
-        let run = self.path().join(".local/state/vaultfs/run");
-        for e in std::fs::read_dir(run).into_iter().flatten().flatten() {
-            if let Ok(pid) = std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .trim()
-                .parse::<i32>()
-            {
-                // SAFETY: the pid came from a pid file our daemon wrote.
+        for e in std::fs::read_dir(self.dirs().run)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            // Only a daemon that still holds its pid file's lock: the pid
+            // of a killed one may belong to another process by now.
+            if let Some(pid) = vaultfs::mountpoint::PidFile::read_live(&e.path()) {
+                // SAFETY: signalling a vaultfs daemon this test started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for e in mountinfo
-            .lines()
-            .filter_map(vaultfs::mountpoint::parse_mountinfo_line)
-        {
+        for e in mounts() {
             if e.target.starts_with(self.path()) {
                 let _ = Command::new("umount").arg("-l").arg(&e.target).status();
             }
@@ -703,15 +866,6 @@ pub fn assert_fails(o: &Output, want: &str) {
         err.starts_with("vaultfs: ") && err.contains(want),
         "stderr {err:?} should mention {want:?}"
     );
-}
-
-pub fn mount_count(p: &Path) -> usize {
-    let p = p.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.split(' ').nth(4) == Some(p.as_str()))
-        .count()
 }
 
 pub fn alive(pid: i32) -> bool {
