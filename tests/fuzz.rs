@@ -1,4 +1,4 @@
-//! Issue #5: a short, bounded fuzz pass (proptest) over everything that
+//! A short, bounded fuzz pass (proptest) over everything that
 //! takes input from Vault or the kernel: file-name encoding, response
 //! parsing and rendering. The same properties run unbounded under cargo-fuzz
 //! (fuzz/, see docs/reliability.md).
