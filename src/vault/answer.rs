@@ -28,7 +28,7 @@ pub struct TokenInfo {
 /// The longest duration taken from a Vault answer (TTLs, lease durations).
 /// Vault's own ceiling is 32 days unless raised; an answer above this one is
 /// broken or hostile, and clamping keeps every `Instant + Duration` built
-/// from it far from overflowing (a panic there once stopped renewal).
+/// from it far from overflowing, which would panic.
 pub const MAX_VAULT_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A whole number of seconds from a Vault answer, clamped; anything that is
