@@ -80,9 +80,9 @@ impl Stamp {
     }
 }
 
-/// The token, and the `X-Vault-Token` header value made from it once.
-/// Building the header per request left one unwiped copy of the token in
-/// freed memory per request; now every request shares this one.
+/// The token, and the `X-Vault-Token` header value made from it once and
+/// shared by every request: a header built per request would leave an
+/// unwiped copy of the token in freed memory per request.
 struct Held {
     token: Zeroizing<String>,
     /// `None` when the token cannot be a header value.

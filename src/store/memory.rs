@@ -18,8 +18,8 @@
 //!   version on KV v2, the value on KV v1); folders are implied by the
 //!   secrets' paths. `delete_version`/`destroy_version` end a KV v2 version
 //!   (a deleted current version is still listed, as Vault lists it);
-//!   `remove` removes a secret with its history; `list_entry` adds a name
-//!   that exists only in its folder's LIST (and SCAN) answer.
+//!   `list_entry` adds a name that exists only in its folder's LIST (and
+//!   SCAN) answer.
 //! - **Answers.** LIST answers `name` for a secret and `name/` for a folder,
 //!   sorted, and 404 for a folder with nothing in it; SCAN answers every
 //!   secret below a folder (`a/b/c`), or, with [`MemoryStore::with_scan`] off,
@@ -229,12 +229,6 @@ impl MemoryStore {
         self
     }
 
-    /// Remove a secret and all its versions (KV v2's metadata delete).
-    pub fn remove(&self, mount: &str, path: &str) -> &Self {
-        self.state().secrets.remove(&(mount.into(), path.into()));
-        self
-    }
-
     /// A name that exists only in its folder's LIST answer (and in SCAN,
     /// unless it ends with `/`): reading it answers 404. `path` is the
     /// folder's path and the raw key, e.g. `app/x`, `app/sub/` or `app/..`.
@@ -349,8 +343,8 @@ impl MemoryStore {
         }
     }
 
-    /// The raw keys below `path` of `mount`, relative to it: secrets that
-    /// still have metadata, and LIST-only names.
+    /// The raw keys below `path` of `mount`, relative to it: secrets and
+    /// LIST-only names.
     fn keys_below(st: &State, mount: &str, path: &str) -> Vec<String> {
         let prefix = match path.is_empty() {
             true => String::new(),

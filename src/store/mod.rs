@@ -48,25 +48,20 @@ pub trait SecretStore: Send + Sync + 'static {
         mount: &KvMount,
         path: &str,
     ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
-    /// Version `version` of a KV v2 secret. Stores without history have none.
+    /// Version `version` of a KV v2 secret; `NotFound` on a KV v1 mount,
+    /// which keeps no history.
     fn read_version(
         &self,
         mount: &KvMount,
         path: &str,
         version: u64,
-    ) -> impl Future<Output = Result<Secret, VaultError>> + Send {
-        let _ = (mount, path, version);
-        async { Err(VaultError::NotFound) }
-    }
-    /// A KV v2 secret's metadata. Stores without history have none.
+    ) -> impl Future<Output = Result<Secret, VaultError>> + Send;
+    /// A KV v2 secret's metadata; `NotFound` on a KV v1 mount.
     fn metadata(
         &self,
         mount: &KvMount,
         path: &str,
-    ) -> impl Future<Output = Result<Metadata, VaultError>> + Send {
-        let _ = (mount, path);
-        async { Err(VaultError::NotFound) }
-    }
+    ) -> impl Future<Output = Result<Metadata, VaultError>> + Send;
 }
 
 /// A KV v2 secret's metadata (`GET <mount>/metadata/<path>`).

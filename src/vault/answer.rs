@@ -28,18 +28,18 @@ pub struct TokenInfo {
 /// The longest duration taken from a Vault answer (TTLs, lease durations).
 /// Vault's own ceiling is 32 days unless raised; an answer above this one is
 /// broken or hostile, and clamping keeps every `Instant + Duration` built
-/// from it far from overflowing (a panic there once stopped renewal).
+/// from it far from overflowing, which would panic.
 pub const MAX_VAULT_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A whole number of seconds from a Vault answer, clamped; anything that is
 /// not a non-negative integer counts as 0.
-pub(super) fn vault_seconds(v: &Value) -> Duration {
+fn vault_seconds(v: &Value) -> Duration {
     Duration::from_secs(v.as_u64().unwrap_or(0)).min(MAX_VAULT_DURATION)
 }
 
 /// Parse a `lookup-self` answer, then wipe it: it holds the token itself
 /// (`data.id`), and the parsed copy must not linger in freed memory.
-pub fn parse_token_info(v: &mut Value) -> TokenInfo {
+pub(super) fn parse_token_info(v: &mut Value) -> TokenInfo {
     let d = &v["data"];
     let info = TokenInfo {
         ttl: vault_seconds(&d["ttl"]),
@@ -53,7 +53,7 @@ pub fn parse_token_info(v: &mut Value) -> TokenInfo {
 
 /// Parse a `renew-self` answer (the new TTL), then wipe it: it holds the
 /// token (`auth.client_token`).
-pub fn parse_renewal(v: &mut Value) -> Duration {
+pub(super) fn parse_renewal(v: &mut Value) -> Duration {
     let ttl = vault_seconds(&v["auth"]["lease_duration"]);
     wipe(v);
     ttl

@@ -21,11 +21,8 @@ mod config;
 mod request;
 mod retry;
 
-use answer::{not_now, parse_mount, status_error};
-pub use answer::{
-    parse_list, parse_metadata, parse_read, parse_renewal, parse_token_info, TokenInfo,
-    MAX_VAULT_DURATION,
-};
+use answer::{not_now, parse_mount, parse_renewal, parse_token_info, status_error};
+pub use answer::{parse_list, parse_metadata, parse_read, TokenInfo, MAX_VAULT_DURATION};
 pub use config::{redact_userinfo, ClientConfig};
 use request::kv_path;
 pub use request::request_url;

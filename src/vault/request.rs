@@ -40,7 +40,7 @@ pub fn request_url(base: &Url, path: &str) -> Result<Url, VaultError> {
     Ok(u)
 }
 
-pub(super) fn unsafe_path(path: &str) -> VaultError {
+fn unsafe_path(path: &str) -> VaultError {
     // Debug-quoted: the name may hold control characters.
     let e = VaultError::UnsafePath(format!("{path:?}"));
     tracing::warn!(error = %e, "request refused");
@@ -49,13 +49,13 @@ pub(super) fn unsafe_path(path: &str) -> VaultError {
 
 /// Every byte of a segment but RFC 3986's unreserved ones is escaped, so
 /// names with `%`, `?`, `#`, spaces or unicode reach Vault as themselves.
-pub(super) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
 
-pub(super) fn escape_path(path: &str) -> String {
+fn escape_path(path: &str) -> String {
     let segments: Vec<String> = path
         .split('/')
         .map(|s| utf8_percent_encode(s, SEGMENT).to_string())

@@ -16,9 +16,9 @@ pub(super) fn backoff(attempt: u32) -> Duration {
     cap / 2 + (cap / 2).mul_f64(fastrand::f64())
 }
 
-pub(super) const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
 
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Remembers that Vault is down (unreachable, hung, sealed, gateway errors)
 /// so that requests fail at once with that error while one probe at a time
@@ -27,7 +27,7 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub(super) struct Breaker(Mutex<Option<Down>>);
 
-pub(super) struct Down {
+struct Down {
     error: VaultError,
     /// When the next request may go out as a probe.
     probe_at: Instant,
@@ -72,7 +72,7 @@ impl Breaker {
     }
 }
 
-pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
