@@ -787,10 +787,10 @@ mod lookup_tests {
         }
     }
 
-    /// The suspicion, confirmed: a lookup whose revalidation waits
-    /// on Vault past the operation's deadline had taken the inode reference
-    /// the kernel would count, and nothing released it. The kernel, which
-    /// got no entry, forgets only what it was given.
+    /// A lookup whose revalidation waits on Vault past the operation's
+    /// deadline has already taken the inode reference the kernel would
+    /// count; the guard must release it, as the kernel, which got no
+    /// entry, forgets only what it was given.
     #[tokio::test]
     async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
         let store = store();
@@ -822,9 +822,9 @@ mod lookup_tests {
     /// A directory's `served` record must go with its inode. When the
     /// kernel forgets a directory while a listing of its parent (a
     /// directory stream, `Streams`) still holds it, FORGET does not drop
-    /// the inode; the listing's drop does later, and nothing removed the
-    /// record: one more for good per directory per walk under memory
-    /// pressure (inode numbers are never reused).
+    /// the inode; the listing's drop does, later, and the record must go
+    /// then too: else one more stays for good per directory per walk under
+    /// memory pressure (inode numbers are never reused).
     #[tokio::test]
     async fn served_records_do_not_outlive_their_inodes() {
         let s = shared(store(), Duration::from_secs(60), Duration::from_secs(5));
