@@ -39,7 +39,7 @@ mod test_tree;
 
 use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
-pub use inodes::{stream_order, Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 
