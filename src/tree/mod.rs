@@ -399,8 +399,8 @@ impl<S: SecretStore> Tree<S> {
 
     /// [`Tree::readdir`] of a folder or secret when it needs no request
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
-    /// prefetch either (its children are cached or on their way); `None`
-    /// otherwise. Lets walks skip a task per directory.
+    /// prefetch either ([`Tree::to_prefetch`] is empty); `None` otherwise.
+    /// Lets walks skip a task per directory.
     pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
@@ -408,7 +408,7 @@ impl<S: SecretStore> Tree<S> {
         };
         let answers = self.answers.peek_dir(mount, path)?;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
-            if !self.children_in_hand(mount, path, keys) {
+            if !self.to_prefetch(mount, path, keys).is_empty() {
                 return None;
             }
         }
