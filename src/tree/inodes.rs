@@ -307,16 +307,13 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KvVersion;
+    use crate::tree::test_tree::m;
 
     #[test]
     fn inodes_live_while_referenced_and_are_never_reused() {
         let mut t = Inodes::new();
         let dir = |p: &str| Node::Dir {
-            mount: KvMount {
-                path: "secret".into(),
-                version: KvVersion::V2,
-            },
+            mount: m("secret"),
             path: p.into(),
         };
         let a = t.acquire(dir("a"), None);
