@@ -139,16 +139,6 @@ impl<S: SecretStore> Tree<S> {
         self.answers.mounts().await
     }
 
-    /// A folder's LIST answer, sorted and without duplicates (whatever the
-    /// server sent), so a name is found in it by binary search.
-    pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
-        self.answers.listing(mount, path).await
-    }
-
-    pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
-        self.answers.secret(mount, path).await
-    }
-
     fn dir_entry(&self, node: Node) -> Entry {
         Entry {
             ino: self.ino(node, None),
@@ -253,7 +243,7 @@ impl<S: SecretStore> Tree<S> {
         let mut secret_denied = false;
         let parent_secret = match self.answers.facts(mount, path).await.secret {
             Known::No => None,
-            _ => match self.secret(mount, path).await {
+            _ => match self.answers.secret(mount, path).await {
                 Ok(s) => Some(s),
                 Err(VaultError::NotFound) => None,
                 Err(VaultError::Forbidden) => {
@@ -296,7 +286,7 @@ impl<S: SecretStore> Tree<S> {
         if self.answers.facts(mount, path).await.folder == Known::No {
             return Ok(Known::No);
         }
-        match self.listing(mount, path).await {
+        match self.answers.listing(mount, path).await {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Known::Yes } else { Known::No });
@@ -306,12 +296,12 @@ impl<S: SecretStore> Tree<S> {
             Err(e) => return Err(e.into()),
         }
         let child = join(path, seg);
-        match self.secret(mount, &child).await {
+        match self.answers.secret(mount, &child).await {
             Ok(_) => return Ok(Known::Yes),
             Err(VaultError::NotFound | VaultError::Forbidden) => {}
             Err(e) => return Err(e.into()),
         }
-        match self.listing(mount, &child).await {
+        match self.answers.listing(mount, &child).await {
             Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
             Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
             Err(VaultError::Forbidden) => Ok(Known::Untold),

@@ -46,9 +46,9 @@ impl<S: SecretStore> Tree<S> {
                     let _permit = permit;
                     // Errors are cached or retried by whoever asks next.
                     if folder {
-                        let _ = tree.listing(&mount, &path).await;
+                        let _ = tree.answers.listing(&mount, &path).await;
                     } else {
-                        let _ = tree.secret(&mount, &path).await;
+                        let _ = tree.answers.secret(&mount, &path).await;
                     }
                 });
             }
