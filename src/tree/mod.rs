@@ -482,6 +482,8 @@ mod tests {
     use super::*;
     use test_tree::tree_of;
 
+    /// A chain of folders deeper than the path budget (4,096 bytes inside
+    /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
     /// paths. It ends where the path would exceed the budget.
     #[tokio::test]
     async fn a_deep_chain_of_folders_ends_at_the_path_budget() {

@@ -329,9 +329,6 @@ mod tests {
         }
     }
 
-    /// A chain of folders deeper than the path budget (4,096 bytes inside
-    /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
-
     #[tokio::test]
     async fn a_walk_lists_with_one_scan_where_scan_works() {
         let tree = fake(Ok(()));
