@@ -479,9 +479,9 @@ mod tests {
 
     /// A fetch abandoned by its caller (the fs layer's deadline cuts an
     /// operation that chains requests) leaves its slot pending with nobody
-    /// to finish it. Such slots were never evicted ("never drop an
-    /// in-flight fetch"): one per abandoned key, they grew past the entry
-    /// bound and pushed every answer out, so nothing stayed cached.
+    /// to finish it. Such slots must be evicted even though in flight:
+    /// kept, one per abandoned key, they would grow past the entry bound
+    /// and push every answer out, so nothing would stay cached.
     #[tokio::test]
     async fn abandoned_fetches_are_evicted() {
         let mut p = policy(60_000);

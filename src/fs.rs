@@ -682,74 +682,6 @@ fn file_type(k: Kind) -> FileType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::stream_order;
-
-    /// A stream ordered by cookie, from `offset` on.
-    fn resume_after<T: Ord>(entries: Vec<(u64, T, Entry)>, offset: u64) -> Vec<(u64, T, Entry)> {
-        let mut v = stream_order(entries);
-        v.retain(|e| e.0 > offset);
-        v
-    }
-
-    fn entry() -> Entry {
-        Entry {
-            ino: 9,
-            kind: Kind::File,
-            size: 0,
-            mtime: None,
-            fingerprint: 0,
-            valid_until: None,
-        }
-    }
-
-    fn names(v: &[(u64, &'static str, Entry)]) -> Vec<&'static str> {
-        v.iter().map(|e| e.1).collect()
-    }
-
-    /// Read a stream a chunk of `n` at a time, resuming after the cookie of
-    /// the last entry read, over whatever the listing is at that moment.
-    fn read_in_chunks(listings: &[Vec<(u64, &'static str)>], n: usize) -> Vec<&'static str> {
-        let (mut offset, mut out) = (0, Vec::new());
-        for l in listings.iter().cycle().take(1000) {
-            let chunk: Vec<_> = l.iter().map(|&(c, name)| (c, name, entry())).collect();
-            let rest = resume_after(chunk, offset);
-            if rest.is_empty() {
-                return out;
-            }
-            let take = &rest[..n.min(rest.len())];
-            offset = take.last().unwrap().0;
-            out.extend(names(take));
-        }
-        panic!("stream did not end");
-    }
-
-    #[test]
-    fn resumes_after_the_named_entry_across_a_change() {
-        // Cookies out of name order, as hashes are; "new" arrives and "b"
-        // goes between chunks.
-        let before = vec![(10, "a"), (30, "b"), (20, "c"), (40, "d")];
-        let after = vec![(10, "a"), (5, "new"), (20, "c"), (40, "d")];
-        let got = read_in_chunks(&[before, after], 2);
-        // a, c read first; then, over the new listing, what follows c's
-        // cookie (20): d. b (gone) and new (cookie before 20) are not seen,
-        // and nothing repeats.
-        assert_eq!(got, ["a", "c", "d"]);
-    }
-
-    #[test]
-    fn equal_cookies_are_spaced_apart_and_none_is_skipped() {
-        let l = vec![(7, "x"), (7, "y"), (8, "z"), (3, "w")];
-        let got = read_in_chunks(std::slice::from_ref(&l), 1);
-        assert_eq!(got, ["w", "x", "y", "z"]);
-        let all = resume_after(l.into_iter().map(|(c, n)| (c, n, entry())).collect(), 0);
-        let cookies: Vec<u64> = all.iter().map(|e| e.0).collect();
-        assert_eq!(cookies, [3, 7, 8, 9]);
-    }
-}
-
-#[cfg(test)]
-mod lookup_tests {
-    use super::*;
     use crate::cache::CachePolicy;
     use crate::store::memory::{Fault, MemoryStore, Op};
     use crate::tree::ROOT_INO;
@@ -787,10 +719,10 @@ mod lookup_tests {
         }
     }
 
-    /// The suspicion, confirmed: a lookup whose revalidation waits
-    /// on Vault past the operation's deadline had taken the inode reference
-    /// the kernel would count, and nothing released it. The kernel, which
-    /// got no entry, forgets only what it was given.
+    /// A lookup whose revalidation waits on Vault past the operation's
+    /// deadline has already taken the inode reference the kernel would
+    /// count; the guard must release it, as the kernel, which got no
+    /// entry, forgets only what it was given.
     #[tokio::test]
     async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
         let store = store();
@@ -822,9 +754,9 @@ mod lookup_tests {
     /// A directory's `served` record must go with its inode. When the
     /// kernel forgets a directory while a listing of its parent (a
     /// directory stream, `Streams`) still holds it, FORGET does not drop
-    /// the inode; the listing's drop does later, and nothing removed the
-    /// record: one more for good per directory per walk under memory
-    /// pressure (inode numbers are never reused).
+    /// the inode; the listing's drop does, later, and the record must go
+    /// then too: else one more stays for good per directory per walk under
+    /// memory pressure (inode numbers are never reused).
     #[tokio::test]
     async fn served_records_do_not_outlive_their_inodes() {
         let s = shared(store(), Duration::from_secs(60), Duration::from_secs(5));

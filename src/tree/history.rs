@@ -1,7 +1,7 @@
 //! KV v2 history: `.versions/<n>/`, one directory per version that still
 //! holds data, laid out like the secret, and `.metadata.json`, the secret's
 //! metadata. Neither is listed in its secret's directory, so a walk (`find`,
-//! `grep -r`, `ls -lR`) costs no request it did not cost before; both are
+//! `grep -r`, `ls -lR`) asks Vault for no history; both are
 //! reached by name (docs/semantics.md).
 
 use std::time::Duration;

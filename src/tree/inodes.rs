@@ -253,7 +253,7 @@ impl Drop for Listing {
 /// practically never) would make a resumed stream skip the second, so
 /// they are spaced apart, the same way in every chunk of a stream over the
 /// same listing.
-pub fn stream_order<N: Ord, T>(mut entries: Vec<(u64, N, T)>) -> Vec<(u64, N, T)> {
+fn stream_order<N: Ord, T>(mut entries: Vec<(u64, N, T)>) -> Vec<(u64, N, T)> {
     entries.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     for i in 1..entries.len() {
         if entries[i].0 <= entries[i - 1].0 {
@@ -307,16 +307,13 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KvVersion;
+    use crate::tree::test_tree::m;
 
     #[test]
     fn inodes_live_while_referenced_and_are_never_reused() {
         let mut t = Inodes::new();
         let dir = |p: &str| Node::Dir {
-            mount: KvMount {
-                path: "secret".into(),
-                version: KvVersion::V2,
-            },
+            mount: m("secret"),
             path: p.into(),
         };
         let a = t.acquire(dir("a"), None);
@@ -334,5 +331,65 @@ mod tests {
         assert!(!t.release(ROOT_INO, 100));
         assert!(t.by_ino.contains_key(&ROOT_INO));
         assert_eq!(t.by_ino.len(), t.by_node.len());
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            ino: 9,
+            kind: Kind::File,
+            size: 0,
+            mtime: None,
+            fingerprint: 0,
+            valid_until: None,
+        }
+    }
+
+    /// A listing of names with the given cookies.
+    fn listing(l: &[(u64, &str)]) -> Listing {
+        let cookies: HashMap<&str, u64> = l.iter().map(|&(c, n)| (n, c)).collect();
+        Listing::new(
+            l.iter().map(|&(_, n)| (n.to_string(), entry())).collect(),
+            |n| cookies[n],
+            Instant::now(),
+            Arc::new(Mutex::new(Inodes::new())),
+        )
+    }
+
+    /// Read a stream a chunk of `n` at a time, resuming after the cookie of
+    /// the last entry read, over whatever the listing is at that moment.
+    fn read_in_chunks(listings: &[Vec<(u64, &str)>], n: usize) -> Vec<String> {
+        let (mut offset, mut out) = (0, Vec::new());
+        for l in listings.iter().cycle().take(1000) {
+            let l = listing(l);
+            let take: Vec<_> = l.after(offset).take(n).collect();
+            let Some(last) = take.last() else {
+                return out;
+            };
+            offset = last.0;
+            out.extend(take.iter().map(|e| e.1.to_string()));
+        }
+        panic!("stream did not end");
+    }
+
+    #[test]
+    fn resumes_after_the_named_entry_across_a_change() {
+        // Cookies out of name order, as hashes are; "new" arrives and "b"
+        // goes between chunks.
+        let before = vec![(10, "a"), (30, "b"), (20, "c"), (40, "d")];
+        let after = vec![(10, "a"), (5, "new"), (20, "c"), (40, "d")];
+        let got = read_in_chunks(&[before, after], 2);
+        // a, c read first; then, over the new listing, what follows c's
+        // cookie (20): d. b (gone) and new (cookie before 20) are not seen,
+        // and nothing repeats.
+        assert_eq!(got, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn equal_cookies_are_spaced_apart_and_none_is_skipped() {
+        let l = vec![(7, "x"), (7, "y"), (8, "z"), (3, "w")];
+        let got = read_in_chunks(std::slice::from_ref(&l), 1);
+        assert_eq!(got, ["w", "x", "y", "z"]);
+        let cookies: Vec<u64> = listing(&l).after(0).map(|e| e.0).collect();
+        assert_eq!(cookies, [3, 7, 8, 9]);
     }
 }

@@ -129,14 +129,7 @@ pub(super) fn encoded(seg: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KvVersion;
-
-    fn m(p: &str) -> KvMount {
-        KvMount {
-            path: p.into(),
-            version: KvVersion::V2,
-        }
-    }
+    use crate::tree::test_tree::m;
 
     #[test]
     fn mount_paths_nest() {

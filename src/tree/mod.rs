@@ -39,7 +39,7 @@ mod test_tree;
 
 use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
-pub use inodes::{stream_order, Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 
@@ -137,16 +137,6 @@ impl<S: SecretStore> Tree<S> {
 
     pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
         self.answers.mounts().await
-    }
-
-    /// A folder's LIST answer, sorted and without duplicates (whatever the
-    /// server sent), so a name is found in it by binary search.
-    pub async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
-        self.answers.listing(mount, path).await
-    }
-
-    pub async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
-        self.answers.secret(mount, path).await
     }
 
     fn dir_entry(&self, node: Node) -> Entry {
@@ -253,7 +243,7 @@ impl<S: SecretStore> Tree<S> {
         let mut secret_denied = false;
         let parent_secret = match self.answers.facts(mount, path).await.secret {
             Known::No => None,
-            _ => match self.secret(mount, path).await {
+            _ => match self.answers.secret(mount, path).await {
                 Ok(s) => Some(s),
                 Err(VaultError::NotFound) => None,
                 Err(VaultError::Forbidden) => {
@@ -296,7 +286,7 @@ impl<S: SecretStore> Tree<S> {
         if self.answers.facts(mount, path).await.folder == Known::No {
             return Ok(Known::No);
         }
-        match self.listing(mount, path).await {
+        match self.answers.listing(mount, path).await {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Known::Yes } else { Known::No });
@@ -306,12 +296,12 @@ impl<S: SecretStore> Tree<S> {
             Err(e) => return Err(e.into()),
         }
         let child = join(path, seg);
-        match self.secret(mount, &child).await {
+        match self.answers.secret(mount, &child).await {
             Ok(_) => return Ok(Known::Yes),
             Err(VaultError::NotFound | VaultError::Forbidden) => {}
             Err(e) => return Err(e.into()),
         }
-        match self.listing(mount, &child).await {
+        match self.answers.listing(mount, &child).await {
             Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
             Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
             Err(VaultError::Forbidden) => Ok(Known::Untold),
@@ -399,8 +389,8 @@ impl<S: SecretStore> Tree<S> {
 
     /// [`Tree::readdir`] of a folder or secret when it needs no request
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
-    /// prefetch either (its children are cached or on their way); `None`
-    /// otherwise. Lets walks skip a task per directory.
+    /// prefetch either ([`Tree::to_prefetch`] is empty); `None` otherwise.
+    /// Lets walks skip a task per directory.
     pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
@@ -408,7 +398,7 @@ impl<S: SecretStore> Tree<S> {
         };
         let answers = self.answers.peek_dir(mount, path)?;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
-            if !self.children_in_hand(mount, path, keys) {
+            if !self.to_prefetch(mount, path, keys).is_empty() {
                 return None;
             }
         }
@@ -492,6 +482,8 @@ mod tests {
     use super::*;
     use test_tree::tree_of;
 
+    /// A chain of folders deeper than the path budget (4,096 bytes inside
+    /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
     /// paths. It ends where the path would exceed the budget.
     #[tokio::test]
     async fn a_deep_chain_of_folders_ends_at_the_path_budget() {

@@ -19,10 +19,8 @@ impl<S: SecretStore> Tree<S> {
     /// they have just read, one at a time. Fetching those children now, in
     /// parallel, turns a serial chain of round trips into a pipeline: the
     /// walker then finds each child cached or already in flight (the cache's
-    /// single-flight joins it). One level deep only, so `ls` of a big tree's
-    /// root does not fetch the whole tree, and the first [`PREFETCH_MAX`]
-    /// children in stream order only. One task works through them, a
-    /// request slot at a time, so a big folder costs no task per child.
+    /// single-flight joins it). One task works through [`Tree::to_prefetch`],
+    /// a request slot at a time, so a big folder costs no task per child.
     pub(super) fn prefetch_children(
         self: &Arc<Self>,
         mount: &KvMount,
@@ -32,7 +30,46 @@ impl<S: SecretStore> Tree<S> {
         let Some(permits) = &self.prefetch else {
             return;
         };
-        // In the order the walker will visit them.
+        let queue = self.to_prefetch(mount, path, keys);
+        if queue.is_empty() {
+            return;
+        }
+        let (tree, permits) = (self.clone(), permits.clone());
+        tokio::spawn(async move {
+            for ((mount, path), folder) in queue {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let tree = tree.clone();
+                // At most as many fetches at once as there are permits.
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    // Errors are cached or retried by whoever asks next.
+                    if folder {
+                        let _ = tree.answers.listing(&mount, &path).await;
+                    } else {
+                        let _ = tree.answers.secret(&mount, &path).await;
+                    }
+                });
+            }
+        });
+    }
+
+    /// The children of `path` (named in `keys`, its LIST answer) that a
+    /// read of it prefetches, in the order the walker will visit them, each
+    /// with whether it is a folder: one level deep only, so `ls` of a big
+    /// tree's root does not fetch the whole tree; the first
+    /// [`PREFETCH_MAX`] children in stream order only; and none that is
+    /// cached or on its way. None when prefetching is off.
+    pub(super) fn to_prefetch(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        keys: &[String],
+    ) -> Vec<(Key, bool)> {
+        if self.prefetch.is_none() {
+            return Vec::new();
+        }
         let mut queue: Vec<(u64, Key, bool)> = keys
             .iter()
             .filter_map(|k| {
@@ -54,46 +91,13 @@ impl<S: SecretStore> Tree<S> {
         queue.sort_unstable_by_key(|q| q.0);
         // Cached, or already on its way (an earlier read of this
         // directory): a fetch would only hold a slot to wait.
-        queue.retain(|(_, key, folder)| match folder {
-            true => !self.answers.listings.in_hand(key),
-            false => !self.answers.secrets.in_hand(key),
-        });
-        if queue.is_empty() {
-            return;
-        }
-        let (tree, permits) = (self.clone(), permits.clone());
-        tokio::spawn(async move {
-            for (_, (mount, path), folder) in queue {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let tree = tree.clone();
-                // At most as many fetches at once as there are permits.
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    // Errors are cached or retried by whoever asks next.
-                    if folder {
-                        let _ = tree.listing(&mount, &path).await;
-                    } else {
-                        let _ = tree.secret(&mount, &path).await;
-                    }
-                });
-            }
-        });
-    }
-
-    /// Whether every child named in `keys` (a LIST answer of `path`) is
-    /// cached or on its way: a read of `path` would then prefetch nothing.
-    pub(super) fn children_in_hand(&self, mount: &KvMount, path: &str, keys: &[String]) -> bool {
-        keys.iter().all(|k| match k.strip_suffix('/') {
-            Some(f) => self
-                .answers
-                .listings
-                .in_hand(&(mount.clone(), join(path, f))),
-            None => self
-                .answers
-                .secrets
-                .in_hand(&(mount.clone(), join(path, k))),
-        })
+        queue
+            .into_iter()
+            .filter(|(_, key, folder)| match folder {
+                true => !self.answers.listings.in_hand(key),
+                false => !self.answers.secrets.in_hand(key),
+            })
+            .map(|(_, key, folder)| (key, folder))
+            .collect()
     }
 }

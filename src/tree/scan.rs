@@ -282,9 +282,9 @@ mod tests {
         let _ = tree.readdir(root, true).await;
     }
 
-    /// The reproduction, smaller: one key of `a/` × 5,000 made
-    /// 5,000 folders, each holding its whole path (quadratic), none of it
-    /// counted by the cache.
+    /// One key of `a/` × 5,000 makes 5,000 folders, each with its whole
+    /// path as key (quadratic in the key's length): the cache must count
+    /// those keys' bytes against its budget.
     #[tokio::test]
     async fn a_deep_scan_answer_stays_within_the_listing_budget() {
         let budget = 1 << 20;
@@ -328,9 +328,6 @@ mod tests {
             proptest::prop_assert!(held <= counted, "{} bytes held, {} counted", held, counted);
         }
     }
-
-    /// A chain of folders deeper than the path budget (4,096 bytes inside
-    /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
 
     #[tokio::test]
     async fn a_walk_lists_with_one_scan_where_scan_works() {
