@@ -549,12 +549,7 @@ fn node_restarted_sealed_then_unsealed_mount_recovers_by_itself() {
 /// (resident KiB, open fds) of process `pid`. The daemon is not dumpable,
 /// so its fd directory needs root (the tests run as root).
 fn sample(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+    let rss = status_kib(pid, "VmRSS");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e} (run the tests as root)"))
         .count();

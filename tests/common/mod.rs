@@ -871,3 +871,13 @@ pub fn assert_fails(o: &Output, want: &str) {
 pub fn alive(pid: i32) -> bool {
     vaultfs::mountpoint::is_alive(pid)
 }
+
+/// A `kB` field of /proc/PID/status (`field` without its colon: "VmRSS").
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
