@@ -222,7 +222,7 @@ fn failover_mount(c: &Cluster, node: usize, extra: &[&str]) -> Mount {
         &stale,
     ];
     args.extend_from_slice(extra);
-    c.mount(&c.addr(node), &c.root_token, &args)
+    c.mount(node, &c.root_token, &args)
 }
 
 // ---------------------------------------------------------------------------
@@ -270,7 +270,7 @@ fn standby_serves_reads_with_single_node_request_counts() {
     let mut per_target = Vec::new();
     for (name, node) in [("active", active), ("standby", standby)] {
         let before = settle(&c);
-        let m = c.mount(&c.addr(node), &c.root_token, &[]);
+        let m = c.mount(node, &c.root_token, &[]);
         let found = names(m.p("secret/t"));
         assert_eq!(found.len(), FOLDERS, "{name}: {found:?}");
         warm(&m, &files);
@@ -581,7 +581,7 @@ fn soak_rotation_renewal_and_a_failover() {
     let token = c.token("20s");
     let standby = c.standby();
     let m = c.mount(
-        &c.addr(standby),
+        standby,
         &token,
         &[
             "--ttl",
