@@ -219,8 +219,8 @@ fn a_scan_slower_than_the_deadline_falls_back_to_list() {
 
 /// A SCAN refused at once by the breaker (another request found Vault
 /// down a moment before) returns the breaker's "no answer within …": it
-/// was never sent, so it says nothing about SCAN being slow. It disabled
-/// SCAN in the mount for good.
+/// was never sent, so it says nothing about SCAN being slow and must not
+/// disable SCAN for the mount.
 #[test]
 fn a_scan_refused_by_the_breaker_does_not_disable_scan() {
     let server = Server::start(|r| match (r.method.as_str(), r.target.as_str()) {
