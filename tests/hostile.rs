@@ -296,9 +296,7 @@ fn a_scan_timing_out_during_an_outage_does_not_close_the_breaker() {
 fn a_namespace_with_a_line_break_is_refused_as_a_setting() {
     let server = Server::start(basics);
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(vaultfs_bin())
-        .env("VAULT_ADDR", &server.addr)
-        .env("VAULT_TOKEN", "hostile-test-token")
+    let out = vaultfs_cmd_at(&server.addr, "hostile-test-token")
         .env("VAULT_NAMESPACE", "team\r\nX-Injected: 1")
         .args(["mount", "--foreground"])
         .arg(dir.path())
