@@ -602,7 +602,7 @@ impl Mount {
 
     /// Runs `cmd` (a `vaultfs mount --foreground` on `dir`) with its stderr
     /// in a log beside `dir`, and waits up to `wait` for the mount.
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, wait: Duration) -> Mount {
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, wait: Duration) -> Mount {
         let log = dir.path().with_extension("log");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
