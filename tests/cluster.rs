@@ -211,17 +211,17 @@ fn stale() -> String {
     std::env::var("VAULTFS_TEST_STALE").unwrap_or_else(|_| "1h".into())
 }
 
-fn failover_mount(c: &Cluster, node: usize, extra: &[&str]) -> Mount {
-    let (timeout, stale) = (format!("{}s", TIMEOUT.as_secs()), stale());
-    let mut args = vec![
+/// A root mount of `node` with a 1 s TTL, the TIMEOUT deadline and [`stale`].
+fn failover_mount(c: &Cluster, node: usize) -> Mount {
+    let timeout = format!("{}s", TIMEOUT.as_secs());
+    let args = [
         "--ttl",
         "1s",
         "--timeout",
         &timeout,
         "--stale-if-error",
-        &stale,
+        &stale(),
     ];
-    args.extend_from_slice(extra);
     c.mount(node, &c.root_token, &args)
 }
 
@@ -323,7 +323,7 @@ fn step_down_under_16_readers_no_errors_no_wrong_values() {
     let c = Cluster::start();
     let files = seed(&c, 0);
     let old = c.active().unwrap();
-    let m = failover_mount(&c, old, &[]);
+    let m = failover_mount(&c, old);
     warm(&m, &files);
     let t0 = Instant::now();
     let readers = Readers::start(16, m.path().to_path_buf(), &files, t0);
@@ -378,8 +378,8 @@ fn active_killed_stale_served_cold_eio_new_secrets_after_election() {
     let files = seed(&c, 8);
     let old = c.active().unwrap();
     let standby = c.standby();
-    let on_dead = failover_mount(&c, old, &[]);
-    let on_standby = failover_mount(&c, standby, &[]);
+    let on_dead = failover_mount(&c, old);
+    let on_standby = failover_mount(&c, standby);
     warm(&on_dead, &files);
     warm(&on_standby, &files);
     let t0 = Instant::now();
@@ -474,7 +474,7 @@ fn node_restarted_sealed_then_unsealed_mount_recovers_by_itself() {
     let c = Cluster::start();
     let files = seed(&c, 8);
     let node = c.active().unwrap();
-    let m = failover_mount(&c, node, &[]);
+    let m = failover_mount(&c, node);
     warm(&m, &files);
     let t0 = Instant::now();
     let readers = Readers::start(8, m.path().to_path_buf(), &files, t0);
