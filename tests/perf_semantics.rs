@@ -38,12 +38,6 @@ fn audited() -> Audited {
     }
 }
 
-impl Drop for Audited {
-    fn drop(&mut self) {
-        let _ = self.bao.child.lock().unwrap().kill();
-    }
-}
-
 impl Audited {
     /// Wait until no request has been logged for a while; return the size.
     fn settle(&self) -> u64 {
