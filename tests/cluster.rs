@@ -245,14 +245,7 @@ fn audit_sizes(c: &Cluster) -> Vec<u64> {
 
 /// Wait until no node has logged a request for a while; returns the sizes.
 fn settle(c: &Cluster) -> Vec<u64> {
-    let (mut last, mut still) = (Vec::new(), 0);
-    while still < 4 {
-        let now = audit_sizes(c);
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    last
+    settled(|| audit_sizes(c))
 }
 
 /// Pointed at a standby, vaultfs works, and a cold walk costs exactly what

@@ -103,6 +103,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Poll `reading` every 150 ms until it has not changed for four polls
+/// (no request logged for ~0.6 s, for an audit log's size); returns it.
+pub fn settled<T: PartialEq>(mut reading: impl FnMut() -> T) -> T {
+    let (mut last, mut still) = (None, 0);
+    while still < 4 {
+        let now = Some(reading());
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    last.unwrap()
+}
+
 /// Where a dev server's log goes: under the build's tmp dir (not /tmp), one
 /// directory per test process and port. Those of processes that are gone
 /// are removed here, so runs do not pile them up; a shared server's log
