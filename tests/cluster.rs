@@ -211,18 +211,18 @@ fn stale() -> String {
     std::env::var("VAULTFS_TEST_STALE").unwrap_or_else(|_| "1h".into())
 }
 
-fn failover_mount(c: &Cluster, node: usize, extra: &[&str]) -> Mount {
-    let (timeout, stale) = (format!("{}s", TIMEOUT.as_secs()), stale());
-    let mut args = vec![
+/// A root mount of `node` with a 1 s TTL, the TIMEOUT deadline and [`stale`].
+fn failover_mount(c: &Cluster, node: usize) -> Mount {
+    let timeout = format!("{}s", TIMEOUT.as_secs());
+    let args = [
         "--ttl",
         "1s",
         "--timeout",
         &timeout,
         "--stale-if-error",
-        &stale,
+        &stale(),
     ];
-    args.extend_from_slice(extra);
-    c.mount(&c.addr(node), &c.root_token, &args)
+    c.mount(node, &c.root_token, &args)
 }
 
 // ---------------------------------------------------------------------------
@@ -245,14 +245,7 @@ fn audit_sizes(c: &Cluster) -> Vec<u64> {
 
 /// Wait until no node has logged a request for a while; returns the sizes.
 fn settle(c: &Cluster) -> Vec<u64> {
-    let (mut last, mut still) = (Vec::new(), 0);
-    while still < 4 {
-        let now = audit_sizes(c);
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    last
+    settled(|| audit_sizes(c))
 }
 
 /// Pointed at a standby, vaultfs works, and a cold walk costs exactly what
@@ -270,7 +263,7 @@ fn standby_serves_reads_with_single_node_request_counts() {
     let mut per_target = Vec::new();
     for (name, node) in [("active", active), ("standby", standby)] {
         let before = settle(&c);
-        let m = c.mount(&c.addr(node), &c.root_token, &[]);
+        let m = c.mount(node, &c.root_token, &[]);
         let found = names(m.p("secret/t"));
         assert_eq!(found.len(), FOLDERS, "{name}: {found:?}");
         warm(&m, &files);
@@ -323,7 +316,7 @@ fn step_down_under_16_readers_no_errors_no_wrong_values() {
     let c = Cluster::start();
     let files = seed(&c, 0);
     let old = c.active().unwrap();
-    let m = failover_mount(&c, old, &[]);
+    let m = failover_mount(&c, old);
     warm(&m, &files);
     let t0 = Instant::now();
     let readers = Readers::start(16, m.path().to_path_buf(), &files, t0);
@@ -378,8 +371,8 @@ fn active_killed_stale_served_cold_eio_new_secrets_after_election() {
     let files = seed(&c, 8);
     let old = c.active().unwrap();
     let standby = c.standby();
-    let on_dead = failover_mount(&c, old, &[]);
-    let on_standby = failover_mount(&c, standby, &[]);
+    let on_dead = failover_mount(&c, old);
+    let on_standby = failover_mount(&c, standby);
     warm(&on_dead, &files);
     warm(&on_standby, &files);
     let t0 = Instant::now();
@@ -474,7 +467,7 @@ fn node_restarted_sealed_then_unsealed_mount_recovers_by_itself() {
     let c = Cluster::start();
     let files = seed(&c, 8);
     let node = c.active().unwrap();
-    let m = failover_mount(&c, node, &[]);
+    let m = failover_mount(&c, node);
     warm(&m, &files);
     let t0 = Instant::now();
     let readers = Readers::start(8, m.path().to_path_buf(), &files, t0);
@@ -549,12 +542,7 @@ fn node_restarted_sealed_then_unsealed_mount_recovers_by_itself() {
 /// (resident KiB, open fds) of process `pid`. The daemon is not dumpable,
 /// so its fd directory needs root (the tests run as root).
 fn sample(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
+    let rss = status_kib(pid, "VmRSS");
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/fd: {e} (run the tests as root)"))
         .count();
@@ -586,7 +574,7 @@ fn soak_rotation_renewal_and_a_failover() {
     let token = c.token("20s");
     let standby = c.standby();
     let m = c.mount(
-        &c.addr(standby),
+        standby,
         &token,
         &[
             "--ttl",

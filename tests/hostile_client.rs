@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::hostile::*;
@@ -50,10 +49,8 @@ fn huge_token_ttl_keeps_renewal_alive() {
 /// A vaultfs mount that is expected to fail, with `addr` as VAULT_ADDR.
 fn failing_mount(addr: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(vaultfs_bin());
-    cmd.env("VAULT_ADDR", addr)
-        .env("VAULT_TOKEN", "hostile-test-token")
-        .env("RUST_LOG", "debug")
+    let mut cmd = vaultfs_cmd_at(addr, "hostile-test-token");
+    cmd.env("RUST_LOG", "debug")
         .args(["mount", "--foreground", "--timeout", "2s"])
         .arg(dir.path());
     let o = run(cmd, 30);

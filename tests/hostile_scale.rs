@@ -14,14 +14,7 @@ use serde_json::json;
 
 /// (VmRSS, VmHWM) of a process, in KiB.
 fn mem_kib(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_kib(pid, "VmRSS"), status_kib(pid, "VmHWM"))
 }
 
 fn keys(n: usize) -> Vec<String> {

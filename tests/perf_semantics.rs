@@ -38,23 +38,10 @@ fn audited() -> Audited {
     }
 }
 
-impl Drop for Audited {
-    fn drop(&mut self) {
-        let _ = self.bao.child.lock().unwrap().kill();
-    }
-}
-
 impl Audited {
     /// Wait until no request has been logged for a while; return the size.
     fn settle(&self) -> u64 {
-        let (mut last, mut still) = (u64::MAX, 0);
-        while still < 4 {
-            let n = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-            still = if n == last { still + 1 } else { 0 };
-            last = n;
-            std::thread::sleep(Duration::from_millis(150));
-        }
-        last
+        settled(|| std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0))
     }
 
     /// (operation, path) of every request logged between two offsets.

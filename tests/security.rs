@@ -14,15 +14,6 @@ const VALUES: [&str; 4] = [
     "LEAKCHECK-VALUE-deleted-ee17",
 ];
 
-fn vm_locked_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmLck in /proc/PID/status")
-}
-
 #[test]
 fn trace_log_holds_no_token_and_no_value() {
     let b = Bao::shared();
@@ -149,8 +140,8 @@ fn other_users_cannot_read_the_mount() {
 fn memory_is_locked_unless_no_mlock() {
     let b = Bao::shared();
     let m = Mount::new(b, ROOT_TOKEN);
-    let locked = vm_locked_kib(m.pid());
+    let locked = status_kib(m.pid(), "VmLck");
     assert!(locked > 1024, "VmLck {locked} kB");
     let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--no-mlock"));
-    assert_eq!(vm_locked_kib(m.pid()), 0);
+    assert_eq!(status_kib(m.pid(), "VmLck"), 0);
 }

@@ -33,9 +33,6 @@ impl Node {
     pub fn addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
 }
 
 pub struct Cluster {
@@ -410,13 +407,10 @@ impl Cluster {
         .to_string()
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A real vaultfs mount (foreground) talking to `addr`.
-    pub fn mount(&self, addr: &str, token: &str, args: &[&str]) -> Mount {
-        mount_at(addr, token, args)
+    /// `vaultfs mount --foreground` on a temporary directory, talking to
+    /// node `i`.
+    pub fn mount(&self, i: usize, token: &str, args: &[&str]) -> Mount {
+        Mount::at(&self.addr(i), token, args, &[], Duration::from_secs(30))
     }
 }
 
@@ -429,10 +423,4 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// `vaultfs mount --foreground` on a temporary directory, talking to `addr`
-/// (any address: a node, or a proxy in front of the cluster).
-pub fn mount_at(addr: &str, token: &str, args: &[&str]) -> Mount {
-    Mount::at(addr, token, args, &[], Duration::from_secs(30))
 }

@@ -101,12 +101,13 @@ impl Server {
 
     /// The real binary mounted in the foreground against this server.
     pub fn mount(&self, extra: &[&str]) -> Mount {
-        mount_addr(&self.addr, &[], extra)
+        self.mount_env(&[], extra)
     }
 
     /// [`Server::mount`] with extra environment variables.
     pub fn mount_env(&self, env: &[(&str, &str)], extra: &[&str]) -> Mount {
-        mount_addr(&self.addr, env, extra)
+        let wait = Duration::from_secs(20);
+        Mount::at(&self.addr, "hostile-test-token", extra, env, wait)
     }
 }
 
@@ -156,16 +157,4 @@ fn write_reply(mut w: TcpStream, reply: Reply) {
             let _ = w.write_all(&body);
         }
     }
-}
-
-/// Runs the real binary against `addr` in the foreground and waits for
-/// the mount.
-pub fn mount_addr(addr: &str, env: &[(&str, &str)], extra: &[&str]) -> Mount {
-    Mount::at(
-        addr,
-        "hostile-test-token",
-        extra,
-        env,
-        Duration::from_secs(20),
-    )
 }

@@ -103,6 +103,19 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Poll `reading` every 150 ms until it has not changed for four polls
+/// (no request logged for ~0.6 s, for an audit log's size); returns it.
+pub fn settled<T: PartialEq>(mut reading: impl FnMut() -> T) -> T {
+    let (mut last, mut still) = (None, 0);
+    while still < 4 {
+        let now = Some(reading());
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    last.unwrap()
+}
+
 /// Where a dev server's log goes: under the build's tmp dir (not /tmp), one
 /// directory per test process and port. Those of processes that are gone
 /// are removed here, so runs do not pile them up; a shared server's log
@@ -602,7 +615,7 @@ impl Mount {
 
     /// Runs `cmd` (a `vaultfs mount --foreground` on `dir`) with its stderr
     /// in a log beside `dir`, and waits up to `wait` for the mount.
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir, wait: Duration) -> Mount {
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, wait: Duration) -> Mount {
         let log = dir.path().with_extension("log");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -870,4 +883,14 @@ pub fn assert_fails(o: &Output, want: &str) {
 
 pub fn alive(pid: i32) -> bool {
     vaultfs::mountpoint::is_alive(pid)
+}
+
+/// A `kB` field of /proc/PID/status (`field` without its colon: "VmRSS").
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
