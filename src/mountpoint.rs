@@ -142,12 +142,18 @@ pub enum State {
 }
 
 /// The mount table says whether and what is mounted without asking the
-/// filesystem; only a FUSE mount is probed, with a bounded stat, to tell a
-/// dead one (ENOTCONN at once) from a live or unresponsive one.
+/// filesystem; only a FUSE mount is then probed (see [`probe`]).
 pub fn state(path: &Path) -> State {
-    let Some(entry) = mount_at(path) else {
-        return State::Free;
-    };
+    match mount_at(path) {
+        None => State::Free,
+        Some(entry) => probe(path, entry),
+    }
+}
+
+/// What the mount `entry` (the table's line for `path`) is: only a FUSE
+/// mount is probed, with a bounded stat, to tell a dead one (ENOTCONN at
+/// once) from a live or unresponsive one.
+pub fn probe(path: &Path, entry: MountEntry) -> State {
     if !entry.is_fuse() {
         return State::Other(entry.fstype);
     }
