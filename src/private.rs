@@ -37,8 +37,8 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: fstat fills a zeroed struct from an fd we own.
+pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills a zeroed struct from a valid fd.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
