@@ -415,24 +415,22 @@ pub fn lock(
     }
 }
 
+/// The state letter of process `pid` (R, S, T, Z, ...), if it exists.
+fn proc_state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name.
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
 /// Running, and not a zombie waiting for a parent that never reaps.
 pub fn is_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
+    proc_state(pid).is_some_and(|c| !matches!(c, 'Z' | 'X'))
 }
 
 /// Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it cannot exit
 /// until continued.
 pub fn is_stopped(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-    })
+    matches!(proc_state(pid), Some('T' | 't'))
 }
 
 /// Wait up to `timeout` for `pid` to exit.
