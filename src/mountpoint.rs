@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::env::{self, Env};
-use crate::private::{PrivateDir, PrivateError};
+use crate::private::{dir_and_name, PrivateDir, PrivateError};
 
 /// The FUSE superblock magic (`statfs.f_type`), see linux/magic.h.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -294,12 +294,7 @@ pub fn pid_file_name(mountpoint: &Path) -> String {
 
 /// The last component of `path` and its directory, checked private.
 fn private_parent(path: &Path, create: bool) -> Result<(PrivateDir, OsString), PrivateError> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(PrivateError::WrongType {
-            path: path.to_path_buf(),
-            want: "file name",
-        });
-    };
+    let (dir, name) = dir_and_name(path)?;
     Ok((PrivateDir::open(dir, create)?, name.to_owned()))
 }
 
