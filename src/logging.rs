@@ -21,7 +21,7 @@ use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 
-use crate::private::{LogFile, PrivateDir, LOG_FLAGS};
+use crate::private::{fstat, LogFile, PrivateDir, LOG_FLAGS};
 
 const CAPPED: &[&str] = &[
     "hyper",
@@ -89,16 +89,6 @@ pub struct RotatingLog {
     max: u64,
 }
 
-fn dev_ino(fd: &impl AsRawFd) -> Option<(u64, u64, u64)> {
-    // SAFETY: fstat fills a zeroed struct from a valid fd.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some((
-        st.st_dev,
-        st.st_ino,
-        st.st_size as u64,
-    ))
-}
-
 impl RotatingLog {
     pub fn new(log: LogFile, max_bytes: u64) -> RotatingLog {
         let mut old = log.name.clone();
@@ -115,8 +105,8 @@ impl RotatingLog {
     /// Start writing to `new`. The daemon's stderr (fd 2) is a copy of the
     /// log file so that a panic lands in it: it follows, when it is that file.
     fn switch(&mut self, new: File) {
-        let same = |a: Option<(u64, u64, u64)>, b: Option<(u64, u64, u64)>| matches!((a, b), (Some(a), Some(b)) if (a.0, a.1) == (b.0, b.1));
-        if same(dev_ino(&io::stderr()), dev_ino(&self.file)) {
+        let id = |st: libc::stat| (st.st_dev, st.st_ino);
+        if matches!((fstat(&io::stderr()), fstat(&self.file)), (Ok(a), Ok(b)) if id(a) == id(b)) {
             // SAFETY: dup2 of a file we own onto fd 2.
             unsafe { libc::dup2(new.as_raw_fd(), 2) };
         }
@@ -140,7 +130,7 @@ impl RotatingLog {
             // that cannot be opened (a symlink planted there), keep this one.
             self.reopen();
         }
-        let Some((_, _, size)) = dev_ino(&self.file) else {
+        let Ok(size) = self.file.metadata().map(|m| m.len()) else {
             return;
         };
         if self.max == 0 || size == 0 || size + len as u64 <= self.max {
@@ -159,7 +149,11 @@ impl RotatingLog {
         self.reopen();
         // Rotation failed (cannot rename, a symlink planted at the name):
         // stay bounded by starting the current file over.
-        if dev_ino(&self.file).is_some_and(|(_, _, size)| size + len as u64 > self.max) {
+        if self
+            .file
+            .metadata()
+            .is_ok_and(|m| m.len() + len as u64 > self.max)
+        {
             let _ = self.file.set_len(0);
         }
         // SAFETY: as above.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::env::{self, Env};
-use crate::private::{PrivateDir, PrivateError};
+use crate::private::{dir_and_name, PrivateDir, PrivateError};
 
 /// The FUSE superblock magic (`statfs.f_type`), see linux/magic.h.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -142,12 +142,18 @@ pub enum State {
 }
 
 /// The mount table says whether and what is mounted without asking the
-/// filesystem; only a FUSE mount is probed, with a bounded stat, to tell a
-/// dead one (ENOTCONN at once) from a live or unresponsive one.
+/// filesystem; only a FUSE mount is then probed (see [`probe`]).
 pub fn state(path: &Path) -> State {
-    let Some(entry) = mount_at(path) else {
-        return State::Free;
-    };
+    match mount_at(path) {
+        None => State::Free,
+        Some(entry) => probe(path, entry),
+    }
+}
+
+/// What the mount `entry` (the table's line for `path`) is: only a FUSE
+/// mount is probed, with a bounded stat, to tell a dead one (ENOTCONN at
+/// once) from a live or unresponsive one.
+pub fn probe(path: &Path, entry: MountEntry) -> State {
     if !entry.is_fuse() {
         return State::Other(entry.fstype);
     }
@@ -288,12 +294,7 @@ pub fn pid_file_name(mountpoint: &Path) -> String {
 
 /// The last component of `path` and its directory, checked private.
 fn private_parent(path: &Path, create: bool) -> Result<(PrivateDir, OsString), PrivateError> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(PrivateError::WrongType {
-            path: path.to_path_buf(),
-            want: "file name",
-        });
-    };
+    let (dir, name) = dir_and_name(path)?;
     Ok((PrivateDir::open(dir, create)?, name.to_owned()))
 }
 
@@ -409,24 +410,22 @@ pub fn lock(
     }
 }
 
+/// The state letter of process `pid` (R, S, T, Z, ...), if it exists.
+fn proc_state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name.
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
 /// Running, and not a zombie waiting for a parent that never reaps.
 pub fn is_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
+    proc_state(pid).is_some_and(|c| !matches!(c, 'Z' | 'X'))
 }
 
 /// Stopped by a signal (SIGSTOP, SIGTSTP) or a tracer: it cannot exit
 /// until continued.
 pub fn is_stopped(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-    })
+    matches!(proc_state(pid), Some('T' | 't'))
 }
 
 /// Wait up to `timeout` for `pid` to exit.

@@ -37,8 +37,8 @@ fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: fstat fills a zeroed struct from an fd we own.
+pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
+    // SAFETY: fstat fills a zeroed struct from a valid fd.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
@@ -233,6 +233,17 @@ fn open_checked(
     Ok(File::from(fd))
 }
 
+/// The directory of the file `path` names, and its name there.
+pub fn dir_and_name(path: &Path) -> Result<(&Path, &OsStr), PrivateError> {
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(PrivateError::WrongType {
+            path: path.to_path_buf(),
+            want: "file name",
+        }),
+    }
+}
+
 /// An open log file with the directory it lives in, so it can be rotated
 /// and reopened by name (relative to `dir`, never following a symlink).
 #[derive(Debug)]
@@ -250,12 +261,7 @@ pub const LOG_FLAGS: libc::c_int = libc::O_WRONLY | libc::O_APPEND | libc::O_CRE
 /// user gave with `--log-file` gets the file checks only: not a symlink,
 /// ours, one link. A missing directory is created `0700` either way.
 pub fn open_log(path: &Path, default_place: bool) -> Result<LogFile, PrivateError> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(PrivateError::WrongType {
-            path: path.to_path_buf(),
-            want: "file name",
-        });
-    };
+    let (dir, name) = dir_and_name(path)?;
     let dir = if default_place {
         PrivateDir::open(dir, true)?
     } else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::MountError;
 use crate::cli::{self, StatusArgs, UnmountArgs};
 use crate::env;
-use crate::mountpoint::{self, PidFile, State};
+use crate::mountpoint::{self, MountEntry, PidFile, State};
 
 /// `vaultfs status MOUNTPOINT [--wait D]`: one line and exit 0 when a live
 /// vaultfs serves it, else the reason (not mounted, not vaultfs, a daemon
@@ -39,29 +39,29 @@ pub fn status(args: &StatusArgs) -> Result<(), MountError> {
     }
 }
 
-/// Ok when the mount table shows a vaultfs mount at `path`. The table,
+/// The vaultfs mount at `path`, as the mount table shows it. The table,
 /// not a stat, says what is there: a stat would wait for a stopped daemon
 /// and, while waiting, keep the mount busy.
-fn vaultfs_mounted(path: &Path) -> Result<(), MountError> {
+fn vaultfs_mount(path: &Path) -> Result<MountEntry, MountError> {
     match mountpoint::mount_at(path) {
         None => Err(MountError::NotMounted(path.to_path_buf())),
         Some(e) if !e.is_vaultfs() => Err(MountError::Mountpoint {
             path: path.to_path_buf(),
             message: format!("not a vaultfs mount ({})", e.fstype),
         }),
-        Some(_) => Ok(()),
+        Some(e) => Ok(e),
     }
 }
 
 /// What serves `path`, as one line, if a live vaultfs does. The mount table
-/// and the pid file's lock say who should; a bounded probe (`state`) says
+/// and the pid file's lock say who should; a bounded probe (`probe`) says
 /// whether it answers.
 fn live_at(path: &Path) -> Result<String, MountError> {
     let not = |message: String| MountError::Mountpoint {
         path: path.to_path_buf(),
         message,
     };
-    vaultfs_mounted(path)?;
+    let entry = vaultfs_mount(path)?;
     let pid_file = PidFile::path_for(&env::process, path);
     let daemon = pid_file.as_deref().and_then(PidFile::read_live_info);
     // A pid file no daemon holds: the daemon died (a stat may still be
@@ -69,7 +69,7 @@ fn live_at(path: &Path) -> Result<String, MountError> {
     if daemon.is_none() && pid_file.is_some_and(|f| f.exists()) {
         return Err(not(STALE.into()));
     }
-    match (mountpoint::state(path), daemon) {
+    match (mountpoint::probe(path, entry), daemon) {
         (State::Live, Some((pid, address))) => {
             Ok(format!("{}: live (pid {pid}, {address})", path.display()))
         }
@@ -98,13 +98,13 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
         source,
         hint,
     };
-    vaultfs_mounted(&path)?;
+    let entry = vaultfs_mount(&path)?;
     // Unmounting needs no answer from the daemon, so it is tried first; only
     // when busy is the daemon probed (bounded) to tell a dead mount, which
     // is detached at once, from one still in use.
     match mountpoint::unmount(&path, args.lazy) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::state(&path) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::probe(&path, entry) {
             // Its daemon is gone; only the kernel's entry is left.
             State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
             State::Unresponsive => return Err(fail(
