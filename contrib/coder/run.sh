@@ -81,14 +81,6 @@ fetch() {
   return 1
 }
 
-sha256() {
-  if command -v sha256sum >/dev/null 2>&1; then
-    sha256sum "$1" | cut -d' ' -f1
-  else
-    shasum -a 256 "$1" | cut -d' ' -f1
-  fi
-}
-
 # "0.1.0" from `vaultfs 0.1.0`, or "" when BIN does not run.
 version_of() { "$1" --version 2>/dev/null | awk '{ print $2; exit }' || true; }
 
@@ -126,7 +118,7 @@ install_bin() {
   [ -n "$want" ] || die "$sums lists no ${file:-archive for $target}"
   say "installing vaultfs $version ($file) into $install_dir"
   fetch "$url" "$tmp/archive.tar.gz" || die "cannot download $url ($fetch_err)"
-  got="$(sha256 "$tmp/archive.tar.gz")"
+  got="$(sha256sum "$tmp/archive.tar.gz" | cut -d' ' -f1)"
   [ "$got" = "$want" ] || die "checksum mismatch for $file (SHA256SUMS says $want, the download is $got): refusing to install it"
   mkdir -p "$tmp/x"
   tar -xzf "$tmp/archive.tar.gz" -C "$tmp/x" || die "cannot unpack $url"
