@@ -123,7 +123,7 @@ pub struct MountArgs {
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Retries of a request Vault answered "not now" (5xx, 429, sealed) [env: VAULT_MAX_RETRIES] [default: as many as fit in --timeout]
+    /// Retries of a request Vault answered "not now" (429, 502-504, sealed, leader election) or lost to a connection error [env: VAULT_MAX_RETRIES] [default: as many as fit in --timeout]
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
 

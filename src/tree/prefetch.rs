@@ -12,7 +12,7 @@ use crate::store::{KvMount, SecretStore};
 /// At most this many children of a directory are prefetched per read of
 /// it: the rest are fetched when asked for. Without a bound, one `ls` of a
 /// folder of 100,000 secrets would make 100,000 requests.
-pub const PREFETCH_MAX: usize = 1000;
+const PREFETCH_MAX: usize = 1000;
 
 impl<S: SecretStore> Tree<S> {
     /// Walks (`find`, `ls -lR`, `grep -r`) visit every child of a directory
