@@ -34,3 +34,4 @@ pub mod store;
 mod tls;
 pub mod tree;
 pub mod vault;
+pub mod views;

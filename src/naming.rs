@@ -1,13 +1,38 @@
 //! How Vault key and path-segment names become file names, and back.
 //!
 //! The mapping is a bijection on the names it accepts: `%` → `%25`, `/` → `%2F`,
-//! NUL → `%00`, and a whole name of `.` or `..` → `%2E` / `%2E%2E`. Everything
-//! else (spaces, unicode, control characters) is kept byte for byte. A file
-//! name that could not have come out of [`encode`] decodes to `None`, so two
-//! different Vault names can never meet at one file name.
+//! NUL → `%00`, a whole name of `.` or `..` → `%2E` / `%2E%2E`, and a whole
+//! name that is one of vaultfs's own file names ([`OWN_NAMES`]) has its
+//! leading `.` written `%2E` (`.env` → `%2Eenv`). Everything else (spaces,
+//! unicode, control characters) is kept byte for byte. A file name that
+//! could not have come out of [`encode`] decodes to `None`, so two different
+//! Vault names can never meet at one file name, and no Vault name is ever
+//! shown under one of vaultfs's own names.
 
 /// Linux's NAME_MAX: longer names cannot be returned by readdir.
 pub const NAME_MAX: usize = 255;
+
+/// The view holding the whole secret as one JSON object.
+pub const JSON_VIEW: &str = ".json";
+/// The view holding `KEY=value` lines for dotenv readers.
+pub const ENV_VIEW: &str = ".env";
+/// The view holding `export KEY='value'` lines for POSIX shells.
+pub const SHELL_VIEW: &str = ".sh";
+/// KV v2: the directory of a secret's versions.
+pub const VERSIONS_DIR: &str = ".versions";
+/// KV v2: the secret's metadata.
+pub const METADATA_VIEW: &str = ".metadata.json";
+
+/// The names vaultfs gives its own files in a secret's directory. A Vault
+/// name equal to one of them is shown as `%2E` and the rest, so a key or a
+/// folder can never take a view's place (a key named `.env` holding shell
+/// commands would otherwise be what `. .env` runs).
+pub const OWN_NAMES: [&str; 5] = [JSON_VIEW, ENV_VIEW, SHELL_VIEW, VERSIONS_DIR, METADATA_VIEW];
+
+/// Which of vaultfs's own names `file_name` is, if any.
+pub fn own_name(file_name: &[u8]) -> Option<&'static str> {
+    OWN_NAMES.into_iter().find(|n| n.as_bytes() == file_name)
+}
 
 /// Encode a Vault name as a file name. `None` when it cannot be shown:
 /// empty, or longer than [`NAME_MAX`] bytes once encoded.
@@ -18,6 +43,7 @@ pub fn encode(name: &str) -> Option<String> {
         "" => return None,
         "." => "%2E".to_string(),
         ".." => "%2E%2E".to_string(),
+        own if OWN_NAMES.contains(&own) => format!("%2E{}", &own[1..]),
         _ => {
             let mut out = String::with_capacity(name.len());
             for c in name.chars() {
@@ -51,6 +77,7 @@ pub fn decode(file_name: &[u8]) -> Option<String> {
         let code = rest.get(i + 1..i + 3)?;
         out.push(match code {
             "25" => '%',
+            "2E" => '.',
             "2F" => '/',
             "00" => '\0',
             _ => return None,
@@ -84,6 +111,13 @@ mod tests {
             "%2E",
             "tab\there",
             "new\nline",
+            ".json",
+            ".env",
+            ".sh",
+            ".versions",
+            ".metadata.json",
+            "%2Eenv",
+            ".env.local",
         ] {
             let e = encode(n).unwrap();
             assert!(!e.contains('/'), "{e}");
@@ -103,11 +137,30 @@ mod tests {
         assert_eq!(encode("a.b").unwrap(), "a.b");
         assert_eq!(encode("with space").unwrap(), "with space");
         assert_eq!(encode("ünï ☃\ttab").unwrap(), "ünï ☃\ttab");
+        assert_eq!(encode(".env").unwrap(), "%2Eenv");
+        assert_eq!(encode(".metadata.json").unwrap(), "%2Emetadata.json");
+        assert_eq!(encode(".env.local").unwrap(), ".env.local");
+        assert_eq!(encode("%2Eenv").unwrap(), "%252Eenv");
+    }
+
+    /// No Vault name is shown under one of vaultfs's own names, and only
+    /// those names are taken for them.
+    #[test]
+    fn own_names_are_never_a_vault_name() {
+        for own in OWN_NAMES {
+            assert_eq!(decode(own.as_bytes()), None, "{own}");
+            assert_eq!(own_name(own.as_bytes()), Some(own));
+            assert_ne!(encode(own).as_deref(), Some(own));
+        }
+        assert_eq!(own_name(b"%2Eenv"), None);
+        assert_eq!(own_name(b".env.local"), None);
     }
 
     #[test]
     fn rejects_non_canonical_and_unrepresentable() {
         assert_eq!(decode(b"%41"), None);
+        assert_eq!(decode(b"%2Ex"), None);
+        assert_eq!(decode(b"a%2E"), None);
         assert_eq!(decode(b"%2f"), None);
         assert_eq!(decode(b"%"), None);
         assert_eq!(decode(b"%2"), None);

@@ -1,16 +1,14 @@
-//! A secret as the filesystem shows it: one file per key plus the `.json`
-//! and `.env` views, rendered once when the secret is fetched and wiped from
-//! memory when the last reference goes away.
+//! A secret as the filesystem shows it: one file per key plus the `.json`,
+//! `.env` and `.sh` views, rendered once when the secret is fetched and wiped
+//! from memory when the last reference goes away.
 
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
-/// Name of the view holding the whole secret as one JSON object.
-pub const JSON_VIEW: &str = ".json";
-/// Name of the view holding `KEY='value'` lines for `set -a; . .env`.
-pub const ENV_VIEW: &str = ".env";
+pub use crate::naming::{ENV_VIEW, JSON_VIEW, SHELL_VIEW};
+use crate::views::{render_env, render_shell};
 
 pub type Bytes = Zeroizing<Vec<u8>>;
 
@@ -20,6 +18,7 @@ pub struct Secret {
     entries: Vec<(String, Bytes)>,
     json: Bytes,
     env: Bytes,
+    shell: Bytes,
     /// Creation time of the current version (KV v2 only).
     pub mtime: Option<SystemTime>,
     /// KV v2 version whose current version is deleted or destroyed: it exists
@@ -33,6 +32,7 @@ pub enum SecretFile {
     Key(String),
     Json,
     Env,
+    Shell,
 }
 
 impl Secret {
@@ -49,6 +49,7 @@ impl Secret {
         json.extend(b"\n");
         let json = json.0;
         let env = render_env(&entries);
+        let shell = render_shell(&entries);
         for v in data.values_mut() {
             wipe(v);
         }
@@ -56,6 +57,7 @@ impl Secret {
             entries,
             json,
             env,
+            shell,
             mtime,
             deleted: false,
         }
@@ -94,19 +96,15 @@ impl Secret {
             .map(|i| &self.entries[i].1)
     }
 
-    /// The files this secret shows, in directory order: keys, then the views.
-    /// A deleted secret shows none.
+    /// The files this secret shows, in directory order: keys, then the
+    /// views. A deleted secret shows none. A key named like a view does not
+    /// replace it: its file name is another (`naming::encode`).
     pub fn files(&self) -> Vec<SecretFile> {
         if self.deleted {
             return Vec::new();
         }
         let mut files: Vec<SecretFile> = self.keys().map(|k| SecretFile::Key(k.into())).collect();
-        // A key with the view's name wins over the view.
-        for (name, view) in [(JSON_VIEW, SecretFile::Json), (ENV_VIEW, SecretFile::Env)] {
-            if !self.has_key(name) {
-                files.push(view);
-            }
-        }
+        files.extend([SecretFile::Json, SecretFile::Env, SecretFile::Shell]);
         files
     }
 
@@ -119,6 +117,7 @@ impl Secret {
             SecretFile::Key(k) => self.value(k),
             SecretFile::Json => Some(&self.json),
             SecretFile::Env => Some(&self.env),
+            SecretFile::Shell => Some(&self.shell),
         }
     }
 
@@ -129,7 +128,7 @@ impl Secret {
             .iter()
             .map(|(k, v)| k.len() + v.len() + 48)
             .sum();
-        entries + self.json.len() + self.env.len() + 96
+        entries + self.json.len() + self.env.len() + self.shell.len() + 96
     }
 }
 
@@ -143,93 +142,6 @@ fn render_value(v: &Value) -> Bytes {
             b.0
         }
     }
-}
-
-fn is_shell_name(k: &str) -> bool {
-    let mut chars = k.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
-/// How one value is written in `.env` so that every common reader gets its
-/// exact bytes: POSIX shells (`set -a; . .env`), python-dotenv and Node's
-/// `dotenv` (docs/semantics.md has the table, tests/dotenv.rs runs them).
-#[derive(Debug, PartialEq, Eq)]
-enum EnvQuote {
-    /// `K=v`: also what `docker run --env-file` reads literally.
-    Bare,
-    /// `K='v'`: literal everywhere but for python-dotenv's `\\`, `\'` and
-    /// `${…}`, and a backslash just before the closing quote (both dotenv
-    /// readers take it for an escaped quote).
-    Single,
-    /// `K="v"`: for values with `'`; no reader agrees on `$`, backquote or
-    /// backslash inside.
-    Double,
-    /// No form reads back the same everywhere.
-    None,
-}
-
-fn env_quote(v: &[u8]) -> EnvQuote {
-    let has = |n: &[u8]| v.windows(n.len()).any(|w| w == n);
-    // NUL: no shell variable holds it. CR: Node turns CR LF into LF before
-    // parsing, and python-dotenv drops it. `${…}`: python-dotenv expands
-    // it in any quotes.
-    let interpolated = v
-        .windows(2)
-        .position(|w| w == b"${")
-        .is_some_and(|i| v[i..].contains(&b'}'));
-    if v.contains(&0) || v.contains(&b'\r') || interpolated {
-        return EnvQuote::None;
-    }
-    let bare = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:@%+,=".contains(b);
-    if v.iter().all(bare) {
-        EnvQuote::Bare
-    } else if !v.contains(&b'\'') && !has(b"\\\\") && v.last() != Some(&b'\\') {
-        EnvQuote::Single
-    } else if !v.iter().any(|b| b"\"$`\\".contains(b)) {
-        EnvQuote::Double
-    } else {
-        EnvQuote::None
-    }
-}
-
-/// `KEY=value` lines, each value quoted as [`env_quote`] chooses. Keys that
-/// are not shell names, and values no quoting serves every reader, are left
-/// out and named in a comment, JSON-quoted so a hostile key cannot break out
-/// of the comment line.
-fn render_env(entries: &[(String, Bytes)]) -> Bytes {
-    let mut skipped = Vec::new();
-    let mut lines = Vec::new();
-    for (k, v) in entries {
-        match env_quote(v) {
-            q if q != EnvQuote::None && is_shell_name(k) => lines.push((k, v, q)),
-            _ => skipped.push(serde_json::to_string(k).unwrap_or_default()),
-        }
-    }
-    let mut out = SecretBuf::default();
-    if !skipped.is_empty() {
-        out.extend(
-            format!(
-                "# vaultfs: left out (not a variable name, or a value that .env readers cannot agree on; see .json): {}\n",
-                skipped.join(", ")
-            )
-            .as_bytes(),
-        );
-    }
-    for (k, v, q) in lines {
-        let quote: &[u8] = match q {
-            EnvQuote::Single => b"'",
-            EnvQuote::Double => b"\"",
-            _ => b"",
-        };
-        out.extend(k.as_bytes());
-        out.extend(b"=");
-        out.extend(quote);
-        out.extend(v);
-        out.extend(quote);
-        out.extend(b"\n");
-    }
-    out.0
 }
 
 /// A growing buffer for secret bytes. `Vec` frees its old block unwiped
@@ -324,66 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn env_quotes_and_skips() {
-        let s = secret(json!({
-            "A": "$HOME `x`\nline2", "Q": "it's \"so\"\n", "bad-name": "x", "_ok1": 7,
-            "1x": "y", "N": "a\u{0}b", "MIX": "it's $HOME", "P": "a.b:c/d@e", "E": "",
-        }));
-        let env = String::from_utf8(s.content(&SecretFile::Env).unwrap().to_vec()).unwrap();
-        assert!(env.starts_with("# vaultfs: left out"), "{env}");
-        let comment = env.lines().next().unwrap();
-        for gone in ["\"bad-name\"", "\"1x\"", "\"N\"", "\"MIX\"", "\"Q\""] {
-            assert!(comment.contains(gone), "{gone}: {env}");
-        }
-        assert!(env.contains("\nA='$HOME `x`\nline2'\n"), "{env}");
-        assert!(env.contains("\n_ok1=7\n"), "{env}");
-        assert!(env.contains("\nP=a.b:c/d@e\n"), "{env}");
-        assert!(env.contains("\nE=\n"), "{env}");
-    }
-
-    #[test]
-    fn env_quote_per_value() {
-        use EnvQuote::*;
-        for (v, want) in [
-            ("plain-1.2:3/x@y%z+,=", Bare),
-            ("", Bare),
-            ("with space", Single),
-            ("$HOME and `cmd` \"q\" # not a comment", Single),
-            ("trailing\\", None),
-            ("a\\b", Single),
-            ("multi\nline", Single),
-            ("ünï ☃", Single),
-            ("it's", Double),
-            ("it's\nmulti", Double),
-            ("it's $HOME", None),
-            ("it's \"q\"", None),
-            ("it's a\\b", None),
-            ("two\\\\slashes", None),
-            ("${PATH}", None),
-            ("a${X}b", None),
-            ("cr\r\nlf", None),
-            ("nul\0", None),
-        ] {
-            assert_eq!(env_quote(v.as_bytes()), want, "{v:?}");
-        }
-        // `${` alone is no interpolation.
-        assert_eq!(env_quote(b"a${b"), Single);
-    }
-
-    #[test]
-    fn hostile_key_cannot_escape_comment() {
-        let s = secret(json!({"x\nEVIL=1": "v"}));
-        let env = String::from_utf8(s.content(&SecretFile::Env).unwrap().to_vec()).unwrap();
-        assert_eq!(env.lines().count(), 1, "{env}");
-    }
-
-    #[test]
-    fn key_named_like_view_wins() {
-        let s = secret(json!({".json": "mine", "k": "v"}));
+    fn every_view_is_shown_whatever_the_keys() {
+        let s = secret(json!({".json": "mine", ".env": "touch /tmp/x", ".sh": "x", "k": "v"}));
         let files = s.files();
-        assert!(files.contains(&SecretFile::Key(".json".into())));
-        assert!(!files.contains(&SecretFile::Json));
-        assert!(files.contains(&SecretFile::Env));
+        for view in [SecretFile::Json, SecretFile::Env, SecretFile::Shell] {
+            assert!(files.contains(&view), "{view:?}");
+        }
+        assert!(files.contains(&SecretFile::Key(".env".into())));
+        let env = s.content(&SecretFile::Env).unwrap();
+        assert!(env.ends_with(b"\nk=v\n"), "{env:?}");
+        assert_eq!(s.value(".env").unwrap().as_slice(), b"touch /tmp/x");
     }
 
     #[test]

@@ -188,12 +188,12 @@ async fn a_readable_secret_whose_folder_cannot_be_listed_shows_its_key_files() {
     store.fail(Op::List, "secret", "team/app", VaultError::Forbidden);
     let t = tree(&store, LONG, LONG);
     // Its keys (`db` among them: no child folder to shadow it), no children.
-    let want = [".env", ".json", "db", "user"];
+    let want = [".env", ".json", ".sh", "db", "user"];
     assert_eq!(ls(&t, "secret/team/app").await.unwrap(), want);
     // The same with no LIST allowed anywhere.
     store.fail_below(Op::List, "secret", "", VaultError::Forbidden);
     let t = tree(&store, LONG, LONG);
-    let want = [".env", ".json", "GITHUB_TOKEN"];
+    let want = [".env", ".json", ".sh", "GITHUB_TOKEN"];
     assert_eq!(ls(&t, "secret/coder").await.unwrap(), want);
 }
 
@@ -208,7 +208,9 @@ async fn names_are_percent_encoded_and_unshowable_ones_left_out() {
         .await
         .unwrap()
         .contains(&"odd%25name/".to_string()));
-    let want = ["%2E", "%2E%2E", ".env", ".json", "50%25", "a%2Fb", "nul%00"];
+    let want = [
+        "%2E", "%2E%2E", ".env", ".json", ".sh", "50%25", "a%2Fb", "nul%00",
+    ];
     assert_eq!(ls(&t, "secret/odd%25name").await.unwrap(), want);
     assert_eq!(cat(&t, "secret/odd%25name/a%2Fb").await.unwrap(), "1");
     assert_eq!(cat(&t, "secret/odd%25name/%2E%2E").await.unwrap(), "4");
@@ -304,7 +306,7 @@ async fn a_cold_read_maps_403_to_eacces_404_to_enoent_and_transient_errors_to_ei
 async fn a_secret_is_a_directory_of_its_keys_and_the_json_and_env_views() {
     let t = tree(&vault(), LONG, LONG);
     let db = "secret/team/app/db";
-    let want = [".env", ".json", "password", "port"];
+    let want = [".env", ".json", ".sh", "password", "port"];
     assert_eq!(ls(&t, db).await.unwrap(), want);
     assert_eq!(cat(&t, &format!("{db}/password")).await.unwrap(), "hunter2");
     assert_eq!(cat(&t, &format!("{db}/port")).await.unwrap(), "5432");
@@ -319,7 +321,10 @@ async fn a_secret_is_a_directory_of_its_keys_and_the_json_and_env_views() {
 async fn a_secret_and_a_folder_of_one_name_are_one_directory_and_the_child_wins() {
     let t = tree(&vault(), LONG, LONG);
     let app = "secret/team/app";
-    assert_eq!(ls(&t, app).await.unwrap(), [".env", ".json", "db/", "user"]);
+    assert_eq!(
+        ls(&t, app).await.unwrap(),
+        [".env", ".json", ".sh", "db/", "user"]
+    );
     assert_eq!(at(&t, &format!("{app}/db")).await.unwrap().kind, Kind::Dir);
     // The key stays readable in `.json`.
     let json: Value =
@@ -327,14 +332,49 @@ async fn a_secret_and_a_folder_of_one_name_are_one_directory_and_the_child_wins(
     assert_eq!(json["db"], "shadowed");
 }
 
-// semantics.md "The tree": a key named `.json` or `.env` wins over the view.
+// semantics.md "The tree": a view is always the view; a key or a child named
+// like one of vaultfs's own files is shown with its leading `.` as `%2E`.
 #[tokio::test]
-async fn a_key_named_like_a_view_wins_over_the_view() {
+async fn a_key_or_child_named_like_a_view_never_replaces_it() {
     let store = vault();
-    store.put("secret", "odd", json!({".json": "mine", ".env": "e"}));
+    let own = json!({".json": "j", ".env": "K=v\ntouch /tmp/x\n", ".sh": "s",
+                     ".versions": "v", ".metadata.json": "m", "K": "v"});
+    store.put("secret", "odd", own.clone());
+    store.put("secret", "odd", own);
+    store.put("secret", "odd/.sh", json!({"inner": "i"}));
     let t = tree(&store, LONG, LONG);
-    assert_eq!(cat(&t, "secret/odd/.json").await.unwrap(), "mine");
-    assert_eq!(cat(&t, "secret/odd/.env").await.unwrap(), "e");
+    let want = [
+        "%2Eenv",
+        "%2Ejson",
+        "%2Emetadata.json",
+        "%2Esh/",
+        "%2Eversions",
+        ".env",
+        ".json",
+        ".sh",
+        "K",
+    ];
+    assert_eq!(ls(&t, "secret/odd").await.unwrap(), want);
+    for dir in ["secret/odd", "secret/odd/.versions/1"] {
+        let env = cat(&t, &format!("{dir}/.env")).await.unwrap();
+        assert!(env.ends_with("\nK=v\n") && !env.contains("touch"), "{env}");
+        let sh = cat(&t, &format!("{dir}/.sh")).await.unwrap();
+        assert!(sh.ends_with("\nexport K='v'\n"), "{sh}");
+        let json: Value =
+            serde_json::from_str(&cat(&t, &format!("{dir}/.json")).await.unwrap()).unwrap();
+        assert_eq!(json[".env"], "K=v\ntouch /tmp/x\n");
+        let key = cat(&t, &format!("{dir}/%2Eenv")).await.unwrap();
+        assert_eq!(key, "K=v\ntouch /tmp/x\n");
+        assert_eq!(cat(&t, &format!("{dir}/%2Ejson")).await.unwrap(), "j");
+    }
+    assert_eq!(cat(&t, "secret/odd/%2Eversions").await.unwrap(), "v");
+    assert_eq!(cat(&t, "secret/odd/%2Emetadata.json").await.unwrap(), "m");
+    assert_eq!(ls(&t, "secret/odd/.versions").await.unwrap(), ["1/", "2/"]);
+    let meta: Value =
+        serde_json::from_str(&cat(&t, "secret/odd/.metadata.json").await.unwrap()).unwrap();
+    assert_eq!(meta["current_version"], 2);
+    // The child folder `.sh` is `%2Esh`.
+    assert_eq!(cat(&t, "secret/odd/%2Esh/inner").await.unwrap(), "i");
 }
 
 // semantics.md "The tree", Deleted versions: listed, no files.
@@ -374,7 +414,10 @@ fn with_history() -> Arc<MemoryStore> {
 async fn versions_and_metadata_are_not_listed_but_reachable_by_name() {
     let t = tree(&with_history(), LONG, LONG);
     let db = "secret/team/app/db";
-    assert_eq!(ls(&t, db).await.unwrap(), [".env", ".json", "password"]);
+    assert_eq!(
+        ls(&t, db).await.unwrap(),
+        [".env", ".json", ".sh", "password"]
+    );
     assert_eq!(
         ls(&t, &format!("{db}/.versions")).await.unwrap(),
         ["1/", "2/"]
@@ -619,7 +662,11 @@ async fn while_vault_is_away_the_last_answers_are_served_past_their_ttl() {
         let got = cat(&t, "secret/team/app/db/password").await;
         assert_eq!(got.as_deref(), Ok("hunter2"), "{e}");
         let listing = ls(&t, "secret/team/app").await;
-        assert_eq!(listing.unwrap(), [".env", ".json", "db/", "user"], "{e}");
+        assert_eq!(
+            listing.unwrap(),
+            [".env", ".json", ".sh", "db/", "user"],
+            "{e}"
+        );
         assert!(store.count(Op::Read) > 0, "{e}: the refresh was tried");
     }
 }

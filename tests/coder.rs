@@ -127,7 +127,7 @@ fn waits_for_a_token_file_written_after_it_starts() {
     assert_eq!(names(mp.join("coder")), ["app", "db"]);
     assert_eq!(
         names(mp.join("coder/app/db")),
-        [".env", ".json", "password"]
+        [".env", ".json", ".sh", "password"]
     );
     let pid = h.pid(&mp);
 
@@ -251,7 +251,10 @@ fn installs_the_release_archive_and_applies_the_module_settings() {
     // by name and its keys list; listing folders is denied, but walking by
     // name through a folder that is not itself a secret works.
     assert_eq!(read(mp.join("coder/db/password")), "top-level");
-    assert_eq!(names(mp.join("coder/db")), [".env", ".json", "password"]);
+    assert_eq!(
+        names(mp.join("coder/db")),
+        [".env", ".json", ".sh", "password"]
+    );
     assert_eq!(list_errno(mp.join("coder")), libc::EACCES);
     assert_eq!(list_errno(mp.join("coder/app")), libc::EACCES);
     assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");

@@ -30,14 +30,14 @@ fn versions_and_metadata_are_readable_and_exact() {
     let m = Mount::new(b, ROOT_TOKEN);
     let db = m.p("secret/hist/db");
     // Hidden: a walk does not descend into history.
-    assert_eq!(names(&db), [".env", ".json", "n", "password"]);
+    assert_eq!(names(&db), [".env", ".json", ".sh", "n", "password"]);
     assert_eq!(names(db.join(".versions")), ["3", "4"]);
     assert_eq!(read(db.join(".versions/3/password")), "three");
     assert_eq!(read(db.join(".versions/4/password")), "four");
     assert_eq!(read(db.join(".versions/3/n")), "3");
     assert_eq!(
         names(db.join(".versions/3")),
-        [".env", ".json", "n", "password"]
+        [".env", ".json", ".sh", "n", "password"]
     );
     assert_eq!(
         read(db.join(".versions/3/.json")),

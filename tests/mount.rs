@@ -46,7 +46,7 @@ fn layout_values_and_modes() {
     assert_eq!(read(m.p("secret/app/db/user")), "admin");
     assert_eq!(
         names(m.p("secret/app/db")),
-        [".env", ".json", "password", "user"]
+        [".env", ".json", ".sh", "password", "user"]
     );
     assert_eq!(read(m.p("kv1/legacy/creds/token")), "v1-value");
     assert_eq!(read(m.p("team/kv/svc/k")), "nested-mount");
@@ -83,7 +83,10 @@ fn layout_values_and_modes() {
 fn secret_that_is_also_a_folder() {
     let m = Mount::new(bao(), ROOT_TOKEN);
     // `app` is a secret (region, db) and a folder (db/): one directory.
-    assert_eq!(names(m.p("secret/app")), [".env", ".json", "db", "region"]);
+    assert_eq!(
+        names(m.p("secret/app")),
+        [".env", ".json", ".sh", "db", "region"]
+    );
     assert!(
         m.p("secret/app/db").is_dir(),
         "the child folder wins over the key"
@@ -367,7 +370,7 @@ fn least_privilege_token_reads_by_name_but_cannot_list() {
     // A readable secret still lists its own keys.
     assert_eq!(
         names(m.p("secrets/coder")),
-        [".env", ".json", "GITHUB_TOKEN"]
+        [".env", ".json", ".sh", "GITHUB_TOKEN"]
     );
     assert_eq!(
         errno_of(std::fs::read(m.p("secrets/coder/NOKEY"))),
@@ -388,7 +391,10 @@ fn overlong_names_are_left_out_and_logged_without_value() {
         json!({ long_key.clone(): "LONGVALUE-7f3a", "short": "ok" }),
     );
     let m = Mount::new(b, ROOT_TOKEN);
-    assert_eq!(names(m.p("secret/longnames")), [".env", ".json", "short"]);
+    assert_eq!(
+        names(m.p("secret/longnames")),
+        [".env", ".json", ".sh", "short"]
+    );
     let j: serde_json::Value = serde_json::from_str(&read(m.p("secret/longnames/.json"))).unwrap();
     assert_eq!(j[&long_key], "LONGVALUE-7f3a", ".json keeps every key");
     let log = m.log_text();

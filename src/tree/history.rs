@@ -10,14 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::answers::until_of;
-use super::layout::{file_name, file_named};
+use super::layout::{file_name, file_named, Name};
 use super::{Entry, Listing, Node, Tree};
 use crate::error::FsError;
+use crate::naming::{METADATA_VIEW, VERSIONS_DIR};
 use crate::secret::{Secret, SecretFile};
 use crate::store::{KvMount, KvVersion, SecretStore};
-
-pub const VERSIONS_DIR: &str = ".versions";
-pub const METADATA_VIEW: &str = ".metadata.json";
 
 /// How long an old version is kept. Its data never changes while it exists;
 /// only deleting or destroying it ends it, which then shows this late.
@@ -31,20 +29,19 @@ fn version_number(seg: &str) -> Option<u64> {
 }
 
 impl<S: SecretStore> Tree<S> {
-    /// `.versions` or `.metadata.json` inside secret `path` (whose current
-    /// answer is `s`), when that is what `seg` names. A key or a child of
-    /// the same name wins: the caller looked for those first.
+    /// `.versions` or `.metadata.json` inside secret `path`, when that is
+    /// the own name `own`. A key or a child of the same name has another
+    /// file name (`naming::encode`).
     pub(super) async fn history_entry(
         &self,
         mount: &KvMount,
         path: &str,
-        s: &Secret,
-        seg: &str,
+        own: &str,
     ) -> Result<Option<Entry>, FsError> {
-        if mount.version != KvVersion::V2 || s.has_key(seg) {
+        if mount.version != KvVersion::V2 {
             return Ok(None);
         }
-        match seg {
+        match own {
             // No request: the versions are asked for when it is read.
             VERSIONS_DIR => Ok(Some(self.dir_entry(Node::Versions {
                 mount: mount.clone(),
@@ -86,10 +83,10 @@ impl<S: SecretStore> Tree<S> {
         mount: &KvMount,
         secret: &str,
         n: u64,
-        seg: &str,
+        name: &Name,
     ) -> Result<Entry, FsError> {
         let (s, until) = self.old_version_until(mount, secret, n).await?;
-        let file = file_named(&s, seg).ok_or(FsError::NoEntry)?;
+        let file = file_named(&s, name).ok_or(FsError::NoEntry)?;
         self.file_entry_until(mount, secret, &s, file, until)
             .ok_or(FsError::NoEntry)
     }

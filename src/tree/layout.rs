@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use super::Node;
 use crate::naming;
-use crate::secret::{Secret, SecretFile, ENV_VIEW, JSON_VIEW};
+use crate::naming::{ENV_VIEW, JSON_VIEW, SHELL_VIEW};
+use crate::secret::{Secret, SecretFile};
 use crate::store::KvMount;
 
 /// The longest path inside a mount shown, in bytes (Linux's PATH_MAX): a
@@ -92,16 +93,35 @@ pub(super) fn holds(keys: &[String], key: &str) -> bool {
     keys.binary_search_by(|k| k.as_str().cmp(key)).is_ok()
 }
 
-/// The file of secret `s` named `seg`: a key wins over a view's name.
-pub(super) fn file_named(s: &Secret, seg: &str) -> Option<SecretFile> {
-    if s.has_key(seg) {
-        Some(SecretFile::Key(seg.to_string()))
-    } else if seg == JSON_VIEW {
-        Some(SecretFile::Json)
-    } else if seg == ENV_VIEW {
-        Some(SecretFile::Env)
-    } else {
-        None
+/// A name looked up in a directory: one of vaultfs's own names (a view,
+/// `.versions`, `.metadata.json`), or the Vault name a file name decodes
+/// to. The two never meet: `naming::encode` shows a Vault name equal to an
+/// own name under another file name.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Name {
+    Own(&'static str),
+    Vault(String),
+}
+
+impl Name {
+    /// `None` when the file name is neither.
+    pub(super) fn of(file_name: &[u8]) -> Option<Name> {
+        match naming::own_name(file_name) {
+            Some(own) => Some(Name::Own(own)),
+            None => naming::decode(file_name).map(Name::Vault),
+        }
+    }
+}
+
+/// The file of secret `s` that `name` names: a key by its Vault name, a
+/// view by its own name.
+pub(super) fn file_named(s: &Secret, name: &Name) -> Option<SecretFile> {
+    match name {
+        Name::Vault(k) => s.has_key(k).then(|| SecretFile::Key(k.clone())),
+        Name::Own(JSON_VIEW) => Some(SecretFile::Json),
+        Name::Own(ENV_VIEW) => Some(SecretFile::Env),
+        Name::Own(SHELL_VIEW) => Some(SecretFile::Shell),
+        Name::Own(_) => None,
     }
 }
 
@@ -118,6 +138,7 @@ pub(super) fn file_name(mount: &KvMount, path: &str, f: &SecretFile) -> Option<S
         }
         SecretFile::Json => Some(JSON_VIEW.to_string()),
         SecretFile::Env => Some(ENV_VIEW.to_string()),
+        SecretFile::Shell => Some(SHELL_VIEW.to_string()),
     }
 }
 

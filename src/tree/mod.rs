@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{Answer, CachePolicy};
 use crate::error::{FsError, VaultError};
-use crate::naming;
 use crate::secret::{Secret, SecretFile};
 use crate::store::{KvMount, SecretStore};
 
@@ -40,7 +39,7 @@ mod test_tree;
 use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
 pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
-use layout::{encoded, file_name, file_named, holds, join};
+use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 
 pub struct Tree<S> {
@@ -196,9 +195,18 @@ impl<S: SecretStore> Tree<S> {
 
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
-        let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
+        let name = Name::of(name).ok_or(FsError::NoEntry)?;
         match &*node {
+            Node::Dir { mount, path } => self.lookup_in_dir(mount, path, &name).await,
+            Node::AtVersion { mount, secret, n } => {
+                self.lookup_in_version(mount, secret, *n, &name).await
+            }
+            Node::File { .. } => Err(FsError::NotDir),
             Node::Root | Node::Prefix(_) => {
+                // vaultfs's own names exist only in a secret's directories.
+                let Name::Vault(seg) = name else {
+                    return Err(FsError::NoEntry);
+                };
                 let prefix = match &*node {
                     Node::Prefix(p) => p.as_str(),
                     _ => "",
@@ -210,12 +218,10 @@ impl<S: SecretStore> Tree<S> {
                     .map(|(_, n)| self.dir_entry(n))
                     .ok_or(FsError::NoEntry)
             }
-            Node::Dir { mount, path } => self.lookup_in_dir(mount, path, &seg).await,
-            Node::Versions { mount, secret } => self.lookup_version(mount, secret, &seg).await,
-            Node::AtVersion { mount, secret, n } => {
-                self.lookup_in_version(mount, secret, *n, &seg).await
-            }
-            Node::File { .. } => Err(FsError::NotDir),
+            Node::Versions { mount, secret } => match name {
+                Name::Vault(seg) => self.lookup_version(mount, secret, &seg).await,
+                Name::Own(_) => Err(FsError::NoEntry),
+            },
         }
     }
 
@@ -223,14 +229,19 @@ impl<S: SecretStore> Tree<S> {
         &self,
         mount: &KvMount,
         path: &str,
-        seg: &str,
+        name: &Name,
     ) -> Result<Entry, FsError> {
-        // Not a folder we would show (see MAX_PATH); may still be a key.
-        let too_deep = join(path, seg).len() > MAX_PATH;
-        let known = if !is_path_segment(seg) || too_deep {
-            Known::No
-        } else {
-            self.is_child_dir(mount, path, seg).await?
+        // An own name is never a folder; a Vault name too deep is not a
+        // folder we would show (see MAX_PATH), but may still be a key.
+        let (known, too_deep) = match name {
+            Name::Own(_) => (Known::No, false),
+            Name::Vault(seg) if join(path, seg).len() > MAX_PATH => (Known::No, true),
+            Name::Vault(seg) if !is_path_segment(seg) => (Known::No, false),
+            Name::Vault(seg) => (self.is_child_dir(mount, path, seg).await?, false),
+        };
+        let seg = match name {
+            Name::Own(own) => own,
+            Name::Vault(seg) => seg.as_str(),
         };
         if known == Known::Yes {
             return Ok(self.dir_entry(Node::Dir {
@@ -254,11 +265,13 @@ impl<S: SecretStore> Tree<S> {
             },
         };
         if let Some(s) = &parent_secret {
-            if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, path, s, f)) {
+            if let Some(e) = file_named(s, name).and_then(|f| self.file_entry(mount, path, s, f)) {
                 return Ok(e);
             }
-            if let Some(e) = self.history_entry(mount, path, s, seg).await? {
-                return Ok(e);
+            if let Name::Own(own) = name {
+                if let Some(e) = self.history_entry(mount, path, own).await? {
+                    return Ok(e);
+                }
             }
         }
         match known {
