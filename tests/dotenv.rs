@@ -1,83 +1,46 @@
-//! The `.env` view read by the readers people load it with: bash and dash
-//! (`set -a; . .env`), python-dotenv's `dotenv_values` and Node's
-//! `dotenv.parse` (installed by scripts/setup). Every key the view holds
-//! must come back from every reader with exactly Vault's value.
+//! The `.env` and `.sh` views of a real OpenBao secret, read through a real
+//! mount by the programs people load them with: `.env` by bash and dash
+//! (`set -a; . .env`), python-dotenv and Node's `dotenv`; `.sh` by bash,
+//! dash, zsh and busybox sh (`. .sh`). Every key a view holds must come
+//! back from every reader with exactly Vault's value, and nothing else may
+//! be set or run. Then the attacks of a secret's writer: a left-out key
+//! that ends the report line for Node, a key named `.env`, and names that
+//! shells and runtimes act on. The property test over generated secrets is
+//! tests/views_readers.rs.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
+use common::readers::*;
 use common::*;
 use serde_json::{json, Value};
 
-type Values = BTreeMap<String, String>;
-
-/// Runs `program args…` and returns its stdout, failing loudly.
-fn output(program: &str, args: &[&str]) -> Vec<u8> {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/setup installs it)"));
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-fn shell(sh: &str, env: &Path, keys: &[&String]) -> Values {
-    // NUL-separated, so any value comes back whole.
-    let script = format!(
-        "set -a; . \"$1\"; set +a; for k in {}; do eval \"printf '%s\\0' \\\"\\${{$k}}\\\"\"; done",
-        keys.iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = output(sh, &["-c", &script, "_", env.to_str().unwrap()]);
-    let text = String::from_utf8(out).unwrap();
-    let vals: Vec<&str> = text.split('\0').collect();
-    assert_eq!(vals.len(), keys.len() + 1, "{sh}: {text:?}");
-    keys.iter()
-        .zip(vals)
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+/// Vault's value of each key as its key file shows it.
+fn vault_values(data: &Value) -> BTreeMap<String, Vec<u8>> {
+    data.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), s.into_bytes())
+        })
         .collect()
 }
 
-fn python_dotenv(env: &Path) -> Values {
-    let code = "import json, sys\nfrom dotenv import dotenv_values\n\
-                print(json.dumps(dotenv_values(sys.argv[1])))";
-    let out = output("python3", &["-c", code, env.to_str().unwrap()]);
-    serde_json::from_slice(&out).unwrap()
+/// `want` as a reader reports what it defined.
+fn defined(want: &BTreeMap<String, Vec<u8>>, keys: &[&str]) -> Defined {
+    keys.iter()
+        .map(|k| (k.to_string(), Some(want[*k].clone())))
+        .collect()
 }
 
-fn node_dotenv(env: &Path) -> Values {
-    let module = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/node_modules/dotenv"
-    );
-    assert!(
-        Path::new(module).exists(),
-        "Node's dotenv is missing: run scripts/setup"
-    );
-    let code = format!(
-        "const d = require({module:?}); const fs = require('fs');\
-         process.stdout.write(JSON.stringify(d.parse(fs.readFileSync(process.argv[1]))));"
-    );
-    let out = output("node", &["-e", &code, env.to_str().unwrap()]);
-    serde_json::from_slice(&out).unwrap()
-}
-
-/// The keys the view's comment line names as left out.
-fn left_out(env: &str) -> Vec<String> {
-    let Some(line) = env.lines().next().filter(|l| l.starts_with('#')) else {
-        return Vec::new();
-    };
-    let list = line.split_once("): ").unwrap().1;
-    serde_json::from_str::<Vec<String>>(&format!("[{list}]")).unwrap()
+fn read_bytes(p: impl AsRef<Path>) -> Vec<u8> {
+    std::fs::read(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
 }
 
 #[test]
@@ -101,9 +64,12 @@ fn every_reader_gets_vaults_exact_values() {
         "SINGLE_QUOTE": "it's",
         "SINGLE_QUOTE_NEWLINE": "it's\nsecond line",
         "BOTH_QUOTES": "it's \"both\"",
+        "PASSWORD": "p'2\"x",
         "QUOTE_AND_DOLLAR": "it's $HOME",
         "NEWLINES": "line1\nline2\n",
         "CRLF": "line1\r\nline2",
+        "LINE_SEPARATORS": "a\u{2028}b\u{2029}c\u{85}d\u{b}e\u{c}f",
+        "NUL": "a\u{0}b",
         "UNICODE": "ünïcødé ☃ 日本",
         "JSON": {"nested": [1, "two"]},
         "NUMBER": 42,
@@ -111,61 +77,211 @@ fn every_reader_gets_vaults_exact_values() {
         "not-a-name": "x",
         "1DIGIT": "x",
         "with space": "x",
+        "PATH": "/nowhere",
     });
     b.put("secret", "awkward/env", data.clone());
+    let vault = vault_values(&data);
     let m = Mount::new(b, ROOT_TOKEN);
-    let path = m.p("secret/awkward/env/.env");
-    let env = read(&path);
+    let work = tempfile::tempdir().unwrap();
 
-    let vault: Values = data
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), s)
-        })
-        .collect();
-    let gone = left_out(&env);
-    let kept: Vec<&String> = vault.keys().filter(|k| !gone.contains(k)).collect();
-    // What no quoting can serve every reader with, and only that.
-    let mut want_gone = vec![
-        "1DIGIT",
-        "BOTH_QUOTES",
-        "BRACED",
-        "CRLF",
-        "QUOTE_AND_DOLLAR",
-        "TRAILING_BACKSLASH",
-        "TWO_BACKSLASHES",
-        "not-a-name",
-        "with space",
-    ];
-    want_gone.sort();
-    let mut gone_sorted = gone.clone();
-    gone_sorted.sort();
-    assert_eq!(gone_sorted, want_gone, "{env}");
+    for dir in ["secret/awkward/env", "secret/awkward/env/.versions/1"] {
+        let env_path = m.p(&format!("{dir}/.env"));
+        let sh_path = m.p(&format!("{dir}/.sh"));
+        // `st_size` is what a read returns.
+        for view in [".env", ".sh", ".json"] {
+            let p = m.p(&format!("{dir}/{view}"));
+            let size = std::fs::metadata(&p).unwrap().len();
+            assert_eq!(size, read_bytes(&p).len() as u64, "{dir}/{view}");
+        }
 
-    let readers = [
-        ("bash", shell("bash", &path, &kept)),
-        ("dash", shell("dash", &path, &kept)),
-        ("python-dotenv", python_dotenv(&path)),
-        ("node dotenv", node_dotenv(&path)),
-    ];
-    for (reader, got) in &readers {
-        for k in &kept {
-            assert_eq!(
-                got.get(*k),
-                Some(&vault[*k]),
-                "{reader} reads {k} differently from Vault"
-            );
+        // `.env`: what no quoting serves every reader with, and only that,
+        // is left out; names that are no variable, or that shells act on.
+        let env = read_bytes(&env_path);
+        let mut gone: Vec<String> = left_out(&env).into_iter().map(|(k, _)| k).collect();
+        gone.sort();
+        let want_gone = [
+            "1DIGIT",
+            "BOTH_QUOTES",
+            "BRACED",
+            "CRLF",
+            "NUL",
+            "PASSWORD",
+            "PATH",
+            "QUOTE_AND_DOLLAR",
+            "TRAILING_BACKSLASH",
+            "TWO_BACKSLASHES",
+            "not-a-name",
+            "with space",
+        ];
+        assert_eq!(gone, want_gone, "{}", String::from_utf8_lossy(&env));
+        let kept: Vec<&str> = vault
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !want_gone.contains(k))
+            .collect();
+        let want = defined(&vault, &kept);
+        for (reader, got) in [
+            ("bash", shell_reads(BASH, work.path(), &[&env_path], true)),
+            ("dash", shell_reads(DASH, work.path(), &[&env_path], true)),
+        ] {
+            assert_eq!(got[0].as_ref(), Some(&want), "{reader} on {dir}/.env");
+        }
+        for (reader, got) in [
+            ("python-dotenv", python_dotenv(&[&env_path])),
+            ("node dotenv", node_dotenv(&[&env_path])),
+        ] {
+            assert_eq!(got[0], want, "{reader} on {dir}/.env");
+        }
+
+        // `.sh`: every value a shell variable can hold, so only NUL and
+        // the names are left out.
+        let sh = read_bytes(&sh_path);
+        let mut gone: Vec<String> = left_out(&sh).into_iter().map(|(k, _)| k).collect();
+        gone.sort();
+        let want_gone = ["1DIGIT", "NUL", "PATH", "not-a-name", "with space"];
+        assert_eq!(gone, want_gone, "{}", String::from_utf8_lossy(&sh));
+        let kept: Vec<&str> = vault
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !want_gone.contains(k))
+            .collect();
+        let want = defined(&vault, &kept);
+        for shell in [BASH, DASH, ZSH, BUSYBOX] {
+            let got = shell_reads(shell, work.path(), &[&sh_path], false);
+            assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.sh");
         }
     }
-    // The dotenv readers see nothing else (the comment is no key).
-    for (reader, got) in &readers[2..] {
-        let keys: Vec<&String> = got.keys().collect();
-        assert_eq!(keys, kept, "{reader}");
+}
+
+/// A key that is no variable name goes into the report line. Node's
+/// `dotenv` starts a new line at U+2028 and U+2029 (its line pattern is
+/// multiline), python-dotenv's at CR; the report holds none of them.
+#[test]
+fn a_left_out_key_cannot_end_the_report_line() {
+    let b = Bao::shared();
+    let mut data = serde_json::Map::new();
+    data.insert("API_KEY".into(), json!("abc"));
+    for (i, end) in ["\u{2028}", "\u{2029}", "\u{85}", "\r", "\r\n", "\n", "\u{b}", "\u{c}"]
+        .iter()
+        .enumerate()
+    {
+        let evil = format!("x{end}EVIL{i}=--require=./evil.js #");
+        data.insert(evil, json!("v"));
     }
+    data.insert(
+        "x\u{2028}NODE_OPTIONS=--require=./evil.js #".into(),
+        json!("v"),
+    );
+    b.put("secret", "attack/report", Value::Object(data));
+    let m = Mount::new(b, ROOT_TOKEN);
+    let env = m.p("secret/attack/report/.env");
+    let want: Defined = [("API_KEY".to_string(), Some(b"abc".to_vec()))].into();
+    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
+    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
+    let work = tempfile::tempdir().unwrap();
+    for shell in [BASH, DASH] {
+        let got = shell_reads(shell, work.path(), &[&env], true);
+        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?}");
+    }
+}
+
+/// A key named `.env` (or `.sh`, `.json`) never replaces the view, in the
+/// secret or in `.versions/<n>/`; it stays readable as `%2Eenv` and in
+/// `.json`.
+#[test]
+fn a_key_named_like_a_view_cannot_replace_it() {
+    let b = Bao::shared();
+    let payload = "API_KEY=abc\ntouch pwned\n";
+    let data = json!({"API_KEY": "abc", ".env": payload, ".sh": "touch pwned", ".json": "{}"});
+    b.put("secret", "attack/viewname", data);
+    let m = Mount::new(b, ROOT_TOKEN);
+    let work = tempfile::tempdir().unwrap();
+    let want: Defined = [("API_KEY".to_string(), Some(b"abc".to_vec()))].into();
+    for dir in ["secret/attack/viewname", "secret/attack/viewname/.versions/1"] {
+        let env = m.p(&format!("{dir}/.env"));
+        let sh = m.p(&format!("{dir}/.sh"));
+        for shell in [BASH, DASH] {
+            let got = shell_reads(shell, work.path(), &[&env], true);
+            assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.env");
+            let got = shell_reads(shell, work.path(), &[&sh], false);
+            assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.sh");
+        }
+        assert!(!work.path().join("pwned").exists(), "{dir}: a view ran a command");
+        assert_eq!(read(m.p(&format!("{dir}/%2Eenv"))), payload);
+        assert_eq!(read(m.p(&format!("{dir}/%2Ejson"))), "{}");
+        let json: Value = serde_json::from_str(&read(m.p(&format!("{dir}/.json")))).unwrap();
+        assert_eq!(json[".env"], payload);
+    }
+    let listed = names(m.p("secret/attack/viewname"));
+    assert_eq!(
+        listed,
+        ["%2Eenv", "%2Ejson", "%2Esh", ".env", ".json", ".sh", "API_KEY"]
+    );
+}
+
+/// Names that shells, the loader and runtimes act on are left out of both
+/// views and named in the report: none is set, and a `set -e` script that
+/// sources the view runs to its end (read-only names would stop it).
+#[test]
+fn names_that_shells_and_runtimes_act_on_are_left_out() {
+    let b = Bao::shared();
+    let dangerous = [
+        ("PROMPT_COMMAND", "touch pwned"),
+        ("PS1", "$(touch pwned)"),
+        ("PS4", "$(touch pwned)"),
+        ("BASH_ENV", "./pwned.sh"),
+        ("ENV", "./pwned.sh"),
+        ("LD_PRELOAD", "./pwned.so"),
+        ("PATH", "."),
+        ("IFS", "x"),
+        ("CDPATH", "/tmp"),
+        ("NODE_OPTIONS", "--require=./pwned.js"),
+        ("PYTHONSTARTUP", "./pwned.py"),
+        ("PERL5OPT", "-Mpwned"),
+        ("RUBYOPT", "-rpwned"),
+        ("JAVA_TOOL_OPTIONS", "-javaagent:pwned.jar"),
+        ("GIT_SSH_COMMAND", "touch pwned"),
+        ("UID", "0"),
+        ("EUID", "0"),
+        ("PPID", "1"),
+    ];
+    let mut data = serde_json::Map::new();
+    for (k, v) in dangerous {
+        data.insert(k.into(), json!(v));
+    }
+    data.insert("OK".into(), json!("1"));
+    b.put("secret", "attack/names", Value::Object(data));
+    let m = Mount::new(b, ROOT_TOKEN);
+    let work = tempfile::tempdir().unwrap();
+    let want: Defined = [("OK".to_string(), Some(b"1".to_vec()))].into();
+    let env = m.p("secret/attack/names/.env");
+    let sh = m.p("secret/attack/names/.sh");
+    for view in [&env, &sh] {
+        let mut reported: Vec<String> = left_out(&read_bytes(view))
+            .into_iter()
+            .map(|(k, why)| {
+                assert!(why.contains("act on"), "{k}: {why}");
+                k
+            })
+            .collect();
+        reported.sort();
+        let mut all: Vec<&str> = dangerous.iter().map(|(k, _)| *k).collect();
+        all.sort();
+        assert_eq!(reported, all, "{}", view.display());
+    }
+    for shell in [BASH, DASH] {
+        let got = shell_reads(shell, work.path(), &[&env], true);
+        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .env");
+    }
+    for shell in [BASH, DASH, ZSH, BUSYBOX] {
+        let got = shell_reads(shell, work.path(), &[&sh], false);
+        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .sh");
+    }
+    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
+    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
+    // `set -e`: a read-only name would end the script here.
+    let script = "set -e; set -a; . \"$1\"; set +a; echo done";
+    let out = output("bash", &["-c", script, "_", env.to_str().unwrap()]);
+    assert_eq!(out, b"done\n");
+    assert!(!work.path().join("pwned").exists());
 }

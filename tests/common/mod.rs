@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod hostile;
+pub mod readers;
 pub mod rotation;
 
 use std::io::Write;
