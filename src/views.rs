@@ -76,7 +76,7 @@ const DANGEROUS_PREFIXES: &[&str] = &[
     "BASH_", "BASHOPTS", "BASHPID", "COMP_", "READLINE_", "HIST", "ZSH_", "ZLE_", "LC_",
     "LD_", "DYLD_", "MALLOC_", "NODE_", "NPM_CONFIG_", "PYTHON", "PIP_", "PERL", "RUBY",
     "GEM_", "BUNDLE_", "JAVA_", "GIT_", "SSH_", "XDG_", "OPENSSL_", "SSL_CERT_", "CARGO_",
-    "RUSTUP_", "VAULT_", "BAO_",
+    "RUSTUP_", "VAULT_", "BAO_", "dis_",
 ];
 
 /// Names exempt from a prefix above: read by the programs as plain

@@ -161,9 +161,11 @@ fn a_left_out_key_cannot_end_the_report_line() {
     let b = Bao::shared();
     let mut data = serde_json::Map::new();
     data.insert("API_KEY".into(), json!("abc"));
-    for (i, end) in ["\u{2028}", "\u{2029}", "\u{85}", "\r", "\r\n", "\n", "\u{b}", "\u{c}"]
-        .iter()
-        .enumerate()
+    for (i, end) in [
+        "\u{2028}", "\u{2029}", "\u{85}", "\r", "\r\n", "\n", "\u{b}", "\u{c}",
+    ]
+    .iter()
+    .enumerate()
     {
         let evil = format!("x{end}EVIL{i}=--require=./evil.js #");
         data.insert(evil, json!("v"));
@@ -197,16 +199,28 @@ fn a_key_named_like_a_view_cannot_replace_it() {
     let m = Mount::new(b, ROOT_TOKEN);
     let work = tempfile::tempdir().unwrap();
     let want: Defined = [("API_KEY".to_string(), Some(b"abc".to_vec()))].into();
-    for dir in ["secret/attack/viewname", "secret/attack/viewname/.versions/1"] {
+    for dir in [
+        "secret/attack/viewname",
+        "secret/attack/viewname/.versions/1",
+    ] {
         let env = m.p(&format!("{dir}/.env"));
         let sh = m.p(&format!("{dir}/.sh"));
         for shell in [BASH, DASH] {
             let got = shell_reads(shell, work.path(), &[&env], true);
+            assert!(
+                !work.path().join("pwned").exists(),
+                "{shell:?}: {dir}/.env ran a command"
+            );
             assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.env");
+        }
+        for shell in [BASH, DASH, ZSH, BUSYBOX] {
             let got = shell_reads(shell, work.path(), &[&sh], false);
+            assert!(
+                !work.path().join("pwned").exists(),
+                "{shell:?}: {dir}/.sh ran a command"
+            );
             assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.sh");
         }
-        assert!(!work.path().join("pwned").exists(), "{dir}: a view ran a command");
         assert_eq!(read(m.p(&format!("{dir}/%2Eenv"))), payload);
         assert_eq!(read(m.p(&format!("{dir}/%2Ejson"))), "{}");
         let json: Value = serde_json::from_str(&read(m.p(&format!("{dir}/.json")))).unwrap();
@@ -256,6 +270,16 @@ fn names_that_shells_and_runtimes_act_on_are_left_out() {
     let want: Defined = [("OK".to_string(), Some(b"1".to_vec()))].into();
     let env = m.p("secret/attack/names/.env");
     let sh = m.p("secret/attack/names/.sh");
+    for shell in [BASH, DASH] {
+        let got = shell_reads(shell, work.path(), &[&env], true);
+        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .env");
+    }
+    for shell in [BASH, DASH, ZSH, BUSYBOX] {
+        let got = shell_reads(shell, work.path(), &[&sh], false);
+        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .sh");
+    }
+    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
+    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
     for view in [&env, &sh] {
         let mut reported: Vec<String> = left_out(&read_bytes(view))
             .into_iter()
@@ -269,16 +293,6 @@ fn names_that_shells_and_runtimes_act_on_are_left_out() {
         all.sort();
         assert_eq!(reported, all, "{}", view.display());
     }
-    for shell in [BASH, DASH] {
-        let got = shell_reads(shell, work.path(), &[&env], true);
-        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .env");
-    }
-    for shell in [BASH, DASH, ZSH, BUSYBOX] {
-        let got = shell_reads(shell, work.path(), &[&sh], false);
-        assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on .sh");
-    }
-    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
-    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
     // `set -e`: a read-only name would end the script here.
     let script = "set -e; set -a; . \"$1\"; set +a; echo done";
     let out = output("bash", &["-c", script, "_", env.to_str().unwrap()]);

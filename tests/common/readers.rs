@@ -37,7 +37,10 @@ fn env_of(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
         .filter(|e| !e.is_empty())
         .map(|e| {
             let i = e.iter().position(|b| *b == b'=').expect("NAME=value");
-            (String::from_utf8_lossy(&e[..i]).into_owned(), e[i + 1..].to_vec())
+            (
+                String::from_utf8_lossy(&e[..i]).into_owned(),
+                e[i + 1..].to_vec(),
+            )
         })
         .collect()
 }
@@ -47,15 +50,24 @@ fn env_of(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
 /// working directory `work`: the environment a program started next would
 /// get, compared with the shell's own before. `None` for a file the shell
 /// did not read to its end.
-pub fn shell_reads(shell: &[&str], work: &Path, files: &[&Path], allexport: bool) -> Vec<Option<Defined>> {
-    let (on, off) = if allexport { ("set -a", "set +a") } else { (":", ":") };
+pub fn shell_reads(
+    shell: &[&str],
+    work: &Path,
+    files: &[&Path],
+    allexport: bool,
+) -> Vec<Option<Defined>> {
+    let (on, off) = if allexport {
+        ("set -a", "set +a")
+    } else {
+        (":", ":")
+    };
     // The positional parameters hold the file and its number: a file may
     // set any variable, but not those.
     let script = format!(
         "cd \"$1\" || exit 1; shift; /usr/bin/env -0 > .base; i=0
          for f in \"$@\"; do
            i=$((i+1))
-           ( set -- \"$f\" \"$i\"; exec > \"$2.out\" 2> \"$2.err\"; {on}; . \"$1\"; {off}; /usr/bin/env -0 && : > \"$2.ok\" )
+           ( set -- \"$f\" \"$i\"; exec > \"$2.out\" 2> \"$2.err\"; {on}; . \"$1\" || exit 1; {off}; /usr/bin/env -0 && : > \"$2.ok\" )
          done"
     );
     let mut args: Vec<&str> = shell[1..].to_vec();
