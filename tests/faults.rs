@@ -162,8 +162,10 @@ fn odd_names_many_keys_and_big_values_from_openbao() {
         "%25",
         "%2E",
         "%2E%2E",
+        "%2Ejson",
         ".env",
         ".json",
+        ".sh",
         "a%2Fb",
         "bell\u{7}",
         "esc\u{1b}[31m",
@@ -178,7 +180,7 @@ fn odd_names_many_keys_and_big_values_from_openbao() {
         ("a%2Fb", "slash"),
         ("nl\nk", "nl"),
         ("esc\u{1b}[31m", "esc"),
-        (".json", "mine"),
+        ("%2Ejson", "mine"),
         ("%25", "pct"),
     ] {
         assert_eq!(read(m.p("secret/odd").join(file)), value, "{file:?}");
@@ -189,7 +191,7 @@ fn odd_names_many_keys_and_big_values_from_openbao() {
     assert!(m.log_text().contains("key name too long or empty"));
 
     let many = names(m.p("secret/many"));
-    assert_eq!(many.len(), 402);
+    assert_eq!(many.len(), 403);
     assert_eq!(read(m.p("secret/many/k0399")), "v399");
     let j: Value = serde_json::from_str(&read(m.p("secret/many/.json"))).unwrap();
     assert_eq!(j.as_object().unwrap().len(), 400);

@@ -106,7 +106,7 @@ fn a_data_only_token_reads_a_version_by_path() {
 }
 
 #[test]
-fn kv_v1_has_no_history_and_real_keys_win() {
+fn kv_v1_has_no_history_and_keys_named_like_it_are_shown_beside_it() {
     let b = Bao::shared();
     b.enable_kv("hist-v1", 1, None);
     b.cli(&["kv", "put", "-mount=hist-v1", "s", "k=v"]);
@@ -121,6 +121,14 @@ fn kv_v1_has_no_history_and_real_keys_win() {
         let e = errno_of(std::fs::metadata(m.p("hist-v1/s").join(name)));
         assert_eq!(e, libc::ENOENT, "{name}");
     }
-    assert_eq!(read(m.p("secret/hist/clash/.versions")), "a key");
-    assert_eq!(read(m.p("secret/hist/clash/.metadata.json")), "another key");
+    // Keys named like the history are shown as `%2E…`; the history keeps
+    // its names.
+    assert_eq!(read(m.p("secret/hist/clash/%2Eversions")), "a key");
+    assert_eq!(
+        read(m.p("secret/hist/clash/%2Emetadata.json")),
+        "another key"
+    );
+    assert_eq!(names(m.p("secret/hist/clash/.versions")), ["1"]);
+    let meta: Value = serde_json::from_str(&read(m.p("secret/hist/clash/.metadata.json"))).unwrap();
+    assert_eq!(meta["current_version"], 1);
 }

@@ -125,6 +125,7 @@ fn awkward_names_round_trip() {
         "tab\tkey",
         ".env",
         ".json",
+        ".sh",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -403,12 +404,16 @@ fn overlong_names_are_left_out_and_logged_without_value() {
 }
 
 #[test]
-fn key_named_like_a_view_wins() {
+fn a_key_named_like_a_view_is_shown_beside_it() {
     let b = bao();
     b.put("secret", "viewclash", json!({".json": "mine", "k": "v"}));
     let m = Mount::new(b, ROOT_TOKEN);
-    assert_eq!(read(m.p("secret/viewclash/.json")), "mine");
-    assert!(read(m.p("secret/viewclash/.env")).contains("\nk=v\n"));
+    assert_eq!(read(m.p("secret/viewclash/%2Ejson")), "mine");
+    let json: serde_json::Value =
+        serde_json::from_str(&read(m.p("secret/viewclash/.json"))).unwrap();
+    assert_eq!(json, json!({".json": "mine", "k": "v"}));
+    assert!(read(m.p("secret/viewclash/.env")).ends_with("\nk=v\n"));
+    assert!(read(m.p("secret/viewclash/.sh")).ends_with("\nexport k='v'\n"));
 }
 
 #[test]
