@@ -59,7 +59,7 @@ fn warm_walk_never_reaches_the_daemon() {
     let m = Mount::new(b, ROOT_TOKEN);
     let root = m.p("secret/dirs/warm");
     let cold = walk(&root);
-    assert_eq!(cold.len(), 4 * 3 + 6, "{cold:?}"); // 3 files per secret + dirs
+    assert_eq!(cold.len(), 4 * 4 + 6, "{cold:?}"); // 4 files per secret + dirs
 
     let warm = m.while_stopped(move || walk(&root));
     assert_eq!(
