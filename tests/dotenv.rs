@@ -39,6 +39,20 @@ fn defined(want: &BTreeMap<String, Vec<u8>>, keys: &[&str]) -> Defined {
         .collect()
 }
 
+/// What `view` promises: every key of `vault` but those its report names,
+/// which must be exactly `want_gone`.
+fn promised(view: &[u8], vault: &BTreeMap<String, Vec<u8>>, want_gone: &[&str]) -> Defined {
+    let mut gone: Vec<String> = left_out(view).into_iter().map(|(k, _)| k).collect();
+    gone.sort();
+    assert_eq!(gone, want_gone, "{}", String::from_utf8_lossy(view));
+    let kept: Vec<&str> = vault
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !want_gone.contains(k))
+        .collect();
+    defined(vault, &kept)
+}
+
 fn read_bytes(p: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(p.as_ref()).unwrap_or_else(|e| panic!("{}: {e}", p.as_ref().display()))
 }
@@ -96,9 +110,6 @@ fn every_reader_gets_vaults_exact_values() {
 
         // `.env`: what no quoting serves every reader with, and only that,
         // is left out; names that are no variable, or that shells act on.
-        let env = read_bytes(&env_path);
-        let mut gone: Vec<String> = left_out(&env).into_iter().map(|(k, _)| k).collect();
-        gone.sort();
         let want_gone = [
             "1DIGIT",
             "BOTH_QUOTES",
@@ -113,13 +124,7 @@ fn every_reader_gets_vaults_exact_values() {
             "not-a-name",
             "with space",
         ];
-        assert_eq!(gone, want_gone, "{}", String::from_utf8_lossy(&env));
-        let kept: Vec<&str> = vault
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !want_gone.contains(k))
-            .collect();
-        let want = defined(&vault, &kept);
+        let want = promised(&read_bytes(&env_path), &vault, &want_gone);
         for (reader, got) in [
             ("bash", shell_reads(BASH, work.path(), &[&env_path], true)),
             ("dash", shell_reads(DASH, work.path(), &[&env_path], true)),
@@ -135,17 +140,8 @@ fn every_reader_gets_vaults_exact_values() {
 
         // `.sh`: every value a shell variable can hold, so only NUL and
         // the names are left out.
-        let sh = read_bytes(&sh_path);
-        let mut gone: Vec<String> = left_out(&sh).into_iter().map(|(k, _)| k).collect();
-        gone.sort();
         let want_gone = ["1DIGIT", "NUL", "PATH", "not-a-name", "with space"];
-        assert_eq!(gone, want_gone, "{}", String::from_utf8_lossy(&sh));
-        let kept: Vec<&str> = vault
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !want_gone.contains(k))
-            .collect();
-        let want = defined(&vault, &kept);
+        let want = promised(&read_bytes(&sh_path), &vault, &want_gone);
         for shell in [BASH, DASH, ZSH, BUSYBOX] {
             let got = shell_reads(shell, work.path(), &[&sh_path], false);
             assert_eq!(got[0].as_ref(), Some(&want), "{shell:?} on {dir}/.sh");
