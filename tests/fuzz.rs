@@ -11,7 +11,7 @@ use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
 use vaultfs::cache::CachePolicy;
 use vaultfs::error::VaultError;
-use vaultfs::naming::{decode, encode, NAME_MAX};
+use vaultfs::naming::{decode, encode, own_name, NAME_MAX, OWN_NAMES};
 use vaultfs::secret::{Secret, SecretFile};
 use vaultfs::store::memory::{MemoryStore, Op};
 use vaultfs::store::KvVersion;
@@ -34,6 +34,7 @@ fn name() -> impl Strategy<Value = String> {
         "[./%\\x00\\n\\t\\x1b a-z]{0,12}",
         Just(".".to_string()),
         Just("..".to_string()),
+        prop::sample::select(&OWN_NAMES[..]).prop_map(str::to_string),
         "[%/]{80,120}",
         ".{250,260}",
     ]
@@ -106,6 +107,8 @@ proptest! {
             prop_assert!(!e.is_empty() && e.len() <= NAME_MAX);
             prop_assert!(!e.contains('/') && !e.contains('\0'));
             prop_assert!(e != "." && e != "..");
+            // No Vault name is shown under one of vaultfs's own names.
+            prop_assert!(own_name(e.as_bytes()).is_none(), "{}", e);
             prop_assert_eq!(decode(e.as_bytes()), Some(n));
         } else {
             prop_assert!(n.is_empty() || n.len() > NAME_MAX / 3);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vaultfs::naming::{decode, encode, NAME_MAX};
+use vaultfs::naming::{decode, encode, own_name, NAME_MAX};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(n) = decode(data) {
@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(e) = encode(n) {
             assert!(!e.is_empty() && e.len() <= NAME_MAX);
             assert!(!e.contains('/') && !e.contains('\0') && e != "." && e != "..");
+            assert!(own_name(e.as_bytes()).is_none());
             assert_eq!(decode(e.as_bytes()).as_deref(), Some(n));
         }
     }
