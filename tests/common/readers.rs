@@ -62,13 +62,15 @@ pub fn shell_reads(
         (":", ":")
     };
     // The positional parameters hold the file and its number: a file may
-    // set any variable, but not those.
+    // set any variable, but not those. A file that stops its subshell
+    // leaves no `.ok`: its result is `None`, the batch goes on.
     let script = format!(
         "cd \"$1\" || exit 1; shift; /usr/bin/env -0 > .base; i=0
          for f in \"$@\"; do
            i=$((i+1))
            ( set -- \"$f\" \"$i\"; exec > \"$2.out\" 2> \"$2.err\"; {on}; . \"$1\" || exit 1; {off}; /usr/bin/env -0 && : > \"$2.ok\" )
-         done"
+         done
+         exit 0"
     );
     let mut args: Vec<&str> = shell[1..].to_vec();
     args.extend(["-c", &script, "_", work.to_str().unwrap()]);
