@@ -74,7 +74,7 @@ const DANGEROUS_NAMES: &[&str] = &[
 #[rustfmt::skip]
 const DANGEROUS_PREFIXES: &[&str] = &[
     "BASH_", "BASHOPTS", "BASHPID", "COMP_", "READLINE_", "HIST", "ZSH_", "ZLE_", "LC_",
-    "LD_", "DYLD_", "MALLOC_", "NODE_", "NPM_CONFIG_", "PYTHON", "PIP_", "PERL", "RUBY",
+    "LD_", "DYLD_", "MALLOC_", "NODE_", "PYTHON", "PIP_", "PERL", "RUBY",
     "GEM_", "BUNDLE_", "JAVA_", "GIT_", "SSH_", "XDG_", "OPENSSL_", "SSL_CERT_", "CARGO_",
     "RUSTUP_", "VAULT_", "BAO_", "dis_",
 ];
@@ -82,6 +82,10 @@ const DANGEROUS_PREFIXES: &[&str] = &[
 /// Names exempt from a prefix above: read by the programs as plain
 /// settings, and common keys of an application's own environment.
 const SAFE_NAMES: &[&str] = &["NODE_ENV"];
+
+/// npm reads its `npm_config_*` settings in either case; one names the
+/// shell its scripts run with.
+const NPM_CONFIG: &str = "NPM_CONFIG_";
 
 /// Proxy variables, which programs read in either case (`https_proxy`,
 /// `HTTPS_PROXY`): they decide where every later request goes.
@@ -102,7 +106,7 @@ pub fn is_dangerous(name: &str) -> bool {
     }
     DANGEROUS_NAMES.contains(&name)
         || DANGEROUS_PREFIXES.iter().any(|p| name.starts_with(p))
-        || name.to_ascii_uppercase().starts_with("NPM_CONFIG_")
+        || name.to_ascii_uppercase().starts_with(NPM_CONFIG)
         || PROXY_NAMES.iter().any(|p| name.eq_ignore_ascii_case(p))
 }
 
@@ -229,11 +233,11 @@ fn render(entries: &[(String, Bytes)], view: View) -> Bytes {
                 lines.extend(b"export ");
                 lines.extend(k.as_bytes());
                 lines.extend(b"='");
-                for part in v.split(|b| *b == b'\'').enumerate() {
-                    if part.0 > 0 {
+                for (i, part) in v.split(|b| *b == b'\'').enumerate() {
+                    if i > 0 {
                         lines.extend(b"'\\''");
                     }
-                    lines.extend(part.1);
+                    lines.extend(part);
                 }
                 lines.extend(b"'");
             }
