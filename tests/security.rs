@@ -145,3 +145,35 @@ fn memory_is_locked_unless_no_mlock() {
     let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--no-mlock"));
     assert_eq!(status_kib(m.pid(), "VmLck"), 0);
 }
+
+/// `vaultfs mount --address https://user:password@...`: the daemon's
+/// command line, which every user can read, holds no password; nor do its
+/// log and `vaultfs status`.
+#[test]
+fn address_userinfo_stays_out_of_the_daemons_command_line() {
+    let b = Bao::shared();
+    b.put("secret", "argv/direct", json!({"k": "direct-value"}));
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-5e0a@", 1);
+    let o = run(
+        h.cmd(
+            b,
+            ROOT_TOKEN,
+            &["mount", "--address", &addr, mp.to_str().unwrap()],
+        ),
+        40,
+    );
+    assert_ok(&o, "mount");
+    assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
+    let pid = h.pid(&mp);
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&raw);
+    assert!(cmdline.contains("mount"), "{cmdline:?}");
+    assert!(!cmdline.contains("PASSWORD-5e0a"), "{cmdline:?}");
+    assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+    assert_ok(&o, "status");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+}
