@@ -177,3 +177,30 @@ fn address_userinfo_stays_out_of_the_daemons_command_line() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
 }
+
+/// `vaultfs status` prints a mount path with newline, tab, ESC, backslash
+/// and space as the mount table does (`\012`, `\011`, `\033`, `\134`,
+/// `\040`): one line per mount, and no byte of a path reaches the terminal
+/// as a command. Its errors do the same.
+#[test]
+fn status_escapes_mount_paths_as_the_mount_table() {
+    let b = Bao::shared();
+    let h = Home::new();
+    let mp = h.path().join("a b\tc\nd\x1b[31me\\f");
+    let shown = format!("{}/a\\040b\\011c\\012d\\033[31me\\134f", h.path().display());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["mount", mp.to_str().unwrap()]), 40);
+    assert_ok(&o, "mount");
+    for args in [vec!["status"], vec!["status", mp.to_str().unwrap()]] {
+        let o = run(h.cmd(b, ROOT_TOKEN, &args), 20);
+        assert_ok(&o, "status");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(out.lines().count(), 1, "{args:?}: {out:?}");
+        assert!(out.starts_with(&format!("{shown}: live (pid ")), "{out:?}");
+        assert!(!out.contains('\x1b') && !out.contains('\t'), "{out:?}");
+    }
+    assert!(!h.log().contains('\x1b'), "{:?}", h.log());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+    assert_ok(&o, "unmount");
+    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+    assert_fails(&o, &format!("nothing is mounted at {shown}"));
+}

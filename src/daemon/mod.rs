@@ -22,7 +22,7 @@ use crate::env;
 use crate::error::VaultError;
 use crate::fs::VaultFs;
 use crate::logging;
-use crate::mountpoint::{self, PidFile, State};
+use crate::mountpoint::{self, PidFile, Shown, State};
 use crate::private::{self, PrivateError};
 use crate::readiness::{self, Reporter};
 use crate::tls::ConfigError;
@@ -47,25 +47,32 @@ pub enum MountError {
     Unreachable { addr: String, source: VaultError },
     #[error("cannot list KV mounts at {addr}: {source}")]
     Mounts { addr: String, source: VaultError },
-    #[error("mountpoint {path}: {message}")]
+    #[error("mountpoint {}: {message}", Shown(path))]
     Mountpoint { path: PathBuf, message: String },
-    #[error("cannot mount at {path}: {source}{hint}")]
+    #[error("cannot mount at {}: {source}{hint}", Shown(path))]
     Fuse {
         path: PathBuf,
         source: io::Error,
         hint: &'static str,
     },
-    #[error("{path}: the mount came up but its root cannot be listed: {source}")]
+    #[error(
+        "{}: the mount came up but its root cannot be listed: {source}",
+        Shown(path)
+    )]
     NotReady { path: PathBuf, source: io::Error },
-    #[error("{path} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {path}` first")]
+    #[error(
+        "{} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {}` first",
+        Shown(path),
+        Shown(path)
+    )]
     AlreadyMounted {
         path: PathBuf,
         pid: String,
         why: &'static str,
     },
-    #[error("nothing is mounted at {0}")]
+    #[error("nothing is mounted at {}", Shown(.0))]
     NotMounted(PathBuf),
-    #[error("cannot unmount {path}: {source}{hint}")]
+    #[error("cannot unmount {}: {source}{hint}", Shown(path))]
     Unmount {
         path: PathBuf,
         source: io::Error,
@@ -143,7 +150,7 @@ fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
     match mountpoint::state(path) {
         State::Free => {}
         State::Dead => {
-            tracing::warn!(mountpoint = %path.display(), "recovering a dead vaultfs mount (its daemon was killed)");
+            tracing::warn!(mountpoint = %Shown(path), "recovering a dead vaultfs mount (its daemon was killed)");
             mountpoint::unmount(path, true).map_err(|e| {
                 err(format!(
                     "a dead FUSE mount is left here and cannot be removed: {e}"
@@ -286,7 +293,7 @@ fn announce_when_live(
     if let Err(e) = readiness::sd_notify(&env::process, "READY=1") {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
-    tracing::info!(mountpoint = %mp.display(), "mounted and live");
+    tracing::info!(mountpoint = %Shown(mp), "mounted and live");
     (Ok(()), pid_file)
 }
 
