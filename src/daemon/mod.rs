@@ -5,6 +5,7 @@
 
 mod control;
 mod fork;
+mod fuse_access;
 mod harden;
 
 pub use control::{status, unmount};
@@ -49,12 +50,9 @@ pub enum MountError {
     Mounts { addr: String, source: VaultError },
     #[error("mountpoint {}: {message}", Shown(path))]
     Mountpoint { path: PathBuf, message: String },
-    #[error("cannot mount at {}: {source}{hint}", Shown(path))]
-    Fuse {
-        path: PathBuf,
-        source: io::Error,
-        hint: &'static str,
-    },
+    /// `message`: FUSE's error with what to do about it ([`fuse_access`]).
+    #[error("cannot mount at {}: {message}", Shown(path))]
+    Fuse { path: PathBuf, message: String },
     #[error(
         "{}: the mount came up but its root cannot be listed: {source}",
         Shown(path)
@@ -199,20 +197,11 @@ fn serve(
 ) -> Result<(), MountError> {
     let mp = &p.settings.mountpoint;
     let fs = VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone());
-    let mut session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| {
-        let hint = if !Path::new("/dev/fuse").exists() {
-            " (no /dev/fuse: FUSE is not available here)"
-        } else if source.kind() == io::ErrorKind::PermissionDenied {
-            " (is fusermount3 installed, and /dev/fuse accessible?)"
-        } else {
-            ""
-        };
-        MountError::Fuse {
+    let mut session =
+        Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
             path: mp.clone(),
-            source,
-            hint,
-        }
-    })?;
+            message: fuse_access::explain(&source),
+        })?;
     let mut unmounter = session.unmount_callable();
     let signalled = mp.clone();
     rt.spawn(async move {

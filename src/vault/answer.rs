@@ -85,19 +85,32 @@ pub(super) fn not_now(status: StatusCode, body: &[u8]) -> Option<VaultError> {
 }
 
 /// Map an HTTP error status. Vault's `errors` are included (capped): they
-/// name paths and reasons, never values.
+/// name paths and reasons, never values. A body that is not JSON is no
+/// answer of Vault's API (Go's "Client sent an HTTP request to an HTTPS
+/// server", a proxy's error page): its first line is included the same way.
 pub(super) fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["errors"].as_array().map(|a| {
+    let message = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v["errors"]
+            .as_array()
+            .map(|a| {
                 a.iter()
                     .filter_map(|e| e.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             })
-        })
-        .unwrap_or_default();
+            .unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(1024)])
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let message = if message.contains("HTTP request to an HTTPS server") {
+        format!("{message} (use an https:// address: VAULT_ADDR / --address)")
+    } else {
+        message
+    };
     // Capped, and on one line: a hostile answer cannot forge log lines.
     let message: String = message
         .chars()
@@ -301,6 +314,24 @@ mod tests {
         };
         assert!(!message.contains('\n') && !message.contains('\r'));
         assert_eq!(message.chars().count(), 200);
+        // Not JSON: its first line, as Go's HTTPS listener answers plain HTTP.
+        let go = b"Client sent an HTTP request to an HTTPS server.\n";
+        let VaultError::Http {
+            status: 400,
+            message,
+        } = status_error(StatusCode::BAD_REQUEST, go)
+        else {
+            panic!()
+        };
+        assert!(message.starts_with("Client sent an HTTP request to an HTTPS server."));
+        assert!(message.contains("use an https:// address"), "{message}");
+        let forged = format!("\n \r\nfirst\x1b[2J\nFAKE LOG LINE{}", "y".repeat(5000));
+        let VaultError::Http { message, .. } =
+            status_error(StatusCode::BAD_GATEWAY, forged.as_bytes())
+        else {
+            panic!()
+        };
+        assert_eq!(message, "first [2J");
     }
 
     #[test]
