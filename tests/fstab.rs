@@ -102,6 +102,16 @@ fn mount_type(mp: &Path) -> Option<(String, String, String)> {
         })
 }
 
+/// The per-mount flags of the mount at `mp` (mountinfo's sixth field).
+fn per_mount_flags(mp: &Path) -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| vaultfs::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp))
+        .and_then(|l| l.split(' ').nth(5).map(String::from))
+        .unwrap_or_else(|| panic!("{} not in mountinfo", mp.display()))
+}
+
 fn umount_and_wait(mp: &Path, pid: i32) {
     let o = run(
         {
@@ -291,8 +301,10 @@ fn no_secret_in_the_daemons_command_line() {
     assert!(!err.contains("TOKEN-77f2"), "the token echoed: {err}");
     assert!(!is_mounted(&mp));
 
+    // Whoever writes the options cannot make the mount writable, setuid,
+    // device-bearing or executable.
     let opts = format!(
-        "address={addr},token_file={},kv=secret,no_mlock",
+        "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
         token_file.display()
     );
     // mount.fuse3 passes no -s on: the ignored option only for our helper.
@@ -306,6 +318,10 @@ fn no_secret_in_the_daemons_command_line() {
         assert_ok(&o, fstype);
         assert!(!stderr(&o).contains(SLOPPY), "{}", stderr(&o));
         assert_eq!(read(mp.join("secret/argv/app/k")), "argv-value");
+        let flags = per_mount_flags(&mp);
+        for f in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(flags.split(',').any(|x| x == f), "{fstype}: {flags}");
+        }
         let (pid, args) = daemon_of(&mp).expect("the daemon");
         let cmdline = format!("/proc/{pid}/cmdline");
         let (ok, seen) = as_nobody_cat(Path::new(&cmdline));

@@ -204,3 +204,42 @@ fn status_escapes_mount_paths_as_the_mount_table() {
     let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
     assert_fails(&o, &format!("nothing is mounted at {shown}"));
 }
+
+/// The daemon's own user cannot read its environment (where an address
+/// with userinfo goes) or its memory: the daemon is not dumpable, so
+/// /proc/PID/{environ,mem} belong to root. Its command line, which every
+/// user reads, holds no password. As a normal user through fusermount3.
+#[test]
+fn the_daemons_environment_and_memory_are_closed_to_its_own_user() {
+    let b = Bao::shared();
+    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-0b7d@", 1);
+    let o = run_as_nobody(
+        r#"
+as_user "$BIN" mount --no-mlock --address "$USERINFO_ADDR" || exit 21
+P=$(head -n1 "$PIDS"/*.pid)
+echo "cmdline=$(as_user cat /proc/$P/cmdline | tr '\0' ' ')"
+as_user cat /proc/$P/environ >/dev/null 2>&1 && echo environ-read
+as_user head -c1 /proc/$P/mem >/dev/null 2>&1 && echo mem-read
+as_user "$BIN" unmount || exit 23
+echo done
+"#,
+        &[
+            ("ADDR", &b.addr),
+            ("TOKEN", ROOT_TOKEN),
+            ("USERINFO_ADDR", &addr),
+        ],
+        60,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.ends_with("done\n"),
+        "{out}{}",
+        stderr(&o)
+    );
+    assert!(out.contains("cmdline=") && out.contains(" mount "), "{out}");
+    assert!(!out.contains("PASSWORD"), "{out}");
+    assert!(
+        !out.contains("environ-read") && !out.contains("mem-read"),
+        "{out}"
+    );
+}

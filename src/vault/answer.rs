@@ -334,6 +334,38 @@ mod tests {
         assert_eq!(message, "first [2J");
     }
 
+    /// `.metadata.json` holds what a secret's writer sets in its custom
+    /// metadata: it must stay JSON that reads back to Vault's exact strings,
+    /// with no raw control character (each is a `\u` escape or `\n`...).
+    #[test]
+    fn metadata_document_reads_back_exactly_with_no_raw_control_character() {
+        let hostile = [
+            "\"}, \"injected\": {\"",
+            "a\nb\rc\u{0}d\u{1b}[2J",
+            "\u{2028}\u{2029}\u{85}\u{b}\u{c}",
+            "$(touch /tmp/x)`id`\\",
+            "</script>",
+        ];
+        let custom: serde_json::Map<String, Value> =
+            hostile.iter().map(|v| (v.to_string(), json!(v))).collect();
+        let answer = json!({"data": {"custom_metadata": custom,
+                                     "versions": {"1": {"deletion_time": ""}}}});
+        let m = parse_metadata(answer).unwrap();
+        let doc = m
+            .document
+            .content(&crate::secret::SecretFile::Json)
+            .unwrap();
+        assert!(
+            !doc.iter().any(|&b| b < 0x20 && b != b'\n'),
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+        let back: Value = serde_json::from_slice(doc).unwrap();
+        assert_eq!(back["custom_metadata"], Value::Object(custom));
+        assert_eq!(back.as_object().unwrap().len(), 2, "{back}");
+        assert_eq!(m.live, [1]);
+    }
+
     #[test]
     fn durations_from_vault_are_clamped() {
         let huge = json!({"data": {"ttl": u64::MAX, "creation_ttl": u64::MAX,
