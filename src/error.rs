@@ -35,6 +35,15 @@ pub enum VaultError {
     TooLarge(usize),
     #[error("Vault rejected the token: {0}")]
     BadToken(String),
+    /// A `--kv` name that is no KV mount this token can see: Vault denied
+    /// its description (`denied`: no such mount, or one the token may not
+    /// read), or it is another kind of secrets engine.
+    #[error("--kv {name:?} names no KV mount this token can see ({why})")]
+    NoKvMount {
+        name: String,
+        why: String,
+        denied: bool,
+    },
     /// A request that would not reach the path it names (a `.`, `..`,
     /// empty or NUL segment); never sent.
     #[error("refused to ask Vault for {0}: the path has a '.', '..', empty or NUL segment")]
@@ -92,7 +101,12 @@ impl VaultError {
 
     /// Definite answers about the data (cacheable for the TTL like a value).
     pub fn is_definite(&self) -> bool {
-        matches!(self, VaultError::Forbidden | VaultError::NotFound)
+        matches!(
+            self,
+            VaultError::Forbidden
+                | VaultError::NotFound
+                | VaultError::NoKvMount { denied: true, .. }
+        )
     }
 }
 
@@ -120,7 +134,9 @@ impl FsError {
     /// The single mapping from errors to errno (see docs/semantics.md).
     pub fn errno(&self) -> libc::c_int {
         match self {
-            FsError::Vault(VaultError::Forbidden) => libc::EACCES,
+            FsError::Vault(VaultError::Forbidden | VaultError::NoKvMount { denied: true, .. }) => {
+                libc::EACCES
+            }
             FsError::Vault(VaultError::NotFound | VaultError::UnsafePath(_)) | FsError::NoEntry => {
                 libc::ENOENT
             }

@@ -15,6 +15,7 @@ pub mod assets;
 pub mod auth;
 pub mod cache;
 pub mod cli;
+pub mod cmdline;
 pub mod daemon;
 mod env;
 pub mod error;

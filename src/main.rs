@@ -2,10 +2,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
-use vaultfs::{assets, daemon, mount_helper};
+use vaultfs::{assets, cmdline, daemon, mount_helper};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
+    let mut from_helper = false;
+    let mut mount_argv = argv.clone();
     let cli = match mount_helper::parse(&argv) {
         None => Cli::parse(),
         // Started by mount(8): see src/mount_helper.rs.
@@ -21,9 +23,17 @@ fn main() -> ExitCode {
                     _ => ExitCode::SUCCESS,
                 };
             }
+            (from_helper, mount_argv) = (true, call.argv);
             cli
         }
     };
+    // No secret may stay in the daemon's arguments: see src/cmdline.rs.
+    if let (Command::Mount(_), Some(r)) = (&cli.command, cmdline::plan(&mount_argv, from_helper)) {
+        let e = cmdline::exec(r);
+        return fail(format!(
+            "cannot run vaultfs again without the secret in its arguments: {e}"
+        ));
+    }
     let result = match &cli.command {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),

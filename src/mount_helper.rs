@@ -64,6 +64,9 @@ const IGNORED: &[&str] = &[
     "default_permissions",
 ];
 
+/// Options that would put a token on a command line, refused by name.
+const TOKEN_KEYS: &[&str] = &["token", "vault_token", "bao_token"];
+
 /// A mount(8) invocation, as `vaultfs mount` arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HelperCall {
@@ -71,7 +74,7 @@ pub struct HelperCall {
     pub argv: Vec<OsString>,
     /// `-f`: check the options, mount nothing.
     pub fake: bool,
-    /// Unknown options dropped under `-s` (sloppy), to warn about.
+    /// The keys of unknown options dropped under `-s` (sloppy), to warn about.
     pub ignored: Vec<String>,
 }
 
@@ -186,6 +189,14 @@ fn translate(args: &[OsString]) -> Result<HelperCall, String> {
         if IGNORED.contains(&key) || key.starts_with("x-") || key == "comment" {
             continue;
         }
+        // Whatever follows `=` may be a secret: messages name the key alone.
+        if TOKEN_KEYS.contains(&key) {
+            return Err(format!(
+                "mount option {key} is refused (its value is not shown): mount options are \
+                 readable by every user; put the token in a file only its owner can read and \
+                 pass token_file=PATH"
+            ));
+        }
         let flag = format!("--{}", key.replace('_', "-"));
         match (known.iter().find(|(k, _)| k == key), value) {
             (Some((_, true)), Some(v)) => argv.push(format!("{flag}={v}").into()),
@@ -196,11 +207,16 @@ fn translate(args: &[OsString]) -> Result<HelperCall, String> {
             (Some((_, false)), Some(_)) => {
                 return Err(format!("mount option {key} takes no value"))
             }
-            (None, _) if sloppy => ignored.push(opt.to_string()),
+            (None, _) if sloppy => ignored.push(key.to_string()),
             (None, _) => {
                 return Err(format!(
-                    "unknown mount option {opt:?}: vaultfs's options are the long flags of \
-                     `vaultfs mount` in snake_case (e.g. token_file=PATH, kv=PATH, allow_other)"
+                    "unknown mount option {key:?}{}: vaultfs's options are the long flags of \
+                     `vaultfs mount` in snake_case (e.g. token_file=PATH, kv=PATH, allow_other)",
+                    if value.is_some() {
+                        " (its value is not shown)"
+                    } else {
+                        ""
+                    }
                 ))
             }
         }
@@ -288,15 +304,33 @@ mod tests {
     #[test]
     fn bad_options_are_refused_unless_sloppy() {
         let call = |v: &[&str]| parse(&os(v)).unwrap();
-        let e = call(&["mount.fuse.vaultfs", "s", "/m", "-o", "bogus=1"]).unwrap_err();
-        assert!(e.contains("\"bogus=1\""), "{e}");
+        let e = call(&["mount.fuse.vaultfs", "s", "/m", "-o", "bogus=s3cr3t"]).unwrap_err();
+        assert!(e.contains("\"bogus\"") && !e.contains("s3cr3t"), "{e}");
+        for key in TOKEN_KEYS {
+            let opt = format!("kv=a,{key}=hvs.s3cr3t");
+            for sloppy in ["-s", "-n"] {
+                let e = call(&["mount.fuse.vaultfs", "s", "/m", sloppy, "-o", &opt]).unwrap_err();
+                assert!(
+                    e.contains("token_file=PATH") && !e.contains("s3cr3t"),
+                    "{e}"
+                );
+            }
+        }
         assert!(call(&["mount.fuse.vaultfs", "s", "/m", "-o", "ttl"]).is_err());
         assert!(call(&["mount.fuse.vaultfs", "s", "/m", "-o", "allow_other=1"]).is_err());
         assert!(call(&["mount.fuse.vaultfs", "s", "/m", "-N", "1"]).is_err());
         assert!(call(&["mount.fuse.vaultfs", "/m"]).is_err());
-        let c = call(&["mount.fuse.vaultfs", "s", "/m", "-sf", "-o", "bogus,kv=a"]).unwrap();
+        let c = call(&[
+            "mount.fuse.vaultfs",
+            "s",
+            "/m",
+            "-sf",
+            "-o",
+            "bogus,kv=a,pw=s3cr3t",
+        ])
+        .unwrap();
         assert!(c.fake);
-        assert_eq!(c.ignored, ["bogus"]);
+        assert_eq!(c.ignored, ["bogus", "pw"]);
         // A refused flag stays refused through -o.
         let m = mount_args(&["mount.fuse.vaultfs", "s", "/m", "-o", "allow_root"]);
         assert!(m.check().is_err());

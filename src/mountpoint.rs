@@ -39,6 +39,32 @@ impl MountEntry {
     }
 }
 
+/// A path as vaultfs prints it: the mount table's octal escapes (`\040`
+/// for a space, `\012` for a newline, `\134` for a backslash) for space,
+/// backslash, every control character (C0, DEL, C1) and every byte that is
+/// not UTF-8, so that a printed path is one field on one line and no byte
+/// of it reaches the terminal as a command. [`unescape`] reverses it.
+pub struct Shown<'a>(pub &'a Path);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let octal = |f: &mut std::fmt::Formatter<'_>, bytes: &[u8]| {
+            bytes.iter().try_for_each(|b| write!(f, "\\{b:03o}"))
+        };
+        for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
+            for c in chunk.valid().chars() {
+                if c == ' ' || c == '\\' || c.is_control() {
+                    octal(f, c.encode_utf8(&mut [0; 4]).as_bytes())?;
+                } else {
+                    write!(f, "{c}")?;
+                }
+            }
+            octal(f, chunk.invalid())?;
+        }
+        Ok(())
+    }
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 /// (By hand: no kept crate reads mountinfo; procfs would be a new dependency.)
 fn unescape(s: &str) -> PathBuf {
@@ -445,6 +471,7 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     #[test]
     fn parses_mountinfo() {
@@ -459,6 +486,33 @@ mod tests {
         let e = parse_mountinfo_line(other).unwrap();
         assert!(e.is_fuse() && !e.is_vaultfs());
         assert!(parse_mountinfo_line("garbage").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn shown_paths_are_one_printable_field_and_read_back(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            text in "[ \\\\\t\n\r\x1b\u{85}\u{9b}\u{2028}a-zé]{0,24}",
+        ) {
+            for raw in [bytes, text.into_bytes()] {
+                let p = PathBuf::from(OsString::from_vec(raw));
+                let shown = Shown(&p).to_string();
+                proptest::prop_assert!(
+                    !shown.chars().any(|c| c == ' ' || c.is_control()),
+                    "{shown:?}"
+                );
+                proptest::prop_assert_eq!(unescape(&shown), p);
+            }
+        }
+    }
+
+    #[test]
+    fn shown_paths_escape_as_the_mount_table() {
+        let p = Path::new("/m/a b\tc\nd\u{1b}[31me\\f");
+        assert_eq!(
+            Shown(p).to_string(),
+            "/m/a\\040b\\011c\\012d\\033[31me\\134f"
+        );
     }
 
     #[test]

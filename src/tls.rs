@@ -247,7 +247,10 @@ impl Resolve for ServerNameResolver {
 /// to the error so the mount-time message names the fix.
 pub fn explain(message: &str) -> Option<&'static str> {
     let m = message.to_ascii_lowercase();
-    let hint = if m.contains("unknownissuer") || m.contains("unknown issuer") {
+    let hint = if m.contains("invalidcontenttype") {
+        "the server does not speak TLS at this address (it answered in plain HTTP): if it \
+         serves plain HTTP, use an http:// address (VAULT_ADDR / --address)"
+    } else if m.contains("unknownissuer") || m.contains("unknown issuer") {
         "Vault's certificate is not signed by a CA vaultfs trusts: set VAULT_CACERT or --ca-cert \
          to the CA's PEM file (or VAULT_CAPATH / --ca-path to a directory of them)"
     } else if m.contains("not valid for name") || m.contains("notvalidforname") {

@@ -26,10 +26,14 @@ fn require_root() {
 }
 
 /// `/usr/sbin/mount.fuse.vaultfs` → the vaultfs under test, removed on drop.
-struct HelperLink;
+/// Held by one test at a time: another's drop would remove it mid-mount.
+struct HelperLink(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static HELPER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl HelperLink {
     fn install() -> HelperLink {
+        let guard = HELPER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let helper = Path::new(HELPER);
         match std::fs::read_link(helper) {
             // Left by an earlier run of this test that was killed.
@@ -43,7 +47,7 @@ impl HelperLink {
         }
         std::os::unix::fs::symlink(vaultfs_bin(), helper)
             .unwrap_or_else(|e| panic!("cannot link {HELPER}: {e}"));
-        HelperLink
+        HelperLink(guard)
     }
 }
 
@@ -96,6 +100,16 @@ fn mount_type(mp: &Path) -> Option<(String, String, String)> {
             let e = vaultfs::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
             Some((e.fstype, e.source, l.rsplit(' ').next()?.to_string()))
         })
+}
+
+/// The per-mount flags of the mount at `mp` (mountinfo's sixth field).
+fn per_mount_flags(mp: &Path) -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| vaultfs::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp))
+        .and_then(|l| l.split(' ').nth(5).map(String::from))
+        .unwrap_or_else(|| panic!("{} not in mountinfo", mp.display()))
 }
 
 fn umount_and_wait(mp: &Path, pid: i32) {
@@ -172,9 +186,14 @@ fn fstab_line_mounts_with_mount_and_umount() {
     assert_eq!(source, "vaultfs");
     assert!(opts.contains("allow_other"), "{opts}");
     let (pid, args) = daemon_of(&mp).expect("the daemon");
+    // Started as mount.fuse.vaultfs, it runs itself again as `vaultfs
+    // mount` with the flags the -o options name (src/cmdline.rs).
+    assert_eq!(Path::new(&args[0]), vaultfs_bin(), "{args:?}");
+    assert_eq!(args[1], "mount", "{args:?}");
     assert!(
-        args[0].ends_with("/mount.fuse.vaultfs"),
-        "not started as mount.fuse.vaultfs: {args:?}"
+        args.iter().any(|a| a == "--kv=secret")
+            && args.ends_with(&["--".into(), mp.display().to_string()]),
+        "{args:?}"
     );
     assert!(read(&log).contains("mounted and live"), "{}", read(&log));
     umount_and_wait(&mp, pid);
@@ -184,7 +203,7 @@ fn fstab_line_mounts_with_mount_and_umount() {
     let o = run(mount_cmd(), 30);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("unknown mount option \"bogus_option=1\""),
+        stderr(&o).contains("unknown mount option \"bogus_option\" (its value is not shown)"),
         "{}",
         stderr(&o)
     );
@@ -234,6 +253,89 @@ fn mount_fuse3_runs_vaultfs_with_o_options() {
     );
     let (pid, args) = daemon_of(&mp).expect("the daemon");
     assert_eq!(Path::new(&args[0]), vaultfs_bin(), "{args:?}");
-    assert_eq!(args[1], "vaultfs", "{args:?}");
+    assert_eq!(args[1], "mount", "{args:?}");
     umount_and_wait(&mp, pid);
+}
+
+/// What every user can read of the daemon: its command line. A password in
+/// the address and a secret in an option mount(8) ignores (`-s`) stay out
+/// of it, through mount.fuse.vaultfs and through mount.fuse3; a `token=`
+/// option is refused without its value. The daemon's environment, where
+/// the address goes, is not readable by another user.
+#[test]
+fn no_secret_in_the_daemons_command_line() {
+    require_root();
+    let b = Bao::shared();
+    b.put("secret", "argv/app", json!({"k": "argv-value"}));
+    let t = tempfile::tempdir().unwrap();
+    let token_file = t.path().join("token");
+    std::fs::write(&token_file, ROOT_TOKEN).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mp = t.path().join("secrets");
+    std::fs::create_dir(&mp).unwrap();
+    let _cleanup = Cleanup(mp.clone());
+    let _helper = HelperLink::install();
+    const PASSWORD: &str = "PASSWORD-1c9e";
+    const SLOPPY: &str = "SLOPPY-3d1f";
+    const TOKEN: &str = "hvs.TOKEN-77f2";
+    let addr = b
+        .addr
+        .replacen("://", &format!("://vaultfs:{PASSWORD}@"), 1);
+    let mount = |fstype: &str, opts: &str, source: &str| {
+        let mut c = Command::new("mount");
+        c.args(["-s", "-t", fstype, "-o", opts, source]).arg(&mp);
+        run(c, 60)
+    };
+
+    let o = mount(
+        "fuse.vaultfs",
+        &format!("kv=secret,token={TOKEN}"),
+        "vaultfs",
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("mount option token is refused") && err.contains("token_file=PATH"),
+        "{err}"
+    );
+    assert!(!err.contains("TOKEN-77f2"), "the token echoed: {err}");
+    assert!(!is_mounted(&mp));
+
+    // Whoever writes the options cannot make the mount writable, setuid,
+    // device-bearing or executable.
+    let opts = format!(
+        "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
+        token_file.display()
+    );
+    // mount.fuse3 passes no -s on: the ignored option only for our helper.
+    let sloppy_opts = format!("{opts},pw={SLOPPY}");
+    let fuse3_source = format!("{}#vaultfs", vaultfs_bin().display());
+    for (fstype, opts, source) in [
+        ("fuse.vaultfs", &sloppy_opts, "vaultfs"),
+        ("fuse", &opts, fuse3_source.as_str()),
+    ] {
+        let o = mount(fstype, opts, source);
+        assert_ok(&o, fstype);
+        assert!(!stderr(&o).contains(SLOPPY), "{}", stderr(&o));
+        assert_eq!(read(mp.join("secret/argv/app/k")), "argv-value");
+        let flags = per_mount_flags(&mp);
+        for f in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(flags.split(',').any(|x| x == f), "{fstype}: {flags}");
+        }
+        let (pid, args) = daemon_of(&mp).expect("the daemon");
+        let cmdline = format!("/proc/{pid}/cmdline");
+        let (ok, seen) = as_nobody_cat(Path::new(&cmdline));
+        assert!(ok, "{seen}");
+        assert!(seen.contains("mount"), "{seen:?}");
+        for secret in [PASSWORD, SLOPPY] {
+            assert!(!seen.contains(secret), "{fstype}: {secret} in {seen:?}");
+            assert!(!args.iter().any(|a| a.contains(secret)), "{args:?}");
+        }
+        let (ok, env) = as_nobody_cat(Path::new(&format!("/proc/{pid}/environ")));
+        assert!(
+            !ok && !env.contains(PASSWORD),
+            "another user read the environment: {env:?}"
+        );
+        umount_and_wait(&mp, pid);
+    }
 }

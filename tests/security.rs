@@ -145,3 +145,101 @@ fn memory_is_locked_unless_no_mlock() {
     let m = Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--no-mlock"));
     assert_eq!(status_kib(m.pid(), "VmLck"), 0);
 }
+
+/// `vaultfs mount --address https://user:password@...`: the daemon's
+/// command line, which every user can read, holds no password; nor do its
+/// log and `vaultfs status`.
+#[test]
+fn address_userinfo_stays_out_of_the_daemons_command_line() {
+    let b = Bao::shared();
+    b.put("secret", "argv/direct", json!({"k": "direct-value"}));
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-5e0a@", 1);
+    let o = run(
+        h.cmd(
+            b,
+            ROOT_TOKEN,
+            &["mount", "--address", &addr, mp.to_str().unwrap()],
+        ),
+        40,
+    );
+    assert_ok(&o, "mount");
+    assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
+    let pid = h.pid(&mp);
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&raw);
+    assert!(cmdline.contains("mount"), "{cmdline:?}");
+    assert!(!cmdline.contains("PASSWORD-5e0a"), "{cmdline:?}");
+    assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+    assert_ok(&o, "status");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+}
+
+/// `vaultfs status` prints a mount path with newline, tab, ESC, backslash
+/// and space as the mount table does (`\012`, `\011`, `\033`, `\134`,
+/// `\040`): one line per mount, and no byte of a path reaches the terminal
+/// as a command. Its errors do the same.
+#[test]
+fn status_escapes_mount_paths_as_the_mount_table() {
+    let b = Bao::shared();
+    let h = Home::new();
+    let mp = h.path().join("a b\tc\nd\x1b[31me\\f");
+    let shown = format!("{}/a\\040b\\011c\\012d\\033[31me\\134f", h.path().display());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["mount", mp.to_str().unwrap()]), 40);
+    assert_ok(&o, "mount");
+    for args in [vec!["status"], vec!["status", mp.to_str().unwrap()]] {
+        let o = run(h.cmd(b, ROOT_TOKEN, &args), 20);
+        assert_ok(&o, "status");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(out.lines().count(), 1, "{args:?}: {out:?}");
+        assert!(out.starts_with(&format!("{shown}: live (pid ")), "{out:?}");
+        assert!(!out.contains('\x1b') && !out.contains('\t'), "{out:?}");
+    }
+    assert!(!h.log().contains('\x1b'), "{:?}", h.log());
+    let o = run(h.cmd(b, ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+    assert_ok(&o, "unmount");
+    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+    assert_fails(&o, &format!("nothing is mounted at {shown}"));
+}
+
+/// The daemon's own user cannot read its environment (where an address
+/// with userinfo goes) or its memory: the daemon is not dumpable, so
+/// /proc/PID/{environ,mem} belong to root. Its command line, which every
+/// user reads, holds no password. As a normal user through fusermount3.
+#[test]
+fn the_daemons_environment_and_memory_are_closed_to_its_own_user() {
+    let b = Bao::shared();
+    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-0b7d@", 1);
+    let o = run_as_nobody(
+        r#"
+as_user "$BIN" mount --no-mlock --address "$USERINFO_ADDR" || exit 21
+P=$(head -n1 "$PIDS"/*.pid)
+echo "cmdline=$(as_user cat /proc/$P/cmdline | tr '\0' ' ')"
+as_user cat /proc/$P/environ >/dev/null 2>&1 && echo environ-read
+as_user head -c1 /proc/$P/mem >/dev/null 2>&1 && echo mem-read
+as_user "$BIN" unmount || exit 23
+echo done
+"#,
+        &[
+            ("ADDR", &b.addr),
+            ("TOKEN", ROOT_TOKEN),
+            ("USERINFO_ADDR", &addr),
+        ],
+        60,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.ends_with("done\n"),
+        "{out}{}",
+        stderr(&o)
+    );
+    assert!(out.contains("cmdline=") && out.contains(" mount "), "{out}");
+    assert!(!out.contains("PASSWORD"), "{out}");
+    assert!(
+        !out.contains("environ-read") && !out.contains("mem-read"),
+        "{out}"
+    );
+}

@@ -170,6 +170,15 @@ impl MountArgs {
         if !matches!(address.scheme(), "http" | "https") || address.host().is_none() {
             return Err(bad("expected http(s)://host[:port]".into()));
         }
+        // Vault would answer every request under /v1/v1/ with 403 or 404,
+        // which reads as a rejected token.
+        if address.path().trim_end_matches('/').ends_with("/v1") {
+            return Err(bad(
+                "it ends in /v1, which vaultfs adds itself: drop the /v1 (the Vault CLI's \
+                 VAULT_ADDR is the same, without /v1)"
+                    .into(),
+            ));
+        }
         let path_env = |name| vault_env(env, name).map(PathBuf::from);
         // As the Vault CLI reads them: seconds, or a duration with a unit.
         let timeout = match (self.timeout, env("VAULT_CLIENT_TIMEOUT")) {
@@ -284,6 +293,19 @@ mod tests {
         assert!(args(&["--address", "not a url"])
             .client_config(&none)
             .is_err());
+        for v1 in [
+            "http://h:8200/v1",
+            "http://h:8200/v1/",
+            "https://h/vault/v1",
+        ] {
+            let e = args(&["--address", v1])
+                .client_config(&|_| None)
+                .unwrap_err();
+            assert!(e.to_string().contains("drop the /v1"), "{e}");
+        }
+        assert!(args(&["--address", "http://h/v1x"])
+            .client_config(&|_| None)
+            .is_ok());
         assert!(args(&["--address", "ftp://x"])
             .client_config(&none)
             .is_err());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::MountError;
 use crate::cli::{self, StatusArgs, UnmountArgs};
 use crate::env;
-use crate::mountpoint::{self, MountEntry, PidFile, State};
+use crate::mountpoint::{self, MountEntry, PidFile, Shown, State};
 
 /// `vaultfs status MOUNTPOINT [--wait D]`: one line and exit 0 when a live
 /// vaultfs serves it, else the reason (not mounted, not vaultfs, a daemon
@@ -71,12 +71,9 @@ fn live_at(path: &Path) -> Result<String, MountError> {
     }
     match (mountpoint::probe(path, entry), daemon) {
         (State::Live, Some((pid, address))) => {
-            Ok(format!("{}: live (pid {pid}, {address})", path.display()))
+            Ok(format!("{}: live (pid {pid}, {address})", Shown(path)))
         }
-        (State::Live, None) => Ok(format!(
-            "{}: live (daemon not recorded here)",
-            path.display()
-        )),
+        (State::Live, None) => Ok(format!("{}: live (daemon not recorded here)", Shown(path))),
         (_, Some((pid, _))) => Err(not(format!(
             "vaultfs (pid {pid}) does not answer (stopped?)"
         ))),

@@ -5,6 +5,7 @@
 
 mod control;
 mod fork;
+mod fuse_access;
 mod harden;
 
 pub use control::{status, unmount};
@@ -22,7 +23,7 @@ use crate::env;
 use crate::error::VaultError;
 use crate::fs::VaultFs;
 use crate::logging;
-use crate::mountpoint::{self, PidFile, State};
+use crate::mountpoint::{self, PidFile, Shown, State};
 use crate::private::{self, PrivateError};
 use crate::readiness::{self, Reporter};
 use crate::tls::ConfigError;
@@ -47,25 +48,29 @@ pub enum MountError {
     Unreachable { addr: String, source: VaultError },
     #[error("cannot list KV mounts at {addr}: {source}")]
     Mounts { addr: String, source: VaultError },
-    #[error("mountpoint {path}: {message}")]
+    #[error("mountpoint {}: {message}", Shown(path))]
     Mountpoint { path: PathBuf, message: String },
-    #[error("cannot mount at {path}: {source}{hint}")]
-    Fuse {
-        path: PathBuf,
-        source: io::Error,
-        hint: &'static str,
-    },
-    #[error("{path}: the mount came up but its root cannot be listed: {source}")]
+    /// `message`: FUSE's error with what to do about it ([`fuse_access`]).
+    #[error("cannot mount at {}: {message}", Shown(path))]
+    Fuse { path: PathBuf, message: String },
+    #[error(
+        "{}: the mount came up but its root cannot be listed: {source}",
+        Shown(path)
+    )]
     NotReady { path: PathBuf, source: io::Error },
-    #[error("{path} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {path}` first")]
+    #[error(
+        "{} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {}` first",
+        Shown(path),
+        Shown(path)
+    )]
     AlreadyMounted {
         path: PathBuf,
         pid: String,
         why: &'static str,
     },
-    #[error("nothing is mounted at {0}")]
+    #[error("nothing is mounted at {}", Shown(.0))]
     NotMounted(PathBuf),
-    #[error("cannot unmount {path}: {source}{hint}")]
+    #[error("cannot unmount {}: {source}{hint}", Shown(path))]
     Unmount {
         path: PathBuf,
         source: io::Error,
@@ -143,7 +148,7 @@ fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
     match mountpoint::state(path) {
         State::Free => {}
         State::Dead => {
-            tracing::warn!(mountpoint = %path.display(), "recovering a dead vaultfs mount (its daemon was killed)");
+            tracing::warn!(mountpoint = %Shown(path), "recovering a dead vaultfs mount (its daemon was killed)");
             mountpoint::unmount(path, true).map_err(|e| {
                 err(format!(
                     "a dead FUSE mount is left here and cannot be removed: {e}"
@@ -192,20 +197,11 @@ fn serve(
 ) -> Result<(), MountError> {
     let mp = &p.settings.mountpoint;
     let fs = VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone());
-    let mut session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| {
-        let hint = if !Path::new("/dev/fuse").exists() {
-            " (no /dev/fuse: FUSE is not available here)"
-        } else if source.kind() == io::ErrorKind::PermissionDenied {
-            " (is fusermount3 installed, and /dev/fuse accessible?)"
-        } else {
-            ""
-        };
-        MountError::Fuse {
+    let mut session =
+        Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
             path: mp.clone(),
-            source,
-            hint,
-        }
-    })?;
+            message: fuse_access::explain(&source),
+        })?;
     let mut unmounter = session.unmount_callable();
     let signalled = mp.clone();
     rt.spawn(async move {
@@ -286,7 +282,7 @@ fn announce_when_live(
     if let Err(e) = readiness::sd_notify(&env::process, "READY=1") {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
-    tracing::info!(mountpoint = %mp.display(), "mounted and live");
+    tracing::info!(mountpoint = %Shown(mp), "mounted and live");
     (Ok(()), pid_file)
 }
 

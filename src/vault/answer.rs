@@ -85,19 +85,32 @@ pub(super) fn not_now(status: StatusCode, body: &[u8]) -> Option<VaultError> {
 }
 
 /// Map an HTTP error status. Vault's `errors` are included (capped): they
-/// name paths and reasons, never values.
+/// name paths and reasons, never values. A body that is not JSON is no
+/// answer of Vault's API (Go's "Client sent an HTTP request to an HTTPS
+/// server", a proxy's error page): its first line is included the same way.
 pub(super) fn status_error(status: StatusCode, body: &[u8]) -> VaultError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["errors"].as_array().map(|a| {
+    let message = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v["errors"]
+            .as_array()
+            .map(|a| {
                 a.iter()
                     .filter_map(|e| e.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
             })
-        })
-        .unwrap_or_default();
+            .unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(1024)])
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let message = if message.contains("HTTP request to an HTTPS server") {
+        format!("{message} (use an https:// address: VAULT_ADDR / --address)")
+    } else {
+        message
+    };
     // Capped, and on one line: a hostile answer cannot forge log lines.
     let message: String = message
         .chars()
@@ -301,6 +314,56 @@ mod tests {
         };
         assert!(!message.contains('\n') && !message.contains('\r'));
         assert_eq!(message.chars().count(), 200);
+        // Not JSON: its first line, as Go's HTTPS listener answers plain HTTP.
+        let go = b"Client sent an HTTP request to an HTTPS server.\n";
+        let VaultError::Http {
+            status: 400,
+            message,
+        } = status_error(StatusCode::BAD_REQUEST, go)
+        else {
+            panic!()
+        };
+        assert!(message.starts_with("Client sent an HTTP request to an HTTPS server."));
+        assert!(message.contains("use an https:// address"), "{message}");
+        let forged = format!("\n \r\nfirst\x1b[2J\nFAKE LOG LINE{}", "y".repeat(5000));
+        let VaultError::Http { message, .. } =
+            status_error(StatusCode::BAD_GATEWAY, forged.as_bytes())
+        else {
+            panic!()
+        };
+        assert_eq!(message, "first [2J");
+    }
+
+    /// `.metadata.json` holds what a secret's writer sets in its custom
+    /// metadata: it must stay JSON that reads back to Vault's exact strings,
+    /// with no raw control character (each is a `\u` escape or `\n`...).
+    #[test]
+    fn metadata_document_reads_back_exactly_with_no_raw_control_character() {
+        let hostile = [
+            "\"}, \"injected\": {\"",
+            "a\nb\rc\u{0}d\u{1b}[2J",
+            "\u{2028}\u{2029}\u{85}\u{b}\u{c}",
+            "$(touch /tmp/x)`id`\\",
+            "</script>",
+        ];
+        let custom: serde_json::Map<String, Value> =
+            hostile.iter().map(|v| (v.to_string(), json!(v))).collect();
+        let answer = json!({"data": {"custom_metadata": custom,
+                                     "versions": {"1": {"deletion_time": ""}}}});
+        let m = parse_metadata(answer).unwrap();
+        let doc = m
+            .document
+            .content(&crate::secret::SecretFile::Json)
+            .unwrap();
+        assert!(
+            !doc.iter().any(|&b| b < 0x20 && b != b'\n'),
+            "{}",
+            String::from_utf8_lossy(doc)
+        );
+        let back: Value = serde_json::from_slice(doc).unwrap();
+        assert_eq!(back["custom_metadata"], Value::Object(custom));
+        assert_eq!(back.as_object().unwrap().len(), 2, "{back}");
+        assert_eq!(m.live, [1]);
     }
 
     #[test]

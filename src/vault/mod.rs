@@ -347,7 +347,11 @@ fn classify(e: reqwest::Error) -> VaultError {
         let lower = text.to_ascii_lowercase();
         // rustls names failures "invalid peer certificate: ..." and
         // "received fatal alert: ..." (client certificate refused).
-        tls |= lower.contains("certificate") || lower.contains("tls") || lower.contains("alert");
+        // "received corrupt message of type InvalidContentType": the
+        // server answered the TLS hello in plain HTTP.
+        tls |= ["certificate", "tls", "alert", "invalidcontenttype"]
+            .iter()
+            .any(|w| lower.contains(w));
         msg = format!("{msg}: {text}");
         src = s.source();
     }
@@ -392,9 +396,21 @@ impl SecretStore for VaultClient {
         if !self.cfg.kv_filter.is_empty() {
             let mut out = Vec::new();
             for p in &self.cfg.kv_filter {
-                match self.mount_info(p).await? {
-                    Some(m) => out.push(m),
-                    None => return Err(VaultError::BadResponse(format!("{p} is not a KV mount"))),
+                let no_kv = |why: &str, denied| VaultError::NoKvMount {
+                    name: p.clone(),
+                    why: why.into(),
+                    denied,
+                };
+                match self.mount_info(p).await {
+                    Ok(Some(m)) => out.push(m),
+                    Ok(None) => return Err(no_kv("it is another kind of secrets engine", false)),
+                    Err(VaultError::Forbidden) => {
+                        return Err(no_kv(
+                            "Vault denied it: no such mount, or the token may not read it",
+                            true,
+                        ))
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             return Ok(out);

@@ -1,0 +1,148 @@
+//! The daemon's command line holds no secret. Every user can read any
+//! process's `/proc/PID/cmdline` for the process's whole life, while
+//! `/proc/PID/environ` is readable by its owner alone (and by root only once
+//! the daemon has turned off dumping). The only flag that can carry a secret
+//! is `--address` with userinfo (`https://user:password@host`); mount(8)'s
+//! `-o` string can carry anything (a mistyped option under `-s` included).
+//! So before anything runs, vaultfs executes itself again, same process,
+//! when its arguments came from mount(8) or name an address with userinfo:
+//! with the `vaultfs mount` arguments alone and such an address moved to
+//! `VAULT_ADDR`, where a flag's address would have won anyway.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+
+use crate::vault::redact_userinfo;
+
+/// What to execute instead of the process's own arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reexec {
+    /// `mount ...` (the arguments after the program's name).
+    pub args: Vec<OsString>,
+    /// An address with userinfo, for `VAULT_ADDR`.
+    pub address: Option<OsString>,
+}
+
+/// The `vaultfs mount` arguments `argv` (program name first) with every
+/// `--address` holding userinfo taken out, or `None` when there is none.
+/// A token after `--` is a mount point, never a flag.
+fn take_secret_address(argv: &[OsString]) -> (Vec<OsString>, Option<OsString>) {
+    let has_userinfo = |v: &OsStr| v.to_str().is_none_or(|s| redact_userinfo(s) != s);
+    let mut out = Vec::with_capacity(argv.len());
+    let mut address = None;
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.by_ref().cloned());
+            break;
+        }
+        let value = if a == "--address" {
+            match it.next() {
+                Some(v) if has_userinfo(v) => Some(v.clone()),
+                Some(v) => {
+                    out.extend([a.clone(), v.clone()]);
+                    None
+                }
+                None => {
+                    out.push(a.clone());
+                    None
+                }
+            }
+        } else {
+            match a.as_encoded_bytes().strip_prefix(b"--address=") {
+                Some(v) => {
+                    let v = OsStr::from_bytes(v);
+                    if has_userinfo(v) {
+                        Some(v.to_os_string())
+                    } else {
+                        out.push(a.clone());
+                        None
+                    }
+                }
+                None => {
+                    out.push(a.clone());
+                    None
+                }
+            }
+        };
+        // The last one wins, as with clap.
+        if value.is_some() {
+            address = value;
+        }
+    }
+    (out, address)
+}
+
+/// How to run `vaultfs mount` with `mount_argv` (program name first; from
+/// mount(8) when `from_helper`) so that no secret is in the arguments, or
+/// `None` when the process's own arguments already hold none.
+pub fn plan(mount_argv: &[OsString], from_helper: bool) -> Option<Reexec> {
+    let (args, address) = take_secret_address(mount_argv);
+    (from_helper || address.is_some()).then_some(Reexec { args, address })
+}
+
+/// Replace this process with `vaultfs` run as `r` says. Returns only on
+/// failure.
+pub fn exec(r: Reexec) -> std::io::Error {
+    let program = std::env::current_exe().unwrap_or_else(|_| "vaultfs".into());
+    // /proc/self/exe: the very binary running, even if its path has since
+    // been replaced by an upgrade.
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg0(program).args(&r.args);
+    if let Some(a) = r.address {
+        cmd.env("VAULT_ADDR", a);
+    }
+    cmd.exec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn userinfo_addresses_leave_the_arguments() {
+        let p = plan(
+            &os(&[
+                "vaultfs",
+                "mount",
+                "--address",
+                "https://u:pw@h:1",
+                "--kv=a",
+                "--address=https://v:pw2@h:2",
+                "--",
+                "--address=https://x:y@z",
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            p.args,
+            os(&["mount", "--kv=a", "--", "--address=https://x:y@z"])
+        );
+        assert_eq!(p.address.unwrap(), "https://v:pw2@h:2");
+        let p = plan(
+            &os(&["vaultfs", "mount", "--address", "https://u@h"]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.args, p.address.unwrap()),
+            (os(&["mount"]), "https://u@h".into())
+        );
+    }
+
+    #[test]
+    fn plain_addresses_stay_and_need_no_reexec() {
+        let argv = os(&["vaultfs", "mount", "--address", "https://h:1/a@b", "/m"]);
+        assert_eq!(plan(&argv, false), None);
+        let p = plan(&argv, true).unwrap();
+        assert_eq!(p.args, argv[1..]);
+        assert_eq!(p.address, None);
+    }
+}
