@@ -215,8 +215,10 @@ fn statfs(path: &Path) -> io::Result<libc::statfs> {
 }
 
 /// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
+// `f_type` is i64 here but narrower on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
 pub fn is_fuse_root(path: &Path) -> bool {
-    statfs(path).is_ok_and(|st| i64::from(st.f_type) == FUSE_SUPER_MAGIC)
+    statfs(path).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
 }
 
 fn is_root() -> bool {
