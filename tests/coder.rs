@@ -966,3 +966,74 @@ fn gives_up_when_no_token_appears() {
         stderr(&o)
     );
 }
+
+/// The module README by the registry's contributor rules: front matter
+/// with the keys it knows, exactly one h1, in the h1 section a paragraph
+/// and exactly one `tf` block, with the registry source and a `version`;
+/// every example the same; `tf`, never `hcl`; headers one level deeper at
+/// a time; no variables table (the registry shows them from main.tf). And
+/// the namespace README with its avatar beside it.
+#[test]
+fn readmes_follow_the_registry_rules() {
+    let readme = std::fs::read_to_string(module_dir().join("README.md")).unwrap();
+    let rest = readme.strip_prefix("---\n").expect("front matter");
+    let (front, body) = rest.split_once("\n---\n").expect("front matter end");
+    for line in front.lines() {
+        let key = line.split(':').next().unwrap();
+        assert!(
+            ["display_name", "description", "icon", "verified", "tags"].contains(&key),
+            "front matter key {key:?}"
+        );
+    }
+    assert!(front.contains("icon: ../../../../.icons/"), "{front}");
+    let mut in_code = false;
+    let mut level = 1;
+    let mut h1 = 0;
+    for line in body.lines() {
+        if line.starts_with("```") {
+            assert_ne!(line, "```hcl", "tf, not hcl");
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        if line.starts_with('#') {
+            let n = line.chars().take_while(|&c| c == '#').count();
+            assert!(n <= level + 1, "header jumps a level: {line}");
+            level = n;
+            h1 += usize::from(n == 1);
+        }
+        assert!(!line.starts_with("| Name"), "a variables table: {line}");
+    }
+    assert_eq!(h1, 1, "exactly one h1");
+    let h1_section = &body[..body.find("\n## ").unwrap()];
+    assert_eq!(h1_section.matches("```tf\n").count(), 1, "{h1_section}");
+    for block in body.split("```tf\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        if block.contains("module \"vaultfs\"") {
+            assert!(
+                block.lines().any(|l| l.trim_start().starts_with("source ")
+                    && l.ends_with("= \"registry.coder.com/vaultfs/vaultfs/coder\"")),
+                "{block}"
+            );
+            assert!(
+                block
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("version ")),
+                "{block}"
+            );
+        }
+    }
+
+    let ns = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder");
+    let ns_readme = std::fs::read_to_string(ns.join("README.md")).unwrap();
+    assert!(ns_readme.starts_with("---\ndisplay_name: "), "{ns_readme}");
+    assert!(ns_readme.contains("\navatar: ./.images/avatar.svg\n"));
+    assert!(ns_readme.contains("\nstatus: community\n"));
+    let svg = std::fs::read_to_string(ns.join(".images/avatar.svg")).unwrap();
+    assert!(
+        svg.contains("width=\"400\" height=\"400\""),
+        "square, 400 px"
+    );
+}
