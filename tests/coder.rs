@@ -605,10 +605,11 @@ impl Tf {
         c.output().unwrap()
     }
 
-    /// `terraform plan` with `agent_id=a` and `vars`.
-    fn plan(&self, vars: &[(&str, &str)]) -> std::process::Output {
-        let mut args = vec!["plan".to_string(), "-var".into(), "agent_id=a".into()];
-        for (k, v) in vars {
+    /// `terraform COMMAND [flags]` with `-var agent_id=a` and `-var K=V`
+    /// for each of `vars`.
+    fn with_vars(&self, command: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+        let mut args: Vec<String> = command.iter().map(|a| a.to_string()).collect();
+        for (k, v) in [("agent_id", "a")].iter().chain(vars) {
             args.push("-var".into());
             args.push(format!("{k}={v}"));
         }
@@ -616,20 +617,13 @@ impl Tf {
         self.tf(&args)
     }
 
+    fn plan(&self, vars: &[(&str, &str)]) -> std::process::Output {
+        self.with_vars(&["plan"], vars)
+    }
+
     /// Applies with `vars`, then gives the output `name` (raw).
     fn output(&self, vars: &[(&str, &str)], name: &str) -> String {
-        let mut args = vec![
-            "apply".to_string(),
-            "-auto-approve".into(),
-            "-var".into(),
-            "agent_id=a".into(),
-        ];
-        for (k, v) in vars {
-            args.push("-var".into());
-            args.push(format!("{k}={v}"));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = self.tf(&args);
+        let o = self.with_vars(&["apply", "-auto-approve"], vars);
         assert!(o.status.success(), "{}", stderr(&o));
         let o = self.tf(&["output", "-raw", name]);
         assert!(o.status.success(), "{}", stderr(&o));

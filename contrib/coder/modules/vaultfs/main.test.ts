@@ -13,6 +13,16 @@ import {
 // the module needs, and no /dev/fuse (docker run gives none by default).
 const image = "debian:bookworm-slim";
 
+// Runs `cmd` in a fresh container of `image`; removes it.
+const runInContainer = async (cmd: string[]) => {
+  const id = await runContainer(image);
+  try {
+    return await execContainer(id, cmd);
+  } finally {
+    await removeContainer(id);
+  }
+};
+
 describe("vaultfs", async () => {
   await runTerraformInit(import.meta.dir);
 
@@ -48,16 +58,11 @@ describe("vaultfs", async () => {
       agent_id: "foo",
     });
     const script = findResourceInstance(state, "coder_script", "vaultfs");
-    const id = await runContainer(image);
-    try {
-      const resp = await execContainer(id, ["bash", "-c", script.script]);
-      expect(resp.exitCode).toBe(1);
-      expect(resp.stderr.trim()).toBe(
-        "vaultfs: /dev/fuse is missing: the workspace container needs --device /dev/fuse",
-      );
-    } finally {
-      await removeContainer(id);
-    }
+    const resp = await runInContainer(["bash", "-c", script.script]);
+    expect(resp.exitCode).toBe(1);
+    expect(resp.stderr.trim()).toBe(
+      "vaultfs: /dev/fuse is missing: the workspace container needs --device /dev/fuse",
+    );
   });
 
   it("wait_command gives up in one line when nothing is mounted", async () => {
@@ -65,22 +70,17 @@ describe("vaultfs", async () => {
       agent_id: "foo",
     });
     const waitCommand = state.outputs.wait_command.value as string;
-    const id = await runContainer(image);
-    try {
-      const resp = await execContainer(id, [
-        "env",
-        "VAULTFS_WAIT=1",
-        "bash",
-        "-c",
-        waitCommand,
-      ]);
-      expect(resp.exitCode).toBe(1);
-      expect(resp.stderr.trim()).toStartWith(
-        "vaultfs: /root/secrets is not mounted after 1s",
-      );
-    } finally {
-      await removeContainer(id);
-    }
+    const resp = await runInContainer([
+      "env",
+      "VAULTFS_WAIT=1",
+      "bash",
+      "-c",
+      waitCommand,
+    ]);
+    expect(resp.exitCode).toBe(1);
+    expect(resp.stderr.trim()).toStartWith(
+      "vaultfs: /root/secrets is not mounted after 1s",
+    );
   });
 
   it("the stop script succeeds when nothing is mounted", async () => {
@@ -88,12 +88,7 @@ describe("vaultfs", async () => {
       agent_id: "foo",
     });
     const script = findResourceInstance(state, "coder_script", "vaultfs_stop");
-    const id = await runContainer(image);
-    try {
-      const resp = await execContainer(id, ["bash", "-c", script.script]);
-      expect(resp.exitCode).toBe(0);
-    } finally {
-      await removeContainer(id);
-    }
+    const resp = await runInContainer(["bash", "-c", script.script]);
+    expect(resp.exitCode).toBe(0);
   });
 });
