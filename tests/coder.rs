@@ -1031,3 +1031,41 @@ fn readmes_follow_the_registry_rules() {
         "square, 400 px"
     );
 }
+
+/// A daemon killed under a live mount (OOM killer, `kill -9`) leaves a dead
+/// mount; the next start sees it is not live (statfs reaches the daemon;
+/// stat would be answered from the kernel's cache), recovers it and mounts
+/// again, even with files under it allowed or not: the directory under a
+/// dead mount is what counts.
+#[test]
+fn a_killed_daemon_is_recovered_by_the_next_start() {
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let h = Home::new();
+    let mp = h.secrets();
+    let start = || {
+        let mut c = script(&h, "start");
+        c.env("VAULTFS_BIN", vaultfs_bin())
+            .env("VAULT_TOKEN", &token);
+        run(c, 40)
+    };
+    assert_ok(&start(), "start");
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
+    let pid = h.pid(&mp);
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    let o = start();
+    assert_ok(&o, "start over a dead mount");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("already mounted"),
+        "a dead mount taken for live"
+    );
+    assert_ne!(h.pid(&mp), pid);
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
+    let mut stop = script(&h, "stop");
+    stop.env("VAULTFS_BIN", vaultfs_bin());
+    assert_ok(&run(stop, 20), "stop");
+    assert!(!is_mounted(&mp));
+}
