@@ -79,7 +79,9 @@ fn script(h: &Home, action: &str) -> Command {
     c
 }
 
-/// The wait docs/coder.md gives other start scripts.
+/// `vaultfs status --wait`: the wait of a script that has vaultfs on PATH
+/// (the module's `wait_command` needs none, see
+/// `agent_restarts_and_parallel_starts_keep_one_mount`).
 fn wait_for_mount(h: &Home, secs: u32) -> Command {
     let mut c = Command::new(vaultfs_bin());
     c.args(["status", "--wait", &format!("{secs}s")])
@@ -123,7 +125,7 @@ fn waits_for_a_token_file_written_after_it_starts() {
     let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
     let h = Home::new();
     let child = start_waiting_for_a_token(&h);
-    // Another start script waiting for the mount as docs/coder.md says.
+    // Another script waiting for the mount with vaultfs status.
     let waiter = spawn_kept(wait_for_mount(&h, 40));
     // Like `vault login` in a parallel start script, a little later.
     std::thread::sleep(Duration::from_millis(1500));
