@@ -316,7 +316,7 @@ fi
 # before the token wait, so the start fails at once; a dead vaultfs mount
 # is left to vaultfs, which removes it and then checks what is underneath.
 if [ "$allow_non_empty" != true ] && ! is_mounted && [ -d "$mount_path" ] \
-  && [ -n "$(find "$mount_path" -mindepth 1 -maxdepth 1 -print -quit 2> /dev/null)" ]; then
+  && [ -n "$(ls -A -- "$mount_path" 2> /dev/null)" ]; then
   die "$mount_path is not empty: mounting would hide its files; empty it, choose another mount_path, or set allow_non_empty = true"
 fi
 
