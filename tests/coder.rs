@@ -58,8 +58,14 @@ fn archive_sha256(p: &package::Package) -> String {
     String::from_utf8_lossy(&o.stdout)[..64].to_string()
 }
 
-/// `bash run.sh ACTION` in a workspace-like environment: HOME, VAULT_ADDR,
-/// and no token unless the test adds one.
+/// The Coder agent's script bin directory under a home.
+fn agent_bin_dir(h: &Home) -> PathBuf {
+    h.path().join(".coder/bin")
+}
+
+/// `bash run.sh ACTION` in the environment the Coder agent gives scripts:
+/// HOME, VAULT_ADDR, `CODER_SCRIPT_BIN_DIR` first on PATH, and no token
+/// unless the test adds one.
 fn script(h: &Home, action: &str) -> Command {
     let mut c = Command::new("bash");
     c.arg(run_sh()).arg(action);
@@ -72,9 +78,14 @@ fn script(h: &Home, action: &str) -> Command {
             c.env_remove(k);
         }
     }
+    let bin_dir = agent_bin_dir(h);
     c.env("HOME", h.path())
         .env("VAULT_ADDR", &bao().addr)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display()),
+        )
+        .env("CODER_SCRIPT_BIN_DIR", &bin_dir)
         .env_remove("NOTIFY_SOCKET");
     c
 }
@@ -244,7 +255,7 @@ fn installs_the_release_archive_and_applies_the_module_settings() {
     let p = package::package();
     let h = Home::new();
     let site = release_site(&h.path().join("site"));
-    let bin_dir = h.path().join("coder-bin");
+    let bin_dir = agent_bin_dir(&h);
 
     // Plain http:// without a pinned SHA-256: refused before any download.
     let mut c = script(&h, "start");
@@ -269,7 +280,6 @@ fn installs_the_release_archive_and_applies_the_module_settings() {
         .env("VAULTFS_BASE_URL", &site.url)
         .env("VAULTFS_VERSION", &p.version)
         .env("VAULTFS_SHA256", archive_sha256(p))
-        .env("CODER_SCRIPT_BIN_DIR", &bin_dir)
         .env("VAULTFS_MOUNT_PATH", "~/my secrets")
         .env("VAULTFS_KV_MOUNTS", "coder")
         .env("VAULTFS_TTL", "5s");
@@ -348,7 +358,11 @@ fn a_pinned_version_replaces_another_installed_one() {
         .env("VAULTFS_VERSION", &p.version)
         .env(
             "PATH",
-            format!("{}:/usr/local/bin:/usr/bin:/bin", image_bin.display()),
+            format!(
+                "{}:{}:/usr/local/bin:/usr/bin:/bin",
+                agent_bin_dir(&h).display(),
+                image_bin.display()
+            ),
         );
     let o = run(c, 60);
     assert_ok(&o, "run.sh start");
