@@ -1094,3 +1094,24 @@ fn a_killed_daemon_is_recovered_by_the_next_start() {
     assert_ok(&run(stop, 20), "stop");
     assert!(!is_mounted(&mp));
 }
+
+/// `wait_command` as terraform renders it, with nothing mounted: one line
+/// naming the mount path, after the bound (`VAULTFS_WAIT` here, 1 s).
+#[test]
+fn wait_command_gives_up_in_one_line() {
+    if !terraform_installed() {
+        return;
+    }
+    let t = Tf::new();
+    let wait_command = t.output(&[], "wait_command");
+    let h = Home::new();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(&wait_command)
+        .env("HOME", h.path())
+        .env("VAULTFS_WAIT", "1")
+        .output()
+        .unwrap();
+    assert_fails(&o, "secrets is not mounted after 1s");
+    assert!(stderr(&o).contains(&h.secrets().display().to_string()));
+}
