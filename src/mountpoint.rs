@@ -177,14 +177,15 @@ pub fn state(path: &Path) -> State {
 }
 
 /// What the mount `entry` (the table's line for `path`) is: only a FUSE
-/// mount is probed, with a bounded stat, to tell a dead one (ENOTCONN at
-/// once) from a live or unresponsive one.
+/// mount is probed, with a bounded statfs, to tell a dead one (ENOTCONN at
+/// once) from a live or unresponsive one. Not stat: the kernel answers it
+/// from cached attributes without asking the (maybe dead) daemon.
 pub fn probe(path: &Path, entry: MountEntry) -> State {
     if !entry.is_fuse() {
         return State::Other(entry.fstype);
     }
     let p = path.to_path_buf();
-    match bounded(PROBE_TIMEOUT, move || fs::symlink_metadata(p)) {
+    match bounded(PROBE_TIMEOUT, move || statfs(&p)) {
         // ECONNABORTED: the connection was aborted through /sys/fs/fuse.
         Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             State::Dead
@@ -226,15 +227,24 @@ fn resolve_unbounded(abs: PathBuf) -> PathBuf {
     joined
 }
 
-/// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
-pub fn is_fuse_root(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
+/// statfs(2) of `path`. On FUSE it always reaches the daemon (the kernel
+/// caches no answer), unlike stat, whose attributes the kernel may answer
+/// from its cache even after the daemon died.
+fn statfs(path: &Path) -> io::Result<libc::statfs> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: statfs fills a zeroed struct; `c` is a valid C string.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == FUSE_SUPER_MAGIC
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
+// `f_type` is i64 here but narrower on 32-bit targets.
+#[allow(clippy::unnecessary_cast)]
+pub fn is_fuse_root(path: &Path) -> bool {
+    statfs(path).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
 }
 
 fn is_root() -> bool {

@@ -39,12 +39,33 @@ fn bao() -> &'static Bao {
     b
 }
 
-fn run_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder/run.sh")
+fn module_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder/modules/vaultfs")
 }
 
-/// `bash run.sh ACTION` in a workspace-like environment: HOME, VAULT_ADDR,
-/// and no token unless the test adds one.
+fn run_sh() -> PathBuf {
+    module_dir().join("run.sh")
+}
+
+/// Where the module installs vaultfs under a home.
+fn installed_bin(home: &Path) -> PathBuf {
+    home.join(".coder-modules/vaultfs/vaultfs/bin/vaultfs")
+}
+
+/// The archive's SHA-256, as a template author would pin it.
+fn archive_sha256(p: &package::Package) -> String {
+    let o = Command::new("sha256sum").arg(&p.archive).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)[..64].to_string()
+}
+
+/// The Coder agent's script bin directory under a home.
+fn agent_bin_dir(h: &Home) -> PathBuf {
+    h.path().join(".coder/bin")
+}
+
+/// `bash run.sh ACTION` in the environment the Coder agent gives scripts:
+/// HOME, VAULT_ADDR, `CODER_SCRIPT_BIN_DIR` first on PATH, and no token
+/// unless the test adds one.
 fn script(h: &Home, action: &str) -> Command {
     let mut c = Command::new("bash");
     c.arg(run_sh()).arg(action);
@@ -57,14 +78,21 @@ fn script(h: &Home, action: &str) -> Command {
             c.env_remove(k);
         }
     }
+    let bin_dir = agent_bin_dir(h);
     c.env("HOME", h.path())
         .env("VAULT_ADDR", &bao().addr)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(
+            "PATH",
+            format!("{}:/usr/local/bin:/usr/bin:/bin", bin_dir.display()),
+        )
+        .env("CODER_SCRIPT_BIN_DIR", &bin_dir)
         .env_remove("NOTIFY_SOCKET");
     c
 }
 
-/// The wait docs/coder.md gives other start scripts.
+/// `vaultfs status --wait`: the wait of a script that has vaultfs on PATH
+/// (the module's `wait_command` needs none, see
+/// `agent_restarts_and_parallel_starts_keep_one_mount`).
 fn wait_for_mount(h: &Home, secs: u32) -> Command {
     let mut c = Command::new(vaultfs_bin());
     c.args(["status", "--wait", &format!("{secs}s")])
@@ -108,7 +136,7 @@ fn waits_for_a_token_file_written_after_it_starts() {
     let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
     let h = Home::new();
     let child = start_waiting_for_a_token(&h);
-    // Another start script waiting for the mount as docs/coder.md says.
+    // Another script waiting for the mount with vaultfs status.
     let waiter = spawn_kept(wait_for_mount(&h, 40));
     // Like `vault login` in a parallel start script, a little later.
     std::thread::sleep(Duration::from_millis(1500));
@@ -203,7 +231,8 @@ impl Drop for Http {
 }
 
 /// A release site laid out like GitHub's (`download/v<version>/` and
-/// `latest/download/`) holding scripts/package's archive and SHA256SUMS.
+/// `latest/download/`) holding scripts/package's archive and SHA256SUMS,
+/// served over loopback HTTP; its `file://` URL is [`file_url`].
 fn release_site(root: &Path) -> Http {
     let p = package::package();
     for d in [format!("download/v{}", p.version), "latest/download".into()] {
@@ -215,24 +244,54 @@ fn release_site(root: &Path) -> Http {
     Http::serve(root)
 }
 
+fn file_url(root: &Path) -> String {
+    format!("file://{}", root.display())
+}
+
 #[test]
 fn installs_the_release_archive_and_applies_the_module_settings() {
     let b = bao();
     let token = b.token_with_policy("coder-read", POLICY_READ, &[]);
+    let p = package::package();
     let h = Home::new();
     let site = release_site(&h.path().join("site"));
-    let bin_dir = h.path().join("coder-bin");
+    let bin_dir = agent_bin_dir(&h);
+
+    // Plain http:// without a pinned SHA-256: refused before any download.
+    let mut c = script(&h, "start");
+    c.env("VAULT_TOKEN", &token)
+        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_VERSION", &p.version);
+    let o = run(c, 60);
+    assert_fails(&o, "refusing to download vaultfs over plain http://");
+    assert!(!installed_bin(h.path()).exists());
+    // A wrong pin: the download is refused.
+    let mut c = script(&h, "start");
+    c.env("VAULT_TOKEN", &token)
+        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_VERSION", &p.version)
+        .env("VAULTFS_SHA256", "0".repeat(64));
+    let o = run(c, 60);
+    assert_fails(&o, "sha256 is pinned to 0000");
+    assert!(!installed_bin(h.path()).exists());
 
     let mut c = script(&h, "start");
     c.env("VAULT_TOKEN", &token)
         .env("VAULTFS_BASE_URL", &site.url)
-        .env("CODER_SCRIPT_BIN_DIR", &bin_dir)
+        .env("VAULTFS_VERSION", &p.version)
+        .env("VAULTFS_SHA256", archive_sha256(p))
         .env("VAULTFS_MOUNT_PATH", "~/my secrets")
         .env("VAULTFS_KV_MOUNTS", "coder")
         .env("VAULTFS_TTL", "5s");
     let o = run(c, 60);
     assert_ok(&o, "run.sh start");
-    let installed = h.path().join(".local/bin/vaultfs");
+    // The install line names the version it installs.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("installing vaultfs {} (", p.version)),
+        "{out}"
+    );
+    let installed = installed_bin(h.path());
     assert!(
         installed.is_file(),
         "not installed at {}",
@@ -274,9 +333,10 @@ fn a_pinned_version_replaces_another_installed_one() {
     let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
     let p = package::package();
     let h = Home::new();
-    let site = release_site(&h.path().join("site"));
-    // An older vaultfs already in ~/.local/bin (persistent home).
-    let old = h.path().join(".local/bin/vaultfs");
+    let root = h.path().join("site");
+    let _site = release_site(&root);
+    // An older vaultfs already installed (persistent home).
+    let old = installed_bin(h.path());
     std::fs::create_dir_all(old.parent().unwrap()).unwrap();
     std::fs::write(&old, "#!/bin/sh\necho 'vaultfs 0.0.1'\n").unwrap();
     std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -297,11 +357,15 @@ fn a_pinned_version_replaces_another_installed_one() {
 
     let mut c = script(&h, "start");
     c.env("VAULT_TOKEN", &token)
-        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_BASE_URL", file_url(&root))
         .env("VAULTFS_VERSION", &p.version)
         .env(
             "PATH",
-            format!("{}:/usr/local/bin:/usr/bin:/bin", image_bin.display()),
+            format!(
+                "{}:{}:/usr/local/bin:/usr/bin:/bin",
+                agent_bin_dir(&h).display(),
+                image_bin.display()
+            ),
         );
     let o = run(c, 60);
     assert_ok(&o, "run.sh start");
@@ -339,7 +403,7 @@ fn a_download_url_is_verified_against_the_sha256sums_beside_it() {
     };
     // No SHA256SUMS beside it: nothing is installed unverified.
     assert_fails(&start(), "cannot download file://");
-    assert!(!h.path().join(".local/bin/vaultfs").exists());
+    assert!(!installed_bin(h.path()).exists());
 
     std::fs::copy(
         p.dir.join("SHA256SUMS"),
@@ -357,7 +421,7 @@ fn a_checksum_mismatch_is_refused_in_one_line() {
     let p = package::package();
     let h = Home::new();
     let root = h.path().join("site");
-    let site = release_site(&root);
+    let _site = release_site(&root);
     // Someone else's bytes under the archive's name.
     let d = root.join(format!("download/v{}", p.version));
     let mut bytes = std::fs::read(&p.archive).unwrap();
@@ -367,27 +431,27 @@ fn a_checksum_mismatch_is_refused_in_one_line() {
 
     let mut c = script(&h, "start");
     c.env("VAULT_TOKEN", "unused")
-        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_BASE_URL", file_url(&root))
         .env("VAULTFS_VERSION", &p.version);
     let o = run(c, 60);
     assert_fails(&o, "checksum mismatch");
     assert!(stderr(&o).contains("refusing to install"), "{}", stderr(&o));
-    assert!(!h.path().join(".local/bin/vaultfs").exists());
+    assert!(!installed_bin(h.path()).exists());
     assert!(!is_mounted(&h.secrets()));
 
     // A version the site does not have: one line naming the URL and why.
     let mut c = script(&h, "start");
     c.env("VAULT_TOKEN", "unused")
-        .env("VAULTFS_BASE_URL", &site.url)
+        .env("VAULTFS_BASE_URL", file_url(&root))
         .env("VAULTFS_VERSION", "9.9.9");
     let o = run(c, 60);
-    assert_fails(&o, "cannot download http://127.0.0.1:");
+    assert_fails(&o, "cannot download file://");
     assert!(
         stderr(&o).contains("/download/v9.9.9/SHA256SUMS"),
         "{}",
         stderr(&o)
     );
-    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Couldn't open file"), "{}", stderr(&o));
 }
 
 /// A persistent home keeps the token of an earlier login; the new login
@@ -490,54 +554,129 @@ fn run_sh_and_scripts_pass_shellcheck() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
-/// main.tf's variables, validation blocks and exported settings, evaluated
-/// by terraform itself: the module without its `coder` resources (the
-/// provider is not downloaded here), plus an output of the exports.
-#[test]
-fn main_tf_validates_variables_and_quotes_every_setting() {
-    if Command::new("terraform").arg("version").output().is_err() {
-        eprintln!("terraform not installed: main.tf not evaluated");
-        return;
+/// terraform, where installed; under CI (CI=true) a missing terraform is a
+/// failure, never a skip.
+fn terraform_installed() -> bool {
+    if Command::new("terraform")
+        .arg("version")
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .is_ok()
+    {
+        return true;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tf = std::fs::read_to_string(run_sh().with_file_name("main.tf")).unwrap();
-    let vars = &tf[tf.find("variable \"agent_id\"").unwrap()..tf.find("resource \"").unwrap()];
-    std::fs::write(
-        dir.path().join("main.tf"),
-        format!("{vars}\noutput \"exports\" {{\n  value = local.exports\n}}\n"),
-    )
-    .unwrap();
-    std::fs::copy(run_sh(), dir.path().join("run.sh")).unwrap();
-    let tf = |args: &[&str]| {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "terraform is missing under CI: the module's checks need it"
+    );
+    eprintln!("terraform not installed: main.tf not evaluated");
+    false
+}
+
+/// main.tf without what needs the `coder` provider (which is not
+/// downloaded here): its `terraform` block and its resources. Its
+/// variables, validation blocks, locals and outputs are left whole, and
+/// an output of the exports (what both scripts start with) is added.
+fn main_tf_without_provider() -> String {
+    let tf = std::fs::read_to_string(module_dir().join("main.tf")).unwrap();
+    let mut out = String::new();
+    let mut keep = true;
+    for line in tf.lines() {
+        if !line.starts_with([' ', '}']) && !line.is_empty() {
+            keep = !line.starts_with("resource ")
+                && !line.starts_with("terraform ")
+                && !line.starts_with("data ");
+        }
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line == "}" {
+            keep = true;
+        }
+    }
+    out.push_str("output \"exports\" {\n  value = local.exports\n}\n");
+    out
+}
+
+/// A terraform working directory holding [`main_tf_without_provider`] and
+/// run.sh, initialised. `tf(args)` runs terraform there.
+struct Tf {
+    dir: tempfile::TempDir,
+}
+
+impl Tf {
+    fn new() -> Tf {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.tf"), main_tf_without_provider()).unwrap();
+        std::fs::copy(run_sh(), dir.path().join("run.sh")).unwrap();
+        let t = Tf { dir };
+        let o = t.tf(&["init", "-backend=false"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        t
+    }
+
+    fn tf(&self, args: &[&str]) -> std::process::Output {
         let mut c = Command::new("terraform");
         c.arg(args[0]).arg("-no-color");
         if args[0] != "output" {
             c.arg("-input=false");
         }
         c.args(&args[1..])
-            .current_dir(dir.path())
-            .env("TF_IN_AUTOMATION", "1");
+            .current_dir(self.dir.path())
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            // No version check against HashiCorp's servers.
+            .env("CHECKPOINT_DISABLE", "1");
         c.output().unwrap()
-    };
-    let o = tf(&["init", "-backend=false"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    }
 
+    /// `terraform COMMAND [flags]` with `-var agent_id=a` and `-var K=V`
+    /// for each of `vars`.
+    fn with_vars(&self, command: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
+        let mut args: Vec<String> = command.iter().map(|a| a.to_string()).collect();
+        for (k, v) in [("agent_id", "a")].iter().chain(vars) {
+            args.push("-var".into());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.tf(&args)
+    }
+
+    fn plan(&self, vars: &[(&str, &str)]) -> std::process::Output {
+        self.with_vars(&["plan"], vars)
+    }
+
+    /// Applies with `vars`, then gives the output `name` (raw).
+    fn output(&self, vars: &[(&str, &str)], name: &str) -> String {
+        let o = self.with_vars(&["apply", "-auto-approve"], vars);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = self.tf(&["output", "-raw", name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+/// main.tf's variables, validation blocks and exported settings, evaluated
+/// by terraform itself.
+#[test]
+fn main_tf_validates_variables_and_quotes_every_setting() {
+    if !terraform_installed() {
+        return;
+    }
+    let t = Tf::new();
     for (var, value, message) in [
         ("vaultfs_version", "banana", "vaultfs_version must be"),
+        ("vaultfs_version", "v0.1.0", "without a leading v"),
         ("base_url", "ftp://mirror/vaultfs", "base_url must be"),
+        ("sha256", "abc", "sha256 must be"),
         ("ttl", "60", "ttl must be"),
         ("token_wait", "-1", "token_wait must be"),
         ("token_wait", "1.5", "token_wait must be"),
         ("kv_mounts", "[\"a,b\"]", "kv_mounts entries"),
         ("mount_path", "secrets", "mount_path must be"),
     ] {
-        let o = tf(&[
-            "plan",
-            "-var",
-            "agent_id=a",
-            "-var",
-            &format!("{var}={value}"),
-        ]);
+        let o = t.plan(&[(var, value)]);
         assert!(!o.status.success(), "{var}={value} was accepted");
         assert!(
             stderr(&o).contains(message),
@@ -546,24 +685,16 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
         );
     }
 
-    let o = tf(&[
-        "apply",
-        "-auto-approve",
-        "-var",
-        "agent_id=a",
-        "-var",
-        "mount_path=~/it's $HOME `x`",
-        "-var",
-        "kv_mounts=[\"coder\", \"team/kv\"]",
-        "-var",
-        "vaultfs_version=0.1.0",
-        "-var",
-        "token_wait=30",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = tf(&["output", "-raw", "exports"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let exports = String::from_utf8_lossy(&o.stdout).into_owned();
+    let exports = t.output(
+        &[
+            ("mount_path", "~/it's $HOME `x`"),
+            ("kv_mounts", "[\"coder\", \"team/kv\"]"),
+            ("vaultfs_version", "0.1.0"),
+            ("token_wait", "30"),
+            ("allow_non_empty", "true"),
+        ],
+        "exports",
+    );
     // What run.sh sees after main.tf's prelude.
     let o = Command::new("bash")
         .arg("-c")
@@ -571,30 +702,262 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
         .env("HOME", "/nonexistent")
         .output()
         .unwrap();
+    let sync = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("VAULTFS_SYNC_NAME="))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(sync.starts_with("vaultfs-vaultfs-mount-"), "{sync}");
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "VAULTFS_BASE_URL=https://github.com/vaultfs/vaultfs/releases\n\
-         VAULTFS_KV_MOUNTS=coder,team/kv\n\
-         VAULTFS_MOUNT_PATH=~/it's $HOME `x`\n\
-         VAULTFS_TOKEN_WAIT=30\n\
-         VAULTFS_TTL=60s\n\
-         VAULTFS_VERSION=0.1.0\n"
+        format!(
+            "VAULTFS_ALLOW_NON_EMPTY=true\n\
+             VAULTFS_BASE_URL=https://github.com/vaultfs/vaultfs/releases\n\
+             VAULTFS_KV_MOUNTS=coder,team/kv\n\
+             VAULTFS_MOUNT_PATH=~/it's $HOME `x`\n\
+             VAULTFS_SHA256=\n\
+             VAULTFS_SYNC_NAME={sync}\n\
+             VAULTFS_TOKEN_WAIT=30\n\
+             VAULTFS_TTL=60s\n\
+             VAULTFS_VERSION=0.1.0\n"
+        )
     );
 }
 
-/// `terraform fmt -check` where terraform is installed (the registry's
-/// check); CI without terraform says so on stderr.
+/// The `ttl` validation accepts exactly what `vaultfs mount --ttl` accepts,
+/// over a table of spellings, both ways.
+#[test]
+fn ttl_validation_matches_what_vaultfs_accepts() {
+    if !terraform_installed() {
+        return;
+    }
+    let t = Tf::new();
+    for ttl in [
+        "60s", "5m", "1m30s", "1h 30m", "500ms", "2h", "1d", "0s", "90", "1.5s", "5 m", "1x", "m",
+        "-1s", "1m30", "1 day",
+    ] {
+        let tf_ok = t.plan(&[("ttl", ttl)]).status.success();
+        // clap refuses a bad --ttl before anything else; a good one gets
+        // as far as the (missing) token.
+        let o = Command::new(vaultfs_bin())
+            .args(["mount", "/nonexistent/vaultfs-ttl-check"])
+            .arg(format!("--ttl={ttl}"))
+            .env_remove("VAULT_TOKEN")
+            .env("HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        let vaultfs_ok = !stderr(&o).contains("--ttl");
+        assert_eq!(tf_ok, vaultfs_ok, "ttl {ttl:?}: {}", stderr(&o));
+    }
+}
+
+/// Every tracked file of the module passes the registry's formatters where
+/// they are installed: `terraform fmt` (and, through contrib/coder/check,
+/// prettier with prettier-plugin-sh).
 #[test]
 fn main_tf_is_terraform_fmt_clean() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder");
-    match Command::new("terraform")
-        .args(["fmt", "-check", "-diff"])
-        .arg(&dir)
-        .output()
-    {
-        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout)),
-        Err(e) => eprintln!("terraform not installed ({e}): fmt not checked"),
+    if !terraform_installed() {
+        return;
     }
+    let o = Command::new("terraform")
+        .args(["fmt", "-check", "-diff", "-recursive"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder"))
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        // No version check against HashiCorp's servers.
+        .env("CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// contrib/coder/check: prettier (with prettier-plugin-sh, as the
+/// registry's `fmt:ci`), shellcheck with the registry's settings, terraform
+/// fmt. It installs its npm tools itself.
+#[test]
+fn the_registry_checks_pass() {
+    let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder/check"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+/// The body of the `coder_script` in docs/coder.md's ordering snippet,
+/// rendered as terraform would: heredoc indentation stripped and the
+/// module's `wait_command` output in place.
+fn docs_ordering_snippet(wait_command: &str) -> String {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/coder.md"))
+        .unwrap();
+    let at = doc
+        .find("resource \"coder_script\" \"needs_secrets\"")
+        .expect("docs/coder.md has the ordering snippet");
+    let body = &doc[at..];
+    let body = &body[body.find("<<-EOT\n").unwrap() + 7..];
+    let body = &body[..body.find("\n  EOT\n").unwrap() + 1];
+    let indent = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap();
+    let mut out = String::new();
+    for l in body.lines() {
+        out.push_str(l.get(indent..).unwrap_or(""));
+        out.push('\n');
+    }
+    assert!(out.contains("${module.vaultfs.wait_command}"), "{out}");
+    // Terraform's escape for a literal `${`, then the output.
+    out.replace("${module.vaultfs.wait_command}", wait_command)
+        .replace("$${", "${")
+}
+
+/// The module as the Coder agent runs it, as a normal user: its PATH has
+/// `$CODER_SCRIPT_BIN_DIR` first (where the first start links vaultfs) and
+/// vaultfs is in the image. Two starts in a row keep one daemon (the
+/// second finds the link first on PATH, same version, same settings); two
+/// at once both succeed with one mount; another start script running
+/// docs/coder.md's snippet before vaultfs is on PATH waits for the mount.
+#[test]
+fn agent_restarts_and_parallel_starts_keep_one_mount() {
+    if !terraform_installed() {
+        return;
+    }
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let t = Tf::new();
+    let wait_command = t.output(&[("kv_mounts", "[\"coder\"]")], "wait_command");
+    let exports = t.output(&[("kv_mounts", "[\"coder\"]")], "exports");
+    let top = tempfile::tempdir().unwrap();
+    let start_sh = top.path().join("start.sh");
+    // The coder_script as main.tf renders it (exports, then run.sh).
+    std::fs::write(
+        &start_sh,
+        format!(
+            "#!/usr/bin/env bash\n{exports}\nset -- start\n{}",
+            std::fs::read_to_string(run_sh()).unwrap()
+        ),
+    )
+    .unwrap();
+    let snippet = top.path().join("snippet.sh");
+    std::fs::write(&snippet, docs_ordering_snippet(&wait_command)).unwrap();
+    for f in [&start_sh, &snippet] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        top.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let body = r#"
+BD="$H/.coder/bin" IMG="$D/image"
+mkdir -p "$BD" "$IMG" && chown 65534:65534 "$H/.coder" "$BD" && cp "$BIN" "$IMG/vaultfs" || exit 20
+USER_PATH="$BD:$IMG:/usr/bin:/bin"
+agent() { as_user env -u VAULTFS_BIN CODER_SCRIPT_BIN_DIR="$BD" "$@"; }
+daemons() { for f in "$PIDS"/*.pid; do [ -f "$f" ] && head -n1 "$f"; done; }
+mounts() { grep -c " $H/secrets " /proc/self/mountinfo; }
+# Another start script, started first: nothing of vaultfs is on PATH yet.
+agent bash "$SNIPPET" > "$D/snippet.out" 2>&1 &
+snip=$!
+sleep 1
+agent "$START" > "$D/start1.out" 2>&1 || { cat "$D/start1.out"; exit 21; }
+wait "$snip" || { echo "snippet failed:"; cat "$D/snippet.out"; exit 22; }
+grep -q '^db password has 10 characters$' "$D/snippet.out" || { cat "$D/snippet.out"; exit 23; }
+[ "$(readlink -f "$BD/vaultfs")" = "$IMG/vaultfs" ] || exit 24
+pid1="$(daemons)"
+echo "pid1=$pid1"
+# The agent restarts: the link now comes first on PATH.
+agent "$START" > "$D/start2.out" 2>&1 || { cat "$D/start2.out"; exit 25; }
+cat "$D/start2.out"
+echo "pid2=$(daemons)"
+echo "mounts=$(mounts)"
+as_user env -u VAULTFS_BIN bash -c "$(sed 's/^set -- start$/set -- stop/' "$START")" || exit 26
+[ "$(mounts)" = 0 ] || exit 27
+# Two starts at once.
+agent "$START" > "$D/a.out" 2>&1 & a=$!
+agent "$START" > "$D/b.out" 2>&1 & b=$!
+wait "$a"; echo "first=$?"
+wait "$b"; echo "second=$?"
+cat "$D/a.out" "$D/b.out"
+echo "parallel mounts=$(mounts) daemons=$(daemons | wc -l)"
+echo "value=$(as_user cat "$H/secrets/coder/app/db/password")"
+grep " $H/secrets " /proc/self/mountinfo | sed 's/.* - /type=/'
+echo done
+"#;
+    let o = run_as_nobody(
+        body,
+        &[
+            ("ADDR", b.addr.as_str()),
+            ("TOKEN", token.as_str()),
+            ("START", start_sh.to_str().unwrap()),
+            ("SNIPPET", snippet.to_str().unwrap()),
+        ],
+        180,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {out}"))
+            .to_string()
+    };
+    assert!(!field("pid1").is_empty(), "{out}");
+    assert_eq!(field("pid1"), field("pid2"), "the restart remounted: {out}");
+    assert!(out.contains("already mounted at"), "{out}");
+    assert!(!out.contains("remounting"), "{out}");
+    assert_eq!(field("mounts"), "1", "{out}");
+    // Two at once: both succeed (the second finds the first's mount).
+    assert_eq!(
+        (field("first"), field("second")),
+        ("0".into(), "0".into()),
+        "{out}"
+    );
+    assert!(
+        out.contains("parallel mounts=1 daemons=1\n"),
+        "two starts at once: {out}"
+    );
+    assert_mounted_as_nobody(&o, "from-coder");
+}
+
+/// A mount path that holds files (a persistent home) is refused with a
+/// message naming the variable, before any token wait; `allow_non_empty`
+/// mounts over it.
+#[test]
+fn a_non_empty_mount_path_is_refused_unless_allowed() {
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let h = Home::new();
+    let mp = h.secrets();
+    std::fs::create_dir(&mp).unwrap();
+    std::fs::write(mp.join("notes.txt"), "mine").unwrap();
+    let mut c = script(&h, "start");
+    c.env("VAULTFS_BIN", vaultfs_bin())
+        .env("VAULTFS_TOKEN_WAIT", "30");
+    let t = std::time::Instant::now();
+    let o = run(c, 40);
+    assert_fails(&o, "is not empty");
+    assert!(
+        stderr(&o).contains("allow_non_empty = true"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(!is_mounted(&mp));
+
+    let mut c = script(&h, "start");
+    c.env("VAULTFS_BIN", vaultfs_bin())
+        .env("VAULT_TOKEN", &token)
+        .env("VAULTFS_ALLOW_NON_EMPTY", "true");
+    assert_ok(&run(c, 40), "start with allow_non_empty");
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
+    let mut stop = script(&h, "stop");
+    stop.env("VAULTFS_BIN", vaultfs_bin());
+    assert_ok(&run(stop, 20), "stop");
+    assert_eq!(read(mp.join("notes.txt")), "mine");
 }
 
 #[test]
@@ -624,4 +987,134 @@ fn gives_up_when_no_token_appears() {
         "{}",
         stderr(&o)
     );
+}
+
+/// The module README by the registry's contributor rules: front matter
+/// with the keys it knows, exactly one h1, in the h1 section a paragraph
+/// and exactly one `tf` block, with the registry source and a `version`;
+/// every example the same; `tf`, never `hcl`; headers one level deeper at
+/// a time; no variables table (the registry shows them from main.tf). And
+/// the namespace README with its avatar beside it.
+#[test]
+fn readmes_follow_the_registry_rules() {
+    let readme = std::fs::read_to_string(module_dir().join("README.md")).unwrap();
+    let rest = readme.strip_prefix("---\n").expect("front matter");
+    let (front, body) = rest.split_once("\n---\n").expect("front matter end");
+    for line in front.lines() {
+        let key = line.split(':').next().unwrap();
+        assert!(
+            ["display_name", "description", "icon", "verified", "tags"].contains(&key),
+            "front matter key {key:?}"
+        );
+    }
+    assert!(front.contains("icon: ../../../../.icons/"), "{front}");
+    let mut in_code = false;
+    let mut level = 1;
+    let mut h1 = 0;
+    for line in body.lines() {
+        if line.starts_with("```") {
+            assert_ne!(line, "```hcl", "tf, not hcl");
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        if line.starts_with('#') {
+            let n = line.chars().take_while(|&c| c == '#').count();
+            assert!(n <= level + 1, "header jumps a level: {line}");
+            level = n;
+            h1 += usize::from(n == 1);
+        }
+        assert!(!line.starts_with("| Name"), "a variables table: {line}");
+    }
+    assert_eq!(h1, 1, "exactly one h1");
+    let h1_section = &body[..body.find("\n## ").unwrap()];
+    assert_eq!(h1_section.matches("```tf\n").count(), 1, "{h1_section}");
+    for block in body.split("```tf\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        if block.contains("module \"vaultfs\"") {
+            assert!(
+                block.lines().any(|l| l.trim_start().starts_with("source ")
+                    && l.ends_with("= \"registry.coder.com/vaultfs/vaultfs/coder\"")),
+                "{block}"
+            );
+            assert!(
+                block
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("version ")),
+                "{block}"
+            );
+        }
+    }
+
+    let ns = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/coder");
+    let ns_readme = std::fs::read_to_string(ns.join("README.md")).unwrap();
+    assert!(ns_readme.starts_with("---\ndisplay_name: "), "{ns_readme}");
+    assert!(ns_readme.contains("\navatar: ./.images/avatar.svg\n"));
+    assert!(ns_readme.contains("\nstatus: community\n"));
+    let svg = std::fs::read_to_string(ns.join(".images/avatar.svg")).unwrap();
+    assert!(
+        svg.contains("width=\"400\" height=\"400\""),
+        "square, 400 px"
+    );
+}
+
+/// A daemon killed under a live mount (OOM killer, `kill -9`) leaves a dead
+/// mount; the next start sees it is not live (statfs reaches the daemon;
+/// stat would be answered from the kernel's cache), recovers it and mounts
+/// again, even with files under it allowed or not: the directory under a
+/// dead mount is what counts.
+#[test]
+fn a_killed_daemon_is_recovered_by_the_next_start() {
+    let b = bao();
+    let token = b.token_with_policy("coder-list", POLICY_LIST, &[]);
+    let h = Home::new();
+    let mp = h.secrets();
+    let start = || {
+        let mut c = script(&h, "start");
+        c.env("VAULTFS_BIN", vaultfs_bin())
+            .env("VAULT_TOKEN", &token);
+        run(c, 40)
+    };
+    assert_ok(&start(), "start");
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
+    let pid = h.pid(&mp);
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    let o = start();
+    assert_ok(&o, "start over a dead mount");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("already mounted"),
+        "a dead mount taken for live"
+    );
+    assert_ne!(h.pid(&mp), pid);
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
+    let mut stop = script(&h, "stop");
+    stop.env("VAULTFS_BIN", vaultfs_bin());
+    assert_ok(&run(stop, 20), "stop");
+    assert!(!is_mounted(&mp));
+}
+
+/// `wait_command` as terraform renders it, with nothing mounted: one line
+/// naming the mount path, after the bound (`VAULTFS_WAIT` here, 1 s).
+#[test]
+fn wait_command_gives_up_in_one_line() {
+    if !terraform_installed() {
+        return;
+    }
+    let t = Tf::new();
+    let wait_command = t.output(&[], "wait_command");
+    let h = Home::new();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(&wait_command)
+        .env("HOME", h.path())
+        .env("VAULTFS_WAIT", "1")
+        .output()
+        .unwrap();
+    assert_fails(&o, "secrets is not mounted after 1s");
+    assert!(stderr(&o).contains(&h.secrets().display().to_string()));
 }

@@ -184,6 +184,58 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     assert!(!is_mounted(&mp));
 }
 
+/// A mount point that holds files is refused (mounting would hide them)
+/// unless `--allow-non-empty`; a dead vaultfs mount is still recovered
+/// first, and its emptiness judged on the directory underneath; a live
+/// vaultfs mount is "already mounted", not "not empty".
+#[test]
+fn a_mount_point_holding_files_is_refused_unless_allowed() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    std::fs::create_dir(&mp).unwrap();
+    std::fs::write(mp.join("notes.txt"), "mine").unwrap();
+
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_fails(&o, "not empty");
+    assert!(stderr(&o).contains("--allow-non-empty"), "{}", stderr(&o));
+    assert!(!is_mounted(&mp));
+    assert_eq!(read(mp.join("notes.txt")), "mine");
+
+    let allowed = ["mount", m, "--allow-non-empty"];
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &allowed), 40), "mount");
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert!(!mp.join("notes.txt").exists(), "hidden under the mount");
+    // A live vaultfs mount: the usual refusal, whatever is underneath.
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_fails(&o, "already mounted by vaultfs");
+    // A live vaultfs mount: the usual refusal, whatever is underneath.
+    // Killed: the dead mount is removed, then the files under it count.
+    let pid = h.pid(&mp);
+    // SAFETY: signalling the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    assert_fails(&o, "not empty");
+    assert!(!is_mounted(&mp), "the dead mount must be recovered");
+    assert_eq!(read(mp.join("notes.txt")), "mine");
+
+    // The same after a kill, with the flag: recovered and mounted once.
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &allowed), 40), "mount");
+    let pid = h.pid(&mp);
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
+    assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &allowed), 40), "remount");
+    assert_eq!(mount_count(&mp), 1);
+    assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
+    assert_ok(
+        &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
+        "unmount",
+    );
+    assert_eq!(read(mp.join("notes.txt")), "mine");
+}
+
 #[test]
 fn default_mountpoint_and_busy_unmount() {
     let h = Home::new();

@@ -95,6 +95,10 @@ pub struct MountArgs {
     /// Mount point, created if missing (default ~/secrets)
     pub mountpoint: Option<PathBuf>,
 
+    /// Mount even when the mount point holds files (they are hidden until unmounted)
+    #[arg(long)]
+    pub allow_non_empty: bool,
+
     /// Stay attached to the terminal (for systemd and tests); logs go to stderr
     #[arg(short, long)]
     pub foreground: bool,

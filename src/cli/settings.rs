@@ -37,6 +37,8 @@ pub struct Settings {
     pub scan: bool,
     /// Lock memory, keeping secrets out of swap.
     pub mlock: bool,
+    /// Mount over a directory that holds files (hiding them).
+    pub allow_non_empty: bool,
     pub foreground: bool,
     /// How long to wait for the mount lock and, in the background, for the
     /// mount to be live.
@@ -97,6 +99,7 @@ impl Settings {
             prefetch: args.max_requests,
             scan: !args.no_scan,
             mlock: !args.no_mlock,
+            allow_non_empty: args.allow_non_empty,
             foreground: args.foreground,
             wait: args.wait,
             log: LogSettings {

@@ -136,11 +136,14 @@ async fn check_vault(
 }
 
 /// Make `path` ready to mount on: recover a dead mount left by a killed
-/// daemon, refuse a live one, create the directory if missing.
+/// daemon, refuse a live one, create the directory if missing, and refuse
+/// one that holds files unless `allow_non_empty`.
 ///
 /// Mounting over a live vaultfs mount is an error, whatever its settings:
 /// a second daemon stacked on the first would hide it without stopping it.
-fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
+/// Emptiness is judged on the directory a mount would cover: under a dead
+/// mount, only once that mount is gone (its root cannot be read).
+fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> Result<(), MountError> {
     let err = |message: String| MountError::Mountpoint {
         path: path.to_path_buf(),
         message,
@@ -176,7 +179,20 @@ fn prepare_mountpoint(path: &Path) -> Result<(), MountError> {
         }
     }
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => {
+            if allow_non_empty {
+                return Ok(());
+            }
+            let mut entries = std::fs::read_dir(path).map_err(|e| err(e.to_string()))?;
+            match entries.next() {
+                None => Ok(()),
+                Some(_) => Err(err(
+                    "not empty: mounting would hide its files; empty it, choose another \
+                     mount point, or pass --allow-non-empty"
+                        .into(),
+                )),
+            }
+        }
         Ok(_) => Err(err("not a directory".into())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create: {e}")))
@@ -367,7 +383,7 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
             message: format!("cannot take the mount lock: {e}"),
         }
     })?;
-    prepare_mountpoint(mp)?;
+    prepare_mountpoint(mp, p.settings.allow_non_empty)?;
     if p.settings.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
