@@ -42,6 +42,14 @@ pub struct Settings {
     /// mount to be live.
     pub wait: Duration,
     pub log: LogSettings,
+    /// `--audit-log`, else `VAULTFS_AUDIT_LOG`.
+    pub audit: Option<AuditSettings>,
+}
+
+pub struct AuditSettings {
+    /// Absolute: the background daemon runs in `/`.
+    pub path: PathBuf,
+    pub listings: bool,
 }
 
 pub struct LogSettings {
@@ -104,6 +112,18 @@ impl Settings {
                 format: args.log_format,
                 max_size: args.log_max_size,
             },
+            audit: args
+                .audit_log
+                .clone()
+                .or_else(|| {
+                    env("VAULTFS_AUDIT_LOG")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                })
+                .map(|p| AuditSettings {
+                    path: absolute(&p),
+                    listings: args.audit_listings,
+                }),
         })
     }
 }
