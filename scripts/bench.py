@@ -179,11 +179,11 @@ def is_mounted(path):
 class Mount:
     """A `vaultfs mount --foreground` on a fresh directory: a cold daemon."""
 
-    def __init__(self, a, bao, work, max_requests=None):
+    def __init__(self, a, bao, work, max_requests=None, extra=()):
         self.dir = tempfile.mkdtemp(prefix="mnt-", dir=work)
         env = dict(bao.env, RUST_LOG="warn")
         cmd = [a.vaultfs, "mount", "--foreground", self.dir,
-               "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg
+               "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg + list(extra)
         self.errf = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.errf)
@@ -346,6 +346,33 @@ def measure_workloads(a, work, bao, shm, res):
     res["paired"] = {k: {r: med(v) for r, v in p.items()} for k, p in paired.items()}
 
 
+# Warm reads for the read audit's cost: many opens per process, the case
+# the audit adds most to (each open reaches the daemon and is recorded).
+AUDIT_READ = "find {m} -type f -print0 | xargs -0 -n 64 cat"
+AUDIT_TARGET = 1.05
+
+
+def measure_audit(a, work, bao, res):
+    """Warm reads with --audit-log on and off, both in each repetition of the
+    same run (the pair's ratio per repetition, then the median)."""
+    on, off, ratio = [], [], []
+    audit_dir = tempfile.mkdtemp(prefix="audit-", dir=work)
+    for rep in range(a.reps):
+        t = {}
+        for audited in (False, True):
+            extra = ["--audit-log", os.path.join(audit_dir, f"{rep}.jsonl")] if audited else []
+            m = Mount(a, bao, work, extra=extra)
+            timed(AUDIT_READ.format(m=m.dir))  # cold: fill the caches
+            t[audited] = med([timed(AUDIT_READ.format(m=m.dir)) for _ in range(3)])
+            m.stop()
+        off.append(t[False])
+        on.append(t[True])
+        ratio.append(t[True] / t[False])
+    res["audit"] = {"off": med(off), "on": med(on), "ratio": med(ratio),
+                    "raw": {"off": off, "on": on, "ratio": ratio}}
+    log(f"warm read, audit off {med(off):.3f}s on {med(on):.3f}s (x{med(ratio):.3f})")
+
+
 def run_timing(a, work, res):
     bao = Bao(work)
     try:
@@ -363,6 +390,7 @@ def run_timing(a, work, res):
             subprocess.run(["cp", "-r", m.dir + "/.", shm], check=True)
             m.stop()
             measure_workloads(a, work, bao, shm, res)
+            measure_audit(a, work, bao, res)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
 
@@ -637,6 +665,9 @@ def ratios(res):
     for name, _ in WORKLOADS:
         rows.append((f"loopback: warm {name} / tmpfs", paired[name]["warm/tmpfs"],
                      TARGETS.get(("warm", name)), "max"))
+    if "audit" in res:
+        rows.append(("loopback: warm read with --audit-log / without", res["audit"]["ratio"],
+                     AUDIT_TARGET, "max"))
     per_secret = cold["xargs -P 8 cat"] / res["n_secrets"]
     rows.append(("loopback: CLI per secret / vaultfs per secret (cold parallel read)",
                  res["cli_per_secret"] / per_secret, 50.0, "min"))

@@ -134,28 +134,41 @@ impl<S: SecretStore> VaultFs<S> {
         self
     }
 
-    /// Record an open of `ino` by `req` (`errno`: refused with it).
-    fn audit(&self, req: &Request, op: Op, ino: INodeNo, errno: Option<i32>) {
-        let Some(audit) = &self.audit else { return };
+    /// Record an open of `ino` by `req` (`errno`: refused with it); the
+    /// audit calls `release` (the reply) once it has read who the caller is.
+    fn audit(
+        &self,
+        req: &Request,
+        op: Op,
+        ino: INodeNo,
+        errno: Option<i32>,
+        release: impl FnOnce() + Send + 'static,
+    ) {
+        let Some(audit) = &self.audit else {
+            return release();
+        };
         let (path, secret) = self
             .shared
             .tree
             .shown(ino.0)
             .unwrap_or_else(|| (format!("<inode {}>", ino.0), None));
         let served = errno.is_none();
-        audit.record(Access {
-            op,
-            pid: req.pid(),
-            uid: req.uid(),
-            gid: req.gid(),
-            path,
-            version: secret.as_ref().and_then(|s| s.version),
-            source: secret.filter(|_| served).map(|s| match s.first_open() {
-                true => Source::Vault,
-                false => Source::Cache,
-            }),
-            errno,
-        });
+        audit.record(
+            Access {
+                op,
+                pid: req.pid(),
+                uid: req.uid(),
+                gid: req.gid(),
+                path,
+                version: secret.as_ref().and_then(|s| s.version),
+                source: secret.filter(|_| served).map(|s| match s.first_open() {
+                    true => Source::Vault,
+                    false => Source::Cache,
+                }),
+                errno,
+            },
+            Some(Box::new(release)),
+        );
     }
 
     /// Run `f` on the runtime and hand its result to `done`.
@@ -423,16 +436,17 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         // The mount is read-only, so the kernel refuses writing opens
         // before they get here; this is a second line of defence.
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            self.audit(req, Op::Open, ino, Some(FsError::ReadOnly.errno()));
-            return read_only!(reply);
+            let erofs = FsError::ReadOnly.errno();
+            return self.audit(req, Op::Open, ino, Some(erofs), move || read_only!(reply));
         }
         if self.no_open {
             return reply.error(Errno::ENOSYS);
         }
-        self.audit(req, Op::Open, ino, None);
         // The handle carries nothing, reads go by inode; the kernel keeps
         // the pages it read (an inode's bytes never change).
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        self.audit(req, Op::Open, ino, None, move || {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+        });
     }
 
     fn read(
@@ -463,9 +477,6 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
-        if self.audit.as_ref().is_some_and(AuditLog::listings) {
-            self.audit(req, Op::List, ino, None);
-        }
         // Directory streams need no handle (offsets are cookies, not
         // positions in a snapshot): the first opendir answers ENOSYS and the
         // kernel opens directories by itself from then on, keeping listings
@@ -473,10 +484,16 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if self.no_opendir {
             return reply.error(Errno::ENOSYS);
         }
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-        );
+        let opened = move || {
+            reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            )
+        };
+        match self.audit.as_ref().is_some_and(AuditLog::listings) {
+            true => self.audit(req, Op::List, ino, None, opened),
+            false => opened(),
+        }
     }
 
     fn readdir(

@@ -293,3 +293,57 @@ fn a_planted_symlink_refuses_the_mount() {
     assert!(stderr(&o).contains("symlink"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
 }
+
+/// `vaultfs audit --follow` prints lines as they are appended, and goes on
+/// in the new file when the old one is rotated away.
+#[test]
+fn follow_goes_on_across_a_rotation() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("a.jsonl");
+    let line = |n: u32| {
+        format!(
+            "{{\"time\":\"2024-05-01T11:30:00.000Z\",\"op\":\"open\",\"path\":\"secret/p{n}\",\
+             \"pid\":{n},\"uid\":1,\"gid\":1,\"result\":\"ok\"}}\n"
+        )
+    };
+    std::fs::write(&f, line(1)).unwrap();
+    let mut child = Command::new(vaultfs_bin())
+        .args(["audit", "--json", "--follow", "--file"])
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                seen.lock().unwrap().push_str(&(l + "\n"));
+            }
+        })
+    };
+    let has = |n: u32| seen.lock().unwrap().contains(&format!("secret/p{n}\""));
+    wait_until("the existing line", Duration::from_secs(10), || has(1));
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .unwrap()
+        .write_all(line(2).as_bytes())
+        .unwrap();
+    wait_until("an appended line", Duration::from_secs(10), || has(2));
+    std::fs::rename(&f, t.path().join("a.jsonl.1")).unwrap();
+    std::fs::write(&f, line(3)).unwrap();
+    wait_until("a line of the new file", Duration::from_secs(10), || has(3));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(
+        seen.lock().unwrap().lines().count(),
+        3,
+        "{}",
+        seen.lock().unwrap()
+    );
+}

@@ -556,6 +556,8 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
         "vaultfs_version=0.1.0",
         "-var",
         "token_wait=30",
+        "-var",
+        "audit_log=/var/log/it's $HOME.jsonl",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = tf(&["output", "-raw", "exports"]);
@@ -570,7 +572,8 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "VAULTFS_BASE_URL=https://github.com/vaultfs/vaultfs/releases\n\
+        "VAULTFS_AUDIT_LOG=/var/log/it's $HOME.jsonl\n\
+         VAULTFS_BASE_URL=https://github.com/vaultfs/vaultfs/releases\n\
          VAULTFS_KV_MOUNTS=coder,team/kv\n\
          VAULTFS_MOUNT_PATH=~/it's $HOME `x`\n\
          VAULTFS_TOKEN_WAIT=30\n\

@@ -74,6 +74,12 @@ variable "token_wait" {
   }
 }
 
+variable "audit_log" {
+  type        = string
+  description = "File to record every read of a secret in (which program, pid, user, path, version; never a value), for `vaultfs audit`. Empty: no read audit."
+  default     = ""
+}
+
 variable "start_blocks_login" {
   type        = bool
   description = "Whether logins wait until the secrets are mounted (or the start script failed)."
@@ -89,6 +95,7 @@ locals {
     VAULTFS_TTL        = var.ttl
     VAULTFS_KV_MOUNTS  = join(",", var.kv_mounts)
     VAULTFS_TOKEN_WAIT = tostring(var.token_wait)
+    VAULTFS_AUDIT_LOG  = var.audit_log
   }
   exports = join("\n", [for k, v in local.settings : "export ${k}='${replace(v, "'", "'\\''")}'"])
   run_sh  = file("${path.module}/run.sh")

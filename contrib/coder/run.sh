@@ -16,6 +16,7 @@
 #   VAULTFS_TTL           cache TTL (default 60s)
 #   VAULTFS_KV_MOUNTS     comma-separated KV mounts to show (default: all the token sees)
 #   VAULTFS_TOKEN_WAIT    seconds to wait for a token Vault accepts (default 120)
+#   VAULTFS_AUDIT_LOG     record every read of a secret in this file (vaultfs audit)
 #   VAULTFS_BIN           use this binary; never download
 #   VAULTFS_INSTALL_DIR   where to install (default ~/.local/bin)
 #   VAULTFS_DOWNLOAD_URL  one archive's URL (its SHA256SUMS must be beside it)
@@ -218,6 +219,8 @@ for kv in "${kvs[@]}"; do
   kv="${kv//[[:space:]]/}"
   [ -z "$kv" ] || args+=(--kv "$kv")
 done
+# As a flag, so that it counts in the settings fingerprint below.
+[ -z "${VAULTFS_AUDIT_LOG:-}" ] || args+=(--audit-log "$VAULTFS_AUDIT_LOG")
 
 # What this start would mount; a live mount made with the same is kept
 # (agent restarts, a second start). A token from the environment counts (as

@@ -3,11 +3,12 @@
 //!
 //! The cache is keyed by the thread id AND its start time (`/proc/PID/stat`
 //! field 22), and an entry is used only while the executable (`/proc/PID/exe`,
-//! its device and inode) and `comm` are still the ones it was read with: a
-//! reused pid has another start time, and an `exec()` keeps pid and start
-//! time but changes the executable. A process that started after the
-//! request (its pid was reused in between) or is gone is not read at all:
-//! the record then holds only what the request carried.
+//! read as a link: never followed, so a hung filesystem under it cannot hang
+//! the audit) and `comm` are still the ones it was read with: a reused pid
+//! has another start time, and an `exec()` keeps pid and start time but
+//! changes the executable. A process that started after the request (its
+//! pid was reused in between) or is gone is not read at all: the record
+//! then holds only what the request carried.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,8 +37,6 @@ pub struct Stat {
 /// Where caller details come from: `/proc`, or a fake in tests.
 pub trait Proc {
     fn stat(&self, pid: u32) -> Option<Stat>;
-    /// (device, inode) of the executable.
-    fn exe_id(&self, pid: u32) -> Option<(u64, u64)>;
     fn exe(&self, pid: u32) -> Option<String>;
     fn tgid(&self, pid: u32) -> Option<u32>;
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
@@ -80,12 +79,6 @@ impl Proc for ProcFs {
         parse_stat(&String::from_utf8_lossy(&raw))
     }
 
-    fn exe_id(&self, pid: u32) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-        Some((m.dev(), m.ino()))
-    }
-
     fn exe(&self, pid: u32) -> Option<String> {
         let p = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
         Some(p.to_string_lossy().into_owned())
@@ -105,7 +98,6 @@ impl Proc for ProcFs {
 
 struct Cached {
     start: u64,
-    exe_id: Option<(u64, u64)>,
     caller: Arc<Caller>,
 }
 
@@ -146,9 +138,9 @@ impl<P: Proc> Callers<P> {
             self.by_pid.remove(&pid);
             return None;
         }
-        let exe_id = self.proc.exe_id(pid);
+        let exe = self.proc.exe(pid);
         if let Some(c) = self.by_pid.get(&pid) {
-            if c.start == stat.start && c.exe_id == exe_id && c.caller.comm == stat.comm {
+            if c.start == stat.start && c.caller.exe == exe && c.caller.comm == stat.comm {
                 return Some(c.caller.clone());
             }
         }
@@ -157,7 +149,7 @@ impl<P: Proc> Callers<P> {
             tgid: self.proc.tgid(pid),
             ppid: stat.ppid,
             comm: stat.comm,
-            exe: self.proc.exe(pid),
+            exe,
         });
         if self.by_pid.len() >= MAX_CALLERS {
             self.by_pid.clear();
@@ -166,7 +158,6 @@ impl<P: Proc> Callers<P> {
             pid,
             Cached {
                 start: stat.start,
-                exe_id,
                 caller: caller.clone(),
             },
         );
@@ -191,22 +182,22 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
-    /// A process table the test rewrites: pid → (stat, exe id, exe, tgid).
+    /// (stat, exe, tgid).
+    type Process = (Stat, String, u32);
+
+    /// A process table the test rewrites, by pid.
     #[derive(Default)]
-    struct Fake(RefCell<HashMap<u32, (Stat, (u64, u64), String, u32)>>);
+    struct Fake(RefCell<HashMap<u32, Process>>);
 
     impl Proc for &Fake {
         fn stat(&self, pid: u32) -> Option<Stat> {
             self.0.borrow().get(&pid).map(|p| p.0.clone())
         }
-        fn exe_id(&self, pid: u32) -> Option<(u64, u64)> {
-            self.0.borrow().get(&pid).map(|p| p.1)
-        }
         fn exe(&self, pid: u32) -> Option<String> {
-            self.0.borrow().get(&pid).map(|p| p.2.clone())
+            self.0.borrow().get(&pid).map(|p| p.1.clone())
         }
         fn tgid(&self, pid: u32) -> Option<u32> {
-            self.0.borrow().get(&pid).map(|p| p.3)
+            self.0.borrow().get(&pid).map(|p| p.2)
         }
         fn ticks_per_sec(&self) -> u64 {
             100
@@ -214,16 +205,14 @@ mod tests {
     }
 
     impl Fake {
-        fn run(&self, pid: u32, start: u64, exe: &str, ino: u64) {
+        fn run(&self, pid: u32, start: u64, exe: &str) {
             let comm = exe.rsplit('/').next().unwrap().to_string();
             let stat = Stat {
                 comm,
                 ppid: 1,
                 start,
             };
-            self.0
-                .borrow_mut()
-                .insert(pid, (stat, (1, ino), exe.into(), pid));
+            self.0.borrow_mut().insert(pid, (stat, exe.into(), pid));
         }
     }
 
@@ -233,7 +222,7 @@ mod tests {
     fn a_reused_pid_is_the_new_program() {
         let fake = Fake::default();
         let mut c = Callers::new(&fake);
-        fake.run(42, 100, "/usr/bin/cat", 7);
+        fake.run(42, 100, "/usr/bin/cat");
         assert_eq!(
             c.resolve(42, 5 * SEC).unwrap().exe.as_deref(),
             Some("/usr/bin/cat")
@@ -244,19 +233,19 @@ mod tests {
         );
         assert_eq!(c.reads, 1, "read once per process");
         // cat exits; pid 42 goes to a new program, started later.
-        fake.run(42, 700, "/tmp/evil", 9);
+        fake.run(42, 700, "/tmp/evil");
         let got = c.resolve(42, 8 * SEC).unwrap();
         assert_eq!(got.exe.as_deref(), Some("/tmp/evil"));
         assert_eq!(c.reads, 2);
         // Same program, same start time, but the same name at another
         // executable: exec() of a look-alike.
-        fake.run(42, 700, "/usr/bin/evil", 10);
+        fake.run(42, 700, "/usr/bin/evil");
         assert_eq!(
             c.resolve(42, 9 * SEC).unwrap().exe.as_deref(),
             Some("/usr/bin/evil")
         );
         // exec() of another program keeps pid and start time.
-        fake.run(42, 700, "/usr/bin/head", 11);
+        fake.run(42, 700, "/usr/bin/head");
         assert_eq!(c.resolve(42, 9 * SEC).unwrap().comm, "head");
     }
 
@@ -266,7 +255,7 @@ mod tests {
         let mut c = Callers::new(&fake);
         // The request came at 5 s; by the time it is recorded its pid is a
         // process started at 6 s.
-        fake.run(42, 600, "/usr/bin/other", 3);
+        fake.run(42, 600, "/usr/bin/other");
         assert_eq!(c.resolve(42, 5 * SEC), None);
         // Gone altogether, or another pid namespace (pid 0).
         assert_eq!(c.resolve(43, 5 * SEC), None);

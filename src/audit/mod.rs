@@ -93,8 +93,17 @@ pub struct Record {
     pub count: Option<u64>,
 }
 
+/// What the caller of an open waits for: the reply, sent once its details
+/// are read (see [`AuditLog::record`]).
+pub type Release = Box<dyn FnOnce() + Send>;
+
 enum Msg {
-    Access(Box<Access>, SystemTime, u64),
+    Access(Box<Access>, SystemTime, u64, Option<Release>),
+    Flush(SyncSender<()>),
+}
+
+enum Line {
+    Record(Box<Record>, SystemTime),
     Flush(SyncSender<()>),
 }
 
@@ -108,21 +117,31 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Start the writer thread on `file` (from [`open`]), rotated past
-    /// `max_bytes` (0: never). Directory opens are recorded with `listings`.
+    /// Start the audit's two threads on `file` (from [`open`]), rotated
+    /// past `max_bytes` (0: never): one reads callers' details from
+    /// `/proc` (never blocked by the file), one writes lines. Directory
+    /// opens are recorded with `listings`.
     pub fn start(file: LogFile, max_bytes: u64, listings: bool) -> std::io::Result<AuditLog> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (lines, lines_rx) = mpsc::sync_channel(QUEUE);
         let file = Arc::new(Mutex::new(RotatingLog::new(file, max_bytes)));
         let dropped = Arc::new(AtomicU64::new(0));
+        let resolver = Resolver {
+            callers: Callers::new(ProcFs::new()),
+            lines,
+            dropped: dropped.clone(),
+        };
         let writer = Writer {
             file: file.clone(),
             dropped: dropped.clone(),
-            callers: Callers::new(ProcFs::new()),
             failing: false,
         };
         std::thread::Builder::new()
+            .name("vaultfs-audit-w".into())
+            .spawn(move || writer.run(lines_rx))?;
+        std::thread::Builder::new()
             .name("vaultfs-audit".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || resolver.run(rx))?;
         Ok(AuditLog {
             tx,
             file,
@@ -136,12 +155,19 @@ impl AuditLog {
         self.listings
     }
 
-    /// Record `a`, received now. Never waits: with the writer behind, the
-    /// event is counted as dropped.
-    pub fn record(&self, a: Access) {
-        let msg = Msg::Access(Box::new(a), SystemTime::now(), boot_ns());
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(msg) {
+    /// Record `a`, received now, then call `release` (which replies to the
+    /// open). Never waits: the caller's details are read on the audit's
+    /// thread, and `release` is called there once they are, so the caller
+    /// cannot exit or exec before it is identified (a short-lived `cat`
+    /// would otherwise be gone). With the audit behind (its queue full),
+    /// `release` is called at once and the event counted as dropped.
+    pub fn record(&self, a: Access, release: Option<Release>) {
+        let msg = Msg::Access(Box::new(a), SystemTime::now(), boot_ns(), release);
+        if let Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) = self.tx.try_send(msg) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Msg::Access(_, _, _, Some(release)) = m {
+                release();
+            }
         }
     }
 
@@ -166,34 +192,61 @@ impl AuditLog {
     }
 }
 
+/// Reads callers' details and releases their opens; hands lines on.
+struct Resolver {
+    callers: Callers<ProcFs>,
+    lines: SyncSender<Line>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Resolver {
+    fn run(mut self, rx: Receiver<Msg>) {
+        for msg in rx {
+            match msg {
+                Msg::Flush(ack) => {
+                    let _ = self.lines.send(Line::Flush(ack));
+                }
+                Msg::Access(a, at, at_ns, release) => {
+                    let caller = self.callers.resolve(a.pid, at_ns);
+                    if let Some(release) = release {
+                        release();
+                    }
+                    let r = Line::Record(Box::new(record(&a, at, caller.as_deref())), at);
+                    if self.lines.try_send(r).is_err() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Writer {
     file: Arc<Mutex<RotatingLog>>,
     dropped: Arc<AtomicU64>,
-    callers: Callers<ProcFs>,
     /// A write failure was logged and not yet followed by a success: each
     /// failure is logged once, not once per line.
     failing: bool,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(mut self, rx: Receiver<Line>) {
         for msg in rx {
             match msg {
-                Msg::Flush(ack) => {
+                Line::Flush(ack) => {
                     let _ = ack.send(());
                 }
-                Msg::Access(a, at, at_ns) => {
-                    let caller = self.callers.resolve(a.pid, at_ns);
+                Line::Record(r, at) => {
                     let dropped = self.dropped.swap(0, Ordering::Relaxed);
                     let mut lines = Vec::with_capacity(512);
                     if dropped > 0 {
                         tracing::warn!(
                             count = dropped,
-                            "read audit: events dropped (the audit writer fell behind)"
+                            "read audit: events dropped (the audit fell behind)"
                         );
                         line(&mut lines, &dropped_record(dropped, at));
                     }
-                    line(&mut lines, &record(&a, at, caller.as_deref()));
+                    line(&mut lines, &r);
                     self.write(&lines);
                 }
             }

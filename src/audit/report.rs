@@ -58,9 +58,16 @@ pub fn run(args: &AuditArgs) -> Result<(), AuditError> {
     old.push(".1");
     let old = PathBuf::from(old);
     let mut stdout = io::stdout().lock();
+    // Where --follow goes on: after what was read here.
+    let mut seen = 0;
     for p in [&old, &path] {
         match std::fs::read(p) {
-            Ok(bytes) => out.lines(&bytes, &filter, &mut stdout),
+            Ok(bytes) => {
+                // Complete lines only: the daemon may be writing the last.
+                let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                seen = end as u64;
+                out.lines(&bytes[..end], &filter, &mut stdout)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound && p == &old => Ok(()),
             Err(e) => Err(e),
         }
@@ -71,7 +78,7 @@ pub fn run(args: &AuditArgs) -> Result<(), AuditError> {
     }
     if args.follow {
         stdout.flush().map_err(io_err(&path))?;
-        follow(&path, &filter, &mut out, &mut stdout).map_err(io_err(&path))?;
+        follow(&path, seen, &filter, &mut out, &mut stdout).map_err(io_err(&path))?;
     }
     if out.skipped > 0 {
         eprintln!(
@@ -259,14 +266,20 @@ impl Output {
 
 /// Print records as they are appended, following the file when it is
 /// rotated or moved away, until interrupted (or stdout closes).
-fn follow(path: &Path, f: &Filter, out: &mut Output, w: &mut impl Write) -> io::Result<()> {
+fn follow(
+    path: &Path,
+    from: u64,
+    f: &Filter,
+    out: &mut Output,
+    w: &mut impl Write,
+) -> io::Result<()> {
     let open = || -> io::Result<(File, u64)> {
         let file = File::open(path)?;
         let ino = file.metadata()?.ino();
         Ok((file, ino))
     };
     let (mut file, mut ino) = open()?;
-    file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(from))?;
     let mut partial = Vec::new();
     loop {
         let mut chunk = Vec::new();

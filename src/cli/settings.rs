@@ -456,6 +456,31 @@ mod tests {
     }
 
     #[test]
+    fn audit_log_flag_then_environment() {
+        let home = tempfile::tempdir().unwrap();
+        assert!(resolve(&[], home.path(), &[]).audit.is_none());
+        assert!(resolve(&[], home.path(), &[("VAULTFS_AUDIT_LOG", "")])
+            .audit
+            .is_none());
+        let a = resolve(&[], home.path(), &[("VAULTFS_AUDIT_LOG", "/var/a.jsonl")])
+            .audit
+            .unwrap();
+        assert_eq!(
+            (a.path.as_path(), a.listings),
+            (Path::new("/var/a.jsonl"), false)
+        );
+        let a = resolve(
+            &["--audit-log", "rel.jsonl", "--audit-listings"],
+            home.path(),
+            &[("VAULTFS_AUDIT_LOG", "/var/a.jsonl")],
+        )
+        .audit
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!((a.path, a.listings), (cwd.join("rel.jsonl"), true));
+    }
+
+    #[test]
     fn zero_limits_are_clamped() {
         let home = tempfile::tempdir().unwrap();
         let s = resolve(
