@@ -3,12 +3,14 @@
 //! which secret when. See docs/security.md, "Read audit".
 //!
 //! The FUSE thread only builds an [`Access`] (what the request carried, the
-//! path and version served) and hands it to a bounded channel; a writer
-//! thread of its own reads the caller's details from `/proc` ([`caller`])
-//! and writes the line. A full channel drops the event and counts it (the
-//! count is written to the file and the log), so a slow or broken audit file
-//! never holds up a read. The file is the log file's kind ([`RotatingLog`]):
-//! 0600, no symlink followed, rotated by size, followed when moved away.
+//! path and version served) and hands it, with the open's reply, to a
+//! bounded channel; a thread of the audit reads the caller's details from
+//! `/proc` ([`caller`]), then replies (so the caller cannot exit before it
+//! is identified), and passes the line to a writer thread. A full channel
+//! drops the event and counts it (the count is written to the file and the
+//! log), so a slow or broken audit file never holds up a read. The file is
+//! the log file's kind ([`RotatingLog`]): 0600, no symlink followed, rotated
+//! by size, followed when moved away.
 
 mod caller;
 mod report;
@@ -446,6 +448,54 @@ mod tests {
             Some(PathBuf::from("/var/log/a\nb.audit"))
         );
         assert_eq!(recalled(&state, Path::new("/home/me/other")), None);
+    }
+
+    /// A stuck audit file (the writer waits on it) holds up no open: each
+    /// is answered, past the queues the events are dropped, and the count
+    /// of those is written once the file works again. Memory stays bounded
+    /// by the two queues.
+    #[test]
+    fn a_stuck_file_holds_up_no_open_and_losses_are_counted() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("a.jsonl");
+        let audit = AuditLog::start(open(&path).unwrap(), 0, false).unwrap();
+        let released = Arc::new(AtomicU64::new(0));
+        let total = 3 * QUEUE as u64;
+        {
+            let _stuck = audit.file.lock().unwrap();
+            for _ in 0..total {
+                let r = released.clone();
+                let release = move || {
+                    r.fetch_add(1, Ordering::Relaxed);
+                };
+                audit.record(access("secret/a"), Some(Box::new(release)));
+            }
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            while released.load(Ordering::Relaxed) < total {
+                assert!(std::time::Instant::now() < end, "opens held up");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        audit.flush(Duration::from_secs(20));
+        // The queues are empty again: this one is written, with the count.
+        audit.record(access("secret/after"), None);
+        audit.flush(Duration::from_secs(20));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let lost: u64 = records.iter().filter_map(|r| r.count).sum();
+        let kept = records.iter().filter(|r| r.op == "open").count() as u64;
+        assert!(
+            lost > 0,
+            "nothing was dropped: the test did not fill the queues"
+        );
+        assert_eq!(kept + lost, total + 1, "every event is a line or counted");
+        assert_eq!(
+            records.last().unwrap().path.as_deref(),
+            Some("secret/after")
+        );
     }
 
     #[test]
