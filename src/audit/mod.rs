@@ -498,6 +498,39 @@ mod tests {
         );
     }
 
+    /// SIGHUP's reopen, on top of the following every write does: the
+    /// name is taken again after logrotate moved the file; a symlink
+    /// planted there is refused and the open file kept.
+    #[test]
+    fn reopen_takes_the_name_again_never_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("a.jsonl");
+        let audit = AuditLog::start(open(&path).unwrap(), 0, false).unwrap();
+        let write = |p: &str| {
+            audit.record(access(p), None);
+            audit.flush(Duration::from_secs(10));
+        };
+        write("one");
+        std::fs::rename(&path, t.path().join("a.jsonl.rotated")).unwrap();
+        audit.reopen();
+        write("two");
+        let has = |f: &str, p: &str| {
+            std::fs::read_to_string(t.path().join(f))
+                .unwrap_or_default()
+                .contains(&format!("\"path\":\"{p}\""))
+        };
+        assert!(has("a.jsonl.rotated", "one") && has("a.jsonl", "two"));
+        assert!(!has("a.jsonl", "one"));
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::fs::rename(&path, t.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        audit.reopen();
+        write("three");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(has("moved", "three"));
+    }
+
     #[test]
     fn errors_are_named() {
         assert_eq!(errno_name(libc::EROFS), "EROFS");
