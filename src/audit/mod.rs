@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::errno_name;
 use crate::logging::RotatingLog;
 use crate::private::{self, LogFile, PrivateDir, PrivateError};
 use caller::{boot_ns, Caller, Callers, ProcFs};
@@ -328,25 +329,6 @@ fn record(a: &Access, at: SystemTime, caller: Option<&Caller>) -> Record {
     }
 }
 
-/// The symbolic name of an errno a filesystem operation can end with.
-fn errno_name(e: i32) -> String {
-    let name = match e {
-        libc::EROFS => "EROFS",
-        libc::EACCES => "EACCES",
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::EISDIR => "EISDIR",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::ESTALE => "ESTALE",
-        libc::EBADF => "EBADF",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::ENOSYS => "ENOSYS",
-        _ => return format!("errno {e}"),
-    };
-    name.into()
-}
-
 /// Open the audit file for appending, created 0600 in a directory that is
 /// ours and closed to others (created 0700 if missing), never following a
 /// symlink: the rules of the default log file (`private::open_log`).
@@ -529,11 +511,5 @@ mod tests {
         write("three");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(has("moved", "three"));
-    }
-
-    #[test]
-    fn errors_are_named() {
-        assert_eq!(errno_name(libc::EROFS), "EROFS");
-        assert_eq!(errno_name(12345), "errno 12345");
     }
 }
