@@ -347,3 +347,34 @@ fn follow_goes_on_across_a_rotation() {
         seen.lock().unwrap()
     );
 }
+
+/// In the background (the audit's threads start after the fork), from
+/// `VAULTFS_AUDIT_LOG`: a read is recorded, and `vaultfs audit` with no
+/// argument finds the file of ~/secrets, after unmount too.
+#[test]
+fn background_mount_from_the_environment() {
+    let b = Bao::shared();
+    seed(b);
+    let h = Home::new();
+    let audit = h.path().join("audit/a.jsonl");
+    let env = |mut c: Command| {
+        c.env("VAULTFS_AUDIT_LOG", &audit);
+        c
+    };
+    assert_ok(&run(env(h.cmd(b, TOKEN, &["mount"])), 30), "mount");
+    let cat = run_ok(Command::new("cat").arg(h.secrets().join("secret/audit/b/API_KEY")));
+    let r = record_of(&audit, cat, "secret/audit/b/API_KEY");
+    assert_eq!(exe_of(&r), real("/usr/bin/cat"), "{r}");
+    assert_ok(&run(h.cmd(b, TOKEN, &["unmount"]), 30), "unmount");
+    // Found from the daemon's record, not from the environment.
+    let o = run(
+        h.cmd(b, TOKEN, &["audit", "--secret", "secret/audit/b/*"]),
+        30,
+    );
+    assert_ok(&o, "audit");
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains(&format!(" {cat} ")) && table.contains("/usr/bin/cat"),
+        "{table}"
+    );
+}
