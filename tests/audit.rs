@@ -378,3 +378,32 @@ fn background_mount_from_the_environment() {
         "{table}"
     );
 }
+
+/// Listings are recorded only with --audit-listings.
+#[test]
+fn listings_only_when_asked() {
+    let b = Bao::shared();
+    seed(b);
+    for listings in [false, true] {
+        let t = tempfile::tempdir().unwrap();
+        let extra: &[&str] = if listings { &["--audit-listings"] } else { &[] };
+        let (m, audit) = audited_mount(b, t.path(), extra);
+        let ls = run_ok(Command::new("ls").arg(m.p("secret/audit/a")));
+        let cat = run_ok(Command::new("cat").arg(m.p("secret/audit/a/password")));
+        record_of(&audit, cat, "secret/audit/a/password");
+        let listed = lines(&audit)
+            .into_iter()
+            .filter(|r| r["op"] == "list")
+            .collect::<Vec<_>>();
+        if listings {
+            assert!(
+                listed
+                    .iter()
+                    .any(|r| r["pid"] == ls && r["path"] == "secret/audit/a"),
+                "{listed:?}"
+            );
+        } else {
+            assert!(listed.is_empty(), "{listed:?}");
+        }
+    }
+}
