@@ -179,11 +179,11 @@ def is_mounted(path):
 class Mount:
     """A `vaultfs mount --foreground` on a fresh directory: a cold daemon."""
 
-    def __init__(self, a, bao, work, max_requests=None):
+    def __init__(self, a, bao, work, max_requests=None, extra=()):
         self.dir = tempfile.mkdtemp(prefix="mnt-", dir=work)
         env = dict(bao.env, RUST_LOG="warn")
         cmd = [a.vaultfs, "mount", "--foreground", self.dir,
-               "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg
+               "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg + list(extra)
         self.errf = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.errf)
@@ -346,6 +346,41 @@ def measure_workloads(a, work, bao, shm, res):
     res["paired"] = {k: {r: med(v) for r, v in p.items()} for k, p in paired.items()}
 
 
+# Warm reads for the read audit's cost: a program per file (a script reading
+# its secrets), and many opens per program, the case the audit adds most to
+# (each open reaches the daemon and waits for the caller to be identified).
+AUDIT_READS = [
+    ("cat per file", "find {m} -type f | head -n 200 | while read -r f; do cat \"$f\"; done"),
+    ("xargs cat", "find {m} -type f -print0 | xargs -0 -n 64 cat"),
+]
+AUDIT_TARGET = 1.05
+
+
+def measure_audit(a, work, bao, res):
+    """Warm reads with --audit-log on and off, both in each repetition of the
+    same run (the pair's ratio per repetition, then the median)."""
+    audit_dir = tempfile.mkdtemp(prefix="audit-", dir=work)
+    runs = {name: {"on": [], "off": [], "ratio": []} for name, _ in AUDIT_READS}
+    for rep in range(a.reps):
+        t = {}
+        for audited in (False, True):
+            extra = ["--audit-log", os.path.join(audit_dir, f"{rep}.jsonl")] if audited else []
+            m = Mount(a, bao, work, extra=extra)
+            for name, cmd in AUDIT_READS:
+                timed(cmd.format(m=m.dir))  # cold: fill the caches
+                t[name, audited] = med([timed(cmd.format(m=m.dir)) for _ in range(3)])
+            m.stop()
+        for name, _ in AUDIT_READS:
+            r = runs[name]
+            r["off"].append(t[name, False])
+            r["on"].append(t[name, True])
+            r["ratio"].append(t[name, True] / t[name, False])
+    res["audit"] = {name: {"off": med(r["off"]), "on": med(r["on"]), "ratio": med(r["ratio"]),
+                           "raw": r} for name, r in runs.items()}
+    for name, r in res["audit"].items():
+        log(f"warm {name}, audit off {r['off']:.3f}s on {r['on']:.3f}s (x{r['ratio']:.3f})")
+
+
 def run_timing(a, work, res):
     bao = Bao(work)
     try:
@@ -363,6 +398,7 @@ def run_timing(a, work, res):
             subprocess.run(["cp", "-r", m.dir + "/.", shm], check=True)
             m.stop()
             measure_workloads(a, work, bao, shm, res)
+            measure_audit(a, work, bao, res)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
 
@@ -637,6 +673,9 @@ def ratios(res):
     for name, _ in WORKLOADS:
         rows.append((f"loopback: warm {name} / tmpfs", paired[name]["warm/tmpfs"],
                      TARGETS.get(("warm", name)), "max"))
+    for name, r in res.get("audit", {}).items():
+        rows.append((f"loopback: warm {name} with --audit-log / without", r["ratio"],
+                     AUDIT_TARGET, "max"))
     per_secret = cold["xargs -P 8 cat"] / res["n_secrets"]
     rows.append(("loopback: CLI per secret / vaultfs per secret (cold parallel read)",
                  res["cli_per_secret"] / per_secret, 50.0, "min"))

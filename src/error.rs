@@ -150,9 +150,35 @@ impl FsError {
     }
 }
 
+/// The symbolic name of an errno an operation can end with (the read
+/// audit's `result`).
+pub fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EROFS => "EROFS",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EISDIR => "EISDIR",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::ESTALE => "ESTALE",
+        libc::EBADF => "EBADF",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENOSYS => "ENOSYS",
+        _ => return format!("errno {e}"),
+    };
+    name.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(FsError::ReadOnly.errno()), "EROFS");
+        assert_eq!(errno_name(12345), "errno 12345");
+    }
 
     #[test]
     fn errno_mapping() {

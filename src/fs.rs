@@ -19,6 +19,7 @@ use fuser::{
 };
 use tokio::runtime::Handle as Runtime;
 
+use crate::audit::{Access, AuditLog, Op, Source};
 use crate::error::{FsError, VaultError};
 use crate::kernel_cache::KernelCache;
 use crate::store::SecretStore;
@@ -45,6 +46,8 @@ pub struct VaultFs<S> {
     no_open: bool,
     /// ... and directories (`FUSE_NO_OPENDIR_SUPPORT`).
     no_opendir: bool,
+    /// The read audit: with it, opens are answered (each one reaches us).
+    audit: Option<AuditLog>,
 }
 
 /// What replies built on the FUSE thread and in tasks both need.
@@ -121,7 +124,51 @@ impl<S: SecretStore> VaultFs<S> {
             rt,
             no_open: false,
             no_opendir: false,
+            audit: None,
         }
+    }
+
+    /// Record every open in `audit` (`--audit-log`).
+    pub fn with_audit(mut self, audit: Option<AuditLog>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Record an open of `ino` by `req` (`errno`: refused with it); the
+    /// audit calls `release` (the reply) once it has read who the caller is.
+    fn audit(
+        &self,
+        req: &Request,
+        op: Op,
+        ino: INodeNo,
+        errno: Option<i32>,
+        release: impl FnOnce() + Send + 'static,
+    ) {
+        let Some(audit) = &self.audit else {
+            return release();
+        };
+        let (path, secret) = self
+            .shared
+            .tree
+            .shown(ino.0)
+            .unwrap_or_else(|| (format!("<inode {}>", ino.0), None));
+        let served = errno.is_none();
+        audit.record(
+            Access {
+                op,
+                pid: req.pid(),
+                uid: req.uid(),
+                gid: req.gid(),
+                path,
+                version: secret.as_ref().and_then(|s| s.version),
+                source: secret.filter(|_| served).map(|s| match s.first_open() {
+                    true => Source::Vault,
+                    false => Source::Cache,
+                }),
+                errno,
+            },
+            Some(Box::new(release)),
+        );
     }
 
     /// Run `f` on the runtime and hand its result to `done`.
@@ -329,10 +376,13 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         // Files are read by inode, so an open needs no round trip: the first
         // one answers ENOSYS and the kernel opens every file by itself from
         // then on, with FOPEN_KEEP_CACHE (fs/fuse/file.c, fuse_file_open).
+        // Not with the read audit: it must see every open.
         let caps = config.capabilities();
-        self.no_open = caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        let audit = self.audit.as_ref();
+        self.no_open = audit.is_none() && caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
         // Likewise directories (see opendir).
-        self.no_opendir = caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
+        self.no_opendir = !audit.is_some_and(AuditLog::listings)
+            && caps.contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         // Room for parallel reads (xargs -P, readahead) in flight at once.
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
@@ -382,17 +432,21 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         self.shared.forget(ino.0, nlookup);
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // The mount is read-only, so the kernel refuses writing opens
         // before they get here; this is a second line of defence.
         if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return read_only!(reply);
+            let erofs = FsError::ReadOnly.errno();
+            return self.audit(req, Op::Open, ino, Some(erofs), move || read_only!(reply));
         }
         if self.no_open {
             return reply.error(Errno::ENOSYS);
         }
-        // An old kernel: the handle carries nothing, reads go by inode.
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        // The handle carries nothing, reads go by inode; the kernel keeps
+        // the pages it read (an inode's bytes never change).
+        self.audit(req, Op::Open, ino, None, move || {
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+        });
     }
 
     fn read(
@@ -419,7 +473,7 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         }
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return read_only!(reply);
         }
@@ -430,10 +484,16 @@ impl<S: SecretStore> Filesystem for VaultFs<S> {
         if self.no_opendir {
             return reply.error(Errno::ENOSYS);
         }
-        reply.opened(
-            FileHandle(0),
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-        );
+        let opened = move || {
+            reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            )
+        };
+        match self.audit.as_ref().is_some_and(AuditLog::listings) {
+            true => self.audit(req, Op::List, ino, None, opened),
+            false => opened(),
+        }
     }
 
     fn readdir(

@@ -12,6 +12,7 @@
 //! Everything else is private to the crate.
 
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -21,7 +21,7 @@ use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 
-use crate::private::{fstat, LogFile, PrivateDir, LOG_FLAGS};
+use crate::private::{fstat, LogFile, PrivateDir, PrivateError, LOG_FLAGS};
 
 const CAPPED: &[&str] = &[
     "hyper",
@@ -80,13 +80,18 @@ pub fn init(file: Option<LogFile>, format: LogFormat, max_bytes: u64) -> io::Res
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// The log file, rotated by size and reopened when moved away.
+/// The log file, rotated by size and reopened when moved away. Also the
+/// read audit's file (`crate::audit`), which follows the same rules.
 pub struct RotatingLog {
     dir: PrivateDir,
     name: OsString,
     old: OsString,
     file: File,
     max: u64,
+    /// Why the name could not be reopened last time it was tried (a symlink
+    /// planted there, the directory removed): lines then go on into the file
+    /// already open, which nobody may find.
+    lost: Option<PrivateError>,
 }
 
 impl RotatingLog {
@@ -99,7 +104,13 @@ impl RotatingLog {
             old,
             file: log.file,
             max: max_bytes,
+            lost: None,
         }
+    }
+
+    /// Why the file's name cannot be followed, while it cannot.
+    pub fn name_lost(&self) -> Option<&PrivateError> {
+        self.lost.as_ref()
     }
 
     /// Start writing to `new`. The daemon's stderr (fd 2) is a copy of the
@@ -113,13 +124,16 @@ impl RotatingLog {
         self.file = new;
     }
 
-    fn reopen(&mut self) -> bool {
+    /// Open the name anew (SIGHUP after an outside rotation); on failure
+    /// the file already open is kept.
+    pub fn reopen(&mut self) -> Result<(), &PrivateError> {
         match self.dir.open_file(&self.name, LOG_FLAGS) {
             Ok(f) => {
                 self.switch(f);
-                true
+                self.lost = None;
+                Ok(())
             }
-            Err(_) => false,
+            Err(e) => Err(self.lost.insert(e)),
         }
     }
 
@@ -128,7 +142,7 @@ impl RotatingLog {
         if !self.dir.is(&self.name, &self.file) {
             // Moved away or removed (logrotate): carry on in a new file; if
             // that cannot be opened (a symlink planted there), keep this one.
-            self.reopen();
+            let _ = self.reopen();
         }
         let Ok(size) = self.file.metadata().map(|m| m.len()) else {
             return;
@@ -146,7 +160,7 @@ impl RotatingLog {
         if self.dir.is(&self.name, &self.file) {
             let _ = self.dir.rename(&self.name, &self.old);
         }
-        self.reopen();
+        let _ = self.reopen();
         // Rotation failed (cannot rename, a symlink planted at the name):
         // stay bounded by starting the current file over.
         if self

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
-use vaultfs::{assets, cmdline, daemon, mount_helper};
+use vaultfs::{assets, audit, cmdline, daemon, mount_helper};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
         Command::Status(args) => daemon::status(args),
+        Command::Audit(args) => {
+            audit::run(args).map_err(|e| daemon::MountError::Other(e.to_string()))
+        }
         Command::Completions { shell } => assets::completions(*shell, &mut std::io::stdout())
             .map_err(|e| daemon::MountError::Other(format!("cannot write the completions: {e}"))),
         Command::Man { dir: Some(dir) } => assets::man_pages(dir)

@@ -296,7 +296,14 @@ mod tests {
                 call.argv
             );
         }
-        for key in ["token_file", "kv", "allow_other", "log_file", "address"] {
+        for key in [
+            "token_file",
+            "kv",
+            "allow_other",
+            "log_file",
+            "address",
+            "audit_log",
+        ] {
             assert!(known.iter().any(|(k, _)| k == key), "{key}");
         }
     }

@@ -24,6 +24,13 @@ pub struct Secret {
     /// KV v2 version whose current version is deleted or destroyed: it exists
     /// (LIST still names it) but has no data to show.
     pub deleted: bool,
+    /// The KV v2 version number Vault answered with (none for KV v1).
+    pub version: Option<u64>,
+    /// A KV v2 metadata document (`.metadata.json`), not a version's data.
+    pub metadata: bool,
+    /// Set by the first open served from this answer (the read audit's
+    /// "vault" versus "cache").
+    opened: std::sync::atomic::AtomicBool,
 }
 
 /// One file of a secret's directory.
@@ -59,7 +66,7 @@ impl Secret {
             env,
             shell,
             mtime,
-            deleted: false,
+            ..Secret::default()
         }
     }
 
@@ -69,6 +76,7 @@ impl Secret {
         Secret {
             json,
             mtime,
+            metadata: true,
             ..Secret::default()
         }
     }
@@ -79,6 +87,18 @@ impl Secret {
             deleted: true,
             ..Secret::default()
         }
+    }
+
+    /// With the KV v2 version number Vault answered with.
+    pub fn with_version(mut self, version: Option<u64>) -> Secret {
+        self.version = version;
+        self
+    }
+
+    /// Whether this is the first open served from this answer: it then
+    /// came from Vault for it; later opens are served from the cache.
+    pub fn first_open(&self) -> bool {
+        !self.opened.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {

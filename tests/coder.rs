@@ -692,6 +692,7 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
             ("vaultfs_version", "0.1.0"),
             ("token_wait", "30"),
             ("allow_non_empty", "true"),
+            ("audit_log", "/var/log/it's $HOME.jsonl"),
         ],
         "exports",
     );
@@ -712,6 +713,7 @@ fn main_tf_validates_variables_and_quotes_every_setting() {
         String::from_utf8_lossy(&o.stdout),
         format!(
             "VAULTFS_ALLOW_NON_EMPTY=true\n\
+             VAULTFS_AUDIT_LOG=/var/log/it's $HOME.jsonl\n\
              VAULTFS_BASE_URL=https://github.com/vaultfs/vaultfs/releases\n\
              VAULTFS_KV_MOUNTS=coder,team/kv\n\
              VAULTFS_MOUNT_PATH=~/it's $HOME `x`\n\

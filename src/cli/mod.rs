@@ -13,7 +13,7 @@ use crate::vault::redact_userinfo;
 
 mod settings;
 
-pub use settings::{LogSettings, LogTarget, Settings};
+pub use settings::{AuditSettings, LogSettings, LogTarget, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +52,32 @@ pub enum Command {
     },
     /// Exit 0 when a live vaultfs is mounted at MOUNTPOINT; without one, list this user's vaultfs mounts
     Status(StatusArgs),
+    /// Show the read audit of a mount (--audit-log): which program read which secret, when
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Mount point whose audit file to read (default ~/secrets); found from what its daemon recorded at mount time, else VAULTFS_AUDIT_LOG
+    pub mountpoint: Option<PathBuf>,
+    /// Read this audit file instead
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Only reads this recent (1h, 30m) or since this time (2024-05-01T12:00:00Z)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only paths inside the mount matching this glob (`secret/prod/*`; a trailing / means everything under it)
+    #[arg(long, value_name = "GLOB")]
+    pub secret: Option<String>,
+    /// Only programs whose executable path, its file name or comm matches this glob (`python3*`)
+    #[arg(long, value_name = "GLOB")]
+    pub exe: Option<String>,
+    /// Keep printing reads as they are recorded
+    #[arg(long)]
+    pub follow: bool,
+    /// Print the matching JSON lines instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +192,14 @@ pub struct MountArgs {
     /// Past this size the log file is renamed to NAME.1 (replacing the last one) and started anew; 0: never (K, M, G: powers of 1024)
     #[arg(long, value_name = "SIZE", default_value = "10M", value_parser = parse_size)]
     pub log_max_size: u64,
+
+    /// Record every open of a file here, one JSON line each: time, program (pid, exe, comm, uid), path, version [env: VAULTFS_AUDIT_LOG]
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Also record directory listings in the audit file
+    #[arg(long)]
+    pub audit_listings: bool,
 
     /// Owner of every file and directory (default: the mounting user)
     #[arg(long)]

@@ -44,6 +44,14 @@ pub struct Settings {
     /// mount to be live.
     pub wait: Duration,
     pub log: LogSettings,
+    /// `--audit-log`, else `VAULTFS_AUDIT_LOG`.
+    pub audit: Option<AuditSettings>,
+}
+
+pub struct AuditSettings {
+    /// Absolute: the background daemon runs in `/`.
+    pub path: PathBuf,
+    pub listings: bool,
 }
 
 pub struct LogSettings {
@@ -107,6 +115,18 @@ impl Settings {
                 format: args.log_format,
                 max_size: args.log_max_size,
             },
+            audit: args
+                .audit_log
+                .clone()
+                .or_else(|| {
+                    env("VAULTFS_AUDIT_LOG")
+                        .filter(|v| !v.is_empty())
+                        .map(PathBuf::from)
+                })
+                .map(|p| AuditSettings {
+                    path: absolute(&p),
+                    listings: args.audit_listings,
+                }),
         })
     }
 }
@@ -458,6 +478,31 @@ mod tests {
         let s = resolve(&["-f", "/mnt/there"], home.path(), &[]);
         assert!(s.foreground && s.log.file.is_none());
         assert_eq!(s.mountpoint, Path::new("/mnt/there"));
+    }
+
+    #[test]
+    fn audit_log_flag_then_environment() {
+        let home = tempfile::tempdir().unwrap();
+        assert!(resolve(&[], home.path(), &[]).audit.is_none());
+        assert!(resolve(&[], home.path(), &[("VAULTFS_AUDIT_LOG", "")])
+            .audit
+            .is_none());
+        let a = resolve(&[], home.path(), &[("VAULTFS_AUDIT_LOG", "/var/a.jsonl")])
+            .audit
+            .unwrap();
+        assert_eq!(
+            (a.path.as_path(), a.listings),
+            (Path::new("/var/a.jsonl"), false)
+        );
+        let a = resolve(
+            &["--audit-log", "rel.jsonl", "--audit-listings"],
+            home.path(),
+            &[("VAULTFS_AUDIT_LOG", "/var/a.jsonl")],
+        )
+        .audit
+        .unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!((a.path, a.listings), (cwd.join("rel.jsonl"), true));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use fuser::Session;
 
+use crate::audit::{self, AuditLog};
 use crate::auth::{TokenError, TokenSource};
 use crate::cli::{self, MountArgs, Settings};
 use crate::env;
@@ -78,6 +79,8 @@ pub enum MountError {
     },
     #[error("cannot open the log file: {0}")]
     Log(PrivateError),
+    #[error("cannot open the audit file: {0}")]
+    Audit(PrivateError),
     /// A failure the background daemon reported through the pipe, verbatim.
     #[error("{0}")]
     Daemon(String),
@@ -89,6 +92,9 @@ pub enum MountError {
 struct Prepared {
     settings: Settings,
     client: Arc<VaultClient>,
+    /// The read audit's file, opened before going into the background so
+    /// that a bad path fails `mount` itself.
+    audit: Option<private::LogFile>,
 }
 
 /// Read the token and build the client: errors here need no network.
@@ -100,7 +106,11 @@ fn prepare(settings: Settings) -> Result<Prepared, MountError> {
         home.as_deref(),
     )?;
     let client = Arc::new(VaultClient::new(settings.client.clone(), Arc::new(token))?);
-    Ok(Prepared { settings, client })
+    Ok(Prepared {
+        settings,
+        client,
+        audit: None,
+    })
 }
 
 /// Check the token and that mounts can be listed (through the tree, whose
@@ -212,7 +222,15 @@ fn serve(
     reporter: &mut Reporter,
 ) -> Result<(), MountError> {
     let mp = &p.settings.mountpoint;
-    let fs = VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone());
+    let audit = match (p.audit, &p.settings.audit) {
+        (Some(file), Some(a)) => Some(
+            AuditLog::start(file, p.settings.log.max_size, a.listings)
+                .map_err(|e| MountError::Other(format!("cannot start the read audit: {e}")))?,
+        ),
+        _ => None,
+    };
+    let fs =
+        VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone()).with_audit(audit.clone());
     let mut session =
         Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
             path: mp.clone(),
@@ -241,6 +259,9 @@ fn serve(
             .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
     };
     let ended = session.run();
+    if let Some(a) = &audit {
+        a.flush(Duration::from_secs(2));
+    }
     let (ready, _pid_file) = check.join().unwrap_or((
         Err(MountError::Other("readiness check panicked".into())),
         None,
@@ -375,7 +396,15 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     let stderr_f = log_f.as_ref().map(dup).transpose()?;
     logging::init(log_f, settings.log.format, settings.log.max_size)
         .map_err(|e| MountError::Other(format!("cannot start logging: {e}")))?;
-    let p = prepare(settings)?;
+    let mut p = prepare(settings)?;
+    if let Some(a) = &p.settings.audit {
+        p.audit = Some(audit::open(&a.path).map_err(MountError::Audit)?);
+        let remembered = mountpoint::state_dir(&env::process)
+            .map(|d| audit::remember(&d, &p.settings.mountpoint, &a.path));
+        if let Some(Err(e)) = remembered {
+            tracing::warn!(error = %e, "cannot record the audit file's place: `vaultfs audit` will need --file");
+        }
+    }
     let mp = &p.settings.mountpoint;
     let lock = mountpoint::lock(&env::process, mp, p.settings.wait).map_err(|e| {
         MountError::Mountpoint {

@@ -365,22 +365,21 @@ impl MemoryStore {
         mount: &KvMount,
         path: &str,
         n: Option<u64>,
-    ) -> Option<StoredVersion> {
+    ) -> Option<(u64, StoredVersion)> {
         let versions = st.secrets.get(&(mount.path.clone(), path.to_string()))?;
-        match n {
-            None => versions.last().cloned(),
-            Some(n) => versions
-                .get(usize::try_from(n).ok()?.checked_sub(1)?)
-                .cloned(),
-        }
+        let n = n.unwrap_or(versions.len() as u64);
+        let v = versions.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+        Some((n, v.clone()))
     }
 
-    fn secret(v: StoredVersion, mount: &KvMount) -> Secret {
-        let mtime = (mount.version == KvVersion::V2).then_some(v.created);
-        match v.live() {
+    fn secret((n, v): (u64, StoredVersion), mount: &KvMount) -> Secret {
+        let v2 = mount.version == KvVersion::V2;
+        let mtime = v2.then_some(v.created);
+        let s = match v.live() {
             true => Secret::from_data(v.data, mtime),
             false => Secret::deleted(mtime),
-        }
+        };
+        s.with_version(v2.then_some(n))
     }
 }
 

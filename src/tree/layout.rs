@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::Node;
 use crate::naming;
-use crate::naming::{ENV_VIEW, JSON_VIEW, SHELL_VIEW};
+use crate::naming::{ENV_VIEW, JSON_VIEW, METADATA_VIEW, SHELL_VIEW, VERSIONS_DIR};
 use crate::secret::{Secret, SecretFile};
 use crate::store::KvMount;
 
@@ -136,9 +136,62 @@ pub(super) fn file_name(mount: &KvMount, path: &str, f: &SecretFile) -> Option<S
             }
             name
         }
-        SecretFile::Json => Some(JSON_VIEW.to_string()),
-        SecretFile::Env => Some(ENV_VIEW.to_string()),
-        SecretFile::Shell => Some(SHELL_VIEW.to_string()),
+        view => view_name(view).map(str::to_string),
+    }
+}
+
+/// The name of a view file; `None` for a key file.
+fn view_name(f: &SecretFile) -> Option<&'static str> {
+    match f {
+        SecretFile::Key(_) => None,
+        SecretFile::Json => Some(JSON_VIEW),
+        SecretFile::Env => Some(ENV_VIEW),
+        SecretFile::Shell => Some(SHELL_VIEW),
+    }
+}
+
+/// Where `node` shows in the mount, as the read audit records it: each
+/// Vault name as its file name. A file of a metadata document (`secret`
+/// is the metadata of) is its `.metadata.json`. A file of an old version
+/// read through `.versions/<n>/` shows as the secret's own file of that
+/// name: when `n` is the current version both are one inode, and the
+/// version number is recorded beside the path.
+pub(super) fn shown_path(node: &Node, secret: Option<&Secret>) -> String {
+    let shown = |path: &str| -> String {
+        path.split('/')
+            .map(|seg| encoded(seg).unwrap_or_else(|| seg.to_string()))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let under = |mount: &KvMount, path: &str, tail: &str| {
+        let mut p = join(&mount.path, &shown(path));
+        if !tail.is_empty() {
+            p = join(&p, tail);
+        }
+        p
+    };
+    match node {
+        Node::Root => String::new(),
+        Node::Prefix(p) => p.clone(),
+        Node::Dir { mount, path } if path.is_empty() => mount.path.clone(),
+        Node::Dir { mount, path } => under(mount, path, ""),
+        Node::Versions { mount, secret } => under(mount, secret, VERSIONS_DIR),
+        Node::AtVersion { mount, secret, n } => {
+            under(mount, secret, &format!("{VERSIONS_DIR}/{n}"))
+        }
+        Node::File {
+            mount,
+            secret: path,
+            file,
+            ..
+        } => {
+            let name = match (file, secret.is_some_and(|s| s.metadata)) {
+                (SecretFile::Json, true) => METADATA_VIEW.to_string(),
+                (SecretFile::Key(k), _) => encoded(k).unwrap_or_else(|| k.clone()),
+                (view, _) => view_name(view).unwrap_or_default().to_string(),
+            };
+            under(mount, path, &name)
+        }
     }
 }
 

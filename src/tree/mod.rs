@@ -125,6 +125,14 @@ impl<S: SecretStore> Tree<S> {
         self.inodes.lock().expect("inode lock").release(ino, n)
     }
 
+    /// Where an inode shows in the mount, and a file's secret: what the read
+    /// audit records of an open.
+    pub fn shown(&self, ino: u64) -> Option<(String, Option<Arc<Secret>>)> {
+        let node = self.node(ino)?;
+        let secret = self.content(ino).ok().map(|(s, _)| s);
+        Some((layout::shown_path(&node, secret.as_deref()), secret))
+    }
+
     fn version(&self, s: &Secret, file: &SecretFile) -> Option<Version> {
         let c = s.content(file)?;
         Some(Version {

@@ -161,16 +161,17 @@ pub fn parse_read(
             let mtime = meta["created_time"]
                 .as_str()
                 .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+            let number = meta["version"].as_u64();
             let gone = meta["deletion_time"]
                 .as_str()
                 .is_some_and(|t| !t.is_empty())
                 || meta["destroyed"].as_bool() == Some(true);
             match d.and_then(|d| d.get_mut("data")).map(Value::take) {
                 Some(Value::Object(m)) if status.is_success() && !gone => {
-                    Ok(Secret::from_data(m, mtime))
+                    Ok(Secret::from_data(m, mtime).with_version(number))
                 }
                 _ if meta.is_object() && (gone || !status.is_success()) => {
-                    Ok(Secret::deleted(mtime))
+                    Ok(Secret::deleted(mtime).with_version(number))
                 }
                 _ if !status.is_success() => Err(VaultError::NotFound),
                 _ => Err(VaultError::BadResponse(

@@ -92,6 +92,12 @@ variable "token_wait" {
   }
 }
 
+variable "audit_log" {
+  type        = string
+  description = "File to record every read of a secret in (which program, pid, user, path, version; never a value), for `vaultfs audit`. Empty: no read audit."
+  default     = ""
+}
+
 variable "start_blocks_login" {
   type        = bool
   description = "Whether logins wait until the secrets are mounted (or the start script failed)."
@@ -112,6 +118,7 @@ locals {
     VAULTFS_KV_MOUNTS       = join(",", var.kv_mounts)
     VAULTFS_TOKEN_WAIT      = tostring(var.token_wait)
     VAULTFS_ALLOW_NON_EMPTY = tostring(var.allow_non_empty)
+    VAULTFS_AUDIT_LOG       = var.audit_log
     VAULTFS_SYNC_NAME       = local.sync_name
   }
   exports = join("\n", [for k, v in local.settings : "export ${k}='${replace(v, "'", "'\\''")}'"])

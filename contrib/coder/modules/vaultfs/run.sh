@@ -18,6 +18,7 @@
 #   VAULTFS_KV_MOUNTS        comma-separated KV mounts to show (default: all the token sees)
 #   VAULTFS_TOKEN_WAIT       seconds to wait for a token Vault accepts (default 120)
 #   VAULTFS_ALLOW_NON_EMPTY  "true": mount over a directory that holds files
+#   VAULTFS_AUDIT_LOG        record every read of a secret in this file (vaultfs audit)
 #   VAULTFS_WAIT             seconds `wait` waits (default: token wait + 180)
 #   VAULTFS_SYNC_NAME        the `coder exp sync` name of the start script
 #   VAULTFS_DATA_DIR         default ~/.coder-modules/vaultfs/vaultfs
@@ -291,6 +292,8 @@ for kv in "${kvs[@]}"; do
 done
 allow_non_empty="${VAULTFS_ALLOW_NON_EMPTY:-false}"
 if [ "$allow_non_empty" = true ]; then args+=(--allow-non-empty); fi
+# As a flag, so that it counts in the settings fingerprint below.
+[ -z "${VAULTFS_AUDIT_LOG:-}" ] || args+=(--audit-log "$VAULTFS_AUDIT_LOG")
 
 # What this start would mount; a live mount made with the same is kept
 # (agent restarts, a second start). The binary counts by its version, never
