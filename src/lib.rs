@@ -18,6 +18,7 @@ pub mod cli;
 pub mod daemon;
 mod env;
 pub mod error;
+pub mod exit;
 mod fs;
 mod kernel_cache;
 mod logging;
