@@ -182,6 +182,37 @@ fn usage_and_fuse_failures_have_their_own_exit_status() {
     assert!(!is_mounted(&mp));
 }
 
+/// A server that is not Vault, or one that takes the token but denies the
+/// mount table: the status says which (Vault not usable, or the token).
+#[test]
+fn a_hostile_server_gets_the_status_of_what_it_answered() {
+    use common::hostile::{self, Server};
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let mount_at = |addr: &str| {
+        let mut c = h.cmd(
+            bao(),
+            "hostile-test-token",
+            &["mount", m, "--max-retries", "0"],
+        );
+        c.env("VAULT_ADDR", addr);
+        run(c, 40)
+    };
+    let not_vault = Server::start(|_| hostile::status(200, "<html>captive portal</html>"));
+    let o = mount_at(&not_vault.addr);
+    assert_exit(&o, Exit::Unreachable, "unexpected response from Vault");
+    assert!(!is_mounted(&mp));
+
+    let denied = Server::start(|r| match r.target.as_str() {
+        "/v1/auth/token/lookup-self" => hostile::basics(r),
+        _ => hostile::status(403, r#"{"errors":["permission denied"]}"#),
+    });
+    let o = mount_at(&denied.addr);
+    assert_exit(&o, Exit::Token, "cannot list KV mounts");
+    assert!(!is_mounted(&mp));
+}
+
 #[test]
 fn sigterm_unmounts_and_sigkill_is_recovered() {
     let h = Home::new();
