@@ -12,7 +12,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
-use roff::{bold, italic, roman, Roff};
+use clap_mangen::roff::{bold, italic, roman, Roff};
 
 use crate::cli::{Cli, CompletionShell};
 use crate::exit::Exit;
