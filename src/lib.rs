@@ -20,6 +20,7 @@ pub mod cmdline;
 pub mod daemon;
 mod env;
 pub mod error;
+pub mod exit;
 mod fs;
 mod kernel_cache;
 mod logging;

@@ -2,6 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
+use vaultfs::daemon::MountError;
+use vaultfs::exit::Exit;
 use vaultfs::{assets, audit, cmdline, daemon, mount_helper};
 
 fn main() -> ExitCode {
@@ -11,7 +13,7 @@ fn main() -> ExitCode {
     let cli = match mount_helper::parse(&argv) {
         None => Cli::parse(),
         // Started by mount(8): see src/mount_helper.rs.
-        Some(Err(e)) => return fail(e),
+        Some(Err(e)) => return fail(MountError::Usage(e)),
         Some(Ok(call)) => {
             for opt in &call.ignored {
                 eprintln!("vaultfs: ignoring unknown mount option {opt:?} (sloppy mount)");
@@ -19,7 +21,9 @@ fn main() -> ExitCode {
             let cli = Cli::try_parse_from(&call.argv).unwrap_or_else(|e| e.exit());
             if call.fake {
                 return match &cli.command {
-                    Command::Mount(args) => args.check().map_or_else(fail, |()| ExitCode::SUCCESS),
+                    Command::Mount(args) => args
+                        .check()
+                        .map_or_else(|e| fail(e.into()), |()| ExitCode::SUCCESS),
                     _ => ExitCode::SUCCESS,
                 };
             }
@@ -30,23 +34,22 @@ fn main() -> ExitCode {
     // No secret may stay in the daemon's arguments: see src/cmdline.rs.
     if let (Command::Mount(_), Some(r)) = (&cli.command, cmdline::plan(&mount_argv, from_helper)) {
         let e = cmdline::exec(r);
-        return fail(format!(
+        return fail(MountError::Other(format!(
             "cannot run vaultfs again without the secret in its arguments: {e}"
-        ));
+        )));
     }
     let result = match &cli.command {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
         Command::Status(args) => daemon::status(args),
-        Command::Audit(args) => {
-            audit::run(args).map_err(|e| daemon::MountError::Other(e.to_string()))
-        }
+        Command::Audit(args) => audit::run(args).map_err(|e| MountError::Other(e.to_string())),
         Command::Completions { shell } => assets::completions(*shell, &mut std::io::stdout())
-            .map_err(|e| daemon::MountError::Other(format!("cannot write the completions: {e}"))),
-        Command::Man { dir: Some(dir) } => assets::man_pages(dir)
-            .map_err(|e| daemon::MountError::Other(format!("{}: {e}", dir.display()))),
+            .map_err(|e| MountError::Other(format!("cannot write the completions: {e}"))),
+        Command::Man { dir: Some(dir) } => {
+            assets::man_pages(dir).map_err(|e| MountError::Other(format!("{}: {e}", dir.display())))
+        }
         Command::Man { dir: None } => assets::man_page(&mut std::io::stdout().lock())
-            .map_err(|e| daemon::MountError::Other(format!("cannot write the man page: {e}"))),
+            .map_err(|e| MountError::Other(format!("cannot write the man page: {e}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +57,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn fail(e: impl std::fmt::Display) -> ExitCode {
+/// One line on stderr, and the status docs/lifecycle.md lists for it.
+fn fail(e: MountError) -> ExitCode {
     eprintln!("vaultfs: {e}");
-    ExitCode::FAILURE
+    Exit::of(&e).into()
 }

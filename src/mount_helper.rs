@@ -27,7 +27,7 @@ use crate::cli::Cli;
 
 /// mount(8)'s and FUSE's generic options: meaningless for vaultfs, or
 /// already in force (`ro`, `nosuid`, `nodev`, `noexec`, `default_permissions`).
-const IGNORED: &[&str] = &[
+pub const IGNORED: &[&str] = &[
     "rw",
     "ro",
     "defaults",

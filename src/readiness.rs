@@ -8,6 +8,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+use crate::exit::Exit;
+
 const READY: &str = "READY";
 const ERROR: &str = "ERROR ";
 
@@ -47,9 +49,9 @@ impl Reporter {
         self.send(READY)
     }
 
-    /// The mount failed with `msg` (one line).
-    pub fn failed(&mut self, msg: &str) {
-        let _ = self.send(&format!("{ERROR}{}", one_line(msg)));
+    /// The mount failed with `msg` (one line); the parent exits with `exit`.
+    pub fn failed(&mut self, exit: Exit, msg: &str) {
+        let _ = self.send(&format!("{ERROR}{} {}", exit.code(), one_line(msg)));
     }
 
     fn send(&mut self, line: &str) -> io::Result<()> {
@@ -72,7 +74,7 @@ fn one_line(s: &str) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Ready,
-    Failed(String),
+    Failed(Exit, String),
     /// The pipe closed without a word: the daemon died.
     Vanished,
     TimedOut,
@@ -124,10 +126,17 @@ pub fn wait(fd: OwnedFd, timeout: Duration) -> Outcome {
 fn parse(buf: &[u8]) -> Option<Outcome> {
     let line = String::from_utf8_lossy(buf);
     let line = line.split_once('\n')?.0;
-    Some(match line.strip_prefix(ERROR) {
-        Some(msg) => Outcome::Failed(msg.to_string()),
+    let failed = line.strip_prefix(ERROR).and_then(|rest| {
+        let (code, msg) = rest.split_once(' ')?;
+        Some((Exit::from_code(code.parse().ok()?)?, msg))
+    });
+    Some(match failed {
+        Some((exit, msg)) => Outcome::Failed(exit, msg.to_string()),
         None if line == READY => Outcome::Ready,
-        None => Outcome::Failed(format!("unexpected message from the daemon: {line:?}")),
+        None => Outcome::Failed(
+            Exit::Failure,
+            format!("unexpected message from the daemon: {line:?}"),
+        ),
     })
 }
 
@@ -163,10 +172,10 @@ mod tests {
         assert_eq!(wait(r, Duration::from_secs(5)), Outcome::Ready);
 
         let (r, w) = pipe().unwrap();
-        Reporter::pipe(w).failed("token rejected\nby Vault");
+        Reporter::pipe(w).failed(Exit::Token, "token rejected\nby Vault");
         assert_eq!(
             wait(r, Duration::from_secs(5)),
-            Outcome::Failed("token rejected; by Vault".into())
+            Outcome::Failed(Exit::Token, "token rejected; by Vault".into())
         );
 
         let (r, w) = pipe().unwrap();

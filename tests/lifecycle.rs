@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use vaultfs::exit::Exit;
 
 fn bao() -> &'static Bao {
     static SEEDED: OnceLock<()> = OnceLock::new();
@@ -63,18 +64,18 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     let m = mp.to_str().unwrap();
 
     let o = run(h.cmd(bao(), "not-a-token", &["mount", m]), 40);
-    assert_fails(&o, "token from $VAULT_TOKEN was rejected");
+    assert_exit(&o, Exit::Token, "token from $VAULT_TOKEN was rejected");
     assert!(!is_mounted(&mp));
 
     let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m]);
     c.env("VAULT_ADDR", format!("http://127.0.0.1:{}", free_port()));
     let o = run(c, 40);
-    assert_fails(&o, "cannot reach Vault");
+    assert_exit(&o, Exit::Unreachable, "cannot reach Vault");
     assert!(!is_mounted(&mp));
 
     let mut c = h.cmd(bao(), "", &["mount", m]);
     c.env_remove("VAULT_TOKEN");
-    assert_fails(&run(c, 20), "no Vault token");
+    assert_exit(&run(c, 20), Exit::Token, "no Vault token");
 
     let file = h.path().join("file");
     std::fs::write(&file, "x").unwrap();
@@ -82,7 +83,7 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
         h.cmd(bao(), ROOT_TOKEN, &["mount", file.to_str().unwrap()]),
         20,
     );
-    assert_fails(&o, "not a directory");
+    assert_exit(&o, Exit::Mountpoint, "not a directory");
     assert!(!is_mounted(&file));
 
     // Vault that accepts connections and never answers: --wait bounds us,
@@ -95,7 +96,7 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     );
     let t = std::time::Instant::now();
     let o = run(c, 20);
-    assert_fails(&o, "was not live within 1s");
+    assert_exit(&o, Exit::Timeout, "was not live within 1s");
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     assert!(!is_mounted(&mp));
     drop(hang);
@@ -105,7 +106,11 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     assert_ok(&o, "mount");
     let pid = h.pid(&mp);
     let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
-    assert_fails(&o, &format!("already mounted by vaultfs (pid {pid})"));
+    assert_exit(
+        &o,
+        Exit::Mountpoint,
+        &format!("already mounted by vaultfs (pid {pid})"),
+    );
     assert_eq!(mount_count(&mp), 1);
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
     assert!(alive(pid));
@@ -123,13 +128,89 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
         h.cmd(bao(), ROOT_TOKEN, &["mount", other.to_str().unwrap()]),
         20,
     );
-    assert_fails(&o, "busy: a tmpfs filesystem is mounted here");
+    assert_exit(
+        &o,
+        Exit::Mountpoint,
+        "busy: a tmpfs filesystem is mounted here",
+    );
     let o = run(
         h.cmd(bao(), ROOT_TOKEN, &["unmount", other.to_str().unwrap()]),
         20,
     );
-    assert_fails(&o, "not a vaultfs mount (tmpfs)");
+    assert_exit(&o, Exit::Mountpoint, "not a vaultfs mount (tmpfs)");
     assert_eq!(mount_count(&other), 1);
+}
+
+/// The statuses the other failures map to (docs/lifecycle.md, "Exit
+/// status"): a bad command line or setting, and a host without FUSE (here a
+/// mount namespace whose /dev/fuse is /dev/null).
+#[test]
+fn usage_and_fuse_failures_have_their_own_exit_status() {
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+
+    let o = run(
+        h.cmd(bao(), ROOT_TOKEN, &["mount", m, "--no-such-flag"]),
+        20,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(Exit::Usage.code().into()),
+        "{}",
+        stderr(&o)
+    );
+    let mut c = h.cmd(bao(), ROOT_TOKEN, &["mount", m]);
+    c.env("VAULT_ADDR", "ftp://127.0.0.1:1");
+    assert_exit(&run(c, 20), Exit::Usage, "invalid Vault address");
+    assert!(!is_mounted(&mp));
+
+    let real = h.cmd(bao(), ROOT_TOKEN, &["mount", m]);
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind /dev/null /dev/fuse && exec "$0" "$@""#)
+        .arg(real.get_program())
+        .args(real.get_args());
+    for (k, v) in real.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let o = run(c, 40);
+    assert_exit(&o, Exit::Fuse, "cannot mount at");
+    assert!(!is_mounted(&mp));
+}
+
+/// A server that is not Vault, or one that takes the token but denies the
+/// mount table: the status says which (Vault not usable, or the token).
+#[test]
+fn a_hostile_server_gets_the_status_of_what_it_answered() {
+    use common::hostile::{self, Server};
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let mount_at = |addr: &str| {
+        let mut c = h.cmd(
+            bao(),
+            "hostile-test-token",
+            &["mount", m, "--max-retries", "0"],
+        );
+        c.env("VAULT_ADDR", addr);
+        run(c, 40)
+    };
+    let not_vault = Server::start(|_| hostile::status(200, "<html>captive portal</html>"));
+    let o = mount_at(&not_vault.addr);
+    assert_exit(&o, Exit::Unreachable, "unexpected response from Vault");
+    assert!(!is_mounted(&mp));
+
+    let denied = Server::start(|r| match r.target.as_str() {
+        "/v1/auth/token/lookup-self" => hostile::basics(r),
+        _ => hostile::status(403, r#"{"errors":["permission denied"]}"#),
+    });
+    let o = mount_at(&denied.addr);
+    assert_exit(&o, Exit::Token, "cannot list KV mounts");
+    assert!(!is_mounted(&mp));
 }
 
 #[test]

@@ -90,6 +90,7 @@ fn the_host_archive_has_the_listed_files_and_a_binary_for_glibc_2_31() {
         "completions/_vaultfs",
         "completions/vaultfs.bash",
         "completions/vaultfs.fish",
+        "man/mount.fuse.vaultfs.8",
         "man/vaultfs-mount.1",
         "man/vaultfs-unmount.1",
         "man/vaultfs.1",

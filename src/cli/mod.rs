@@ -24,7 +24,8 @@ pub use settings::{AuditSettings, LogSettings, LogTarget, Settings};
 filesystem.\n\nConnection settings follow the Vault CLI: VAULT_ADDR, VAULT_TOKEN, \
 VAULT_NAMESPACE, VAULT_CACERT, ... (BAO_* names are a fallback). The token is read from \
 --token-file, VAULT_TOKEN, BAO_TOKEN or ~/.vault-token, in that order; it is never taken \
-on the command line."
+on the command line.",
+    after_long_help = crate::assets::help_footer()
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -119,12 +119,12 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
     if let Some(pid) = pid.filter(|_| !args.lazy) {
         if !mountpoint::wait_exit(pid, args.wait) {
             if mountpoint::is_stopped(pid) {
-                return Err(MountError::Other(format!(
+                return Err(MountError::TimedOut(format!(
                     "{} is unmounted, but its daemon (pid {pid}) is stopped: it exits once continued (kill -CONT {pid})",
                     path.display()
                 )));
             }
-            return Err(MountError::Other(format!(
+            return Err(MountError::TimedOut(format!(
                 "{} is unmounted, but its daemon (pid {pid}) did not exit within {}",
                 path.display(),
                 humantime::format_duration(args.wait)

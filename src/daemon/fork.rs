@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{run_daemon, MountError, Prepared};
+use crate::exit::Exit;
 use crate::mountpoint::{self, State};
 use crate::readiness::{self, Outcome, Reporter};
 
@@ -66,8 +67,9 @@ fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            reporter.failed(&e.to_string());
-            1
+            let exit = Exit::of(&e);
+            reporter.failed(exit, &e.to_string());
+            exit.code().into()
         }
     }
 }
@@ -85,9 +87,9 @@ fn parent(
         .unwrap_or_default();
     match readiness::wait(rx, wait) {
         Outcome::Ready => Ok(()),
-        Outcome::Failed(msg) => {
+        Outcome::Failed(exit, message) => {
             reap(pid, Duration::from_secs(5));
-            Err(MountError::Daemon(msg))
+            Err(MountError::Daemon { exit, message })
         }
         Outcome::Vanished => {
             let status = reap(pid, Duration::from_secs(5));
@@ -105,7 +107,7 @@ fn parent(
                 reap(pid, Duration::from_secs(5));
             }
             cleanup_dead(mp);
-            Err(MountError::Other(format!(
+            Err(MountError::TimedOut(format!(
                 "{}: the mount was not live within {} (is Vault slow or unreachable?){see_log}",
                 mp.display(),
                 humantime::format_duration(wait)

@@ -22,6 +22,7 @@ use crate::auth::{TokenError, TokenSource};
 use crate::cli::{self, MountArgs, Settings};
 use crate::env;
 use crate::error::VaultError;
+use crate::exit::Exit;
 use crate::fs::VaultFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, Shown, State};
@@ -81,9 +82,16 @@ pub enum MountError {
     Log(PrivateError),
     #[error("cannot open the audit file: {0}")]
     Audit(PrivateError),
-    /// A failure the background daemon reported through the pipe, verbatim.
+    /// A failure the background daemon reported through the pipe, verbatim,
+    /// with the status it maps to there.
+    #[error("{message}")]
+    Daemon { exit: Exit, message: String },
+    /// Not done within the time given (`--wait`).
     #[error("{0}")]
-    Daemon(String),
+    TimedOut(String),
+    /// A command line mount(8) passed that cannot be read.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Other(String),
 }
@@ -292,10 +300,10 @@ fn announce_when_live(
         }
     })
     .unwrap_or_else(|| {
-        Err(io::Error::other(format!(
-            "no answer within {}",
-            humantime::format_duration(wait)
-        )))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {}", humantime::format_duration(wait)),
+        ))
     });
     if let Err(source) = listed {
         unmount_own(&mut unmounter, mp);
@@ -303,7 +311,7 @@ fn announce_when_live(
             path: mp.to_path_buf(),
             source,
         };
-        reporter.failed(&e.to_string());
+        reporter.failed(Exit::of(&e), &e.to_string());
         return (Err(e), None);
     }
     let pid_file = PidFile::path_for(&env::process, mp).and_then(|f| {

@@ -882,6 +882,17 @@ pub fn assert_fails(o: &Output, want: &str) {
     );
 }
 
+/// [`assert_fails`], with the exit status the failure maps to.
+pub fn assert_exit(o: &Output, exit: vaultfs::exit::Exit, want: &str) {
+    assert_fails(o, want);
+    assert_eq!(
+        o.status.code(),
+        Some(exit.code().into()),
+        "{want:?} should exit {exit:?}: {}",
+        stderr(o)
+    );
+}
+
 pub fn alive(pid: i32) -> bool {
     vaultfs::mountpoint::is_alive(pid)
 }

@@ -1,0 +1,159 @@
+//! Exit statuses: one code per kind of failure, so a start script, a
+//! service manager or mount(8)'s caller can tell "fix the token" from "wait
+//! for Vault" from "fix the mount point" without parsing the message. The
+//! one mapping from [`MountError`] to a code is [`Exit::of`]; the man
+//! page's EXIT STATUS section is rendered from [`Exit::ALL`].
+//!
+//! The codes are small and distinct, as rclone's and gocryptfs's are, and 2
+//! is clap's own code for a bad command line, so every usage error shares it.
+
+use std::process::ExitCode;
+
+use crate::daemon::MountError;
+use crate::error::VaultError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    Failure,
+    Usage,
+    Unreachable,
+    Token,
+    Fuse,
+    Mountpoint,
+    Timeout,
+}
+
+impl Exit {
+    /// Every status, in code order (the man page lists them so).
+    pub const ALL: [Exit; 8] = [
+        Exit::Success,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::Unreachable,
+        Exit::Token,
+        Exit::Fuse,
+        Exit::Mountpoint,
+        Exit::Timeout,
+    ];
+
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::Unreachable => 3,
+            Exit::Token => 4,
+            Exit::Fuse => 5,
+            Exit::Mountpoint => 6,
+            Exit::Timeout => 7,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Exit> {
+        Exit::ALL.into_iter().find(|e| e.code() == code)
+    }
+
+    /// One sentence for the man page.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Success => {
+                "Success: the mount is live (mount), unmounted and its daemon gone (unmount), \
+                 live (status), or the daemon was stopped by a signal or an unmount."
+            }
+            Exit::Failure => {
+                "Any other failure: the log file cannot be opened, the daemon died before the \
+                 mount was live, an output cannot be written."
+            }
+            Exit::Usage => {
+                "Usage: an unknown flag or subcommand, a bad value (flag, mount option or \
+                 environment variable), or a CA or client certificate file that cannot be used."
+            }
+            Exit::Unreachable => {
+                "Vault cannot be reached or does not answer as Vault: connection refused, a TLS \
+                 error (an untrusted certificate), sealed, no leader, an unexpected answer."
+            }
+            Exit::Token => {
+                "No usable token: none found, the token file cannot be read or is empty, or \
+                 Vault rejected the token (or denied it the list of KV mounts)."
+            }
+            Exit::Fuse => {
+                "FUSE is not available or refused the mount: no /dev/fuse, no fusermount3, not \
+                 permitted; or the mount came up but its root cannot be listed."
+            }
+            Exit::Mountpoint => {
+                "A mount point problem: not a directory, cannot be created, another filesystem \
+                 or a live vaultfs is mounted there, its lock cannot be taken; for unmount and \
+                 status: nothing (or no live vaultfs) is mounted there, or it is busy."
+            }
+            Exit::Timeout => {
+                "Timed out: the mount was not live within --wait (the half-started daemon is \
+                 stopped and nothing is left mounted), or after unmount the daemon did not exit \
+                 within --wait."
+            }
+        }
+    }
+
+    /// The status for a failure: the single mapping from error to code.
+    pub fn of(e: &MountError) -> Exit {
+        match e {
+            MountError::Cli(_) | MountError::Config(_) | MountError::Usage(_) => Exit::Usage,
+            MountError::Token(_) | MountError::TokenRejected { .. } => Exit::Token,
+            MountError::Unreachable { .. } => Exit::Unreachable,
+            MountError::Mounts { source, .. } => match source {
+                VaultError::BadToken(_) | VaultError::Forbidden => Exit::Token,
+                _ => Exit::Unreachable,
+            },
+            MountError::Mountpoint { .. }
+            | MountError::AlreadyMounted { .. }
+            | MountError::NotMounted(_)
+            | MountError::Unmount { .. } => Exit::Mountpoint,
+            MountError::Fuse { .. } => Exit::Fuse,
+            MountError::NotReady { source, .. } => {
+                if source.kind() == std::io::ErrorKind::TimedOut {
+                    Exit::Timeout
+                } else {
+                    Exit::Fuse
+                }
+            }
+            MountError::TimedOut(_) => Exit::Timeout,
+            MountError::Daemon { exit, .. } => *exit,
+            MountError::Log(_) | MountError::Audit(_) | MountError::Other(_) => Exit::Failure,
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_round_trip() {
+        for (i, e) in Exit::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(e.code()), i, "{e:?} out of order");
+            assert_eq!(Exit::from_code(e.code()), Some(e));
+        }
+        assert_eq!(Exit::from_code(8), None);
+    }
+
+    #[test]
+    fn list_denied_is_a_token_problem_and_list_failed_an_outage() {
+        let mounts = |source| MountError::Mounts {
+            addr: String::new(),
+            source,
+        };
+        assert_eq!(Exit::of(&mounts(VaultError::Forbidden)), Exit::Token);
+        assert_eq!(Exit::of(&mounts(VaultError::Sealed)), Exit::Unreachable);
+        let late = MountError::NotReady {
+            path: "/m".into(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        };
+        assert_eq!(Exit::of(&late), Exit::Timeout);
+    }
+}
