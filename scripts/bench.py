@@ -179,10 +179,10 @@ def is_mounted(path):
 class Mount:
     """A `vaultfs mount --foreground` on a fresh directory: a cold daemon."""
 
-    def __init__(self, a, bao, work, max_requests=None):
+    def __init__(self, a, bao, work, max_requests=None, binary=None):
         self.dir = tempfile.mkdtemp(prefix="mnt-", dir=work)
         env = dict(bao.env, RUST_LOG="warn")
-        cmd = [a.vaultfs, "mount", "--foreground", self.dir,
+        cmd = [binary or a.vaultfs, "mount", "--foreground", self.dir,
                "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg
         self.errf = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
@@ -471,6 +471,55 @@ def run_rtt(a, work, res):
 
 
 SCALE_WALK = "grep -r -- zz-no-such-text-zz {m}"
+BIG_WALK = "find {m} -type f -print0 | xargs -0 -P 8 -n 64 cat"
+
+
+def run_big(a, work, res):
+    """Few folders of thousands of secrets each (the shape where a per-read
+    prefetch bound shows): the cold parallel read on loopback, vaultfs and
+    each --baseline-vaultfs binary back to back, then the floor, per
+    repetition."""
+    bao = Bao(work)
+    res.setdefault("bao_version", bao.version())
+    n = a.big_folders * a.big_per_folder
+    runs = {"vaultfs": [], "floor": [], "hwm_kib": []}
+    bases = {b: [] for b in a.baseline_vaultfs}
+    try:
+        secs = seed(a, bao, a.big_folders, a.big_per_folder)
+        log(f"big: seeded {n} secrets in {secs:.1f}s")
+        for _ in range(a.reps):
+            for binary, times in [(None, runs["vaultfs"])] + list(bases.items()):
+                m = Mount(a, bao, work, binary=binary)
+                try:
+                    times.append(timed(BIG_WALK.format(m=m.dir)))
+                    if binary is None:
+                        runs["hwm_kib"].append(m.hwm_kib())
+                finally:
+                    m.stop()
+            runs["floor"].append(floor(a, bao, "walk", f"--concurrency={a.max_requests}")["secs"])
+            log(f"big: vaultfs {runs['vaultfs'][-1]:.2f}s "
+                + "".join(f"{os.path.basename(os.path.dirname(os.path.dirname(b)))} "
+                          f"{t[-1]:.2f}s " for b, t in bases.items())
+                + f"floor {runs['floor'][-1]:.2f}s")
+    finally:
+        bao.stop()
+    v = runs["vaultfs"]
+    res["big"] = {
+        "folders": a.big_folders, "per_folder": a.big_per_folder, "raw": runs,
+        "vaultfs": med(v), "floor": med(runs["floor"]),
+        "over_floor": med([x / f for x, f in zip(v, runs["floor"])]),
+        "hwm_kib": max(runs["hwm_kib"]),
+        "baselines": [{"binary": b, "label": baseline_label(b), "secs": med(t), "raw": t,
+                       "ratio": med([x / y for x, y in zip(v, t)])} for b, t in bases.items()],
+    }
+
+
+def baseline_label(binary):
+    """What a baseline binary was built from: `git describe` of its tree."""
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
+    r = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or binary
 
 
 def run_scale(a, work, res):
@@ -596,6 +645,7 @@ RTT_TARGET = 1.2  # cold walk / floor at equal concurrency, behind the proxy
 FIRST_CAT_SLACK = 0.005  # first cat ≤ its requests × RTT + this
 SCALE_TARGET = 1.5  # per-secret time and RSS, largest tree / smallest
 SCALE_RSS_MIB = 128  # peak RSS at the largest tree
+BIG_TARGET = 1.0  # big folders: this build / a baseline build, same run
 
 
 def first_cat_bound(r):
@@ -625,6 +675,14 @@ def ratios(res):
                      SCALE_TARGET, "max"))
         rows.append((f"scale: RSS per secret {k}",
                      hi["rss_per_secret"] / max(lo["rss_per_secret"], 1.0), SCALE_TARGET, "max"))
+    big = res.get("big")
+    if big:
+        shape = f"{big['folders']} × {big['per_folder']}"
+        rows.append((f"big folders ({shape}): cold xargs -P 8 cat / floor@{res['max_requests']}",
+                     big["over_floor"], None, "max"))
+        for b in big["baselines"]:
+            rows.append((f"big folders ({shape}): cold xargs -P 8 cat / vaultfs {b['label']}",
+                         b["ratio"], BIG_TARGET, "max"))
     if "paired" not in res:
         return rows
     cold, paired = res["vaultfs_cold"], res["paired"]
@@ -706,6 +764,24 @@ def report_rtt(res, L):
                                  f"({max(x['peak'] for x in v)})")
                 L.append(f"| {k} | " + " | ".join(cells) + " |")
             L.append("")
+
+
+def report_big(res, L):
+    big = res["big"]
+    L.append("## Big folders\n")
+    L.append(f"{big['folders']} folders × {big['per_folder']} secrets (3 keys each), OpenBao "
+             f"on loopback: `{BIG_WALK.format(m='MOUNT')}` on a fresh mount per run, then "
+             "each baseline build on its own fresh mount, then the floor at "
+             f"c={res['max_requests']}; medians of {len(big['raw']['vaultfs'])}. A read "
+             "prefetches at most 1,000 children, so this shape checks that the prefetch "
+             "keeps ahead of a walk past the first 1,000.\n")
+    L.append("| run | s | vaultfs / it |")
+    L.append("|---|---:|---:|")
+    L.append(f"| vaultfs (this build) | {big['vaultfs']:.2f} | |")
+    for b in big["baselines"]:
+        L.append(f"| vaultfs {b['label']} | {b['secs']:.2f} | {b['ratio']:.2f} |")
+    L.append(f"| floor@{res['max_requests']} | {big['floor']:.2f} | {big['over_floor']:.2f} |")
+    L.append(f"\nDaemon peak RSS: {big['hwm_kib'] / 1024:.1f} MiB.\n")
 
 
 def report_scale(res, L):
@@ -795,6 +871,8 @@ def report(a, res, out):
         report_rtt(res, L)
     if res.get("scale"):
         report_scale(res, L)
+    if res.get("big"):
+        report_big(res, L)
     L.append(f"## On loopback ({n} secrets)\n")
     L.append(f"{tr['folders']} folders × {tr['per_folder']} secrets × {tr['keys']} keys of "
              f"{tr['value_bytes']} B = {n} secrets, {n * (tr['keys'] + 2)} files, OpenBao on "
@@ -910,13 +988,13 @@ def chart(res, rows, out):
     return path
 
 
-SUITES = ("loopback", "rtt", "scale")
+SUITES = ("loopback", "rtt", "scale", "big")
 # What each suite puts in the results: kept from the last run when skipped.
 SUITE_KEYS = {"loopback": ("bao_version", "vaultfs_cold", "vaultfs_warm", "raw", "hwm_kib",
                            "floor", "tmpfs", "tmpfs_cpu", "cpu", "paired", "cli_per_secret",
                            "cli_sample", "counts", "idle_hwm_kib", "per_secret_bytes",
                            "n_secrets", "tree"),
-              "rtt": ("rtt", "net_tree"), "scale": ("scale",)}
+              "rtt": ("rtt", "net_tree"), "scale": ("scale",), "big": ("big",)}
 
 
 def scale_chart(res, out):
@@ -996,6 +1074,12 @@ def main():
     p.add_argument("--secrets", default="1000,5000,20000,50000",
                    help="scale suite: tree sizes in secrets (100 per folder)")
     p.add_argument("--scale-reps", type=int, default=2)
+    p.add_argument("--big-folders", type=int, default=10, help="big suite: folders")
+    p.add_argument("--big-per-folder", type=int, default=2000,
+                   help="big suite: secrets per folder")
+    p.add_argument("--baseline-vaultfs", action="append", default=[], metavar="BINARY",
+                   help="big suite: a vaultfs built from another commit (e.g. in a\n"
+                        "`git worktree`), measured right after this one in each run")
     p.add_argument("--seed-conc", type=int, default=32, help="parallel writes when seeding")
     p.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where to write the report")
     p.add_argument("--vaultfs", required=True)
@@ -1015,6 +1099,7 @@ def main():
         a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,32", 1
         a.inflight_rtt = "40ms"
         a.secrets, a.scale_reps = "100,400", 1
+        a.big_folders, a.big_per_folder = 2, 1200
     a.suites = [x for x in a.suites.split(",") if x]
     for x in a.suites:
         if x not in SUITES:
@@ -1053,6 +1138,8 @@ def main():
             run_rtt(a, work, res)
         if "scale" in a.suites:
             run_scale(a, work, res)
+        if "big" in a.suites:
+            run_big(a, work, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_after"] = os.getloadavg()

@@ -20,12 +20,11 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
 use crate::cache::{Answer, CachePolicy};
 use crate::error::{FsError, VaultError};
 use crate::naming;
 use crate::secret::{Secret, SecretFile};
+use crate::slots::Slots;
 use crate::store::{KvMount, SecretStore};
 
 mod answers;
@@ -46,9 +45,11 @@ pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
     answers: Answers<S>,
-    /// Bounds background prefetches (see [`Tree::prefetch_children`]);
-    /// `None` disables them.
-    prefetch: Option<Arc<Semaphore>>,
+    /// The request slots background prefetches take (see
+    /// [`Tree::prefetch_children`]); `None` disables them.
+    prefetch: Option<Arc<Slots>>,
+    /// Where the prefetch of each big directory read last stands.
+    windows: prefetch::Windows,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
     /// collide with another version of the same file.
@@ -62,6 +63,7 @@ impl<S: SecretStore> Tree<S> {
         Tree {
             answers: Answers::new(store, policy),
             prefetch: None,
+            windows: prefetch::Windows::default(),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
             order: RandomState::new(),
@@ -75,12 +77,11 @@ impl<S: SecretStore> Tree<S> {
         self
     }
 
-    /// Let a directory read fetch its children in the background, at most
-    /// `max_requests * 3 / 4` at a time, so a quarter of the request slots
-    /// stay free for what the user asks next. 0 disables prefetching.
-    pub fn with_prefetch(mut self, max_requests: usize) -> Self {
-        self.prefetch =
-            (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
+    /// Let a directory read fetch its children in the background, in the
+    /// request slots `slots` (the store's) that no user request waits for.
+    /// `None` disables prefetching.
+    pub fn with_prefetch(mut self, slots: Option<Arc<Slots>>) -> Self {
+        self.prefetch = slots;
         self
     }
 
@@ -194,7 +195,7 @@ impl<S: SecretStore> Tree<S> {
         })
     }
 
-    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
         match &*node {
@@ -220,7 +221,7 @@ impl<S: SecretStore> Tree<S> {
     }
 
     async fn lookup_in_dir(
-        &self,
+        self: &Arc<Self>,
         mount: &KvMount,
         path: &str,
         seg: &str,
@@ -233,6 +234,7 @@ impl<S: SecretStore> Tree<S> {
             self.is_child_dir(mount, path, seg).await?
         };
         if known == Known::Yes {
+            self.visited(mount, &join(path, seg), true);
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
@@ -367,6 +369,9 @@ impl<S: SecretStore> Tree<S> {
             }
             Node::File { .. } => return Err(FsError::NotDir),
         };
+        if prefetch {
+            self.visited(&mount, &path, true);
+        }
         let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
             self.prefetch_children(&mount, &path, keys);
@@ -391,16 +396,23 @@ impl<S: SecretStore> Tree<S> {
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
     /// prefetch either ([`Tree::to_prefetch`] is empty); `None` otherwise.
     /// Lets walks skip a task per directory.
-    pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
+    pub fn readdir_cached(
+        self: &Arc<Self>,
+        ino: u64,
+        prefetch: bool,
+    ) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
         let answers = self.answers.peek_dir(mount, path)?;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
-            if !self.to_prefetch(mount, path, keys).is_empty() {
+            if self.read_prefetches(mount, path, keys) {
                 return None;
             }
+        }
+        if prefetch && !self.visited(mount, path, false) {
+            return None;
         }
         Some(self.assemble(mount, path, answers))
     }

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::auth::TokenSource;
 use crate::error::VaultError;
 use crate::secret::{Secret, SecretBuf};
+use crate::slots::Slots;
 use crate::store::{KvMount, KvVersion, Metadata, SecretStore};
 use crate::tls::ConfigError;
 
@@ -45,7 +45,8 @@ pub struct VaultClient {
     /// when one is set (see `tls::request_address`).
     base: Url,
     token: Arc<TokenSource>,
-    permits: Semaphore,
+    /// Requests in flight, shared with the tree's prefetch.
+    slots: Arc<Slots>,
     breaker: Breaker,
 }
 
@@ -71,7 +72,7 @@ impl VaultClient {
         Ok(VaultClient {
             http,
             base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
-            permits: Semaphore::new(cfg.max_requests.max(1)),
+            slots: Slots::new(cfg.max_requests),
             breaker: Breaker::default(),
             cfg,
             token,
@@ -84,6 +85,11 @@ impl VaultClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
+    }
+
+    /// The request slots, for background work to take its share of.
+    pub fn slots(&self) -> Arc<Slots> {
+        self.slots.clone()
     }
 
     fn url(&self, path: &str) -> Result<Url, VaultError> {
@@ -101,11 +107,7 @@ impl VaultClient {
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         let deadline = self.cfg.timeout;
         let fut = async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .expect("semaphore never closed");
+            let _permit = self.slots.acquire_for_request().await;
             let mut url = url.clone();
             match query {
                 Query::None => {}
