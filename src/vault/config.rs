@@ -18,9 +18,39 @@ pub struct ClientConfig {
     pub tls: TlsConfig,
     pub max_response_bytes: usize,
     /// Requests in flight at once; the rest wait.
-    pub max_requests: usize,
+    pub max_requests: MaxRequests,
     /// Retries of one request; `None`: as many as fit in its deadline.
     pub max_retries: Option<u32>,
+}
+
+/// `--max-requests`: a fixed number in flight, or `auto` (learnt from
+/// Vault's answers, see `vault::limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxRequests {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::str::FromStr for MaxRequests {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MaxRequests::Auto),
+            n => n
+                .parse()
+                .map(MaxRequests::Fixed)
+                .map_err(|_| format!("{s:?} is neither a number nor 'auto'")),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRequests::Fixed(n) => write!(f, "{n}"),
+            MaxRequests::Auto => f.write_str("auto"),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -84,7 +114,7 @@ mod tests {
             kv_filter: Vec::new(),
             tls: TlsConfig::default(),
             max_response_bytes: 1,
-            max_requests: 1,
+            max_requests: MaxRequests::Fixed(1),
             max_retries: None,
         };
         let d = format!("{cfg:?}");

@@ -18,12 +18,14 @@ use crate::tls::ConfigError;
 
 mod answer;
 mod config;
+mod limit;
 mod request;
 mod retry;
 
 use answer::{not_now, parse_mount, parse_renewal, parse_token_info, status_error};
 pub use answer::{parse_list, parse_metadata, parse_read, TokenInfo, MAX_VAULT_DURATION};
-pub use config::{redact_userinfo, ClientConfig};
+pub use config::{redact_userinfo, ClientConfig, MaxRequests};
+use limit::{Limiter, Outcome, AUTO_CEILING, AUTO_START};
 use request::kv_path;
 pub use request::request_url;
 use retry::{backoff, Breaker};
@@ -47,6 +49,8 @@ pub struct VaultClient {
     token: Arc<TokenSource>,
     /// Requests in flight, shared with the tree's prefetch.
     slots: Arc<Slots>,
+    /// Moves the slots' limit with `--max-requests auto`.
+    limiter: Option<Limiter>,
     breaker: Breaker,
 }
 
@@ -64,6 +68,14 @@ impl VaultClient {
                 .build()
                 .map_err(|e| ConfigError::Client(e.to_string()))
         };
+        let (slots, limiter) = match cfg.max_requests {
+            MaxRequests::Fixed(n) => (Slots::new(n), None),
+            MaxRequests::Auto => {
+                let slots = Slots::new(AUTO_START);
+                let limiter = Limiter::new(slots.clone(), AUTO_START, AUTO_CEILING);
+                (slots, Some(limiter))
+            }
+        };
         // A system CA bundle rustls cannot parse must not stop the mount.
         let http = build(true).or_else(|e| {
             tracing::warn!(error = %e, "ignoring the system CA bundle");
@@ -72,7 +84,8 @@ impl VaultClient {
         Ok(VaultClient {
             http,
             base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
-            slots: Slots::new(cfg.max_requests),
+            slots,
+            limiter,
             breaker: Breaker::default(),
             cfg,
             token,
@@ -132,7 +145,21 @@ impl VaultClient {
             if let Some(ns) = &self.cfg.namespace {
                 req = req.header("X-Vault-Namespace", ns);
             }
-            let mut resp = req.send().await.map_err(classify)?;
+            let (sent, in_flight) = (Instant::now(), self.slots.in_flight().0);
+            let resp = req.send().await.map_err(classify);
+            if let Some(l) = &self.limiter {
+                let outcome = match &resp {
+                    Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Some(Outcome::Overloaded),
+                    Ok(_) => Some(Outcome::Answered),
+                    Err(VaultError::Timeout(_)) => Some(Outcome::TimedOut),
+                    // Refused or reset: says nothing about the load.
+                    Err(_) => None,
+                };
+                if let Some(o) = outcome {
+                    l.sample(sent.elapsed(), in_flight, o);
+                }
+            }
+            let mut resp = resp?;
             let status = resp.status();
             let cap = self.cfg.max_response_bytes;
             let mut body = SecretBuf::with_capacity(body_capacity(resp.content_length(), cap));
@@ -146,7 +173,12 @@ impl VaultClient {
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(VaultError::Timeout(deadline)),
+            Err(_) => {
+                if let Some(l) = &self.limiter {
+                    l.sample(deadline, self.slots.limit(), Outcome::TimedOut);
+                }
+                Err(VaultError::Timeout(deadline))
+            }
         }
     }
 
