@@ -13,6 +13,14 @@
 //!   answers in flight when the first one came say the same thing.
 //! - Between 1 and the ceiling. Retries take a slot like any request, so
 //!   after a cut they wait for the lower limit instead of adding to a burst.
+//! - A 429 also holds every request back for a moment (its `Retry-After`,
+//!   at most [`MAX_PAUSE`]; else [`PAUSE`], doubling with each 429 that
+//!   follows a pause without an answer between, as OpenBao's quotas refuse
+//!   until their interval ends and send no `Retry-After` by default): a
+//!   rate limit is a rate, which
+//!   no concurrency can match on a fast path (one request at a time on
+//!   loopback is 1,000 a second), so without the pause each 429 would only
+//!   make room for the next one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +41,11 @@ const QUEUE_SLACK: Duration = Duration::from_millis(2);
 /// The lowest round trip is forgotten this often (a path that got slower
 /// for good would otherwise read as queueing forever).
 const BASE_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a 429 without `Retry-After` holds requests back.
+pub const PAUSE: Duration = Duration::from_millis(100);
+/// The longest a `Retry-After` is followed.
+pub const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// What one request said about the server's load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +73,10 @@ struct State {
     window_start: Instant,
     /// No second cut before this.
     calm_until: Instant,
+    /// No request goes out before this (after a 429).
+    paused_until: Instant,
+    /// 429s since the last answer, one per pause: the next pause doubles.
+    refusals: u32,
 }
 
 impl Limiter {
@@ -78,8 +95,36 @@ impl Limiter {
                 window_min: None,
                 window_start: now,
                 calm_until: now,
+                paused_until: now,
+                refusals: 0,
             }),
         }
+    }
+
+    /// Waits out a pause a 429 asked for.
+    pub async fn wait_pause(&self) {
+        loop {
+            let until = self.state.lock().expect("limiter lock").paused_until;
+            if Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    /// The server refused a request for its rate: hold every request back
+    /// for `retry_after` (at most [`MAX_PAUSE`]), or when not said for
+    /// [`PAUSE`] doubled per refusal since the last answer.
+    pub fn pause(&self, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let mut s = self.state.lock().expect("limiter lock");
+        // Refusals of requests sent before the pause began are one event.
+        if now < s.paused_until {
+            return;
+        }
+        let backoff = PAUSE * 2u32.saturating_pow(s.refusals.min(8));
+        s.refusals += 1;
+        s.paused_until = now + retry_after.unwrap_or(backoff).min(MAX_PAUSE);
     }
 
     /// A request that was sent with `in_flight` requests in flight (itself
@@ -93,6 +138,7 @@ impl Limiter {
         }
         let base = match outcome {
             Outcome::Answered => {
+                s.refusals = 0;
                 s.window_min = Some(s.window_min.map_or(rtt, |m| m.min(rtt)));
                 let b = s.base.map_or(rtt, |b| b.min(rtt));
                 s.base = Some(b);
@@ -216,6 +262,32 @@ mod tests {
         assert!(late.iter().all(|&l| l <= 60), "{seen:?}");
         let mean = late.iter().sum::<usize>() as f64 / late.len() as f64;
         assert!(mean >= 16.0, "mean limit {mean}: {seen:?}");
+    }
+
+    /// After a 429 no request goes out until the pause it asked for ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_request() {
+        let limiter = Limiter::new(Slots::new(1), 8, 8);
+        let t = Instant::now();
+        limiter.wait_pause().await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        limiter.pause(None);
+        // A refusal of a request sent before the pause: the same event.
+        limiter.pause(None);
+        limiter.wait_pause().await;
+        assert_eq!(t.elapsed(), PAUSE);
+        // Refused again without an answer between: twice as long.
+        limiter.pause(None);
+        limiter.wait_pause().await;
+        assert_eq!(t.elapsed(), PAUSE * 3);
+        limiter.sample(RTT, 1, Outcome::Answered);
+        limiter.pause(None);
+        limiter.wait_pause().await;
+        assert_eq!(t.elapsed(), PAUSE * 4);
+        let t = Instant::now();
+        limiter.pause(Some(Duration::from_secs(60)));
+        limiter.wait_pause().await;
+        assert_eq!(t.elapsed(), MAX_PAUSE);
     }
 
     /// Answers arriving together after one overload cut once, not once each.

@@ -121,6 +121,11 @@ impl VaultClient {
         let deadline = self.cfg.timeout;
         let fut = async {
             let _permit = self.slots.acquire_for_request().await;
+            // After the slot: a request granted one as a pause began waits
+            // it out too.
+            if let Some(l) = &self.limiter {
+                l.wait_pause().await;
+            }
             let mut url = url.clone();
             match query {
                 Query::None => {}
@@ -157,6 +162,10 @@ impl VaultClient {
                 };
                 if let Some(o) = outcome {
                     l.sample(sent.elapsed(), in_flight, o);
+                }
+                match &resp {
+                    Ok(r) if r.status().as_u16() == 429 => l.pause(retry_after(r.headers())),
+                    _ => {}
                 }
             }
             let mut resp = resp?;
@@ -399,6 +408,12 @@ fn classify(e: reqwest::Error) -> VaultError {
     } else {
         VaultError::BadResponse(msg)
     }
+}
+
+/// A `Retry-After` in seconds (the form Vault and OpenBao send).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Most of a response body allocated before its bytes arrive. The server's
