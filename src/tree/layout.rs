@@ -50,7 +50,7 @@ pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
         .filter(|m| m.path.len() <= MAX_PATH && m.path.split('/').all(is_path_segment))
     {
         let rest = if prefix.is_empty() {
-            Some(m.path.as_str())
+            Some(&*m.path)
         } else {
             m.path
                 .strip_prefix(prefix)
@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(root, ["a", "secret", "team"]);
         let team = mount_children(&ms, "team");
         assert_eq!(team.len(), 2);
-        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if mount.path == "team/kv"));
+        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if &*mount.path == "team/kv"));
         assert_eq!(mount_children(&ms, "a")[0].1, Node::Prefix("a/b".into()));
         assert!(mount_children(&ms, "te").is_empty());
     }
