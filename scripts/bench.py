@@ -389,6 +389,15 @@ def seed(a, bao, folders, per_folder):
     return time.perf_counter() - t
 
 
+# `--max-requests auto` is held to the floor at this concurrency.
+AUTO_FLOOR = 64
+
+
+def floor_conc(max_requests):
+    """The floor's concurrency for a --max-requests value."""
+    return AUTO_FLOOR if max_requests == "auto" else int(max_requests)
+
+
 def net_once(a, work, net, proxy, cmd, conc, max_requests=None):
     """One cold run of `cmd` on a fresh mount behind the proxy, then the
     floor at `conc` through the same proxy: (vaultfs, floor) each with its
@@ -454,13 +463,14 @@ def run_rtt(a, work, res):
                     for mr in a.inflight:
                         for name in ("find", "xargs -P 8 cat"):
                             cmd = dict(WORKLOADS)[name]
-                            runs = [net_once(a, work, net, proxy, cmd, mr, mr)
+                            conc = floor_conc(mr)
+                            runs = [net_once(a, work, net, proxy, cmd, conc, mr)
                                     for _ in range(a.inflight_reps)]
                             r["inflight"].setdefault(str(mr), {})[name] = {
                                 "vaultfs": [v for v, _ in runs], "floor": [f for _, f in runs],
                                 "ratio": med([v["secs"] / f["secs"] for v, f in runs])}
                             log(f"rtt {rtt_s} --max-requests {mr} {name}: "
-                                f"{med([v['secs'] for v, _ in runs]):.3f}s floor@{mr} "
+                                f"{med([v['secs'] for v, _ in runs]):.3f}s floor@{conc} "
                                 f"{med([f['secs'] for _, f in runs]):.3f}s")
             finally:
                 proxy.stop()
@@ -498,8 +508,7 @@ def run_big(a, work, res):
                     m.stop()
             runs["floor"].append(floor(a, bao, "walk", f"--concurrency={a.max_requests}")["secs"])
             log(f"big: vaultfs {runs['vaultfs'][-1]:.2f}s "
-                + "".join(f"{os.path.basename(os.path.dirname(os.path.dirname(b)))} "
-                          f"{t[-1]:.2f}s " for b, t in bases.items())
+                + "".join(f"{baseline_label(b)} {t[-1]:.2f}s " for b, t in bases.items())
                 + f"floor {runs['floor'][-1]:.2f}s")
     finally:
         bao.stop()
@@ -641,10 +650,11 @@ def machine():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-RTT_TARGET = 1.2  # cold walk / floor at equal concurrency, behind the proxy
+RTT_TARGET = 1.1  # cold walk / floor at equal concurrency, behind the proxy
+AUTO_TARGET = 1.2  # cold walk with --max-requests auto / floor at AUTO_FLOOR, at 40 ms
 FIRST_CAT_SLACK = 0.005  # first cat ≤ its requests × RTT + this
 SCALE_TARGET = 1.5  # per-secret time and RSS, largest tree / smallest
-SCALE_RSS_MIB = 128  # peak RSS at the largest tree
+SCALE_RSS_MIB = 100  # peak RSS at the largest tree
 BIG_TARGET = 1.0  # big folders: this build / a baseline build, same run
 
 
@@ -660,6 +670,9 @@ def ratios(res):
         for name, w in r["workloads"].items():
             rows.append((f"{rtt_s} RTT: cold {name} / floor@{res['max_requests']}", w["ratio"],
                          RTT_TARGET, "max"))
+        for name, w in r["inflight"].get("auto", {}).items():
+            rows.append((f"{rtt_s} RTT: cold {name}, --max-requests auto / floor@{AUTO_FLOOR}",
+                         w["ratio"], AUTO_TARGET if rtt_s == "40ms" else None, "max"))
         fc = med([x["secs"] for x in r["first_cat"]["vaultfs"]])
         rows.append((f"{rtt_s} RTT: first cat / (requests × RTT + 5 ms)",
                      fc / first_cat_bound(r), 1.0, "max"))
@@ -748,8 +761,8 @@ def report_rtt(res, L):
                  " The floor's serial LIST, LIST, GET from a new process (one new "
                  f"connection): {med(r['first_cat']['floor_one']) * 1000:.1f} ms.\n")
         if r["inflight"]:
-            L.append(f"`--max-requests` tried at {rtt_s} (floor at the same concurrency; "
-                     f"medians of {nt['inflight_reps']}):\n")
+            L.append(f"`--max-requests` tried at {rtt_s} (floor at the same concurrency, "
+                     f"at {AUTO_FLOOR} for `auto`; medians of {nt['inflight_reps']}):\n")
             L.append("| --max-requests | cold `find` s | floor s | ratio | in flight mean "
                      "(peak) | cold `xargs -P 8 cat` s | floor s | ratio | in flight mean "
                      "(peak) |")
@@ -845,8 +858,8 @@ def report(a, res, out):
                  f"(vaultfs {k['rev']})")
     L.append(f"- vaultfs `--max-requests {res['max_requests']}` {' '.join(a.vaultfs_arg)}\n")
     L.append("For each target missed, the measured reason is in "
-             "[performance.md](performance.md) (\"Issue 14's targets at a glance\" for the "
-             "network and scaling rows, \"On loopback\" for the others).\n")
+             "[performance.md](performance.md) (\"Targets at a glance\" for the "
+             "network, scaling and big-folder rows, \"On loopback\" for the others).\n")
     L.append("## Ratios\n")
     L.append("| ratio | value | target |")
     L.append("|---|---:|---|")
@@ -1030,7 +1043,7 @@ def scale_chart(res, out):
     ax2b = ax2.twinx()
     ax2b.plot(n, [r["hwm_kib"] / 1024 for r in sc], "s--", color="#888888", label="peak RSS")
     ax2b.axhline(SCALE_RSS_MIB, color="#888888", linestyle=":", linewidth=1)
-    ax2b.set_ylabel("daemon peak RSS, MiB (dotted: 128)")
+    ax2b.set_ylabel(f"daemon peak RSS, MiB (dotted: {SCALE_RSS_MIB})")
     ax2b.set_ylim(bottom=0)
     ax2.set_xscale("log")
     ax2.set_ylim(bottom=0)
@@ -1067,7 +1080,7 @@ def main():
                    help="rtt suite: round-trip times the latency proxy adds (comma list)")
     p.add_argument("--net-folders", type=int, default=10, help="rtt suite: folders")
     p.add_argument("--net-per-folder", type=int, default=100, help="rtt suite: secrets per folder")
-    p.add_argument("--inflight", default="8,16,32,64",
+    p.add_argument("--inflight", default="8,16,32,64,auto",
                    help="rtt suite: --max-requests values tried (floor at the same concurrency)")
     p.add_argument("--inflight-rtt", default="2ms,40ms", help="RTTs at which --inflight is tried")
     p.add_argument("--inflight-reps", type=int, default=2)
@@ -1096,7 +1109,7 @@ def main():
     if a.smoke or a.quick:
         a.quick = True
         a.folders, a.per_folder, a.reps, a.cli_sample = 3, 5, 1, 2
-        a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,32", 1
+        a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,auto", 1
         a.inflight_rtt = "40ms"
         a.secrets, a.scale_reps = "100,400", 1
         a.big_folders, a.big_per_folder = 2, 1200
@@ -1105,7 +1118,10 @@ def main():
         if x not in SUITES:
             p.error(f"unknown suite {x!r}")
     a.rtt = [x for x in a.rtt.split(",") if x]
-    a.inflight = [int(x) for x in a.inflight.split(",") if x]
+    a.inflight = [x for x in a.inflight.split(",") if x]
+    for x in a.inflight:
+        if x != "auto" and not x.isdigit():
+            p.error(f"--inflight: {x!r} is neither a number nor 'auto'")
     a.inflight_rtt = [x for x in a.inflight_rtt.split(",") if x]
     a.secrets = [int(x) for x in a.secrets.split(",") if x]
     os.makedirs(a.out, exist_ok=True)
@@ -1118,6 +1134,9 @@ def main():
         path, _ = report(a, res, a.out)
         log(f"rewrote {path}")
         return
+    if "loopback" not in a.suites and not os.path.exists(os.path.join(a.out, "benchmarks.json")):
+        p.error(f"without the loopback suite, --out needs an earlier run's benchmarks.json "
+                f"(none in {a.out}): the report takes its other results from there")
     work = tempfile.mkdtemp(prefix="vaultfs-bench-")
     res = {"machine": machine(), "max_requests": a.max_requests, "suites": a.suites,
            "load_before": os.getloadavg()}
