@@ -366,7 +366,9 @@ impl MemoryStore {
         path: &str,
         n: Option<u64>,
     ) -> Option<StoredVersion> {
-        let versions = st.secrets.get(&(mount.path.to_string(), path.to_string()))?;
+        let versions = st
+            .secrets
+            .get(&(mount.path.to_string(), path.to_string()))?;
         match n {
             None => versions.last().cloned(),
             Some(n) => versions

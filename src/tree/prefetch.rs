@@ -281,11 +281,9 @@ mod tests {
         }
     }
 
-    /// A walk of a folder three times the window, in stream order, finds
-    /// every child fetched before it gets there, while the requests made
-    /// never run more than a window ahead of the children visited.
-    #[tokio::test]
-    async fn a_walk_of_a_big_folder_finds_every_child_prefetched() {
+    /// A tree with prefetch whose folder `big` holds [`N`] secrets, the
+    /// folder's inode looked up and no request counted yet.
+    async fn big_folder() -> (Arc<Tree<MemoryStore>>, Arc<MemoryStore>, u64) {
         let tree = tree_of(
             (0..N).map(|i| format!("big/s{i:05}")).collect(),
             Ok(()),
@@ -301,6 +299,15 @@ mod tests {
         let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         let big = tree.lookup(root, b"big").await.unwrap().ino;
         store.clear_calls();
+        (tree, store, big)
+    }
+
+    /// A walk of a folder three times the window, in stream order, finds
+    /// every child fetched before it gets there, while the requests made
+    /// never run more than a window ahead of the children visited.
+    #[tokio::test]
+    async fn a_walk_of_a_big_folder_finds_every_child_prefetched() {
+        let (tree, store, big) = big_folder().await;
         let listing = tree.readdir(big, true).await.unwrap();
         let children: Vec<u64> = listing.after(0).map(|(_, _, e)| e.ino).collect();
         assert_eq!(children.len(), N);
@@ -336,21 +343,7 @@ mod tests {
     /// a user who visits few children of a huge folder costs few requests.
     #[tokio::test]
     async fn visits_bound_the_prefetch_of_a_huge_folder() {
-        let tree = tree_of(
-            (0..N).map(|i| format!("big/s{i:05}")).collect(),
-            Ok(()),
-            100_000,
-            1 << 30,
-        );
-        let tree = Arc::new(
-            Arc::into_inner(tree)
-                .expect("one reference")
-                .with_prefetch(Some(Slots::new(32))),
-        );
-        let store = tree.answers.store.clone();
-        let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
-        let big = tree.lookup(root, b"big").await.unwrap().ino;
-        store.clear_calls();
+        let (tree, store, big) = big_folder().await;
         drop(tree.readdir(big, true).await.unwrap());
         settle(&store).await;
         // Name order: scattered over the stream.
