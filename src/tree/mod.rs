@@ -154,7 +154,7 @@ impl<S: SecretStore> Tree<S> {
     fn file_entry(
         &self,
         mount: &KvMount,
-        secret_path: &str,
+        secret_path: &Arc<str>,
         s: &Arc<Secret>,
         file: SecretFile,
     ) -> Option<Entry> {
@@ -167,11 +167,11 @@ impl<S: SecretStore> Tree<S> {
     }
 
     /// A file of `s` (any answer that renders a secret's files), kept by the
-    /// kernel until `valid_until`.
+    /// kernel until `valid_until`. The files of one secret share its path.
     fn file_entry_until(
         &self,
         mount: &KvMount,
-        secret_path: &str,
+        secret_path: &Arc<str>,
         s: &Arc<Secret>,
         file: SecretFile,
         valid_until: Instant,
@@ -181,7 +181,7 @@ impl<S: SecretStore> Tree<S> {
             ino: self.ino(
                 Node::File {
                     mount: mount.clone(),
-                    secret: secret_path.to_string(),
+                    secret: secret_path.clone(),
                     file,
                     version,
                 },
@@ -256,7 +256,9 @@ impl<S: SecretStore> Tree<S> {
             },
         };
         if let Some(s) = &parent_secret {
-            if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, path, s, f)) {
+            let shared = path.into();
+            if let Some(e) = file_named(s, seg).and_then(|f| self.file_entry(mount, &shared, s, f))
+            {
                 return Ok(e);
             }
             if let Some(e) = self.history_entry(mount, path, s, seg).await? {
@@ -472,6 +474,7 @@ impl<S: SecretStore> Tree<S> {
             }
         }
         if let Some(s) = secret {
+            let shared: Arc<str> = path.as_str().into();
             for f in s.files() {
                 let Some(name) = file_name(&mount, &path, &f) else {
                     continue;
@@ -480,7 +483,7 @@ impl<S: SecretStore> Tree<S> {
                 if out.contains_key(&name) {
                     continue;
                 }
-                if let Some(e) = self.file_entry(&mount, &path, &s, f) {
+                if let Some(e) = self.file_entry(&mount, &shared, &s, f) {
                     out.insert(name, e);
                 }
             }
