@@ -95,6 +95,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn max_requests_is_a_number_or_auto() {
+        assert_eq!("auto".parse(), Ok(MaxRequests::Auto));
+        assert_eq!("0".parse(), Ok(MaxRequests::Fixed(0)));
+        assert_eq!("64".parse(), Ok(MaxRequests::Fixed(64)));
+        for bad in ["", "Auto", "-1", "1.5", "32 "] {
+            assert!(bad.parse::<MaxRequests>().is_err(), "{bad:?}");
+        }
+        assert_eq!(MaxRequests::Auto.to_string(), "auto");
+    }
+
+    #[test]
     fn userinfo_is_redacted() {
         for (given, shown) in [
             ("https://u:p@vault:8200/x", "https://***@vault:8200/x"),
