@@ -179,10 +179,10 @@ def is_mounted(path):
 class Mount:
     """A `vaultfs mount --foreground` on a fresh directory: a cold daemon."""
 
-    def __init__(self, a, bao, work, max_requests=None, extra=()):
+    def __init__(self, a, bao, work, max_requests=None, extra=(), binary=None):
         self.dir = tempfile.mkdtemp(prefix="mnt-", dir=work)
         env = dict(bao.env, RUST_LOG="warn")
-        cmd = [a.vaultfs, "mount", "--foreground", self.dir,
+        cmd = [binary or a.vaultfs, "mount", "--foreground", self.dir,
                "--max-requests", str(max_requests or a.max_requests)] + a.vaultfs_arg + list(extra)
         self.errf = open(self.dir + ".log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
@@ -425,6 +425,15 @@ def seed(a, bao, folders, per_folder):
     return time.perf_counter() - t
 
 
+# `--max-requests auto` is held to the floor at this concurrency.
+AUTO_FLOOR = 64
+
+
+def floor_conc(max_requests):
+    """The floor's concurrency for a --max-requests value."""
+    return AUTO_FLOOR if max_requests == "auto" else int(max_requests)
+
+
 def net_once(a, work, net, proxy, cmd, conc, max_requests=None):
     """One cold run of `cmd` on a fresh mount behind the proxy, then the
     floor at `conc` through the same proxy: (vaultfs, floor) each with its
@@ -490,13 +499,14 @@ def run_rtt(a, work, res):
                     for mr in a.inflight:
                         for name in ("find", "xargs -P 8 cat"):
                             cmd = dict(WORKLOADS)[name]
-                            runs = [net_once(a, work, net, proxy, cmd, mr, mr)
+                            conc = floor_conc(mr)
+                            runs = [net_once(a, work, net, proxy, cmd, conc, mr)
                                     for _ in range(a.inflight_reps)]
                             r["inflight"].setdefault(str(mr), {})[name] = {
                                 "vaultfs": [v for v, _ in runs], "floor": [f for _, f in runs],
                                 "ratio": med([v["secs"] / f["secs"] for v, f in runs])}
                             log(f"rtt {rtt_s} --max-requests {mr} {name}: "
-                                f"{med([v['secs'] for v, _ in runs]):.3f}s floor@{mr} "
+                                f"{med([v['secs'] for v, _ in runs]):.3f}s floor@{conc} "
                                 f"{med([f['secs'] for _, f in runs]):.3f}s")
             finally:
                 proxy.stop()
@@ -507,6 +517,54 @@ def run_rtt(a, work, res):
 
 
 SCALE_WALK = "grep -r -- zz-no-such-text-zz {m}"
+BIG_WALK = "find {m} -type f -print0 | xargs -0 -P 8 -n 64 cat"
+
+
+def run_big(a, work, res):
+    """Few folders of thousands of secrets each (the shape where a per-read
+    prefetch bound shows): the cold parallel read on loopback, vaultfs and
+    each --baseline-vaultfs binary back to back, then the floor, per
+    repetition."""
+    bao = Bao(work)
+    res.setdefault("bao_version", bao.version())
+    n = a.big_folders * a.big_per_folder
+    runs = {"vaultfs": [], "floor": [], "hwm_kib": []}
+    bases = {b: [] for b in a.baseline_vaultfs}
+    try:
+        secs = seed(a, bao, a.big_folders, a.big_per_folder)
+        log(f"big: seeded {n} secrets in {secs:.1f}s")
+        for _ in range(a.reps):
+            for binary, times in [(None, runs["vaultfs"])] + list(bases.items()):
+                m = Mount(a, bao, work, binary=binary)
+                try:
+                    times.append(timed(BIG_WALK.format(m=m.dir)))
+                    if binary is None:
+                        runs["hwm_kib"].append(m.hwm_kib())
+                finally:
+                    m.stop()
+            runs["floor"].append(floor(a, bao, "walk", f"--concurrency={a.max_requests}")["secs"])
+            log(f"big: vaultfs {runs['vaultfs'][-1]:.2f}s "
+                + "".join(f"{baseline_label(b)} {t[-1]:.2f}s " for b, t in bases.items())
+                + f"floor {runs['floor'][-1]:.2f}s")
+    finally:
+        bao.stop()
+    v = runs["vaultfs"]
+    res["big"] = {
+        "folders": a.big_folders, "per_folder": a.big_per_folder, "raw": runs,
+        "vaultfs": med(v), "floor": med(runs["floor"]),
+        "over_floor": med([x / f for x, f in zip(v, runs["floor"])]),
+        "hwm_kib": max(runs["hwm_kib"]),
+        "baselines": [{"binary": b, "label": baseline_label(b), "secs": med(t), "raw": t,
+                       "ratio": med([x / y for x, y in zip(v, t)])} for b, t in bases.items()],
+    }
+
+
+def baseline_label(binary):
+    """What a baseline binary was built from: `git describe` of its tree."""
+    tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
+    r = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or binary
 
 
 def run_scale(a, work, res):
@@ -628,10 +686,12 @@ def machine():
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
-RTT_TARGET = 1.2  # cold walk / floor at equal concurrency, behind the proxy
+RTT_TARGET = 1.1  # cold walk / floor at equal concurrency, behind the proxy
+AUTO_TARGET = 1.2  # cold walk with --max-requests auto / floor at AUTO_FLOOR, at 40 ms
 FIRST_CAT_SLACK = 0.005  # first cat ≤ its requests × RTT + this
 SCALE_TARGET = 1.5  # per-secret time and RSS, largest tree / smallest
-SCALE_RSS_MIB = 128  # peak RSS at the largest tree
+SCALE_RSS_MIB = 100  # peak RSS at the largest tree
+BIG_TARGET = 1.0  # big folders: this build / a baseline build, same run
 
 
 def first_cat_bound(r):
@@ -646,6 +706,9 @@ def ratios(res):
         for name, w in r["workloads"].items():
             rows.append((f"{rtt_s} RTT: cold {name} / floor@{res['max_requests']}", w["ratio"],
                          RTT_TARGET, "max"))
+        for name, w in r["inflight"].get("auto", {}).items():
+            rows.append((f"{rtt_s} RTT: cold {name}, --max-requests auto / floor@{AUTO_FLOOR}",
+                         w["ratio"], AUTO_TARGET if rtt_s == "40ms" else None, "max"))
         fc = med([x["secs"] for x in r["first_cat"]["vaultfs"]])
         rows.append((f"{rtt_s} RTT: first cat / (requests × RTT + 5 ms)",
                      fc / first_cat_bound(r), 1.0, "max"))
@@ -661,6 +724,14 @@ def ratios(res):
                      SCALE_TARGET, "max"))
         rows.append((f"scale: RSS per secret {k}",
                      hi["rss_per_secret"] / max(lo["rss_per_secret"], 1.0), SCALE_TARGET, "max"))
+    big = res.get("big")
+    if big:
+        shape = f"{big['folders']} × {big['per_folder']}"
+        rows.append((f"big folders ({shape}): cold xargs -P 8 cat / floor@{res['max_requests']}",
+                     big["over_floor"], None, "max"))
+        for b in big["baselines"]:
+            rows.append((f"big folders ({shape}): cold xargs -P 8 cat / vaultfs {b['label']}",
+                         b["ratio"], BIG_TARGET, "max"))
     if "paired" not in res:
         return rows
     cold, paired = res["vaultfs_cold"], res["paired"]
@@ -729,8 +800,8 @@ def report_rtt(res, L):
                  " The floor's serial LIST, LIST, GET from a new process (one new "
                  f"connection): {med(r['first_cat']['floor_one']) * 1000:.1f} ms.\n")
         if r["inflight"]:
-            L.append(f"`--max-requests` tried at {rtt_s} (floor at the same concurrency; "
-                     f"medians of {nt['inflight_reps']}):\n")
+            L.append(f"`--max-requests` tried at {rtt_s} (floor at the same concurrency, "
+                     f"at {AUTO_FLOOR} for `auto`; medians of {nt['inflight_reps']}):\n")
             L.append("| --max-requests | cold `find` s | floor s | ratio | in flight mean "
                      "(peak) | cold `xargs -P 8 cat` s | floor s | ratio | in flight mean "
                      "(peak) |")
@@ -745,6 +816,24 @@ def report_rtt(res, L):
                                  f"({max(x['peak'] for x in v)})")
                 L.append(f"| {k} | " + " | ".join(cells) + " |")
             L.append("")
+
+
+def report_big(res, L):
+    big = res["big"]
+    L.append("## Big folders\n")
+    L.append(f"{big['folders']} folders × {big['per_folder']} secrets (3 keys each), OpenBao "
+             f"on loopback: `{BIG_WALK.format(m='MOUNT')}` on a fresh mount per run, then "
+             "each baseline build on its own fresh mount, then the floor at "
+             f"c={res['max_requests']}; medians of {len(big['raw']['vaultfs'])}. A read "
+             "prefetches at most 1,000 children, so this shape checks that the prefetch "
+             "keeps ahead of a walk past the first 1,000.\n")
+    L.append("| run | s | vaultfs / it |")
+    L.append("|---|---:|---:|")
+    L.append(f"| vaultfs (this build) | {big['vaultfs']:.2f} | |")
+    for b in big["baselines"]:
+        L.append(f"| vaultfs {b['label']} | {b['secs']:.2f} | {b['ratio']:.2f} |")
+    L.append(f"| floor@{res['max_requests']} | {big['floor']:.2f} | {big['over_floor']:.2f} |")
+    L.append(f"\nDaemon peak RSS: {big['hwm_kib'] / 1024:.1f} MiB.\n")
 
 
 def report_scale(res, L):
@@ -808,8 +897,8 @@ def report(a, res, out):
                  f"(vaultfs {k['rev']})")
     L.append(f"- vaultfs `--max-requests {res['max_requests']}` {' '.join(a.vaultfs_arg)}\n")
     L.append("For each target missed, the measured reason is in "
-             "[performance.md](performance.md) (\"Issue 14's targets at a glance\" for the "
-             "network and scaling rows, \"On loopback\" for the others).\n")
+             "[performance.md](performance.md) (\"Targets at a glance\" for the "
+             "network, scaling and big-folder rows, \"On loopback\" for the others).\n")
     L.append("## Ratios\n")
     L.append("| ratio | value | target |")
     L.append("|---|---:|---|")
@@ -834,6 +923,8 @@ def report(a, res, out):
         report_rtt(res, L)
     if res.get("scale"):
         report_scale(res, L)
+    if res.get("big"):
+        report_big(res, L)
     L.append(f"## On loopback ({n} secrets)\n")
     L.append(f"{tr['folders']} folders × {tr['per_folder']} secrets × {tr['keys']} keys of "
              f"{tr['value_bytes']} B = {n} secrets, {n * (tr['keys'] + 2)} files, OpenBao on "
@@ -949,13 +1040,13 @@ def chart(res, rows, out):
     return path
 
 
-SUITES = ("loopback", "rtt", "scale")
+SUITES = ("loopback", "rtt", "scale", "big")
 # What each suite puts in the results: kept from the last run when skipped.
 SUITE_KEYS = {"loopback": ("bao_version", "vaultfs_cold", "vaultfs_warm", "raw", "hwm_kib",
                            "floor", "tmpfs", "tmpfs_cpu", "cpu", "paired", "cli_per_secret",
                            "cli_sample", "counts", "idle_hwm_kib", "per_secret_bytes",
                            "n_secrets", "tree"),
-              "rtt": ("rtt", "net_tree"), "scale": ("scale",)}
+              "rtt": ("rtt", "net_tree"), "scale": ("scale",), "big": ("big",)}
 
 
 def scale_chart(res, out):
@@ -991,7 +1082,7 @@ def scale_chart(res, out):
     ax2b = ax2.twinx()
     ax2b.plot(n, [r["hwm_kib"] / 1024 for r in sc], "s--", color="#888888", label="peak RSS")
     ax2b.axhline(SCALE_RSS_MIB, color="#888888", linestyle=":", linewidth=1)
-    ax2b.set_ylabel("daemon peak RSS, MiB (dotted: 128)")
+    ax2b.set_ylabel(f"daemon peak RSS, MiB (dotted: {SCALE_RSS_MIB})")
     ax2b.set_ylim(bottom=0)
     ax2.set_xscale("log")
     ax2.set_ylim(bottom=0)
@@ -1028,13 +1119,19 @@ def main():
                    help="rtt suite: round-trip times the latency proxy adds (comma list)")
     p.add_argument("--net-folders", type=int, default=10, help="rtt suite: folders")
     p.add_argument("--net-per-folder", type=int, default=100, help="rtt suite: secrets per folder")
-    p.add_argument("--inflight", default="8,16,32,64",
+    p.add_argument("--inflight", default="8,16,32,64,auto",
                    help="rtt suite: --max-requests values tried (floor at the same concurrency)")
     p.add_argument("--inflight-rtt", default="2ms,40ms", help="RTTs at which --inflight is tried")
     p.add_argument("--inflight-reps", type=int, default=2)
     p.add_argument("--secrets", default="1000,5000,20000,50000",
                    help="scale suite: tree sizes in secrets (100 per folder)")
     p.add_argument("--scale-reps", type=int, default=2)
+    p.add_argument("--big-folders", type=int, default=10, help="big suite: folders")
+    p.add_argument("--big-per-folder", type=int, default=2000,
+                   help="big suite: secrets per folder")
+    p.add_argument("--baseline-vaultfs", action="append", default=[], metavar="BINARY",
+                   help="big suite: a vaultfs built from another commit (e.g. in a\n"
+                        "`git worktree`), measured right after this one in each run")
     p.add_argument("--seed-conc", type=int, default=32, help="parallel writes when seeding")
     p.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where to write the report")
     p.add_argument("--vaultfs", required=True)
@@ -1051,15 +1148,19 @@ def main():
     if a.smoke or a.quick:
         a.quick = True
         a.folders, a.per_folder, a.reps, a.cli_sample = 3, 5, 1, 2
-        a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,32", 1
+        a.net_folders, a.net_per_folder, a.inflight, a.inflight_reps = 2, 10, "8,auto", 1
         a.inflight_rtt = "40ms"
         a.secrets, a.scale_reps = "100,400", 1
+        a.big_folders, a.big_per_folder = 2, 1200
     a.suites = [x for x in a.suites.split(",") if x]
     for x in a.suites:
         if x not in SUITES:
             p.error(f"unknown suite {x!r}")
     a.rtt = [x for x in a.rtt.split(",") if x]
-    a.inflight = [int(x) for x in a.inflight.split(",") if x]
+    a.inflight = [x for x in a.inflight.split(",") if x]
+    for x in a.inflight:
+        if x != "auto" and not x.isdigit():
+            p.error(f"--inflight: {x!r} is neither a number nor 'auto'")
     a.inflight_rtt = [x for x in a.inflight_rtt.split(",") if x]
     a.secrets = [int(x) for x in a.secrets.split(",") if x]
     os.makedirs(a.out, exist_ok=True)
@@ -1072,6 +1173,9 @@ def main():
         path, _ = report(a, res, a.out)
         log(f"rewrote {path}")
         return
+    if "loopback" not in a.suites and not os.path.exists(os.path.join(a.out, "benchmarks.json")):
+        p.error(f"without the loopback suite, --out needs an earlier run's benchmarks.json "
+                f"(none in {a.out}): the report takes its other results from there")
     work = tempfile.mkdtemp(prefix="vaultfs-bench-")
     res = {"machine": machine(), "max_requests": a.max_requests, "suites": a.suites,
            "load_before": os.getloadavg()}
@@ -1092,6 +1196,8 @@ def main():
             run_rtt(a, work, res)
         if "scale" in a.suites:
             run_scale(a, work, res)
+        if "big" in a.suites:
+            run_big(a, work, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_after"] = os.getloadavg()

@@ -33,6 +33,7 @@ mod renew;
 pub mod secret;
 #[cfg(test)]
 mod semantics_tests;
+pub mod slots;
 pub mod store;
 mod tls;
 pub mod tree;

@@ -55,7 +55,10 @@ fn tree(store: &Arc<MemoryStore>, ttl: Duration, stale_if_error: Duration) -> T 
 
 /// A tree whose directory reads prefetch their children, as the daemon's.
 fn prefetching(store: &Arc<MemoryStore>, ttl: Duration) -> T {
-    Arc::new(Tree::new(store.clone(), policy(ttl, LONG)).with_prefetch(32))
+    Arc::new(
+        Tree::new(store.clone(), policy(ttl, LONG))
+            .with_prefetch(Some(crate::slots::Slots::new(32))),
+    )
 }
 
 /// The Coder module's read-only policy: [`vault`] with every LIST refused.

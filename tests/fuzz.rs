@@ -233,7 +233,7 @@ proptest! {
             max_entries: 1000,
             max_bytes: 1 << 20,
         };
-        let tree = Tree::new(store.clone(), policy);
+        let tree = Arc::new(Tree::new(store.clone(), policy));
         rt.block_on(async {
             let mut ino = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
             for name in &walk {

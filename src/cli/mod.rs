@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::env::{home, Env};
 pub use crate::logging::LogFormat;
 use crate::mountpoint as mount_table;
-use crate::vault::redact_userinfo;
+use crate::vault::{redact_userinfo, MaxRequests};
 
 mod settings;
 
@@ -162,9 +162,12 @@ pub struct MountArgs {
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub stale_if_error: Duration,
 
-    /// Most Vault requests in flight at once; more wait
-    #[arg(long, default_value_t = 32)]
-    pub max_requests: usize,
+    /// Most Vault requests in flight at once; more wait. `auto`: start at 32
+    /// and move between 1 and 256 with Vault's answers (more while the
+    /// round trip stays flat, fewer on 429, 503, timeouts or a rising round
+    /// trip). 0: 1 in flight and no prefetch
+    #[arg(long, default_value = "32")]
+    pub max_requests: MaxRequests,
 
     /// Never use SCAN (OpenBao's recursive list): read every folder with LIST
     #[arg(long)]

@@ -14,7 +14,7 @@ use crate::env::{vault_env, Env};
 use crate::fs::FsOptions;
 use crate::mountpoint::state_dir;
 use crate::tls::TlsConfig;
-use crate::vault::{redact_userinfo, ClientConfig};
+use crate::vault::{redact_userinfo, ClientConfig, MaxRequests};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,8 +31,9 @@ pub struct Settings {
     pub fs: FsOptions,
     pub cache: CachePolicy,
     pub fuse: FuseConfig,
-    /// `--max-requests` as given, for the tree's prefetch budget (0: none).
-    pub prefetch: usize,
+    /// Whether directory reads prefetch their children (`--max-requests 0`
+    /// turns it off).
+    pub prefetch: bool,
     /// Use SCAN (OpenBao's recursive list) where the server has it.
     pub scan: bool,
     /// Lock memory, keeping secrets out of swap.
@@ -104,7 +105,7 @@ impl Settings {
             fs,
             cache,
             fuse: fuse_config(args.allow_other),
-            prefetch: args.max_requests,
+            prefetch: args.max_requests != MaxRequests::Fixed(0),
             scan: !args.no_scan,
             mlock: !args.no_mlock,
             allow_non_empty: args.allow_non_empty,
@@ -257,7 +258,10 @@ impl MountArgs {
                     || vault_env(env, "SKIP_VERIFY").is_some_and(|v| truthy(&v)),
             },
             max_response_bytes: mib(self.max_response_mib),
-            max_requests: self.max_requests.max(1),
+            max_requests: match self.max_requests {
+                MaxRequests::Fixed(n) => MaxRequests::Fixed(n.max(1)),
+                auto => auto,
+            },
             max_retries,
         })
     }
@@ -404,9 +408,9 @@ mod tests {
         );
         assert_eq!(
             (s.client.max_requests, s.client.max_response_bytes),
-            (32, 32 << 20)
+            (MaxRequests::Fixed(32), 32 << 20)
         );
-        assert_eq!(s.prefetch, 32);
+        assert!(s.prefetch);
         assert!(s.scan && s.mlock && !s.foreground);
         assert_eq!(s.wait, Duration::from_secs(30));
         assert_eq!(s.fuse.acl, SessionACL::Owner);
@@ -525,10 +529,10 @@ mod tests {
         assert_eq!((s.cache.max_entries, s.cache.max_bytes), (1, 1 << 20));
         assert_eq!(
             (s.client.max_requests, s.client.max_response_bytes),
-            (1, 1 << 20)
+            (MaxRequests::Fixed(1), 1 << 20)
         );
         // 0 turns prefetch off (Tree::with_prefetch) rather than meaning 1.
-        assert_eq!(s.prefetch, 0);
+        assert!(!s.prefetch);
     }
 
     #[test]

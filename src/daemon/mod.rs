@@ -377,7 +377,7 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
     let tree = Arc::new(
         Tree::new(p.client.clone(), p.settings.cache)
-            .with_prefetch(p.settings.prefetch)
+            .with_prefetch(p.settings.prefetch.then(|| p.client.slots()))
             .with_scan(p.settings.scan),
     );
     let token = rt.block_on(check_vault(&p.client, &tree))?;

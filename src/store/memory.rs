@@ -366,7 +366,9 @@ impl MemoryStore {
         path: &str,
         n: Option<u64>,
     ) -> Option<(u64, StoredVersion)> {
-        let versions = st.secrets.get(&(mount.path.clone(), path.to_string()))?;
+        let versions = st
+            .secrets
+            .get(&(mount.path.to_string(), path.to_string()))?;
         let n = n.unwrap_or(versions.len() as u64);
         let v = versions.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
         Some((n, v.clone()))
@@ -392,7 +394,7 @@ impl SecretStore for MemoryStore {
         self.receive(Op::Mounts, "", "", None).await?;
         let st = self.state();
         let mounts = st.mounts.iter().map(|(path, &version)| KvMount {
-            path: path.clone(),
+            path: path.as_str().into(),
             version,
         });
         Ok(mounts.collect())
@@ -458,7 +460,7 @@ impl SecretStore for MemoryStore {
         self.receive(Op::Metadata, &mount.path, path, None).await?;
         let document = {
             let st = self.state();
-            let key = (mount.path.clone(), path.to_string());
+            let key = (mount.path.to_string(), path.to_string());
             let versions = match (mount.version, st.secrets.get(&key)) {
                 (KvVersion::V2, Some(v)) if !v.is_empty() => v,
                 _ => return Err(VaultError::NotFound),
@@ -564,7 +566,7 @@ mod tests {
     #[tokio::test]
     async fn mounts_are_sorted_with_their_versions() {
         let ms = store().mounts().await.unwrap();
-        let got: Vec<_> = ms.iter().map(|m| (m.path.as_str(), m.version)).collect();
+        let got: Vec<_> = ms.iter().map(|m| (&*m.path, m.version)).collect();
         assert_eq!(got, [("secret", KvVersion::V2), ("team/kv", KvVersion::V1)]);
     }
 

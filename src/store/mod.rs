@@ -18,9 +18,10 @@ pub enum KvVersion {
 }
 
 /// A KV secrets engine mount. `path` has no trailing slash (`secret`, `team/kv`).
+/// Shared, not copied: every inode and cache key of the mount holds one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KvMount {
-    pub path: String,
+    pub path: std::sync::Arc<str>,
     pub version: KvVersion,
 }
 

@@ -52,7 +52,8 @@ impl<S: SecretStore> Tree<S> {
                 let key = (mount.clone(), path.to_string());
                 let until = until_of(&self.answers.metadata, &key, &answer);
                 let document = answer?.document.clone();
-                Ok(self.file_entry_until(mount, path, &document, SecretFile::Json, until))
+                let path = path.into();
+                Ok(self.file_entry_until(mount, &path, &document, SecretFile::Json, until))
             }
             _ => Ok(None),
         }
@@ -87,7 +88,7 @@ impl<S: SecretStore> Tree<S> {
     ) -> Result<Entry, FsError> {
         let (s, until) = self.old_version_until(mount, secret, n).await?;
         let file = file_named(&s, name).ok_or(FsError::NoEntry)?;
-        self.file_entry_until(mount, secret, &s, file, until)
+        self.file_entry_until(mount, &secret.into(), &s, file, until)
             .ok_or(FsError::NoEntry)
     }
 
@@ -122,12 +123,13 @@ impl<S: SecretStore> Tree<S> {
         n: u64,
     ) -> Result<Listing, FsError> {
         let (s, until) = self.old_version_until(mount, secret, n).await?;
+        let shared: Arc<str> = secret.into();
         let entries = s
             .files()
             .into_iter()
             .filter_map(|f| {
                 let name = file_name(mount, secret, &f)?;
-                Some((name, self.file_entry_until(mount, secret, &s, f, until)?))
+                Some((name, self.file_entry_until(mount, &shared, &s, f, until)?))
             })
             .collect();
         Ok(self.listing_of(entries, until))

@@ -42,7 +42,8 @@ pub enum Node {
     /// ever holds that inode's bytes (docs/performance.md).
     File {
         mount: KvMount,
-        secret: String,
+        /// Shared by the secret's files.
+        secret: Arc<str>,
         file: SecretFile,
         version: Version,
     },

@@ -51,7 +51,7 @@ pub fn mount_children(mounts: &[KvMount], prefix: &str) -> Vec<(String, Node)> {
         .filter(|m| m.path.len() <= MAX_PATH && m.path.split('/').all(is_path_segment))
     {
         let rest = if prefix.is_empty() {
-            Some(m.path.as_str())
+            Some(&*m.path)
         } else {
             m.path
                 .strip_prefix(prefix)
@@ -173,7 +173,7 @@ pub(super) fn shown_path(node: &Node, secret: Option<&Secret>) -> String {
     match node {
         Node::Root => String::new(),
         Node::Prefix(p) => p.clone(),
-        Node::Dir { mount, path } if path.is_empty() => mount.path.clone(),
+        Node::Dir { mount, path } if path.is_empty() => mount.path.to_string(),
         Node::Dir { mount, path } => under(mount, path, ""),
         Node::Versions { mount, secret } => under(mount, secret, VERSIONS_DIR),
         Node::AtVersion { mount, secret, n } => {
@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(root, ["a", "secret", "team"]);
         let team = mount_children(&ms, "team");
         assert_eq!(team.len(), 2);
-        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if mount.path == "team/kv"));
+        assert!(matches!(&team[0].1, Node::Dir { mount, .. } if &*mount.path == "team/kv"));
         assert_eq!(mount_children(&ms, "a")[0].1, Node::Prefix("a/b".into()));
         assert!(mount_children(&ms, "te").is_empty());
     }

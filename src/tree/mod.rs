@@ -20,11 +20,10 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
 use crate::cache::{Answer, CachePolicy};
 use crate::error::{FsError, VaultError};
 use crate::secret::{Secret, SecretFile};
+use crate::slots::Slots;
 use crate::store::{KvMount, SecretStore};
 
 mod answers;
@@ -45,9 +44,11 @@ pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
     answers: Answers<S>,
-    /// Bounds background prefetches (see [`Tree::prefetch_children`]);
-    /// `None` disables them.
-    prefetch: Option<Arc<Semaphore>>,
+    /// The request slots background prefetches take (see
+    /// [`Tree::prefetch_children`]); `None` disables them.
+    prefetch: Option<Arc<Slots>>,
+    /// Where the prefetch of each big directory read last stands.
+    windows: prefetch::Windows,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
     /// collide with another version of the same file.
@@ -61,6 +62,7 @@ impl<S: SecretStore> Tree<S> {
         Tree {
             answers: Answers::new(store, policy),
             prefetch: None,
+            windows: prefetch::Windows::default(),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
             order: RandomState::new(),
@@ -74,12 +76,11 @@ impl<S: SecretStore> Tree<S> {
         self
     }
 
-    /// Let a directory read fetch its children in the background, at most
-    /// `max_requests * 3 / 4` at a time, so a quarter of the request slots
-    /// stay free for what the user asks next. 0 disables prefetching.
-    pub fn with_prefetch(mut self, max_requests: usize) -> Self {
-        self.prefetch =
-            (max_requests > 0).then(|| Arc::new(Semaphore::new((max_requests * 3 / 4).max(1))));
+    /// Let a directory read fetch its children in the background, in the
+    /// request slots `slots` (the store's) that no user request waits for.
+    /// `None` disables prefetching.
+    pub fn with_prefetch(mut self, slots: Option<Arc<Slots>>) -> Self {
+        self.prefetch = slots;
         self
     }
 
@@ -160,7 +161,7 @@ impl<S: SecretStore> Tree<S> {
     fn file_entry(
         &self,
         mount: &KvMount,
-        secret_path: &str,
+        secret_path: &Arc<str>,
         s: &Arc<Secret>,
         file: SecretFile,
     ) -> Option<Entry> {
@@ -173,11 +174,11 @@ impl<S: SecretStore> Tree<S> {
     }
 
     /// A file of `s` (any answer that renders a secret's files), kept by the
-    /// kernel until `valid_until`.
+    /// kernel until `valid_until`. The files of one secret share its path.
     fn file_entry_until(
         &self,
         mount: &KvMount,
-        secret_path: &str,
+        secret_path: &Arc<str>,
         s: &Arc<Secret>,
         file: SecretFile,
         valid_until: Instant,
@@ -187,7 +188,7 @@ impl<S: SecretStore> Tree<S> {
             ino: self.ino(
                 Node::File {
                     mount: mount.clone(),
-                    secret: secret_path.to_string(),
+                    secret: secret_path.clone(),
                     file,
                     version,
                 },
@@ -201,7 +202,7 @@ impl<S: SecretStore> Tree<S> {
         })
     }
 
-    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let name = Name::of(name).ok_or(FsError::NoEntry)?;
         match &*node {
@@ -234,7 +235,7 @@ impl<S: SecretStore> Tree<S> {
     }
 
     async fn lookup_in_dir(
-        &self,
+        self: &Arc<Self>,
         mount: &KvMount,
         path: &str,
         name: &Name,
@@ -252,6 +253,7 @@ impl<S: SecretStore> Tree<S> {
             Name::Vault(seg) => seg.as_str(),
         };
         if known == Known::Yes {
+            self.visited(mount, &join(path, seg), true);
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
@@ -273,7 +275,9 @@ impl<S: SecretStore> Tree<S> {
             },
         };
         if let Some(s) = &parent_secret {
-            if let Some(e) = file_named(s, name).and_then(|f| self.file_entry(mount, path, s, f)) {
+            let shared = path.into();
+            if let Some(e) = file_named(s, name).and_then(|f| self.file_entry(mount, &shared, s, f))
+            {
                 return Ok(e);
             }
             if let Name::Own(own) = name {
@@ -388,6 +392,9 @@ impl<S: SecretStore> Tree<S> {
             }
             Node::File { .. } => return Err(FsError::NotDir),
         };
+        if prefetch {
+            self.visited(&mount, &path, true);
+        }
         let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
             self.prefetch_children(&mount, &path, keys);
@@ -412,16 +419,23 @@ impl<S: SecretStore> Tree<S> {
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
     /// prefetch either ([`Tree::to_prefetch`] is empty); `None` otherwise.
     /// Lets walks skip a task per directory.
-    pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
+    pub fn readdir_cached(
+        self: &Arc<Self>,
+        ino: u64,
+        prefetch: bool,
+    ) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
         let answers = self.answers.peek_dir(mount, path)?;
         if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
-            if !self.to_prefetch(mount, path, keys).is_empty() {
+            if self.read_prefetches(mount, path, keys) {
                 return None;
             }
+        }
+        if prefetch && !self.visited(mount, path, false) {
+            return None;
         }
         Some(self.assemble(mount, path, answers))
     }
@@ -481,6 +495,7 @@ impl<S: SecretStore> Tree<S> {
             }
         }
         if let Some(s) = secret {
+            let shared: Arc<str> = path.as_str().into();
             for f in s.files() {
                 let Some(name) = file_name(&mount, &path, &f) else {
                     continue;
@@ -489,7 +504,7 @@ impl<S: SecretStore> Tree<S> {
                 if out.contains_key(&name) {
                     continue;
                 }
-                if let Some(e) = self.file_entry(&mount, &path, &s, f) {
+                if let Some(e) = self.file_entry(&mount, &shared, &s, f) {
                     out.insert(name, e);
                 }
             }

@@ -70,7 +70,7 @@ pub(super) fn parse_mount(path: &str, d: &Value) -> Option<KvMount> {
         _ => KvVersion::V1,
     };
     Some(KvMount {
-        path: path.trim_matches('/').to_string(),
+        path: path.trim_matches('/').into(),
         version,
     })
 }

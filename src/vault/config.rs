@@ -18,9 +18,39 @@ pub struct ClientConfig {
     pub tls: TlsConfig,
     pub max_response_bytes: usize,
     /// Requests in flight at once; the rest wait.
-    pub max_requests: usize,
+    pub max_requests: MaxRequests,
     /// Retries of one request; `None`: as many as fit in its deadline.
     pub max_retries: Option<u32>,
+}
+
+/// `--max-requests`: a fixed number in flight, or `auto` (learnt from
+/// Vault's answers, see `vault::limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxRequests {
+    Fixed(usize),
+    Auto,
+}
+
+impl std::str::FromStr for MaxRequests {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(MaxRequests::Auto),
+            n => n
+                .parse()
+                .map(MaxRequests::Fixed)
+                .map_err(|_| format!("{s:?} is neither a number nor 'auto'")),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxRequests::Fixed(n) => write!(f, "{n}"),
+            MaxRequests::Auto => f.write_str("auto"),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -65,6 +95,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn max_requests_is_a_number_or_auto() {
+        assert_eq!("auto".parse(), Ok(MaxRequests::Auto));
+        assert_eq!("0".parse(), Ok(MaxRequests::Fixed(0)));
+        assert_eq!("64".parse(), Ok(MaxRequests::Fixed(64)));
+        for bad in ["", "Auto", "-1", "1.5", "32 "] {
+            assert!(bad.parse::<MaxRequests>().is_err(), "{bad:?}");
+        }
+        assert_eq!(MaxRequests::Auto.to_string(), "auto");
+    }
+
+    #[test]
     fn userinfo_is_redacted() {
         for (given, shown) in [
             ("https://u:p@vault:8200/x", "https://***@vault:8200/x"),
@@ -84,7 +125,7 @@ mod tests {
             kv_filter: Vec::new(),
             tls: TlsConfig::default(),
             max_response_bytes: 1,
-            max_requests: 1,
+            max_requests: MaxRequests::Fixed(1),
             max_retries: None,
         };
         let d = format!("{cfg:?}");

@@ -6,24 +6,26 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::auth::TokenSource;
 use crate::error::VaultError;
 use crate::secret::{Secret, SecretBuf};
+use crate::slots::Slots;
 use crate::store::{KvMount, KvVersion, Metadata, SecretStore};
 use crate::tls::ConfigError;
 
 mod answer;
 mod config;
+mod limit;
 mod request;
 mod retry;
 
 use answer::{not_now, parse_mount, parse_renewal, parse_token_info, status_error};
 pub use answer::{parse_list, parse_metadata, parse_read, TokenInfo, MAX_VAULT_DURATION};
-pub use config::{redact_userinfo, ClientConfig};
+pub use config::{redact_userinfo, ClientConfig, MaxRequests};
+use limit::{Limiter, Outcome, AUTO_CEILING, AUTO_START};
 use request::kv_path;
 pub use request::request_url;
 use retry::{backoff, Breaker};
@@ -45,7 +47,10 @@ pub struct VaultClient {
     /// when one is set (see `tls::request_address`).
     base: Url,
     token: Arc<TokenSource>,
-    permits: Semaphore,
+    /// Requests in flight, shared with the tree's prefetch.
+    slots: Arc<Slots>,
+    /// Moves the slots' limit with `--max-requests auto`.
+    limiter: Option<Limiter>,
     breaker: Breaker,
 }
 
@@ -63,6 +68,14 @@ impl VaultClient {
                 .build()
                 .map_err(|e| ConfigError::Client(e.to_string()))
         };
+        let (slots, limiter) = match cfg.max_requests {
+            MaxRequests::Fixed(n) => (Slots::new(n), None),
+            MaxRequests::Auto => {
+                let slots = Slots::new(AUTO_START);
+                let limiter = Limiter::new(slots.clone(), AUTO_START, AUTO_CEILING);
+                (slots, Some(limiter))
+            }
+        };
         // A system CA bundle rustls cannot parse must not stop the mount.
         let http = build(true).or_else(|e| {
             tracing::warn!(error = %e, "ignoring the system CA bundle");
@@ -71,7 +84,8 @@ impl VaultClient {
         Ok(VaultClient {
             http,
             base: crate::tls::request_address(&cfg.address, &cfg.tls)?,
-            permits: Semaphore::new(cfg.max_requests.max(1)),
+            slots,
+            limiter,
             breaker: Breaker::default(),
             cfg,
             token,
@@ -84,6 +98,11 @@ impl VaultClient {
 
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
+    }
+
+    /// The request slots, for background work to take its share of.
+    pub fn slots(&self) -> Arc<Slots> {
+        self.slots.clone()
     }
 
     fn url(&self, path: &str) -> Result<Url, VaultError> {
@@ -101,11 +120,12 @@ impl VaultClient {
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), VaultError> {
         let deadline = self.cfg.timeout;
         let fut = async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .expect("semaphore never closed");
+            let _permit = self.slots.acquire_for_request().await;
+            // After the slot: a request granted one as a pause began waits
+            // it out too.
+            if let Some(l) = &self.limiter {
+                l.wait_pause().await;
+            }
             let mut url = url.clone();
             match query {
                 Query::None => {}
@@ -130,7 +150,25 @@ impl VaultClient {
             if let Some(ns) = &self.cfg.namespace {
                 req = req.header("X-Vault-Namespace", ns);
             }
-            let mut resp = req.send().await.map_err(classify)?;
+            let (sent, in_flight) = (Instant::now(), self.slots.in_flight().0);
+            let resp = req.send().await.map_err(classify);
+            if let Some(l) = &self.limiter {
+                let outcome = match &resp {
+                    Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Some(Outcome::Overloaded),
+                    Ok(_) => Some(Outcome::Answered),
+                    Err(VaultError::Timeout(_)) => Some(Outcome::TimedOut),
+                    // Refused or reset: says nothing about the load.
+                    Err(_) => None,
+                };
+                if let Some(o) = outcome {
+                    l.sample(sent.elapsed(), in_flight, o);
+                }
+                match &resp {
+                    Ok(r) if r.status().as_u16() == 429 => l.pause(retry_after(r.headers())),
+                    _ => {}
+                }
+            }
+            let mut resp = resp?;
             let status = resp.status();
             let cap = self.cfg.max_response_bytes;
             let mut body = SecretBuf::with_capacity(body_capacity(resp.content_length(), cap));
@@ -144,7 +182,12 @@ impl VaultClient {
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(VaultError::Timeout(deadline)),
+            Err(_) => {
+                if let Some(l) = &self.limiter {
+                    l.sample(deadline, self.slots.limit(), Outcome::TimedOut);
+                }
+                Err(VaultError::Timeout(deadline))
+            }
         }
     }
 
@@ -369,6 +412,12 @@ fn classify(e: reqwest::Error) -> VaultError {
     } else {
         VaultError::BadResponse(msg)
     }
+}
+
+/// A `Retry-After` in seconds (the form Vault and OpenBao send).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Most of a response body allocated before its bytes arrive. The server's

@@ -155,7 +155,7 @@ mod tests {
         ) {
             let base = Url::parse("http://127.0.0.1:8200/prefix/").unwrap();
             let m = KvMount {
-                path: mount.clone(),
+                path: mount.as_str().into(),
                 version: if v2 { KvVersion::V2 } else { KvVersion::V1 },
             };
             let path = kv_path(&m, section, &segments.join("/"));
