@@ -270,6 +270,33 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         self.evict(&mut inner);
     }
 
+    /// Drop every answer `gone` picks, the stale one a fetch under way
+    /// keeps included: it is asked for again on next use. A fetch under way
+    /// is left to finish.
+    pub fn forget(&self, gone: impl Fn(&Answer<V>) -> bool) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        let Inner { lru, bytes } = &mut *inner;
+        let picked: Vec<K> = lru
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Ready(r) if gone(&r.answer) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        for k in picked {
+            if let Some(Slot::Ready(r)) = lru.pop(&k) {
+                *bytes -= r.weight;
+            }
+        }
+        for (_, s) in lru.iter_mut() {
+            if let Slot::Pending(_, old) = s {
+                if old.as_ref().is_some_and(|r| gone(&r.answer)) {
+                    *bytes -= old.take().map_or(0, |r| r.weight);
+                }
+            }
+        }
+    }
+
     fn evict(&self, inner: &mut Inner<K, V>) {
         while inner.lru.len() > 1
             && (inner.lru.len() > self.policy.max_entries || inner.bytes > self.policy.max_bytes)

@@ -20,6 +20,10 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 /// One line of /proc/self/mountinfo, the fields we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id (first field): unique while the mount exists.
+    pub id: u64,
+    /// The superblock's device (`major:minor`); for FUSE, the connection.
+    pub dev: String,
     pub target: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -62,7 +66,10 @@ fn unescape(s: &str) -> PathBuf {
 
 pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     let (pre, post) = line.split_once(" - ")?;
-    let target = pre.split(' ').nth(4)?;
+    let mut pre = pre.split(' ');
+    let id = pre.next()?.parse().ok()?;
+    let dev = pre.nth(1)?.to_string();
+    let target = pre.nth(1)?;
     let mut post = post.split(' ');
     let fstype = post.next()?.to_string();
     let source = post.next().unwrap_or("").to_string();
@@ -73,6 +80,8 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
         .find_map(|o| o.strip_prefix("user_id="))
         .and_then(|u| u.parse().ok());
     Some(MountEntry {
+        id,
+        dev,
         target: unescape(target),
         fstype,
         source,
@@ -98,6 +107,17 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
         .rev()
         .filter_map(parse_mountinfo_line)
         .find(|e| e.target == path)
+}
+
+/// The mount `entry` as it is now, wherever it is (it may have been moved
+/// by a rename of a directory above it): the same id and device. `None`
+/// once it is unmounted, detached included.
+pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .ok()?
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .find(|e| e.id == entry.id && e.dev == entry.dev)
 }
 
 /// How long a probe of a FUSE mount may take. A stopped or stuck daemon
@@ -216,13 +236,66 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Unmount `path`. `lazy` detaches it even while files are open. Root calls
-/// umount2(2); other users go through the setuid `fusermount3` (or FUSE 2's
-/// `fusermount`).
-pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+/// What [`unmount`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted (or detached) at the path where it was found.
+    Done(PathBuf),
+    /// It was no longer mounted anywhere (unmounted, detached): nothing done.
+    Gone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    /// Another mount now covers ours at its path: unmounting by path would
+    /// remove that one.
+    #[error("{path}: another filesystem ({fstype}) is mounted over it; it is left alone")]
+    Covered { path: PathBuf, fstype: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl UnmountError {
+    pub fn is_busy(&self) -> bool {
+        matches!(self, UnmountError::Io(e) if e.raw_os_error() == Some(libc::EBUSY))
+    }
+}
+
+/// Unmount exactly the mount `mine` (its id and device, as read from the
+/// mount table when it was made or found), wherever it is now, and never
+/// another one at the same path. `lazy` detaches it even while files are
+/// open. Root calls umount2(2); other users go through the setuid
+/// `fusermount3` (or FUSE 2's `fusermount`).
+///
+/// Both unmount by path, so the table is read again right before: the
+/// topmost mount at the path must be ours. What is left is the time between
+/// that read and the unmount call (microseconds), in which only a process
+/// allowed to mount there (root, or this user through fusermount3, which
+/// only unmounts the user's own FUSE mounts) could stack another mount.
+pub fn unmount(mine: &MountEntry, lazy: bool) -> Result<Unmounted, UnmountError> {
+    let Some(now) = find_again(mine) else {
+        return Ok(Unmounted::Gone);
+    };
+    let path = now.target;
+    match mount_at(&path) {
+        Some(top) if top.id == mine.id => {}
+        Some(top) => {
+            return Err(UnmountError::Covered {
+                path,
+                fstype: top.fstype,
+            })
+        }
+        // Unmounted between the two reads.
+        None => return Ok(Unmounted::Gone),
+    }
+    unmount_path(&path, lazy)?;
+    Ok(Unmounted::Done(path))
+}
+
+fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
         let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: `c` is a valid C string.
         if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
             return Ok(());
@@ -451,6 +524,7 @@ mod tests {
         let l =
             "36 35 0:45 / /home/me/my\\040secrets rw,nosuid - fuse.vaultfs vaultfs rw,user_id=1000";
         let e = parse_mountinfo_line(l).unwrap();
+        assert_eq!((e.id, e.dev.as_str()), (36, "0:45"));
         assert_eq!(e.target, PathBuf::from("/home/me/my secrets"));
         assert!(e.is_vaultfs() && e.is_fuse());
         let root = "40 1 0:50 / /mnt/s rw - fuse vaultfs rw,user_id=0";

@@ -43,6 +43,18 @@ pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 
+/// What Vault said about a name as a child folder ([`Tree::is_child_dir`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    /// Listed by its parent, a readable secret, or a folder with entries.
+    Yes,
+    No,
+    /// No secret of that name (404), and its own LIST refused.
+    Unlisted,
+    /// Every question refused (403).
+    Refused,
+}
+
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
     answers: Answers<S>,
@@ -194,6 +206,18 @@ impl<S: SecretStore> Tree<S> {
         })
     }
 
+    /// SIGHUP: drop every cached answer; the next access asks Vault.
+    pub fn forget_answers(&self) {
+        self.answers.forget(|_| true);
+    }
+
+    /// The token changed: drop the refusals (403) the old one got, which
+    /// the new one may not get.
+    pub fn forget_refused(&self) {
+        self.answers
+            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
+    }
+
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
@@ -228,11 +252,11 @@ impl<S: SecretStore> Tree<S> {
         // Not a folder we would show (see MAX_PATH); may still be a key.
         let too_deep = join(path, seg).len() > MAX_PATH;
         let known = if !is_path_segment(seg) || too_deep {
-            Known::No
+            Child::No
         } else {
             self.is_child_dir(mount, path, seg).await?
         };
-        if known == Known::Yes {
+        if known == Child::Yes {
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
@@ -262,14 +286,18 @@ impl<S: SecretStore> Tree<S> {
             }
         }
         match known {
-            // Vault would not say whether this is a folder. Inside a plain
-            // folder, assume it is one, so a read-only token can still walk to
-            // secrets it knows the path of; inside a secret, the name is far
-            // more likely a key that does not exist.
-            Known::Untold if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
+            // Vault would not list this folder, but read there and found no
+            // secret of that name. Inside a plain folder, take it for a
+            // folder, so a read-only token can still walk to secrets it knows
+            // the path of; inside a secret, the name is far more likely a key
+            // that does not exist.
+            Child::Unlisted if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
             })),
+            // Vault refused every question (an expired token): nothing says
+            // it is a folder, so it is not shown as one.
+            Child::Refused if parent_secret.is_none() => Err(VaultError::Forbidden.into()),
             _ if too_deep => Err(FsError::PathTooLong),
             // The keys of a secret we may not read: say so, not "no such file".
             _ if secret_denied => Err(VaultError::Forbidden.into()),
@@ -280,31 +308,35 @@ impl<S: SecretStore> Tree<S> {
     /// Is `seg` a child folder or secret of `path`? Answered from the parent's
     /// LIST when the token may list; otherwise by asking for the child itself,
     /// so that read-only tokens can still walk to what they know the name of.
-    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
+    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Child, FsError> {
         // A secret that is not also a folder has no children: LISTing it
         // would cost a request per lookup only to hear 404.
         if self.answers.facts(mount, path).await.folder == Known::No {
-            return Ok(Known::No);
+            return Ok(Child::No);
         }
         match self.answers.listing(mount, path).await {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
-                return Ok(if hit { Known::Yes } else { Known::No });
+                return Ok(if hit { Child::Yes } else { Child::No });
             }
-            Err(VaultError::NotFound) => return Ok(Known::No),
+            Err(VaultError::NotFound) => return Ok(Child::No),
             Err(VaultError::Forbidden) => {}
             Err(e) => return Err(e.into()),
         }
         let child = join(path, seg);
-        match self.answers.secret(mount, &child).await {
-            Ok(_) => return Ok(Known::Yes),
-            Err(VaultError::NotFound | VaultError::Forbidden) => {}
+        // 404 means the token may read there (else 403): a folder is then
+        // plausible. A 403 tells nothing, an expired token included.
+        let read_there = match self.answers.secret(mount, &child).await {
+            Ok(_) => return Ok(Child::Yes),
+            Err(VaultError::NotFound) => true,
+            Err(VaultError::Forbidden) => false,
             Err(e) => return Err(e.into()),
-        }
+        };
         match self.answers.listing(mount, &child).await {
-            Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
-            Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
-            Err(VaultError::Forbidden) => Ok(Known::Untold),
+            Ok(keys) if !keys.is_empty() => Ok(Child::Yes),
+            Ok(_) | Err(VaultError::NotFound) => Ok(Child::No),
+            Err(VaultError::Forbidden) if read_there => Ok(Child::Unlisted),
+            Err(VaultError::Forbidden) => Ok(Child::Refused),
             Err(e) => Err(e.into()),
         }
     }
