@@ -220,6 +220,7 @@ fn serve(
     let serving = session
         .spawn()
         .map_err(|e| MountError::Other(format!("cannot start the FUSE session: {e}")))?;
+    let notifier = serving.notifier();
     let session_thread = without_unmount_by_path(serving);
     let Some(mine) = mine else {
         return Err(MountError::Mountpoint {
@@ -232,6 +233,10 @@ fn serve(
         .on("cached answers dropped", {
             let tree = tree.clone();
             move || tree.forget_answers()
+        })
+        .on("the kernel's cached names, attributes and pages dropped", {
+            let tree = tree.clone();
+            move || invalidate_kernel(&tree, &notifier)
         })
         .on("log file reopened", || {
             if !logging::reopen() {
@@ -279,6 +284,20 @@ fn serve(
     ended.map_err(|e| MountError::Other(format!("FUSE session ended with an error: {e}")))?;
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Make the kernel ask again for everything it may hold: attributes and
+/// listings of directories, and file names (a file inode is one version of
+/// a file: the name leads to the current one). Errors are per entry and
+/// expected (ENOENT: the kernel no longer holds it).
+fn invalidate_kernel(tree: &Tree<VaultClient>, notifier: &fuser::Notifier) {
+    let (dirs, names) = tree.kernel_held();
+    for ino in dirs {
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+    }
+    for (parent, name) in names {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(&name));
+    }
 }
 
 /// The topmost mount at `mp`, if it is a vaultfs mount: ours, just made.

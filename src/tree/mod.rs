@@ -211,6 +211,38 @@ impl<S: SecretStore> Tree<S> {
         self.answers.forget(|_| true);
     }
 
+    /// What the kernel may hold that a new answer could change: every
+    /// directory inode (its attributes and listing), and each current file's
+    /// name as (its directory's inode, name). A file inode is one version of
+    /// a file, so its name, not the inode, must be looked up again. Files of
+    /// `.versions/<n>` are left out: an old version never changes.
+    pub fn kernel_held(&self) -> (Vec<u64>, Vec<(u64, String)>) {
+        let inodes = self.inodes.lock().expect("inode lock");
+        let (mut dirs, mut names) = (Vec::new(), Vec::new());
+        for (ino, node) in inodes.all() {
+            match node {
+                Node::File {
+                    mount,
+                    secret,
+                    file,
+                    ..
+                } => {
+                    let dir = Node::Dir {
+                        mount: mount.clone(),
+                        path: secret.clone(),
+                    };
+                    if let (Some(parent), Some(name)) =
+                        (inodes.ino_of(&dir), file_name(mount, secret, file))
+                    {
+                        names.push((parent, name));
+                    }
+                }
+                _ => dirs.push(ino),
+            }
+        }
+        (dirs, names)
+    }
+
     /// The token changed: drop the refusals (403) the old one got, which
     /// the new one may not get.
     pub fn forget_refused(&self) {
