@@ -252,7 +252,6 @@ fn serve(
             unmount_own(&mine);
         });
     }
-    forget_refused_on_new_token(&p.client, &tree, rt.handle());
     crate::renew::spawn(p.client.clone(), token, rt.handle());
     // The session must run for the root to be listed: check from a thread
     // of our own while it serves.
@@ -323,24 +322,6 @@ fn without_unmount_by_path(
     // SAFETY: the join handle is moved out exactly once, and `serving` is
     // never used or dropped after: nothing else reads the moved-out field.
     unsafe { std::ptr::read(&serving.guard) }
-}
-
-/// When the token changes (its file re-read after `vault login` or Vault
-/// Agent, or a renewal that replaced it), the refusals the old token got
-/// are dropped at once, so nothing refused under it is served from the cache.
-fn forget_refused_on_new_token(
-    client: &Arc<VaultClient>,
-    tree: &Arc<Tree<VaultClient>>,
-    rt: &tokio::runtime::Handle,
-) {
-    let mut changes = client.token().subscribe();
-    let tree = tree.clone();
-    rt.spawn(async move {
-        while changes.changed().await.is_ok() {
-            tree.forget_refused();
-            tracing::info!("new token: answers refused under the old one dropped");
-        }
-    });
 }
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the

@@ -17,6 +17,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -67,6 +68,9 @@ pub struct Tree<S> {
     hasher: RandomState,
     /// Keys the directory order (see [`Tree::cookie`]).
     order: RandomState,
+    /// The store's credentials when last seen after a refusal (see
+    /// [`Tree::refused_before_new_credentials`]).
+    credentials: AtomicU64,
 }
 
 impl<S: SecretStore> Tree<S> {
@@ -77,6 +81,7 @@ impl<S: SecretStore> Tree<S> {
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
             order: RandomState::new(),
+            credentials: AtomicU64::new(0),
         }
     }
 
@@ -250,7 +255,31 @@ impl<S: SecretStore> Tree<S> {
             .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
     }
 
+    /// Whether `r` is a refusal that the credentials changed since (a token
+    /// file re-read after `vault login` or by Vault Agent): the refusals
+    /// are then dropped, and the question is worth asking again.
+    fn refused_before_new_credentials<T>(&self, r: &Result<T, FsError>) -> bool {
+        if !matches!(r, Err(FsError::Vault(VaultError::Forbidden))) {
+            return false;
+        }
+        let now = self.answers.store.credentials();
+        if self.credentials.swap(now, Ordering::Relaxed) == now {
+            return false;
+        }
+        self.forget_refused();
+        tracing::info!("new token: answers refused under the old one dropped");
+        true
+    }
+
     pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+        let r = self.lookup_once(parent, name).await;
+        if self.refused_before_new_credentials(&r) {
+            return self.lookup_once(parent, name).await;
+        }
+        r
+    }
+
+    async fn lookup_once(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let seg = naming::decode(name).ok_or(FsError::NoEntry)?;
         match &*node {
@@ -406,6 +435,14 @@ impl<S: SecretStore> Tree<S> {
     /// With `prefetch`, its children are fetched in the background (see
     /// [`Tree::prefetch_children`]): for the start of a directory stream.
     pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
+        let r = self.readdir_once(ino, prefetch).await;
+        if self.refused_before_new_credentials(&r) {
+            return self.readdir_once(ino, prefetch).await;
+        }
+        r
+    }
+
+    async fn readdir_once(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
         let (mount, path) = match &*node {
             Node::Root | Node::Prefix(_) => {
@@ -466,7 +503,12 @@ impl<S: SecretStore> Tree<S> {
                 return None;
             }
         }
-        Some(self.assemble(mount, path, answers))
+        let r = self.assemble(mount, path, answers);
+        // Refused under an old token: ask again (through `readdir`).
+        if self.refused_before_new_credentials(&r) {
+            return None;
+        }
+        Some(r)
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {
