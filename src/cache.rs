@@ -376,6 +376,37 @@ mod tests {
         }
     }
 
+    /// `forget` drops exactly what it picks, and frees its bytes.
+    #[tokio::test]
+    async fn forget_drops_the_picked_answers_only() {
+        let cache = Cache::<u32, Val>::new(policy(60_000));
+        let calls = AtomicUsize::new(0);
+        let fetch = |k: u32| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match k {
+                    1 => Ok(Val(100)),
+                    2 => Err(VaultError::Forbidden),
+                    _ => Err(VaultError::NotFound),
+                }
+            }
+        };
+        for k in [1, 2, 3] {
+            let _ = cache.get(&k, || fetch(k)).await;
+        }
+        let (_, bytes) = cache.usage();
+        cache.forget(|a| matches!(a, Err(VaultError::Forbidden)));
+        assert_eq!(cache.usage().0, 2);
+        assert!(cache.usage().1 < bytes);
+        for k in [1, 2, 3] {
+            let _ = cache.get(&k, || fetch(k)).await;
+        }
+        // Only the refused one was asked again.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        cache.forget(|_| true);
+        assert_eq!(cache.usage(), (0, 0));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_misses_fetch_once() {
         let cache = Arc::new(Cache::<u32, Val>::new(policy(60_000)));
