@@ -183,3 +183,53 @@ fn help_and_man_page_name_the_signals() {
         "{page}"
     );
 }
+
+/// While the daemon waits for Vault before mounting, SIGHUP does not kill
+/// it and SIGTERM ends it at once, each with a log line.
+#[test]
+fn signals_during_start_up() {
+    // A "Vault" that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        for c in silent.incoming().take(8) {
+            kept.push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mp = dir.path().join("mnt");
+    let mut cmd = vaultfs_cmd_at(&addr, ROOT_TOKEN);
+    cmd.args(["mount", "--foreground"])
+        .arg(&mp)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = spawn_kept(cmd);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    std::thread::sleep(Duration::from_millis(500));
+    kill(child.id(), libc::SIGHUP);
+    wait_until("the SIGHUP line", Duration::from_secs(5), || {
+        text().contains("SIGHUP")
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended it: {}",
+        text()
+    );
+    kill(child.id(), libc::SIGTERM);
+    let mut status = None;
+    wait_until("exit on SIGTERM", Duration::from_secs(3), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success());
+    assert!(
+        text().contains("signal received before mounting"),
+        "{}",
+        text()
+    );
+    assert!(!is_mounted(&mp));
+    drop(held);
+}

@@ -196,10 +196,12 @@ fn serve(
     token: TokenInfo,
     rt: &tokio::runtime::Runtime,
     reporter: &mut Reporter,
-    signals: Signals,
+    life: &Life,
+    reload: &Reload,
 ) -> Result<(), MountError> {
     let mp = &p.settings.mountpoint;
     let fs = VaultFs::new(tree.clone(), rt.handle().clone(), p.settings.fs.clone());
+    life.mounting();
     let session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| {
         let hint = if !Path::new("/dev/fuse").exists() {
             " (no /dev/fuse: FUSE is not available here)"
@@ -229,29 +231,11 @@ fn serve(
         });
     };
     tracing::debug!(mount_id = mine.id, dev = %mine.dev, "mounted");
-    let reload = Reload::default()
-        .on("cached answers dropped", {
-            let tree = tree.clone();
-            move || tree.forget_answers()
-        })
-        .on("the kernel's cached names, attributes and pages dropped", {
-            let tree = tree.clone();
-            move || invalidate_kernel(&tree, &notifier)
-        })
-        .on("log file reopened", || {
-            if !logging::reopen() {
-                tracing::warn!("cannot reopen the log file: writing on in the old one");
-            }
-        });
-    {
-        let mine = mine.clone();
-        rt.spawn(async move {
-            let name = signals.serve(reload).await;
-            tracing::info!(signal = %name, "signal received: unmounting");
-            let _ = readiness::sd_notify(&env::process, "STOPPING=1");
-            unmount_own(&mine);
-        });
-    }
+    reload.on("the kernel's cached names, attributes and pages dropped", {
+        let tree = tree.clone();
+        move || invalidate_kernel(&tree, &notifier)
+    });
+    life.mounted(mine.clone());
     crate::renew::spawn(p.client.clone(), token, rt.handle());
     // The session must run for the root to be listed: check from a thread
     // of our own while it serves.
@@ -441,8 +425,86 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
             .with_prefetch(p.settings.prefetch)
             .with_scan(p.settings.scan),
     );
+    let reload = Arc::new(Reload::default());
+    reload.on("cached answers dropped", {
+        let tree = tree.clone();
+        move || tree.forget_answers()
+    });
+    reload.on("log file reopened", || {
+        if !logging::reopen() {
+            tracing::warn!("cannot reopen the log file: writing on in the old one");
+        }
+    });
+    let life = Arc::new(Life::default());
+    {
+        let (reload, life) = (reload.clone(), life.clone());
+        rt.spawn(async move {
+            let name = signals.serve(&reload).await;
+            life.stop(&name);
+        });
+    }
     let token = rt.block_on(check_vault(&p.client, &tree))?;
-    serve(p, tree, token, &rt, reporter, signals)
+    serve(p, tree, token, &rt, reporter, &life, &reload)
+}
+
+/// How far the daemon got, for a stopping signal: before the mount is made
+/// it just exits; while it is being made the stop waits for it; after, the
+/// mount is unmounted (only ours, [`unmount_own`]).
+#[derive(Default)]
+struct Life(std::sync::Mutex<Phase>);
+
+#[derive(Default)]
+enum Phase {
+    #[default]
+    Starting,
+    /// Mounting; `Some`: a stopping signal (its name) came meanwhile.
+    Mounting(Option<String>),
+    Mounted(mountpoint::MountEntry),
+}
+
+impl Life {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mounting(&self) {
+        let mut phase = self.lock();
+        if let Phase::Starting = *phase {
+            *phase = Phase::Mounting(None);
+        }
+    }
+
+    fn mounted(&self, mine: mountpoint::MountEntry) {
+        let pending = match std::mem::replace(&mut *self.lock(), Phase::Mounted(mine.clone())) {
+            Phase::Mounting(pending) => pending,
+            _ => None,
+        };
+        if let Some(name) = pending {
+            Self::unmount(&name, &mine);
+        }
+    }
+
+    fn stop(&self, name: &str) {
+        let mut phase = self.lock();
+        match &mut *phase {
+            Phase::Starting => {
+                tracing::info!(signal = %name, "signal received before mounting: exiting");
+                std::process::exit(0);
+            }
+            Phase::Mounting(pending) => *pending = Some(name.to_string()),
+            Phase::Mounted(mine) => {
+                let mine = mine.clone();
+                drop(phase);
+                Self::unmount(name, &mine);
+            }
+        }
+    }
+
+    fn unmount(name: &str, mine: &mountpoint::MountEntry) {
+        tracing::info!(signal = %name, "signal received: unmounting");
+        let _ = readiness::sd_notify(&env::process, "STOPPING=1");
+        unmount_own(mine);
+    }
 }
 
 /// `vaultfs mount`.

@@ -62,21 +62,26 @@ pub fn handled() -> Vec<(libc::c_int, String, Action)> {
 /// What SIGHUP runs, in order. Each action is named for the log line. The
 /// daemon adds its cache drop and the log reopen; anything else that holds
 /// a file by name (an audit log) adds its reopen with [`Reload::on`].
+/// Actions may be added while signals are already served (those that need
+/// the mount are added once it exists).
 #[derive(Default)]
 pub struct Reload {
-    actions: Vec<(&'static str, ReloadAction)>,
+    actions: std::sync::Mutex<Vec<(&'static str, ReloadAction)>>,
 }
 
 type ReloadAction = Box<dyn Fn() + Send + Sync>;
 
 impl Reload {
-    pub fn on(mut self, what: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
-        self.actions.push((what, Box::new(f)));
-        self
+    pub fn on(&self, what: &'static str, f: impl Fn() + Send + Sync + 'static) {
+        self.actions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((what, Box::new(f)));
     }
 
     fn run(&self) {
-        for (what, f) in &self.actions {
+        let actions = self.actions.lock().unwrap_or_else(|e| e.into_inner());
+        for (what, f) in actions.iter() {
             f();
             tracing::info!("SIGHUP: {what}");
         }
@@ -111,7 +116,7 @@ impl Signals {
     }
 
     /// Act on signals until one says stop; returns its name.
-    pub async fn serve(mut self, reload: Reload) -> String {
+    pub async fn serve(mut self, reload: &Reload) -> String {
         while let Some(i) = self.rx.recv().await {
             let (n, name, action) = &self.table[i];
             match action {
