@@ -56,11 +56,21 @@ fn a_token_file_that_is_not_a_regular_file_is_refused_at_mount_at_once() {
     mkfifo(&fifo);
     let dir = h.path().join("adir");
     std::fs::create_dir(&dir).unwrap();
+    // Run as root: a token file other users may write, or another user's.
+    use std::os::unix::fs::PermissionsExt;
+    let open = h.path().join("open");
+    std::fs::write(&open, ROOT_TOKEN).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let theirs = h.path().join("theirs");
+    std::fs::write(&theirs, ROOT_TOKEN).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
     let mp = h.path().join("mnt");
     for (file, kind) in [
         (fifo.as_path(), "FIFO"),
         (Path::new("/dev/zero"), "character device"),
         (dir.as_path(), "directory"),
+        (open.as_path(), "writable by other users (mode 0622)"),
+        (theirs.as_path(), "belongs to uid 65534"),
     ] {
         let started = Instant::now();
         let o = run(
