@@ -54,7 +54,7 @@ pub enum TokenError {
     },
     #[error("token file {0} is empty")]
     Empty(PathBuf),
-    #[error("token file {path} is {kind}, not a regular file")]
+    #[error("cannot read token file {path}: it is {kind}, not a regular file")]
     NotRegular { path: PathBuf, kind: &'static str },
     #[error("token file {0} is larger than 64 KiB: not a token")]
     TooLarge(PathBuf),

@@ -284,9 +284,16 @@ fn invalidate_kernel(tree: &Tree<VaultClient>, notifier: &fuser::Notifier) {
 }
 
 /// The topmost mount at `mp`, if it is a vaultfs mount: ours, just made.
+/// Looked for a few times before giving up, since giving up leaves a mount
+/// that only the next `mount` or `unmount` of the path removes.
 fn own_entry(mp: &Path) -> Option<mountpoint::MountEntry> {
     let at = |p: &Path| mountpoint::mount_at(p).filter(|e| e.is_vaultfs());
-    at(mp).or_else(|| mp.canonicalize().ok().and_then(|c| at(&c)))
+    (0..5).find_map(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        at(mp).or_else(|| mp.canonicalize().ok().and_then(|c| at(&c)))
+    })
 }
 
 /// The session's thread, with fuser's unmount-on-drop disarmed.
