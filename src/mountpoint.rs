@@ -536,6 +536,24 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_is_found_again_by_id_and_device_only() {
+        let root = mount_at(Path::new("/")).expect("/ is mounted");
+        assert_eq!(find_again(&root), Some(root.clone()));
+        // The same id with another device is another mount (ids are reused).
+        let other = MountEntry {
+            dev: "999:999".into(),
+            ..root.clone()
+        };
+        assert_eq!(find_again(&other), None);
+        // Not in the table: nothing is unmounted, whatever its path.
+        let gone = MountEntry {
+            id: u64::MAX,
+            ..root
+        };
+        assert_eq!(unmount(&gone, false).unwrap(), Unmounted::Gone);
+    }
+
+    #[test]
     fn pid_file_names_are_unique_and_flat() {
         assert_eq!(
             pid_file_name(Path::new("/home/me/secrets")),
