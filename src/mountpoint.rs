@@ -45,8 +45,7 @@ impl MountEntry {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 /// (By hand: no kept crate reads mountinfo; procfs would be a new dependency.)
-fn unescape(s: &str) -> PathBuf {
-    let b = s.as_bytes();
+fn unescape(b: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -65,58 +64,63 @@ fn unescape(s: &str) -> PathBuf {
 }
 
 pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let (pre, post) = line.split_once(" - ")?;
-    let mut pre = pre.split(' ');
-    let id = pre.next()?.parse().ok()?;
-    let dev = pre.nth(1)?.to_string();
-    let target = pre.nth(1)?;
-    let mut post = post.split(' ');
-    let fstype = post.next()?.to_string();
-    let source = post.next().unwrap_or("").to_string();
+    parse_line(line.as_bytes())
+}
+
+/// One line, as bytes: a mount point's name need not be UTF-8 (only space,
+/// tab, newline and backslash are escaped); every other field used is ASCII.
+fn parse_line(line: &[u8]) -> Option<MountEntry> {
+    let at = line.windows(3).position(|w| w == b" - ")?;
+    let text = |f: &[u8]| std::str::from_utf8(f).ok().map(str::to_string);
+    let mut pre = line[..at].split(|&b| b == b' ');
+    let id = text(pre.next()?)?.parse().ok()?;
+    let dev = text(pre.nth(1)?)?;
+    let target = unescape(pre.nth(1)?);
+    let mut post = line[at + 3..].split(|&b| b == b' ');
+    let fstype = text(post.next()?)?;
+    let source = post.next().and_then(text).unwrap_or_default();
     let owner = post
         .next()
-        .unwrap_or("")
+        .and_then(text)
+        .unwrap_or_default()
         .split(',')
-        .find_map(|o| o.strip_prefix("user_id="))
-        .and_then(|u| u.parse().ok());
+        .find_map(|o| o.strip_prefix("user_id=").and_then(|u| u.parse().ok()));
     Some(MountEntry {
         id,
         dev,
-        target: unescape(target),
+        target,
         fstype,
         source,
         owner,
     })
 }
 
+/// Every mount in this mount namespace, in mount order. Read as bytes: one
+/// mount point whose name is not UTF-8 must not hide all the others.
+pub fn table() -> Vec<MountEntry> {
+    fs::read("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(parse_line)
+        .collect()
+}
+
 /// Every vaultfs mount in this mount namespace, in mount order.
 pub fn vaultfs_mounts() -> Vec<MountEntry> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(parse_mountinfo_line)
-        .filter(MountEntry::is_vaultfs)
-        .collect()
+    table().into_iter().filter(MountEntry::is_vaultfs).collect()
 }
 
 /// The topmost mount at exactly `path` (later lines stack over earlier ones).
 pub fn mount_at(path: &Path) -> Option<MountEntry> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .rev()
-        .filter_map(parse_mountinfo_line)
-        .find(|e| e.target == path)
+    table().into_iter().rev().find(|e| e.target == path)
 }
 
 /// The mount `entry` as it is now, wherever it is (it may have been moved
 /// by a rename of a directory above it): the same id and device. `None`
 /// once it is unmounted, detached included.
 pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .filter_map(parse_mountinfo_line)
+    table()
+        .into_iter()
         .find(|e| e.id == entry.id && e.dev == entry.dev)
 }
 
@@ -533,6 +537,15 @@ mod tests {
         let e = parse_mountinfo_line(other).unwrap();
         assert!(e.is_fuse() && !e.is_vaultfs());
         assert!(parse_mountinfo_line("garbage").is_none());
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_is_parsed_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let l = b"37 1 0:46 / /tmp/odd-\xff\\040x rw - tmpfs odd rw";
+        let e = parse_line(l).unwrap();
+        assert_eq!(e.target.as_os_str().as_bytes(), b"/tmp/odd-\xff x");
+        assert_eq!((e.id, e.fstype.as_str()), (37, "tmpfs"));
     }
 
     #[test]

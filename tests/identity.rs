@@ -164,3 +164,37 @@ echo done
     assert!(!out.contains("left-at-dp3"), "{out}");
     assert!(out.ends_with("done\n"), "{out}");
 }
+
+/// A mount point elsewhere whose name is not UTF-8 (mountinfo shows such
+/// bytes raw) must not hide ours from the mount table: the mount is found,
+/// `status` sees it, SIGTERM unmounts it.
+#[test]
+fn a_mount_point_named_in_non_utf8_elsewhere_hides_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    let h = Home::new();
+    let odd = h.path().join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
+    std::fs::create_dir(&odd).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "odd"])
+        .arg(&odd)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mp = h.path().join("mnt");
+    let m = mp.to_str().unwrap();
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
+    let live = status(&h, &mp);
+    let pid = h.pid_file(&mp).exists().then(|| h.pid(&mp));
+    if let Some(pid) = pid {
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        wait_until("daemon exit on SIGTERM", Duration::from_secs(10), || {
+            !alive(pid)
+        });
+    }
+    let left = mounts().iter().any(|e| e.target == mp);
+    let _ = Command::new("umount").arg(&odd).status();
+    assert_ok(&o, "mount");
+    assert_ok(&live, "status");
+    assert!(!left, "SIGTERM left the mount");
+}
