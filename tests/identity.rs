@@ -24,6 +24,16 @@ fn bao() -> &'static Bao {
     b
 }
 
+/// Another filesystem, with the user's files, at `at`.
+fn mount_tmpfs(at: &Path) {
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "usertmp"])
+        .arg(at)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 fn status(h: &Home, mp: &Path) -> std::process::Output {
     run(
         h.cmd(bao(), ROOT_TOKEN, &["status", mp.to_str().unwrap()]),
@@ -82,12 +92,7 @@ fn sigterm_after_a_rename_unmounts_ours_where_it_went_and_nothing_else() {
     let moved = h.path().join("dp3/mnt");
     assert_eq!(read(moved.join("secret/ident/db/password")), "id3nt");
     std::fs::create_dir_all(&mp).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "usertmp"])
-        .arg(&mp)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mount_tmpfs(&mp);
     std::fs::write(mp.join("work.txt"), "the user's files").unwrap();
 
     // SAFETY: signalling the daemon this test started.
@@ -174,12 +179,7 @@ fn a_mount_point_named_in_non_utf8_elsewhere_hides_nothing() {
     let h = Home::new();
     let odd = h.path().join(std::ffi::OsStr::from_bytes(b"odd-\xff-name"));
     std::fs::create_dir(&odd).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "odd"])
-        .arg(&odd)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mount_tmpfs(&odd);
     let mp = h.path().join("mnt");
     let m = mp.to_str().unwrap();
     let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
