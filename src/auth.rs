@@ -3,6 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
+use std::time::Duration;
 
 use reqwest::header::HeaderValue;
 use tokio::sync::watch;
@@ -53,6 +54,20 @@ pub enum TokenError {
     },
     #[error("token file {0} is empty")]
     Empty(PathBuf),
+    #[error("cannot read token file {path}: it is {kind}, not a regular file")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("token file {0} is larger than 64 KiB: not a token")]
+    TooLarge(PathBuf),
+    #[error("token file {0} is not text: not a token")]
+    NotText(PathBuf),
+    #[error("token file {0} could not be read within 2s")]
+    Slow(PathBuf),
+    #[error("token file {path} belongs to uid {owner}; run as root, vaultfs reads only root's own token files (chown root)")]
+    NotOwned { path: PathBuf, owner: u32 },
+    #[error(
+        "token file {path} is writable by other users (mode {mode:04o}): refusing it (chmod go-w)"
+    )]
+    Writable { path: PathBuf, mode: u32 },
 }
 
 /// What identifies one version of a token file without reading it. Vault
@@ -267,19 +282,100 @@ impl TokenSource {
     }
 }
 
+/// The most a token file may hold. Vault tokens are a few hundred bytes at
+/// most; the cap keeps a wrong file (a log, an image) from being read whole.
+pub const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// How long reading a token file may take. The read runs on a thread of
+/// its own: a file on a hung network filesystem must not hold a thread
+/// that serves the kernel. On time out the current token is kept.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Read a token file: a regular file (symlinks are followed, as Vault Agent
+/// sinks and Kubernetes secret volumes use them), opened non-blocking so a
+/// FIFO swapped in between the checks cannot block the open, read up to
+/// [`MAX_TOKEN_FILE`], within [`READ_TIMEOUT`]. As root, the file must be
+/// root's and closed to writing by others, as the pid and log files are: a
+/// token another user can write would choose what the daemon serves.
 fn read_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
-    let raw =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| TokenError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            })?,
-        );
-    let t = raw.trim();
+    let p = path.to_path_buf();
+    crate::mountpoint::bounded(READ_TIMEOUT, move || read_unbounded(&p))
+        .unwrap_or_else(|| Err(TokenError::Slow(path.to_path_buf())))
+}
+
+fn read_unbounded(path: &Path) -> Result<Zeroizing<String>, TokenError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let unreadable = |source| TokenError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    // stat, not open, first: opening a socket fails, a device may block.
+    let m = std::fs::metadata(path).map_err(unreadable)?;
+    check_token_file(path, &m)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(unreadable)?;
+    // What was opened, which may not be what was looked at.
+    check_token_file(path, &f.metadata().map_err(unreadable)?)?;
+    let mut raw = Zeroizing::new(Vec::with_capacity(256));
+    f.take(MAX_TOKEN_FILE + 1)
+        .read_to_end(&mut raw)
+        .map_err(unreadable)?;
+    if raw.len() as u64 > MAX_TOKEN_FILE {
+        return Err(TokenError::TooLarge(path.to_path_buf()));
+    }
+    let text = std::str::from_utf8(&raw).map_err(|_| TokenError::NotText(path.to_path_buf()))?;
+    let t = text.trim();
     if t.is_empty() {
         return Err(TokenError::Empty(path.to_path_buf()));
     }
     Ok(Zeroizing::new(t.to_string()))
+}
+
+fn check_token_file(path: &Path, m: &std::fs::Metadata) -> Result<(), TokenError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    let kind = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(TokenError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    if m.uid() != 0 {
+        return Err(TokenError::NotOwned {
+            path: path.to_path_buf(),
+            owner: m.uid(),
+        });
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(TokenError::Writable {
+            path: path.to_path_buf(),
+            mode: m.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -343,6 +439,82 @@ mod tests {
         );
         let bad = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), "a\nb".into());
         assert!(bad.header().is_none());
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_never_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let started = std::time::Instant::now();
+        for (path, kind) in [
+            (fifo.as_path(), "a FIFO"),
+            (Path::new("/dev/zero"), "a character device"),
+            (dir.path(), "a directory"),
+            (sock.as_path(), "a socket"),
+        ] {
+            let e = TokenSource::resolve(Some(path), &|_| None, None).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, TokenError::NotRegular { .. }), "{msg}");
+            assert!(
+                msg.contains(kind) && msg.contains(&*path.to_string_lossy()),
+                "{msg}"
+            );
+            assert!(!msg.contains('\n'), "{msg}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // Through a symlink, as Kubernetes secret volumes and agent sinks.
+        let real = dir.path().join("real");
+        std::fs::write(&real, "tok\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let t = TokenSource::resolve(Some(&link), &|_| None, None).unwrap();
+        assert_eq!(t.current().as_str(), "tok");
+
+        // A FIFO swapped in at run time: the token in hand is kept.
+        std::fs::remove_file(&real).unwrap();
+        std::fs::rename(&fifo, &real).unwrap();
+        assert!(matches!(t.reload(), Err(TokenError::NotRegular { .. })));
+        t.refresh_if_changed();
+        assert_eq!(t.current().as_str(), "tok");
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE as usize + 1]).unwrap();
+        assert!(matches!(
+            TokenSource::resolve(Some(&big), &|_| None, None),
+            Err(TokenError::TooLarge(_))
+        ));
+        std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE as usize]).unwrap();
+        assert!(TokenSource::resolve(Some(&big), &|_| None, None).is_ok());
+    }
+
+    #[test]
+    fn as_root_a_token_file_must_be_roots_and_closed_to_writers() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "tok").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(TokenSource::resolve(Some(&f), &|_| None, None).is_ok());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o622)).unwrap();
+        let e = TokenSource::resolve(Some(&f), &|_| None, None).unwrap_err();
+        assert!(matches!(e, TokenError::Writable { mode: 0o622, .. }), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&f, Some(65534), None).unwrap();
+        let e = TokenSource::resolve(Some(&f), &|_| None, None).unwrap_err();
+        assert!(
+            matches!(e, TokenError::NotOwned { owner: 65534, .. }),
+            "{e}"
+        );
     }
 
     #[test]

@@ -270,6 +270,33 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         self.evict(&mut inner);
     }
 
+    /// Drop every answer `gone` picks, the stale one a fetch under way
+    /// keeps included: it is asked for again on next use. A fetch under way
+    /// is left to finish.
+    pub fn forget(&self, gone: impl Fn(&Answer<V>) -> bool) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        let Inner { lru, bytes } = &mut *inner;
+        let picked: Vec<K> = lru
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Ready(r) if gone(&r.answer) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        for k in picked {
+            if let Some(Slot::Ready(r)) = lru.pop(&k) {
+                *bytes -= r.weight;
+            }
+        }
+        for (_, s) in lru.iter_mut() {
+            if let Slot::Pending(_, old) = s {
+                if old.as_ref().is_some_and(|r| gone(&r.answer)) {
+                    *bytes -= old.take().map_or(0, |r| r.weight);
+                }
+            }
+        }
+    }
+
     fn evict(&self, inner: &mut Inner<K, V>) {
         while inner.lru.len() > 1
             && (inner.lru.len() > self.policy.max_entries || inner.bytes > self.policy.max_bytes)
@@ -347,6 +374,37 @@ mod tests {
             max_entries: 100,
             max_bytes: 1 << 20,
         }
+    }
+
+    /// `forget` drops exactly what it picks, and frees its bytes.
+    #[tokio::test]
+    async fn forget_drops_the_picked_answers_only() {
+        let cache = Cache::<u32, Val>::new(policy(60_000));
+        let calls = AtomicUsize::new(0);
+        let fetch = |k: u32| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match k {
+                    1 => Ok(Val(100)),
+                    2 => Err(VaultError::Forbidden),
+                    _ => Err(VaultError::NotFound),
+                }
+            }
+        };
+        for k in [1, 2, 3] {
+            let _ = cache.get(&k, || fetch(k)).await;
+        }
+        let (_, bytes) = cache.usage();
+        cache.forget(|a| matches!(a, Err(VaultError::Forbidden)));
+        assert_eq!(cache.usage().0, 2);
+        assert!(cache.usage().1 < bytes);
+        for k in [1, 2, 3] {
+            let _ = cache.get(&k, || fetch(k)).await;
+        }
+        // Only the refused one was asked again.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        cache.forget(|_| true);
+        assert_eq!(cache.usage(), (0, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

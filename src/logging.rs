@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
@@ -55,10 +55,10 @@ pub fn init(file: Option<LogFile>, format: LogFormat, max_bytes: u64) -> io::Res
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let cap = filter_fn(|m| !(capped(m.target()) && *m.level() > Level::INFO));
     let (writer, ansi) = match file {
-        Some(f) => (
-            BoxMakeWriter::new(Mutex::new(RotatingLog::new(f, max_bytes))),
-            false,
-        ),
+        Some(f) => {
+            let _ = FILE.set(Mutex::new(RotatingLog::new(f, max_bytes)));
+            (BoxMakeWriter::new(|| ToFile), false)
+        }
         None => (BoxMakeWriter::new(io::stderr), io::stderr().is_terminal()),
     };
     let layer = match format {
@@ -78,6 +78,38 @@ pub fn init(file: Option<LogFile>, format: LogFormat, max_bytes: u64) -> io::Res
         .with(layer.with_filter(cap))
         .try_init()
         .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The log file, when logging goes to one: shared by the logger and
+/// [`reopen`].
+static FILE: OnceLock<Mutex<RotatingLog>> = OnceLock::new();
+
+/// Writes to [`FILE`].
+struct ToFile;
+
+impl Write for ToFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match FILE.get() {
+            Some(f) => f.lock().unwrap_or_else(|e| e.into_inner()).write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match FILE.get() {
+            Some(f) => f.lock().unwrap_or_else(|e| e.into_inner()).flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Open the log file's name anew (SIGHUP): for a rotation by copy, or a
+/// file replaced in a way the size and name checks cannot see. No-op when
+/// logging goes to stderr. False when the name cannot be opened (the
+/// current file is kept).
+pub fn reopen() -> bool {
+    FILE.get()
+        .is_none_or(|f| f.lock().unwrap_or_else(|e| e.into_inner()).reopen().is_ok())
 }
 
 /// The log file, rotated by size and reopened when moved away. Also the

@@ -20,6 +20,10 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 /// One line of /proc/self/mountinfo, the fields we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id (first field): unique while the mount exists.
+    pub id: u64,
+    /// The superblock's device (`major:minor`); for FUSE, the connection.
+    pub dev: String,
     pub target: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -67,8 +71,7 @@ impl std::fmt::Display for Shown<'_> {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 /// (By hand: no kept crate reads mountinfo; procfs would be a new dependency.)
-fn unescape(s: &str) -> PathBuf {
-    let b = s.as_bytes();
+fn unescape(b: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -87,43 +90,64 @@ fn unescape(s: &str) -> PathBuf {
 }
 
 pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let (pre, post) = line.split_once(" - ")?;
-    let target = pre.split(' ').nth(4)?;
-    let mut post = post.split(' ');
-    let fstype = post.next()?.to_string();
-    let source = post.next().unwrap_or("").to_string();
+    parse_line(line.as_bytes())
+}
+
+/// One line, as bytes: a mount point's name need not be UTF-8 (only space,
+/// tab, newline and backslash are escaped); every other field used is ASCII.
+fn parse_line(line: &[u8]) -> Option<MountEntry> {
+    let at = line.windows(3).position(|w| w == b" - ")?;
+    let text = |f: &[u8]| std::str::from_utf8(f).ok().map(str::to_string);
+    let mut pre = line[..at].split(|&b| b == b' ');
+    let id = text(pre.next()?)?.parse().ok()?;
+    let dev = text(pre.nth(1)?)?;
+    let target = unescape(pre.nth(1)?);
+    let mut post = line[at + 3..].split(|&b| b == b' ');
+    let fstype = text(post.next()?)?;
+    let source = post.next().and_then(text).unwrap_or_default();
     let owner = post
         .next()
-        .unwrap_or("")
+        .and_then(text)
+        .unwrap_or_default()
         .split(',')
-        .find_map(|o| o.strip_prefix("user_id="))
-        .and_then(|u| u.parse().ok());
+        .find_map(|o| o.strip_prefix("user_id=").and_then(|u| u.parse().ok()));
     Some(MountEntry {
-        target: unescape(target),
+        id,
+        dev,
+        target,
         fstype,
         source,
         owner,
     })
 }
 
+/// Every mount in this mount namespace, in mount order. Read as bytes: one
+/// mount point whose name is not UTF-8 must not hide all the others.
+pub fn table() -> Vec<MountEntry> {
+    fs::read("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(parse_line)
+        .collect()
+}
+
 /// Every vaultfs mount in this mount namespace, in mount order.
 pub fn vaultfs_mounts() -> Vec<MountEntry> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(parse_mountinfo_line)
-        .filter(MountEntry::is_vaultfs)
-        .collect()
+    table().into_iter().filter(MountEntry::is_vaultfs).collect()
 }
 
 /// The topmost mount at exactly `path` (later lines stack over earlier ones).
 pub fn mount_at(path: &Path) -> Option<MountEntry> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .rev()
-        .filter_map(parse_mountinfo_line)
-        .find(|e| e.target == path)
+    table().into_iter().rev().find(|e| e.target == path)
+}
+
+/// The mount `entry` as it is now, wherever it is (it may have been moved
+/// by a rename of a directory above it): the same id and device. `None`
+/// once it is unmounted, detached included.
+pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
+    table()
+        .into_iter()
+        .find(|e| e.id == entry.id && e.dev == entry.dev)
 }
 
 /// How long a probe of a FUSE mount may take. A stopped or stuck daemon
@@ -252,13 +276,66 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Unmount `path`. `lazy` detaches it even while files are open. Root calls
-/// umount2(2); other users go through the setuid `fusermount3` (or FUSE 2's
-/// `fusermount`).
-pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+/// What [`unmount`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Unmounted (or detached) at the path where it was found.
+    Done(PathBuf),
+    /// It was no longer mounted anywhere (unmounted, detached): nothing done.
+    Gone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    /// Another mount now covers ours at its path: unmounting by path would
+    /// remove that one.
+    #[error("{path}: another filesystem ({fstype}) is mounted over it; it is left alone")]
+    Covered { path: PathBuf, fstype: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl UnmountError {
+    pub fn is_busy(&self) -> bool {
+        matches!(self, UnmountError::Io(e) if e.raw_os_error() == Some(libc::EBUSY))
+    }
+}
+
+/// Unmount exactly the mount `mine` (its id and device, as read from the
+/// mount table when it was made or found), wherever it is now, and never
+/// another one at the same path. `lazy` detaches it even while files are
+/// open. Root calls umount2(2); other users go through the setuid
+/// `fusermount3` (or FUSE 2's `fusermount`).
+///
+/// Both unmount by path, so the table is read again right before: the
+/// topmost mount at the path must be ours. What is left is the time between
+/// that read and the unmount call (microseconds), in which only a process
+/// allowed to mount there (root, or this user through fusermount3, which
+/// only unmounts the user's own FUSE mounts) could stack another mount.
+pub fn unmount(mine: &MountEntry, lazy: bool) -> Result<Unmounted, UnmountError> {
+    let Some(now) = find_again(mine) else {
+        return Ok(Unmounted::Gone);
+    };
+    let path = now.target;
+    match mount_at(&path) {
+        Some(top) if top.id == mine.id => {}
+        Some(top) => {
+            return Err(UnmountError::Covered {
+                path,
+                fstype: top.fstype,
+            })
+        }
+        // Unmounted between the two reads.
+        None => return Ok(Unmounted::Gone),
+    }
+    unmount_path(&path, lazy)?;
+    Ok(Unmounted::Done(path))
+}
+
+fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
         let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
         // SAFETY: `c` is a valid C string.
         if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
             return Ok(());
@@ -488,6 +565,7 @@ mod tests {
         let l =
             "36 35 0:45 / /home/me/my\\040secrets rw,nosuid - fuse.vaultfs vaultfs rw,user_id=1000";
         let e = parse_mountinfo_line(l).unwrap();
+        assert_eq!((e.id, e.dev.as_str()), (36, "0:45"));
         assert_eq!(e.target, PathBuf::from("/home/me/my secrets"));
         assert!(e.is_vaultfs() && e.is_fuse());
         let root = "40 1 0:50 / /mnt/s rw - fuse vaultfs rw,user_id=0";
@@ -511,7 +589,7 @@ mod tests {
                     !shown.chars().any(|c| c == ' ' || c.is_control()),
                     "{shown:?}"
                 );
-                proptest::prop_assert_eq!(unescape(&shown), p);
+                proptest::prop_assert_eq!(unescape(shown.as_bytes()), p);
             }
         }
     }
@@ -523,6 +601,33 @@ mod tests {
             Shown(p).to_string(),
             "/m/a\\040b\\011c\\012d\\033[31me\\134f"
         );
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_is_parsed_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        let l = b"37 1 0:46 / /tmp/odd-\xff\\040x rw - tmpfs odd rw";
+        let e = parse_line(l).unwrap();
+        assert_eq!(e.target.as_os_str().as_bytes(), b"/tmp/odd-\xff x");
+        assert_eq!((e.id, e.fstype.as_str()), (37, "tmpfs"));
+    }
+
+    #[test]
+    fn a_mount_is_found_again_by_id_and_device_only() {
+        let root = mount_at(Path::new("/")).expect("/ is mounted");
+        assert_eq!(find_again(&root), Some(root.clone()));
+        // The same id with another device is another mount (ids are reused).
+        let other = MountEntry {
+            dev: "999:999".into(),
+            ..root.clone()
+        };
+        assert_eq!(find_again(&other), None);
+        // Not in the table: nothing is unmounted, whatever its path.
+        let gone = MountEntry {
+            id: u64::MAX,
+            ..root
+        };
+        assert_eq!(unmount(&gone, false).unwrap(), Unmounted::Gone);
     }
 
     #[test]

@@ -174,6 +174,23 @@ async fn without_list_an_unknown_name_in_a_plain_folder_is_an_unlistable_folder(
     );
 }
 
+// semantics.md "Lookup without LIST": every question refused (an expired
+// token) → EACCES, never a directory, real secrets and their keys included.
+#[tokio::test]
+async fn with_every_question_refused_a_name_is_eacces_not_a_directory() {
+    let (store, _) = read_only();
+    store.fail_below(Op::Read, "secret", "", VaultError::Forbidden);
+    let t = tree(&store, LONG, LONG);
+    for path in [
+        "secret/team",
+        "secret/team/app/db/password",
+        "secret/coder/GITHUB_TOKEN",
+        "secret/no-such-name",
+    ] {
+        assert_eq!(errno(at(&t, path).await), libc::EACCES, "{path}");
+    }
+}
+
 // semantics.md "Lookup without LIST": both denied, inside a readable secret → ENOENT.
 #[tokio::test]
 async fn without_list_an_unknown_name_in_a_readable_secret_is_enoent() {

@@ -103,7 +103,11 @@ const MOUNT_AFTER_HELP: &str = "In /etc/fstab and with `mount -t fuse.vaultfs`, 
 kv=PATH repeatable, allow_other, ttl=5m). For example:\n\n  vaultfs /srv/secrets fuse.vaultfs \
 address=https://vault:8200,token_file=/run/vault/token,kv=secret,allow_other,_netdev 0 0\n\n\
 mount(8) finds vaultfs as /sbin/mount.fuse.vaultfs (a link to it) or on its PATH through \
-mount.fuse3; see docs/lifecycle.md.";
+mount.fuse3; see docs/lifecycle.md.\n\n\
+Signals: SIGHUP drops every cached answer (the kernel's cached names, attributes and pages \
+too), so a rotated secret shows at once, and reopens the log file. SIGTERM, SIGINT, SIGQUIT, \
+SIGXCPU and SIGPWR unmount and exit 0. SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE and the other \
+signals that would end the process are ignored. Each is logged.";
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {
@@ -142,7 +146,7 @@ pub struct MountArgs {
     #[arg(long = "kv", value_name = "PATH")]
     pub kv: Vec<String>,
 
-    /// Read the token from this file (re-read when it changes)
+    /// Read the token from this file: a regular file (symlinks are followed), re-read when it changes
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
 

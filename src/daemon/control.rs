@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::MountError;
 use crate::cli::{self, StatusArgs, UnmountArgs};
 use crate::env;
-use crate::mountpoint::{self, MountEntry, PidFile, Shown, State};
+use crate::mountpoint::{self, MountEntry, PidFile, Shown, State, UnmountError};
 
 /// `vaultfs status MOUNTPOINT [--wait D]`: one line and exit 0 when a live
 /// vaultfs serves it, else the reason (not mounted, not vaultfs, a daemon
@@ -99,11 +99,19 @@ pub fn unmount(args: &UnmountArgs) -> Result<(), MountError> {
     // Unmounting needs no answer from the daemon, so it is tried first; only
     // when busy is the daemon probed (bounded) to tell a dead mount, which
     // is detached at once, from one still in use.
-    match mountpoint::unmount(&path, args.lazy) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::probe(&path, entry) {
+    // Only the mount read from the table here is unmounted: if another one
+    // is stacked over it meanwhile, that one is left alone.
+    let io = |e: UnmountError| match e {
+        UnmountError::Io(e) => e,
+        e => io::Error::other(e.to_string()),
+    };
+    match mountpoint::unmount(&entry, args.lazy).map_err(io) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match mountpoint::probe(&path, entry.clone()) {
             // Its daemon is gone; only the kernel's entry is left.
-            State::Dead => mountpoint::unmount(&path, true).map_err(|e| fail(e, ""))?,
+            State::Dead => {
+                mountpoint::unmount(&entry, true).map_err(|e| fail(io(e), ""))?;
+            }
             State::Unresponsive => return Err(fail(
                 e,
                 " (a process is using it, and its daemon does not answer: stopped?; pass --lazy to detach it)",

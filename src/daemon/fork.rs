@@ -142,7 +142,9 @@ fn reap(pid: i32, timeout: Duration) -> String {
 }
 
 fn cleanup_dead(mp: &Path) {
-    if mountpoint::state(mp) == State::Dead {
-        let _ = mountpoint::unmount(mp, true);
+    if let Some(entry) = mountpoint::mount_at(mp) {
+        if mountpoint::probe(mp, entry.clone()) == State::Dead {
+            let _ = mountpoint::unmount(&entry, true);
+        }
     }
 }

@@ -7,6 +7,7 @@ mod control;
 mod fork;
 mod fuse_access;
 mod harden;
+mod signals;
 
 pub use control::{status, unmount};
 
@@ -31,6 +32,7 @@ use crate::readiness::{self, Reporter};
 use crate::tls::ConfigError;
 use crate::tree::Tree;
 use crate::vault::{TokenInfo, VaultClient};
+use signals::{Reload, Signals};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -166,11 +168,16 @@ fn prepare_mountpoint(path: &Path, allow_non_empty: bool) -> Result<(), MountErr
         path: path.to_path_buf(),
         message,
     };
-    match mountpoint::state(path) {
+    let entry = mountpoint::mount_at(path);
+    match entry
+        .clone()
+        .map_or(State::Free, |e| mountpoint::probe(path, e))
+    {
         State::Free => {}
         State::Dead => {
             tracing::warn!(mountpoint = %Shown(path), "recovering a dead vaultfs mount (its daemon was killed)");
-            mountpoint::unmount(path, true).map_err(|e| {
+            let entry = entry.expect("a dead mount is in the table");
+            mountpoint::unmount(&entry, true).map_err(|e| {
                 err(format!(
                     "a dead FUSE mount is left here and cannot be removed: {e}"
                 ))
@@ -228,6 +235,8 @@ fn serve(
     token: TokenInfo,
     rt: &tokio::runtime::Runtime,
     reporter: &mut Reporter,
+    life: &Life,
+    reload: &Reload,
 ) -> Result<(), MountError> {
     let mp = &p.settings.mountpoint;
     let audit = match (p.audit, &p.settings.audit) {
@@ -237,36 +246,54 @@ fn serve(
         ),
         _ => None,
     };
-    let fs =
-        VaultFs::new(tree, rt.handle().clone(), p.settings.fs.clone()).with_audit(audit.clone());
-    let mut session =
-        Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
+    if let Some(a) = &audit {
+        let a = a.clone();
+        reload.on("audit file reopened", move || a.reopen());
+    }
+    let fs = VaultFs::new(tree.clone(), rt.handle().clone(), p.settings.fs.clone())
+        .with_audit(audit.clone());
+    life.mounting();
+    let session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
+        path: mp.clone(),
+        message: fuse_access::explain(&source),
+    })?;
+    // Who we are in the mount table, read before anyone else can stack a
+    // mount here (the mount lock is held).
+    let mine = own_entry(mp);
+    let serving = session
+        .spawn()
+        .map_err(|e| MountError::Other(format!("cannot start the FUSE session: {e}")))?;
+    let notifier = serving.notifier();
+    let session_thread = without_unmount_by_path(serving);
+    let Some(mine) = mine else {
+        return Err(MountError::Mountpoint {
             path: mp.clone(),
-            message: fuse_access::explain(&source),
-        })?;
-    let mut unmounter = session.unmount_callable();
-    let signalled = mp.clone();
-    rt.spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: unmounting");
-        let _ = readiness::sd_notify(&env::process, "STOPPING=1");
-        unmount_own(&mut unmounter, &signalled);
+            message: "mounted, but the mount table does not show it there".into(),
+        });
+    };
+    tracing::debug!(mount_id = mine.id, dev = %mine.dev, "mounted");
+    reload.on("the kernel's cached names, attributes and pages dropped", {
+        let tree = tree.clone();
+        move || invalidate_kernel(&tree, &notifier)
     });
+    life.mounted(mine.clone());
     crate::renew::spawn(p.client.clone(), token, rt.handle());
-    // The session loop must run for the root to be listed: check from a
-    // thread of our own while this one serves.
+    // The session must run for the root to be listed: check from a thread
+    // of our own while it serves.
     let check = {
-        let unmounter = session.unmount_callable();
+        let mine = mine.clone();
         let mp = mp.clone();
         let wait = p.settings.wait;
         let address = p.client.config().shown_address();
         let reporter = std::mem::take(reporter);
         std::thread::Builder::new()
             .name("vaultfs-ready".into())
-            .spawn(move || announce_when_live(&mp, &address, wait, reporter, unmounter))
+            .spawn(move || announce_when_live(&mp, &address, wait, reporter, &mine))
             .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?
     };
-    let ended = session.run();
+    let ended = session_thread
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the FUSE session panicked")));
     if let Some(a) = &audit {
         a.flush(Duration::from_secs(2));
     }
@@ -274,10 +301,62 @@ fn serve(
         Err(MountError::Other("readiness check panicked".into())),
         None,
     ));
+    // The session ends when the kernel ends the connection (unmounted, or
+    // detached and the last file closed); on an error our mount may still be
+    // there, and is removed, but only if it is still ours.
+    if mountpoint::find_again(&mine).is_some() {
+        unmount_own(&mine);
+    }
     ready?;
     ended.map_err(|e| MountError::Other(format!("FUSE session ended with an error: {e}")))?;
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Make the kernel ask again for everything it may hold: attributes and
+/// listings of directories, and file names (a file inode is one version of
+/// a file: the name leads to the current one). Errors are per entry and
+/// expected (ENOENT: the kernel no longer holds it).
+fn invalidate_kernel(tree: &Tree<VaultClient>, notifier: &fuser::Notifier) {
+    let (dirs, names) = tree.kernel_held();
+    for ino in dirs {
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+    }
+    for (parent, name) in names {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(&name));
+    }
+}
+
+/// The topmost mount at `mp`, if it is a vaultfs mount: ours, just made.
+/// Looked for a few times before giving up, since giving up leaves a mount
+/// that only the next `mount` or `unmount` of the path removes.
+fn own_entry(mp: &Path) -> Option<mountpoint::MountEntry> {
+    let at = |p: &Path| mountpoint::mount_at(p).filter(|e| e.is_vaultfs());
+    (0..5).find_map(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        at(mp).or_else(|| mp.canonicalize().ok().and_then(|c| at(&c)))
+    })
+}
+
+/// The session's thread, with fuser's unmount-on-drop disarmed.
+///
+/// fuser unmounts by path when its session handle is dropped (and checks
+/// first whether its connection is still mounted, wrongly, so it always
+/// does): after a lazy detach that is whatever is mounted at the path by
+/// then, such as the next vaultfs mount, and after a rename of a directory
+/// above the mount point, someone else's filesystem. Unmounting is
+/// [`unmount_own`]'s job instead, by the mount's identity. fuser's mount
+/// handle (a path, and a second reference to the /dev/fuse descriptor) is
+/// leaked on purpose: the descriptor closes when the process exits.
+fn without_unmount_by_path(
+    serving: fuser::BackgroundSession,
+) -> std::thread::JoinHandle<io::Result<()>> {
+    let serving = std::mem::ManuallyDrop::new(serving);
+    // SAFETY: the join handle is moved out exactly once, and `serving` is
+    // never used or dropped after: nothing else reads the moved-out field.
+    unsafe { std::ptr::read(&serving.guard) }
 }
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the
@@ -289,7 +368,7 @@ fn announce_when_live(
     address: &str,
     wait: Duration,
     mut reporter: Reporter,
-    mut unmounter: fuser::SessionUnmounter,
+    mine: &mountpoint::MountEntry,
 ) -> (Result<(), MountError>, Option<PidFile>) {
     let probe = mp.to_path_buf();
     let listed = mountpoint::bounded(wait, move || {
@@ -306,12 +385,12 @@ fn announce_when_live(
         ))
     });
     if let Err(source) = listed {
-        unmount_own(&mut unmounter, mp);
         let e = MountError::NotReady {
             path: mp.to_path_buf(),
             source,
         };
         reporter.failed(Exit::of(&e), &e.to_string());
+        unmount_own(mine);
         return (Err(e), None);
     }
     let pid_file = PidFile::path_for(&env::process, mp).and_then(|f| {
@@ -321,7 +400,7 @@ fn announce_when_live(
     });
     if reporter.ready().is_err() {
         tracing::warn!("nobody is waiting for the mount any more (interrupted?): unmounting");
-        unmount_own(&mut unmounter, mp);
+        unmount_own(mine);
         return (Ok(()), pid_file);
     }
     if let Err(e) = readiness::sd_notify(&env::process, "READY=1") {
@@ -341,24 +420,37 @@ fn list_root(mp: &Path) -> io::Result<()> {
     }
 }
 
-/// Unmount our own mount; when busy (root gets EBUSY while files are open),
+/// Unmount our own mount, wherever it is now (see [`mountpoint::unmount`]),
+/// and nothing else; when busy (root gets EBUSY while files are open),
 /// detach it lazily: the kernel ends the session once the last file closes.
-fn unmount_own(unmounter: &mut fuser::SessionUnmounter, mp: &Path) {
-    if let Err(e) = unmounter.unmount() {
-        tracing::warn!(error = %e, "unmount failed: detaching lazily");
-        if let Err(e) = mountpoint::unmount(mp, true) {
-            tracing::warn!(error = %e, "lazy unmount failed");
+/// When another filesystem now covers it, it is left alone and the daemon
+/// ends the session itself: the process exits, and our mount, if it is
+/// still attached under the other one, answers "not connected" until the
+/// next `vaultfs mount` or `unmount` removes it.
+fn unmount_own(mine: &mountpoint::MountEntry) {
+    use mountpoint::Unmounted;
+    let r = mountpoint::unmount(mine, false).or_else(|e| {
+        if !e.is_busy() {
+            return Err(e);
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        tracing::warn!(
+            "the mount is busy: detaching it lazily (the daemon exits when the last file closes)"
+        );
+        mountpoint::unmount(mine, true)
+    });
+    match r {
+        Ok(Unmounted::Done(path)) if path != mine.target => {
+            tracing::info!(now_at = %path.display(), "unmounted our mount where it was moved to")
+        }
+        Ok(Unmounted::Done(_)) => {}
+        Ok(Unmounted::Gone) => {
+            tracing::info!("our mount is already gone: nothing to unmount");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "not unmounting: exiting");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -375,13 +467,95 @@ fn runtime() -> io::Result<tokio::runtime::Runtime> {
 fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     harden::harden(p.settings.mlock);
     let rt = runtime().map_err(|e| MountError::Other(format!("cannot start runtime: {e}")))?;
+    let signals = {
+        let _in = rt.enter();
+        Signals::install().map_err(|e| MountError::Other(format!("cannot handle signals: {e}")))?
+    };
     let tree = Arc::new(
         Tree::new(p.client.clone(), p.settings.cache)
             .with_prefetch(p.settings.prefetch.then(|| p.client.slots()))
             .with_scan(p.settings.scan),
     );
+    let reload = Arc::new(Reload::default());
+    reload.on("cached answers dropped", {
+        let tree = tree.clone();
+        move || tree.forget_answers()
+    });
+    reload.on("log file reopened", || {
+        if !logging::reopen() {
+            tracing::warn!("cannot reopen the log file: writing on in the old one");
+        }
+    });
+    let life = Arc::new(Life::default());
+    {
+        let (reload, life) = (reload.clone(), life.clone());
+        rt.spawn(async move {
+            let name = signals.serve(&reload).await;
+            life.stop(&name);
+        });
+    }
     let token = rt.block_on(check_vault(&p.client, &tree))?;
-    serve(p, tree, token, &rt, reporter)
+    serve(p, tree, token, &rt, reporter, &life, &reload)
+}
+
+/// How far the daemon got, for a stopping signal: before the mount is made
+/// it just exits; while it is being made the stop waits for it; after, the
+/// mount is unmounted (only ours, [`unmount_own`]).
+#[derive(Default)]
+struct Life(std::sync::Mutex<Phase>);
+
+#[derive(Default)]
+enum Phase {
+    #[default]
+    Starting,
+    /// Mounting; `Some`: a stopping signal (its name) came meanwhile.
+    Mounting(Option<String>),
+    Mounted(mountpoint::MountEntry),
+}
+
+impl Life {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mounting(&self) {
+        let mut phase = self.lock();
+        if let Phase::Starting = *phase {
+            *phase = Phase::Mounting(None);
+        }
+    }
+
+    fn mounted(&self, mine: mountpoint::MountEntry) {
+        let pending = match std::mem::replace(&mut *self.lock(), Phase::Mounted(mine.clone())) {
+            Phase::Mounting(pending) => pending,
+            _ => None,
+        };
+        if let Some(name) = pending {
+            Self::unmount(&name, &mine);
+        }
+    }
+
+    fn stop(&self, name: &str) {
+        let mut phase = self.lock();
+        match &mut *phase {
+            Phase::Starting => {
+                tracing::info!(signal = %name, "signal received before mounting: exiting");
+                std::process::exit(0);
+            }
+            Phase::Mounting(pending) => *pending = Some(name.to_string()),
+            Phase::Mounted(mine) => {
+                let mine = mine.clone();
+                drop(phase);
+                Self::unmount(name, &mine);
+            }
+        }
+    }
+
+    fn unmount(name: &str, mine: &mountpoint::MountEntry) {
+        tracing::info!(signal = %name, "signal received: unmounting");
+        let _ = readiness::sd_notify(&env::process, "STOPPING=1");
+        unmount_own(mine);
+    }
 }
 
 /// `vaultfs mount`.

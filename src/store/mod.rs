@@ -63,6 +63,12 @@ pub trait SecretStore: Send + Sync + 'static {
         mount: &KvMount,
         path: &str,
     ) -> impl Future<Output = Result<Metadata, VaultError>> + Send;
+    /// A number that changes whenever the credentials do, after checking
+    /// their source anew (a token file): answers refused under another
+    /// number may be given now. Cheap (a `stat`); called after a refusal.
+    fn credentials(&self) -> u64 {
+        0
+    }
 }
 
 /// A KV v2 secret's metadata (`GET <mount>/metadata/<path>`).

@@ -17,6 +17,7 @@ use super::history;
 use super::layout::{holds, split_parent};
 use super::scan::Scan;
 use crate::cache::{Answer, Cache, CachePolicy, Weigh};
+use crate::error::VaultError;
 use crate::secret::Secret;
 use crate::store::{KvMount, Metadata, SecretStore};
 
@@ -57,6 +58,21 @@ impl<S: SecretStore> Answers<S> {
             }),
             metadata: Cache::new(policy),
         }
+    }
+
+    /// Drop every answer `gone` picks from every cache (the mount table's
+    /// included), and SCAN's refusals with them.
+    pub(super) fn forget(&self, gone: impl Fn(Option<&VaultError>) -> bool) {
+        fn err<V>(a: &Answer<V>) -> Option<&VaultError> {
+            a.as_ref().err()
+        }
+        self.mounts.forget(|a| gone(err(a)));
+        self.listings.forget(|a| gone(err(a)));
+        self.scans.forget(|a| gone(err(a)));
+        self.secrets.forget(|a| gone(err(a)));
+        self.old_versions.forget(|a| gone(err(a)));
+        self.metadata.forget(|a| gone(err(a)));
+        self.scan.forget();
     }
 
     pub(super) async fn mounts(&self) -> Answer<Vec<KvMount>> {

@@ -174,6 +174,16 @@ impl Inodes {
         true
     }
 
+    /// Every inode with its node.
+    pub(super) fn all(&self) -> impl Iterator<Item = (u64, &Node)> {
+        self.by_ino.iter().map(|(&i, s)| (i, &*s.node))
+    }
+
+    /// The inode of `node`, if it has one now.
+    pub(super) fn ino_of(&self, node: &Node) -> Option<u64> {
+        self.by_node.get(node).copied()
+    }
+
     /// The content of a file inode: the secret it holds and which file of
     /// it the inode is.
     pub(super) fn content(&self, ino: u64) -> Result<(Arc<Secret>, SecretFile), FsError> {

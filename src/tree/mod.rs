@@ -17,6 +17,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -41,6 +42,18 @@ pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 
+/// What Vault said about a name as a child folder ([`Tree::is_child_dir`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    /// Listed by its parent, a readable secret, or a folder with entries.
+    Yes,
+    No,
+    /// No secret of that name (404), and its own LIST refused.
+    Unlisted,
+    /// Every question refused (403).
+    Refused,
+}
+
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
     answers: Answers<S>,
@@ -55,6 +68,9 @@ pub struct Tree<S> {
     hasher: RandomState,
     /// Keys the directory order (see [`Tree::cookie`]).
     order: RandomState,
+    /// The store's credentials when last seen after a refusal (see
+    /// [`Tree::refused_before_new_credentials`]).
+    credentials: AtomicU64,
 }
 
 impl<S: SecretStore> Tree<S> {
@@ -66,6 +82,7 @@ impl<S: SecretStore> Tree<S> {
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
             order: RandomState::new(),
+            credentials: AtomicU64::new(0),
         }
     }
 
@@ -202,7 +219,75 @@ impl<S: SecretStore> Tree<S> {
         })
     }
 
+    /// SIGHUP: drop every cached answer; the next access asks Vault.
+    pub fn forget_answers(&self) {
+        self.answers.forget(|_| true);
+    }
+
+    /// What the kernel may hold that a new answer could change: every
+    /// directory inode (its attributes and listing), and each current file's
+    /// name as (its directory's inode, name). A file inode is one version of
+    /// a file, so its name, not the inode, must be looked up again. Files of
+    /// `.versions/<n>` are left out: an old version never changes.
+    pub fn kernel_held(&self) -> (Vec<u64>, Vec<(u64, String)>) {
+        let inodes = self.inodes.lock().expect("inode lock");
+        let (mut dirs, mut names) = (Vec::new(), Vec::new());
+        for (ino, node) in inodes.all() {
+            match node {
+                Node::File {
+                    mount,
+                    secret,
+                    file,
+                    ..
+                } => {
+                    let dir = Node::Dir {
+                        mount: mount.clone(),
+                        path: secret.to_string(),
+                    };
+                    if let (Some(parent), Some(name)) =
+                        (inodes.ino_of(&dir), file_name(mount, secret, file))
+                    {
+                        names.push((parent, name));
+                    }
+                }
+                _ => dirs.push(ino),
+            }
+        }
+        (dirs, names)
+    }
+
+    /// The token changed: drop the refusals (403) the old one got, which
+    /// the new one may not get.
+    pub fn forget_refused(&self) {
+        self.answers
+            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
+    }
+
+    /// Whether `r` is a refusal that the credentials changed since (a token
+    /// file re-read after `vault login` or by Vault Agent): the refusals
+    /// are then dropped, and the question is worth asking again.
+    fn refused_before_new_credentials<T>(&self, r: &Result<T, FsError>) -> bool {
+        if !matches!(r, Err(FsError::Vault(VaultError::Forbidden))) {
+            return false;
+        }
+        let now = self.answers.store.credentials();
+        if self.credentials.swap(now, Ordering::Relaxed) == now {
+            return false;
+        }
+        self.forget_refused();
+        tracing::info!("new token: answers refused under the old one dropped");
+        true
+    }
+
     pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+        let r = self.lookup_once(parent, name).await;
+        if self.refused_before_new_credentials(&r) {
+            return self.lookup_once(parent, name).await;
+        }
+        r
+    }
+
+    async fn lookup_once(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let name = Name::of(name).ok_or(FsError::NoEntry)?;
         match &*node {
@@ -243,16 +328,16 @@ impl<S: SecretStore> Tree<S> {
         // An own name is never a folder; a Vault name too deep is not a
         // folder we would show (see MAX_PATH), but may still be a key.
         let (known, too_deep) = match name {
-            Name::Own(_) => (Known::No, false),
-            Name::Vault(seg) if join(path, seg).len() > MAX_PATH => (Known::No, true),
-            Name::Vault(seg) if !is_path_segment(seg) => (Known::No, false),
+            Name::Own(_) => (Child::No, false),
+            Name::Vault(seg) if join(path, seg).len() > MAX_PATH => (Child::No, true),
+            Name::Vault(seg) if !is_path_segment(seg) => (Child::No, false),
             Name::Vault(seg) => (self.is_child_dir(mount, path, seg).await?, false),
         };
         let seg = match name {
             Name::Own(own) => own,
             Name::Vault(seg) => seg.as_str(),
         };
-        if known == Known::Yes {
+        if known == Child::Yes {
             self.visited(mount, &join(path, seg), true);
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
@@ -287,14 +372,18 @@ impl<S: SecretStore> Tree<S> {
             }
         }
         match known {
-            // Vault would not say whether this is a folder. Inside a plain
-            // folder, assume it is one, so a read-only token can still walk to
-            // secrets it knows the path of; inside a secret, the name is far
-            // more likely a key that does not exist.
-            Known::Untold if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
+            // Vault would not list this folder, but read there and found no
+            // secret of that name. Inside a plain folder, take it for a
+            // folder, so a read-only token can still walk to secrets it knows
+            // the path of; inside a secret, the name is far more likely a key
+            // that does not exist.
+            Child::Unlisted if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
                 path: join(path, seg),
             })),
+            // Vault refused every question (an expired token): nothing says
+            // it is a folder, so it is not shown as one.
+            Child::Refused if parent_secret.is_none() => Err(VaultError::Forbidden.into()),
             _ if too_deep => Err(FsError::PathTooLong),
             // The keys of a secret we may not read: say so, not "no such file".
             _ if secret_denied => Err(VaultError::Forbidden.into()),
@@ -305,31 +394,35 @@ impl<S: SecretStore> Tree<S> {
     /// Is `seg` a child folder or secret of `path`? Answered from the parent's
     /// LIST when the token may list; otherwise by asking for the child itself,
     /// so that read-only tokens can still walk to what they know the name of.
-    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Known, FsError> {
+    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Child, FsError> {
         // A secret that is not also a folder has no children: LISTing it
         // would cost a request per lookup only to hear 404.
         if self.answers.facts(mount, path).await.folder == Known::No {
-            return Ok(Known::No);
+            return Ok(Child::No);
         }
         match self.answers.listing(mount, path).await {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
-                return Ok(if hit { Known::Yes } else { Known::No });
+                return Ok(if hit { Child::Yes } else { Child::No });
             }
-            Err(VaultError::NotFound) => return Ok(Known::No),
+            Err(VaultError::NotFound) => return Ok(Child::No),
             Err(VaultError::Forbidden) => {}
             Err(e) => return Err(e.into()),
         }
         let child = join(path, seg);
-        match self.answers.secret(mount, &child).await {
-            Ok(_) => return Ok(Known::Yes),
-            Err(VaultError::NotFound | VaultError::Forbidden) => {}
+        // 404 means the token may read there (else 403): a folder is then
+        // plausible. A 403 tells nothing, an expired token included.
+        let read_there = match self.answers.secret(mount, &child).await {
+            Ok(_) => return Ok(Child::Yes),
+            Err(VaultError::NotFound) => true,
+            Err(VaultError::Forbidden) => false,
             Err(e) => return Err(e.into()),
-        }
+        };
         match self.answers.listing(mount, &child).await {
-            Ok(keys) if !keys.is_empty() => Ok(Known::Yes),
-            Ok(_) | Err(VaultError::NotFound) => Ok(Known::No),
-            Err(VaultError::Forbidden) => Ok(Known::Untold),
+            Ok(keys) if !keys.is_empty() => Ok(Child::Yes),
+            Ok(_) | Err(VaultError::NotFound) => Ok(Child::No),
+            Err(VaultError::Forbidden) if read_there => Ok(Child::Unlisted),
+            Err(VaultError::Forbidden) => Ok(Child::Refused),
             Err(e) => Err(e.into()),
         }
     }
@@ -367,6 +460,14 @@ impl<S: SecretStore> Tree<S> {
     /// With `prefetch`, its children are fetched in the background (see
     /// [`Tree::prefetch_children`]): for the start of a directory stream.
     pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
+        let r = self.readdir_once(ino, prefetch).await;
+        if self.refused_before_new_credentials(&r) {
+            return self.readdir_once(ino, prefetch).await;
+        }
+        r
+    }
+
+    async fn readdir_once(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
         let (mount, path) = match &*node {
             Node::Root | Node::Prefix(_) => {
@@ -437,7 +538,12 @@ impl<S: SecretStore> Tree<S> {
         if prefetch && !self.visited(mount, path, false) {
             return None;
         }
-        Some(self.assemble(mount, path, answers))
+        let r = self.assemble(mount, path, answers);
+        // Refused under an old token: ask again (through `readdir`).
+        if self.refused_before_new_credentials(&r) {
+            return None;
+        }
+        Some(r)
     }
 
     fn listing_of(&self, entries: Vec<(String, Entry)>, valid_until: Instant) -> Listing {

@@ -50,6 +50,12 @@ impl Scan {
         }
     }
 
+    /// Forget every refusal and deadline: after SIGHUP or a new token,
+    /// SCAN is tried again.
+    pub(super) fn forget(&self) {
+        self.no_scan.lock().expect("no_scan").clear();
+    }
+
     /// No SCAN in this mount until then (`None`: for the life of the mount).
     fn no_scan_until(&self, mount: &str, until: Option<Instant>) {
         let mut no_scan = self.no_scan.lock().expect("no_scan");

@@ -441,6 +441,11 @@ fn warn_failed(path: &str, e: VaultError) -> VaultError {
 }
 
 impl SecretStore for VaultClient {
+    fn credentials(&self) -> u64 {
+        self.token.refresh_if_changed();
+        self.token.generation()
+    }
+
     async fn mounts(&self) -> Result<Vec<KvMount>, VaultError> {
         if !self.cfg.kv_filter.is_empty() {
             let mut out = Vec::new();
