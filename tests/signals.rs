@@ -117,7 +117,7 @@ fn sighup_shows_a_rotated_secret_at_once() {
     assert_eq!(read(&f), "old");
     assert_eq!(
         names(m.p("secret/sig/rot")),
-        [".env", ".json", "password", "user"]
+        [".env", ".json", ".sh", "password", "user"]
     );
     b.put(
         "secret",
@@ -134,7 +134,7 @@ fn sighup_shows_a_rotated_secret_at_once() {
     assert_eq!(std::fs::metadata(&f).unwrap().len(), 7);
     assert_eq!(
         names(m.p("secret/sig/rot")),
-        [".env", ".json", "extra", "password"]
+        [".env", ".json", ".sh", "extra", "password"]
     );
     let log = m.log_text();
     assert!(log.contains("SIGHUP: cached answers dropped"), "{log}");
