@@ -295,3 +295,74 @@ fn names_that_shells_and_runtimes_act_on_are_left_out() {
     assert_eq!(out, b"done\n");
     assert!(!work.path().join("pwned").exists());
 }
+
+/// Names that build tools, editors and runtimes read, proven to run code
+/// when sourced: make runs `$(CC)` and takes options from `GNUMAKEFLAGS`,
+/// Python's `tempfile` writes under `TMP`/`TEMP`. Each is left out, so the
+/// reader's `make` and `python3` act as if the view were never read.
+#[test]
+fn names_that_builds_and_runtimes_act_on_are_left_out() {
+    let b = Bao::shared();
+    let work = tempfile::tempdir().unwrap();
+    let trap = tempfile::tempdir().unwrap();
+    let trap_dir = trap.path().to_str().unwrap();
+    let payload = "touch pwned;";
+    let vault = json!({
+        "CC": payload,
+        "CXX": payload,
+        "GNUMAKEFLAGS": "--eval=$(shell touch pwned)",
+        "CFLAGS": "; touch pwned;",
+        "RUSTC_WORKSPACE_WRAPPER": "./pwned.sh",
+        "VIMINIT": ":!touch pwned",
+        "SYSTEMD_PAGERSECURE": "0",
+        "TEMP": trap_dir,
+        "TMP": trap_dir,
+        "GOFLAGS": "-toolexec=./pwned.sh",
+        "LUA_INIT": "os.execute('touch pwned')",
+        "OK": "1",
+    });
+    b.put("secret", "attack/builds", vault.clone());
+    let m = Mount::new(b, ROOT_TOKEN);
+    std::fs::write(
+        work.path().join("Makefile"),
+        "all:\n\t@$(CC) $(CFLAGS) --version >/dev/null 2>&1 || true\n",
+    )
+    .unwrap();
+    let env = m.p("secret/attack/builds/.env");
+    let sh = m.p("secret/attack/builds/.sh");
+    let script = "cd \"$2\"; set -a; . \"$1\"; set +a; unset TMPDIR; make -s; \
+                  python3 -c 'import tempfile; print(tempfile.gettempdir())'";
+    for view in [&env, &sh] {
+        let out = output(
+            "bash",
+            &[
+                "-c",
+                script,
+                "_",
+                view.to_str().unwrap(),
+                work.path().to_str().unwrap(),
+            ],
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.contains(trap_dir),
+            "{}: tempfile in {out}",
+            view.display()
+        );
+        assert!(!work.path().join("pwned").exists(), "{}", view.display());
+        let mut reported: Vec<String> = left_out(&read_bytes(view))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        reported.sort();
+        let mut all: Vec<&str> = vault
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "OK")
+            .collect();
+        all.sort();
+        assert_eq!(reported, all, "{}", view.display());
+    }
+}
