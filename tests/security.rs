@@ -148,34 +148,76 @@ fn memory_is_locked_unless_no_mlock() {
 
 /// `vaultfs mount --address https://user:password@...`: the daemon's
 /// command line, which every user can read, holds no password; nor do its
-/// log and `vaultfs status`.
+/// log and `vaultfs status`. The same for each other spelling the URL
+/// parser reads as userinfo (one slash, three, a backslash for a slash).
 #[test]
 fn address_userinfo_stays_out_of_the_daemons_command_line() {
     let b = Bao::shared();
     b.put("secret", "argv/direct", json!({"k": "direct-value"}));
     let h = Home::new();
     let mp = h.path().join("mnt");
-    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-5e0a@", 1);
-    let o = run(
-        h.cmd(
-            b,
-            ROOT_TOKEN,
-            &["mount", "--address", &addr, mp.to_str().unwrap()],
-        ),
-        40,
-    );
-    assert_ok(&o, "mount");
-    assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
-    let pid = h.pid(&mp);
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let cmdline = String::from_utf8_lossy(&raw);
-    assert!(cmdline.contains("mount"), "{cmdline:?}");
-    assert!(!cmdline.contains("PASSWORD-5e0a"), "{cmdline:?}");
-    assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
-    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
-    assert_ok(&o, "status");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+    let hostport = b.addr.strip_prefix("http://").unwrap();
+    for sep in ["//", "/", "///", "/\\", "\\/"] {
+        let addr = format!("http:{sep}vaultfs:PASSWORD-5e0a@{hostport}");
+        let o = run(
+            h.cmd(
+                b,
+                ROOT_TOKEN,
+                &["mount", "--address", &addr, mp.to_str().unwrap()],
+            ),
+            40,
+        );
+        assert_ok(&o, &addr);
+        assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
+        let pid = h.pid(&mp);
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&raw);
+        assert!(cmdline.contains("mount"), "{cmdline:?}");
+        assert!(!cmdline.contains("PASSWORD-5e0a"), "{addr}: {cmdline:?}");
+        assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
+        let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+        assert_ok(&o, "status");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+        let o = run(h.cmd(b, ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+        assert_ok(&o, "unmount");
+    }
+}
+
+/// An address that is no valid Vault address is refused with a message
+/// that never shows what precedes its `@`, however it is spelled.
+#[test]
+fn a_refused_address_hides_its_userinfo() {
+    let b = Bao::shared();
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let hostport = b.addr.strip_prefix("http://").unwrap();
+    for addr in [
+        format!("//u:hunter2@{hostport}"),
+        "https//u:hunter2@vault:8200".to_string(),
+        "/u:hunter2@h".to_string(),
+        "u:hunter2@h:1".to_string(),
+        format!("ftp://u:hunter2@{hostport}"),
+        format!("http://u:hunter2@{hostport}/v1"),
+    ] {
+        let o = run(
+            h.cmd(
+                b,
+                ROOT_TOKEN,
+                &["mount", "--address", &addr, mp.to_str().unwrap()],
+            ),
+            20,
+        );
+        assert!(!o.status.success(), "{addr}");
+        let err = stderr(&o);
+        assert!(err.contains("invalid Vault address"), "{addr}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("u:"),
+            "{addr}: {err}"
+        );
+        assert!(!is_mounted(&mp));
+    }
 }
 
 /// `vaultfs status` prints a mount path with newline, tab, ESC, backslash
