@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
+
 use common::*;
 use serde_json::json;
 
@@ -284,4 +287,68 @@ echo done
         !out.contains("environ-read") && !out.contains("mem-read"),
         "{out}"
     );
+}
+
+/// A path that is not UTF-8 anywhere in the mount table (a tmpfs another
+/// user mounted, say) hides no vaultfs mount: `status` lists the live mount,
+/// a second `mount` at it is refused, `unmount` unmounts. A vaultfs mount
+/// point that is itself not UTF-8 works the same, shown escaped.
+#[test]
+fn a_mount_path_that_is_not_utf8_hides_no_mount() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use vaultfs::mountpoint::Shown;
+    let b = Bao::shared();
+    b.put("secret", "odd/s", json!({"k": "odd-value"}));
+    let h = Home::new();
+    let odd = h.path().join(OsStr::from_bytes(b"tm\xe9"));
+    std::fs::create_dir(&odd).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_ok(&o, "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(&odd);
+    for mp in [
+        h.path().join("plain"),
+        h.path().join(OsStr::from_bytes(b"mnt\xff\n")),
+    ] {
+        std::fs::create_dir_all(&mp).unwrap();
+        let vaultfs = |args: &[&str], secs| {
+            let mut c = h.cmd(b, ROOT_TOKEN, args);
+            c.arg(&mp);
+            run(c, secs)
+        };
+        assert_ok(&vaultfs(&["mount"], 40), "mount");
+        assert_eq!(read(mp.join("secret/odd/s/k")), "odd-value");
+        let live = format!("{}: live (pid ", Shown(&mp));
+        let all = run(h.cmd(b, ROOT_TOKEN, &["status"]), 20);
+        assert_ok(&all, "status");
+        let one = vaultfs(&["status"], 20);
+        assert_ok(&one, "status M");
+        for o in [&all, &one] {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.lines().any(|l| l.starts_with(&live)),
+                "{live:?} in {out:?}"
+            );
+        }
+        let again = vaultfs(&["mount"], 20);
+        assert!(!again.status.success(), "a second mount stacked");
+        assert!(
+            stderr(&again).contains("already mounted"),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(mount_count(&mp), 1);
+        assert_ok(&vaultfs(&["unmount"], 20), "unmount");
+        assert!(!is_mounted(&mp));
+    }
 }

@@ -497,11 +497,7 @@ pub fn vaultfs_bin() -> PathBuf {
 
 /// Every entry of /proc/self/mountinfo, read with the crate's parser.
 pub fn mounts() -> Vec<vaultfs::mountpoint::MountEntry> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(vaultfs::mountpoint::parse_mountinfo_line)
-        .collect()
+    vaultfs::mountpoint::mount_table()
 }
 
 /// Whether `path` is a mount point.
