@@ -175,7 +175,10 @@ fn env_quote(v: &[u8]) -> EnvQuote {
         return EnvQuote::None;
     }
     let bare = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:@%+,=".contains(b);
-    if v.iter().all(bare) {
+    // zsh expands an unquoted `=cmd` to the command's path, at a word's
+    // start and after a `:` in an assignment (`A==ls`, `A=x:=ls`).
+    let zsh_equals = v.first() == Some(&b'=') || has(b":=");
+    if v.iter().all(bare) && !zsh_equals {
         EnvQuote::Bare
     } else if !v.contains(&b'\'') && !has(b"\\\\") && v.last() != Some(&b'\\') {
         EnvQuote::Single
@@ -409,6 +412,9 @@ mod tests {
         use EnvQuote::*;
         for (v, want) in [
             ("plain-1.2:3/x@y%z+,=", Bare),
+            ("=ls", Single),
+            ("a:=ls", Single),
+            ("a=b", Bare),
             ("", Bare),
             ("with space", Single),
             ("$HOME and `cmd` \"q\" # not a comment", Single),

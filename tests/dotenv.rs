@@ -128,6 +128,7 @@ fn every_reader_gets_vaults_exact_values() {
         for (reader, got) in [
             ("bash", shell_reads(BASH, work.path(), &[&env_path], true)),
             ("dash", shell_reads(DASH, work.path(), &[&env_path], true)),
+            ("zsh", shell_reads(ZSH, work.path(), &[&env_path], true)),
         ] {
             assert_eq!(got[0].as_ref(), Some(&want), "{reader} on {dir}/.env");
         }
@@ -365,4 +366,25 @@ fn names_that_builds_and_runtimes_act_on_are_left_out() {
         all.sort();
         assert_eq!(reported, all, "{}", view.display());
     }
+}
+
+/// zsh expands an unquoted `=cmd` to the command's path, at a value's start
+/// and after a `:`: such values are quoted, and read back exactly by zsh
+/// as by every other reader.
+#[test]
+fn zsh_reads_env_values_with_equals_exactly() {
+    let b = Bao::shared();
+    let data = json!({"A": "=ls", "B": "x:=ls", "C": "=", "D": "a=b:c", "E": "==ls"});
+    b.put("secret", "zsh/equals", data.clone());
+    let m = Mount::new(b, ROOT_TOKEN);
+    let work = tempfile::tempdir().unwrap();
+    let env = m.p("secret/zsh/equals/.env");
+    let vault = vault_values(&data);
+    let want = promised(&read_bytes(&env), &vault, &[]);
+    for (name, shell) in [("bash", BASH), ("dash", DASH), ("zsh", ZSH)] {
+        let got = shell_reads(shell, work.path(), &[&env], true);
+        assert_eq!(got[0].as_ref(), Some(&want), "{name} on .env");
+    }
+    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
+    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
 }
