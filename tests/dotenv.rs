@@ -1,5 +1,5 @@
 //! The `.env` and `.sh` views of a real OpenBao secret, read through a real
-//! mount by the programs people load them with: `.env` by bash and dash
+//! mount by the programs people load them with: `.env` by bash, dash and zsh
 //! (`set -a; . .env`), python-dotenv and Node's `dotenv`; `.sh` by bash,
 //! dash, zsh and busybox sh (`. .sh`). Every key a view holds must come
 //! back from every reader with exactly Vault's value, and nothing else may
