@@ -303,16 +303,21 @@ fn no_secret_in_the_daemons_command_line() {
 
     // Whoever writes the options cannot make the mount writable, setuid,
     // device-bearing or executable.
-    let opts = format!(
-        "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
-        token_file.display()
-    );
+    let opts = |addr: &str| {
+        format!(
+            "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
+            token_file.display()
+        )
+    };
     // mount.fuse3 passes no -s on: the ignored option only for our helper.
-    let sloppy_opts = format!("{opts},pw={SLOPPY}");
+    let sloppy_opts = format!("{},pw={SLOPPY}", opts(&addr));
+    // One slash: the URL parser still reads userinfo.
+    let one_slash = b.addr.replacen("://", &format!(":/vaultfs:{PASSWORD}@"), 1);
+    let fuse3_opts = opts(&one_slash);
     let fuse3_source = format!("{}#vaultfs", vaultfs_bin().display());
     for (fstype, opts, source) in [
         ("fuse.vaultfs", &sloppy_opts, "vaultfs"),
-        ("fuse", &opts, fuse3_source.as_str()),
+        ("fuse", &fuse3_opts, fuse3_source.as_str()),
     ] {
         let o = mount(fstype, opts, source);
         assert_ok(&o, fstype);
