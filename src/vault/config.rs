@@ -68,15 +68,22 @@ pub fn redact_userinfo(addr: &str) -> String {
             }
         }
     }
-    // `http:` or `https:` and the slashes after it are kept so that the
-    // error stays readable; any other word before a `:` may be a user name.
-    let scheme = ["http:", "https:"]
-        .iter()
-        .find(|s| {
-            addr.get(..s.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    // A scheme and the slashes after it are kept so that the error stays
+    // readable: `http:` or `https:`, or any scheme followed by `//` (what
+    // comes before `//` is a scheme, never userinfo). Any other word before
+    // a `:` may be a user name (`user:/pass@h`).
+    let scheme = addr
+        .find(':')
+        .filter(|&i| {
+            let s = &addr[..i];
+            let word = s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            word && (s.eq_ignore_ascii_case("http")
+                || s.eq_ignore_ascii_case("https")
+                || addr[i + 1..].starts_with("//"))
         })
-        .map_or(0, |s| s.len());
+        .map_or(0, |i| i + 1);
     let slashes = addr[scheme..]
         .find(|c| c != '/' && c != '\\')
         .map_or(addr.len(), |n| scheme + n);
@@ -111,6 +118,8 @@ mod tests {
             ("\\u:hunter2@h/x", "\\***@h/x"),
             ("u:hunter2@h/a@b", "***@b"),
             ("user:/pass@h", "***@h"),
+            ("ftp://u:p@h:1", "ftp://***@h:1"),
+            ("u:p@h", "***@h"),
             ("HTTP://u:p@[bad", "HTTP://***@[bad"),
         ] {
             assert_eq!(redact_userinfo(given), shown, "{given}");
