@@ -346,11 +346,15 @@ fn names_that_builds_and_runtimes_act_on_are_left_out() {
         );
         let out = String::from_utf8(out).unwrap();
         assert!(
+            !work.path().join("pwned").exists(),
+            "{}: make ran the payload",
+            view.display()
+        );
+        assert!(
             !out.contains(trap_dir),
             "{}: tempfile in {out}",
             view.display()
         );
-        assert!(!work.path().join("pwned").exists(), "{}", view.display());
         let mut reported: Vec<String> = left_out(&read_bytes(view))
             .into_iter()
             .map(|(k, _)| k)
