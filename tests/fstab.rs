@@ -93,8 +93,8 @@ impl Drop for Cleanup {
 /// (type, source, superblock options) of the mount at `mp`. The crate's
 /// parser keeps no options: they are the line's last field.
 fn mount_type(mp: &Path) -> Option<(String, String, String)> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    // Lossy: another mount's path need not be UTF-8; `mp` is.
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .find_map(|l| {
             let e = vaultfs::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
@@ -104,8 +104,8 @@ fn mount_type(mp: &Path) -> Option<(String, String, String)> {
 
 /// The per-mount flags of the mount at `mp` (mountinfo's sixth field).
 fn per_mount_flags(mp: &Path) -> String {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    // Lossy: another mount's path need not be UTF-8; `mp` is.
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .find(|l| vaultfs::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp))
         .and_then(|l| l.split(' ').nth(5).map(String::from))
