@@ -16,9 +16,12 @@ fn main() -> ExitCode {
         Some(Err(e)) => return fail(MountError::Usage(e)),
         Some(Ok(call)) => {
             for opt in &call.ignored {
-                eprintln!("vaultfs: ignoring unknown mount option {opt:?} (sloppy mount)");
+                eprintln!("vaultfs: ignoring unknown mount option {opt} (sloppy mount)");
             }
-            let cli = Cli::try_parse_from(&call.argv).unwrap_or_else(|e| e.exit());
+            let cli = match Cli::try_parse_from(&call.argv) {
+                Ok(cli) => cli,
+                Err(e) => return fail(MountError::Usage(mount_helper::refused_value(&e))),
+            };
             if call.fake {
                 return match &cli.command {
                     Command::Mount(args) => args

@@ -67,6 +67,47 @@ pub const IGNORED: &[&str] = &[
 /// Options that would put a token on a command line, refused by name.
 const TOKEN_KEYS: &[&str] = &["token", "vault_token", "bao_token"];
 
+/// How a message names an option key it does not know: by the key when it
+/// looks like an option's name, else not at all, since a bare word in an
+/// `-o` string may be a mistyped secret (`-o hvs.…`).
+fn shown_key(key: &str) -> String {
+    let name = key.len() <= 32
+        && key.starts_with(|c: char| c == '_' || c.is_ascii_lowercase())
+        && key
+            .chars()
+            .all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name {
+        format!("{key:?}")
+    } else {
+        "(not shown: it does not look like an option name)".to_string()
+    }
+}
+
+/// One line for a `-o` value that `vaultfs mount` refuses: the option's key,
+/// never its value (which may be a secret mistyped into the wrong option).
+pub fn refused_value(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let key = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg
+            .trim_start_matches('-')
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default()
+            .replace('-', "_"),
+        _ => String::new(),
+    };
+    let what = e.kind().as_str().unwrap_or("invalid options");
+    if key.is_empty() {
+        format!("mount options refused ({what}; values are not shown): see `vaultfs mount --help`")
+    } else {
+        format!(
+            "mount option {key} refused ({what}; its value is not shown): see `vaultfs mount \
+             --help` for --{}",
+            key.replace('_', "-")
+        )
+    }
+}
+
 /// A mount(8) invocation, as `vaultfs mount` arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HelperCall {
@@ -74,7 +115,8 @@ pub struct HelperCall {
     pub argv: Vec<OsString>,
     /// `-f`: check the options, mount nothing.
     pub fake: bool,
-    /// The keys of unknown options dropped under `-s` (sloppy), to warn about.
+    /// The keys of unknown options dropped under `-s` (sloppy), as a
+    /// message may show them (see `shown_key`).
     pub ignored: Vec<String>,
 }
 
@@ -207,11 +249,12 @@ fn translate(args: &[OsString]) -> Result<HelperCall, String> {
             (Some((_, false)), Some(_)) => {
                 return Err(format!("mount option {key} takes no value"))
             }
-            (None, _) if sloppy => ignored.push(key.to_string()),
+            (None, _) if sloppy => ignored.push(shown_key(key)),
             (None, _) => {
                 return Err(format!(
-                    "unknown mount option {key:?}{}: vaultfs's options are the long flags of \
+                    "unknown mount option {}{}: vaultfs's options are the long flags of \
                      `vaultfs mount` in snake_case (e.g. token_file=PATH, kv=PATH, allow_other)",
+                    shown_key(key),
                     if value.is_some() {
                         " (its value is not shown)"
                     } else {
@@ -337,10 +380,44 @@ mod tests {
         ])
         .unwrap();
         assert!(c.fake);
-        assert_eq!(c.ignored, ["bogus", "pw"]);
+        assert_eq!(c.ignored, ["\"bogus\"", "\"pw\""]);
+        // A bare word that is no option name may be a mistyped secret.
+        for word in ["hvs.hunter2", "token:hunter2", "Hunter2", "s.hunter2/x"] {
+            let opt = format!("kv=a,{word}");
+            let e = call(&["mount.fuse.vaultfs", "s", "/m", "-o", &opt]).unwrap_err();
+            assert!(!e.contains("unter2") && e.contains("not shown"), "{e}");
+            let c = call(&["mount.fuse.vaultfs", "s", "/m", "-s", "-o", &opt]).unwrap();
+            assert!(
+                c.ignored.iter().all(|k| !k.contains("unter2")),
+                "{:?}",
+                c.ignored
+            );
+        }
         // A refused flag stays refused through -o.
         let m = mount_args(&["mount.fuse.vaultfs", "s", "/m", "-o", "allow_root"]);
         assert!(m.check().is_err());
+    }
+
+    /// A value `vaultfs mount` refuses is named by its option, in one line,
+    /// never repeated: it may be a secret typed into the wrong option.
+    #[test]
+    fn refused_values_are_one_line_without_the_value() {
+        for opt in [
+            "ttl=hunter2",
+            "uid=hunter2",
+            "max_retries=hunter2",
+            "log_format=hunter2",
+            "file_mode=hunter2",
+        ] {
+            let call = parse(&os(&["mount.fuse.vaultfs", "s", "/m", "-o", opt]))
+                .unwrap()
+                .unwrap();
+            let e = Cli::try_parse_from(call.argv).unwrap_err();
+            let m = refused_value(&e);
+            let key = opt.split('=').next().unwrap();
+            assert!(m.contains(&format!("mount option {key} ")), "{m}");
+            assert!(!m.contains("hunter2") && !m.contains('\n'), "{m}");
+        }
     }
 
     #[test]

@@ -66,17 +66,50 @@ const DANGEROUS_NAMES: &[&str] = &[
     "RUSTDOCFLAGS",
     // Where TLS, D-Bus, Docker and Kubernetes clients connect and what they run.
     "CURL_CA_BUNDLE", "CURL_HOME", "REQUESTS_CA_BUNDLE", "DBUS_SESSION_BUS_ADDRESS",
-    "DOCKER_HOST", "DOCKER_CONFIG", "KUBECONFIG", "GNUPGHOME", "WGETRC",
+    "DOCKER_HOST", "DOCKER_CONFIG", "KUBECONFIG", "GNUPGHOME", "WGETRC", "SSLKEYLOGFILE",
+    "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CA_BUNDLE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    // Where programs put temporary files (Python's tempfile, mktemp).
+    "TEMP", "TMP",
+    // make's implicit rules run these programs (`$(CC) $(CFLAGS) …`).
+    "AR", "AS", "CC", "CO", "CPP", "CTANGLE", "CWEAVE", "CXX", "FC", "GET", "LD", "LEX",
+    "LINT", "M2C", "M4", "NM", "OBJC", "OBJCOPY", "OBJCXX", "OBJDUMP", "PC", "RANLIB",
+    "RM", "STRIP", "TANGLE", "TEX", "TEXI2DVI", "WEAVE", "YACC", "LDLIBS", "LOADLIBES",
+    // Editors' start-up commands, and where graphical programs connect.
+    "EXINIT", "MYVIMRC", "MYGVIMRC", "HGRCPATH", "DISPLAY", "WAYLAND_DISPLAY",
+    "XAUTHORITY", "PHPRC",
 ];
 
 /// Prefixes of names the same programs act on (every `LD_*` the loader
 /// reads, every `GIT_*` git reads, and the families that keep growing).
 #[rustfmt::skip]
 const DANGEROUS_PREFIXES: &[&str] = &[
-    "BASH_", "BASHOPTS", "BASHPID", "COMP_", "READLINE_", "HIST", "ZSH_", "ZLE_", "LC_",
+    "BASH", "COMP_", "READLINE_", "HIST", "ZSH_", "ZLE_", "LC_",
     "LD_", "DYLD_", "MALLOC_", "NODE_", "PYTHON", "PIP_", "PERL", "RUBY",
     "GEM_", "BUNDLE_", "JAVA_", "GIT_", "SSH_", "XDG_", "OPENSSL_", "SSL_CERT_", "CARGO_",
-    "RUSTUP_", "VAULT_", "BAO_", "dis_",
+    "RUSTUP_", "RUSTC", "RUSTDOC", "VAULT_", "BAO_", "dis_",
+    // make (`MAKEFLAGS`, `MAKEFILES`, `MAKESHELL`…), the Go toolchain and
+    // Google's client libraries (`GOFLAGS`, `GOPROXY`, `GOTOOLCHAIN`,
+    // `GOOGLE_APPLICATION_CREDENTIALS`…), cgo.
+    "MAKE", "GNUMAKE", "GO", "CGO_",
+    // Editors and pagers: start-up commands and what they run.
+    "VIM", "GVIM", "LESS", "SYSTEMD_", "GH_", "CVS", "SVN_",
+    // Runtimes' start-up code, module paths and options.
+    "LUA_", "ERL_", "ELIXIR_", "PHP_", "DOTNET_", "COREHOST_", "QT_", "GTK_", "GST_",
+    // Tools that read their configuration, or connect, where these say.
+    "DOTENV_", "COMPOSE_", "TF_", "STARSHIP_", "CONSUL_", "NOMAD_", "AWS_ENDPOINT_URL",
+    "AWS_CONTAINER_",
+];
+
+/// Suffixes of whole families: every `*FLAGS` a build passes to a compiler
+/// or tool (`CFLAGS`, `LDFLAGS`, `GOFLAGS`…), the editor, pager or browser
+/// any program starts (`KUBE_EDITOR`, `HGEDITOR`, `GH_PAGER`…), the options
+/// a runtime takes from the environment (`MAVEN_OPTS`, `ELIXIR_ERL_OPTIONS`)
+/// and where a tool reads its configuration (`TF_CLI_CONFIG_FILE`).
+#[rustfmt::skip]
+const DANGEROUS_SUFFIXES: &[&str] = &[
+    "FLAGS", "EDITOR", "PAGER", "BROWSER", "_OPTS", "_OPTIONS", "CONFIG", "CONFIG_FILE",
+    "_FOR_BUILD",
 ];
 
 /// Names exempt from a prefix above: read by the programs as plain
@@ -106,6 +139,7 @@ pub fn is_dangerous(name: &str) -> bool {
     }
     DANGEROUS_NAMES.contains(&name)
         || DANGEROUS_PREFIXES.iter().any(|p| name.starts_with(p))
+        || DANGEROUS_SUFFIXES.iter().any(|x| name.ends_with(x))
         || name.to_ascii_uppercase().starts_with(NPM_CONFIG)
         || PROXY_NAMES.iter().any(|p| name.eq_ignore_ascii_case(p))
 }
@@ -141,7 +175,10 @@ fn env_quote(v: &[u8]) -> EnvQuote {
         return EnvQuote::None;
     }
     let bare = |b: &u8| b.is_ascii_alphanumeric() || b"_-./:@%+,=".contains(b);
-    if v.iter().all(bare) {
+    // zsh expands an unquoted `=cmd` to the command's path, at a word's
+    // start and after a `:` in an assignment (`A==ls`, `A=x:=ls`).
+    let zsh_equals = v.first() == Some(&b'=') || has(b":=");
+    if v.iter().all(bare) && !zsh_equals {
         EnvQuote::Bare
     } else if !v.contains(&b'\'') && !has(b"\\\\") && v.last() != Some(&b'\\') {
         EnvQuote::Single
@@ -375,6 +412,9 @@ mod tests {
         use EnvQuote::*;
         for (v, want) in [
             ("plain-1.2:3/x@y%z+,=", Bare),
+            ("=ls", Single),
+            ("a:=ls", Single),
+            ("a=b", Bare),
             ("", Bare),
             ("with space", Single),
             ("$HOME and `cmd` \"q\" # not a comment", Single),
@@ -459,6 +499,67 @@ mod tests {
             "path",
             "VAULT_ADDR",
             "LC_ALL",
+            "CC",
+            "VIMINIT",
+            "GNUMAKEFLAGS",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "TEMP",
+            "TMP",
+            "SYSTEMD_PAGERSECURE",
+            "EXINIT",
+            "GVIMINIT",
+            "KUBE_EDITOR",
+            "HGEDITOR",
+            "SVN_EDITOR",
+            "CVSEDITOR",
+            "GH_EDITOR",
+            "GH_PAGER",
+            "GH_BROWSER",
+            "LESSEDIT",
+            "SYSTEMD_LESS",
+            "CXX",
+            "CPP",
+            "LD",
+            "AR",
+            "FC",
+            "CFLAGS",
+            "LDFLAGS",
+            "GOFLAGS",
+            "GOPROXY",
+            "GOSUMDB",
+            "GOINSECURE",
+            "GOTOOLCHAIN",
+            "LUA_INIT",
+            "LUA_INIT_5_4",
+            "LUA_PATH",
+            "LUA_CPATH",
+            "ERL_AFLAGS",
+            "ERL_ZFLAGS",
+            "ERL_FLAGS",
+            "ELIXIR_ERL_OPTIONS",
+            "SSLKEYLOGFILE",
+            "CONSUL_HTTP_ADDR",
+            "NOMAD_ADDR",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "DOTENV_CONFIG_PATH",
+            "DOTENV_KEY",
+            "COMPOSE_FILE",
+            "PHPRC",
+            "PHP_INI_SCAN_DIR",
+            "DOTNET_STARTUP_HOOKS",
+            "COREHOST_TRACE",
+            "QT_PLUGIN_PATH",
+            "GTK_MODULES",
+            "GST_PLUGIN_PATH",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "TF_CLI_CONFIG_FILE",
+            "STARSHIP_CONFIG",
+            "DISPLAY",
+            "WAYLAND_DISPLAY",
+            "XAUTHORITY",
         ] {
             assert!(is_dangerous(n), "{n}");
         }
@@ -469,8 +570,29 @@ mod tests {
             "password",
             "DATABASE_URL",
             "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "STRIPE_KEY",
+            "CC_NUMBER",
         ] {
             assert!(!is_dangerous(n), "{n}");
+        }
+    }
+
+    /// docs/security.md names every family the code leaves out, so a
+    /// reader can check a name against the doc alone.
+    #[test]
+    fn every_family_is_in_the_threat_model() {
+        let doc = include_str!("../docs/security.md");
+        let section = doc
+            .split("## Names the .env and shell views leave out")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the section");
+        for p in DANGEROUS_PREFIXES {
+            assert!(section.contains(&format!("`{p}*`")), "prefix {p}");
+        }
+        for x in DANGEROUS_SUFFIXES {
+            assert!(section.contains(&format!("`*{x}`")), "suffix {x}");
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The `.env` and `.sh` views of a real OpenBao secret, read through a real
-//! mount by the programs people load them with: `.env` by bash and dash
+//! mount by the programs people load them with: `.env` by bash, dash and zsh
 //! (`set -a; . .env`), python-dotenv and Node's `dotenv`; `.sh` by bash,
 //! dash, zsh and busybox sh (`. .sh`). Every key a view holds must come
 //! back from every reader with exactly Vault's value, and nothing else may
@@ -128,6 +128,7 @@ fn every_reader_gets_vaults_exact_values() {
         for (reader, got) in [
             ("bash", shell_reads(BASH, work.path(), &[&env_path], true)),
             ("dash", shell_reads(DASH, work.path(), &[&env_path], true)),
+            ("zsh", shell_reads(ZSH, work.path(), &[&env_path], true)),
         ] {
             assert_eq!(got[0].as_ref(), Some(&want), "{reader} on {dir}/.env");
         }
@@ -294,4 +295,100 @@ fn names_that_shells_and_runtimes_act_on_are_left_out() {
     let out = output("bash", &["-c", script, "_", env.to_str().unwrap()]);
     assert_eq!(out, b"done\n");
     assert!(!work.path().join("pwned").exists());
+}
+
+/// Names that build tools, editors and runtimes read, proven to run code
+/// when sourced: make runs `$(CC)` and takes options from `GNUMAKEFLAGS`,
+/// Python's `tempfile` writes under `TMP`/`TEMP`. Each is left out, so the
+/// reader's `make` and `python3` act as if the view were never read.
+#[test]
+fn names_that_builds_and_runtimes_act_on_are_left_out() {
+    let b = Bao::shared();
+    let work = tempfile::tempdir().unwrap();
+    let trap = tempfile::tempdir().unwrap();
+    let trap_dir = trap.path().to_str().unwrap();
+    let payload = "touch pwned;";
+    let vault = json!({
+        "CC": payload,
+        "CXX": payload,
+        "GNUMAKEFLAGS": "--eval=$(shell touch pwned)",
+        "CFLAGS": "; touch pwned;",
+        "RUSTC_WORKSPACE_WRAPPER": "./pwned.sh",
+        "VIMINIT": ":!touch pwned",
+        "SYSTEMD_PAGERSECURE": "0",
+        "TEMP": trap_dir,
+        "TMP": trap_dir,
+        "GOFLAGS": "-toolexec=./pwned.sh",
+        "LUA_INIT": "os.execute('touch pwned')",
+        "OK": "1",
+    });
+    b.put("secret", "attack/builds", vault.clone());
+    let m = Mount::new(b, ROOT_TOKEN);
+    std::fs::write(
+        work.path().join("Makefile"),
+        "all:\n\t@$(CC) $(CFLAGS) --version >/dev/null 2>&1 || true\n",
+    )
+    .unwrap();
+    let env = m.p("secret/attack/builds/.env");
+    let sh = m.p("secret/attack/builds/.sh");
+    let script = "cd \"$2\"; set -a; . \"$1\"; set +a; unset TMPDIR; make -s; \
+                  python3 -c 'import tempfile; print(tempfile.gettempdir())'";
+    for view in [&env, &sh] {
+        let out = output(
+            "bash",
+            &[
+                "-c",
+                script,
+                "_",
+                view.to_str().unwrap(),
+                work.path().to_str().unwrap(),
+            ],
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !work.path().join("pwned").exists(),
+            "{}: make ran the payload",
+            view.display()
+        );
+        assert!(
+            !out.contains(trap_dir),
+            "{}: tempfile in {out}",
+            view.display()
+        );
+        let mut reported: Vec<String> = left_out(&read_bytes(view))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        reported.sort();
+        let mut all: Vec<&str> = vault
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "OK")
+            .collect();
+        all.sort();
+        assert_eq!(reported, all, "{}", view.display());
+    }
+}
+
+/// zsh expands an unquoted `=cmd` to the command's path, at a value's start
+/// and after a `:`: such values are quoted, and read back exactly by zsh
+/// as by every other reader.
+#[test]
+fn zsh_reads_env_values_with_equals_exactly() {
+    let b = Bao::shared();
+    let data = json!({"A": "=ls", "B": "x:=ls", "C": "=", "D": "a=b:c", "E": "==ls"});
+    b.put("secret", "zsh/equals", data.clone());
+    let m = Mount::new(b, ROOT_TOKEN);
+    let work = tempfile::tempdir().unwrap();
+    let env = m.p("secret/zsh/equals/.env");
+    let vault = vault_values(&data);
+    let want = promised(&read_bytes(&env), &vault, &[]);
+    for (name, shell) in [("bash", BASH), ("dash", DASH), ("zsh", ZSH)] {
+        let got = shell_reads(shell, work.path(), &[&env], true);
+        assert_eq!(got[0].as_ref(), Some(&want), "{name} on .env");
+    }
+    assert_eq!(python_dotenv(&[&env])[0], want, "python-dotenv");
+    assert_eq!(node_dotenv(&[&env])[0], want, "node dotenv");
 }

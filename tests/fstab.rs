@@ -93,8 +93,8 @@ impl Drop for Cleanup {
 /// (type, source, superblock options) of the mount at `mp`. The crate's
 /// parser keeps no options: they are the line's last field.
 fn mount_type(mp: &Path) -> Option<(String, String, String)> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    // Lossy: another mount's path need not be UTF-8; `mp` is.
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .find_map(|l| {
             let e = vaultfs::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
@@ -104,8 +104,8 @@ fn mount_type(mp: &Path) -> Option<(String, String, String)> {
 
 /// The per-mount flags of the mount at `mp` (mountinfo's sixth field).
 fn per_mount_flags(mp: &Path) -> String {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    // Lossy: another mount's path need not be UTF-8; `mp` is.
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .find(|l| vaultfs::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp))
         .and_then(|l| l.split(' ').nth(5).map(String::from))
@@ -303,16 +303,21 @@ fn no_secret_in_the_daemons_command_line() {
 
     // Whoever writes the options cannot make the mount writable, setuid,
     // device-bearing or executable.
-    let opts = format!(
-        "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
-        token_file.display()
-    );
+    let opts = |addr: &str| {
+        format!(
+            "rw,suid,dev,exec,address={addr},token_file={},kv=secret,no_mlock",
+            token_file.display()
+        )
+    };
     // mount.fuse3 passes no -s on: the ignored option only for our helper.
-    let sloppy_opts = format!("{opts},pw={SLOPPY}");
+    let sloppy_opts = format!("{},pw={SLOPPY}", opts(&addr));
+    // One slash: the URL parser still reads userinfo.
+    let one_slash = b.addr.replacen("://", &format!(":/vaultfs:{PASSWORD}@"), 1);
+    let fuse3_opts = opts(&one_slash);
     let fuse3_source = format!("{}#vaultfs", vaultfs_bin().display());
     for (fstype, opts, source) in [
         ("fuse.vaultfs", &sloppy_opts, "vaultfs"),
-        ("fuse", &opts, fuse3_source.as_str()),
+        ("fuse", &fuse3_opts, fuse3_source.as_str()),
     ] {
         let o = mount(fstype, opts, source);
         assert_ok(&o, fstype);

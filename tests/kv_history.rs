@@ -44,8 +44,20 @@ fn versions_and_metadata_are_readable_and_exact() {
         "{\"n\":3,\"password\":\"three\"}\n"
     );
     assert_eq!(read(db.join(".versions/3/.env")), "n=3\npassword=three\n");
-    // Deleted (2), destroyed (1), never written (9) and non-canonical names.
-    for gone in ["1", "2", "9", "03", "0", "+3", "3.0"] {
+    // Deleted (2), destroyed (1), never written (9), numbers no version
+    // can have (Vault's versions are signed 64-bit) and non-canonical names.
+    for gone in [
+        "1",
+        "2",
+        "9",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+        "03",
+        "0",
+        "+3",
+        "3.0",
+    ] {
         let e = errno_of(std::fs::metadata(db.join(".versions").join(gone)));
         assert_eq!(e, libc::ENOENT, "{gone}");
     }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -184,4 +185,56 @@ echo done
             && l.contains("--device /dev/fuse"),
         "{l}"
     );
+}
+
+/// mount(8)'s `-o` string may hold a secret typed into the wrong option or
+/// as a bare word: each refusal is one line that names the option's key
+/// and never repeats a value, or a bare word that is no option name; the
+/// same under `-s`, where such words are ignored with a warning.
+#[test]
+fn mount_options_are_refused_without_echoing_a_value() {
+    use std::os::unix::process::CommandExt;
+    let h = Home::new();
+    let mp = h.path().join("m");
+    std::fs::create_dir_all(&mp).unwrap();
+    let mp = mp.to_str().unwrap();
+    let helper = |arg0: &str, args: &[&str]| {
+        let mut c = Command::new(vaultfs_bin());
+        c.arg0(arg0)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin");
+        run(c, 20)
+    };
+    for (opt, key) in [
+        ("ttl=hunter2", Some("ttl")),
+        ("uid=hunter2", Some("uid")),
+        ("max_retries=hunter2", Some("max_retries")),
+        ("log_format=hunter2", Some("log_format")),
+        ("hvs.hunter2", None),
+        ("token:hunter2", None),
+    ] {
+        let opts = format!("kv=secret,{opt}");
+        for (arg0, args) in [
+            ("mount.fuse.vaultfs", vec!["vaultfs", mp, "-o", &opts]),
+            ("vaultfs", vec!["vaultfs", mp, "-o", &opts]),
+        ] {
+            let o = helper(arg0, &args);
+            assert!(!o.status.success(), "{arg0} {opt}");
+            let err = stderr(&o);
+            assert_eq!(err.trim_end().lines().count(), 1, "{arg0} {opt}: {err}");
+            assert!(!err.contains("unter2"), "{arg0} {opt}: {err}");
+            if let Some(key) = key {
+                assert!(err.contains(key), "{arg0} {opt}: {err}");
+            }
+        }
+        if key.is_none() {
+            let o = helper(
+                "mount.fuse.vaultfs",
+                &["vaultfs", mp, "-s", "-f", "-o", &opts],
+            );
+            assert!(!stderr(&o).contains("unter2"), "-s {opt}: {}", stderr(&o));
+        }
+    }
+    assert!(!is_mounted(Path::new(mp)));
 }

@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
+
 use common::*;
 use serde_json::json;
 
@@ -148,34 +151,76 @@ fn memory_is_locked_unless_no_mlock() {
 
 /// `vaultfs mount --address https://user:password@...`: the daemon's
 /// command line, which every user can read, holds no password; nor do its
-/// log and `vaultfs status`.
+/// log and `vaultfs status`. The same for each other spelling the URL
+/// parser reads as userinfo (one slash, three, a backslash for a slash).
 #[test]
 fn address_userinfo_stays_out_of_the_daemons_command_line() {
     let b = Bao::shared();
     b.put("secret", "argv/direct", json!({"k": "direct-value"}));
     let h = Home::new();
     let mp = h.path().join("mnt");
-    let addr = b.addr.replacen("://", "://vaultfs:PASSWORD-5e0a@", 1);
-    let o = run(
-        h.cmd(
-            b,
-            ROOT_TOKEN,
-            &["mount", "--address", &addr, mp.to_str().unwrap()],
-        ),
-        40,
-    );
-    assert_ok(&o, "mount");
-    assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
-    let pid = h.pid(&mp);
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let cmdline = String::from_utf8_lossy(&raw);
-    assert!(cmdline.contains("mount"), "{cmdline:?}");
-    assert!(!cmdline.contains("PASSWORD-5e0a"), "{cmdline:?}");
-    assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
-    let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
-    assert_ok(&o, "status");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+    let hostport = b.addr.strip_prefix("http://").unwrap();
+    for sep in ["//", "/", "///", "/\\", "\\/"] {
+        let addr = format!("http:{sep}vaultfs:PASSWORD-5e0a@{hostport}");
+        let o = run(
+            h.cmd(
+                b,
+                ROOT_TOKEN,
+                &["mount", "--address", &addr, mp.to_str().unwrap()],
+            ),
+            40,
+        );
+        assert_ok(&o, &addr);
+        assert_eq!(read(mp.join("secret/argv/direct/k")), "direct-value");
+        let pid = h.pid(&mp);
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&raw);
+        assert!(cmdline.contains("mount"), "{cmdline:?}");
+        assert!(!cmdline.contains("PASSWORD-5e0a"), "{addr}: {cmdline:?}");
+        assert!(!h.log().contains("PASSWORD-5e0a"), "{}", h.log());
+        let o = run(h.cmd(b, ROOT_TOKEN, &["status", mp.to_str().unwrap()]), 20);
+        assert_ok(&o, "status");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("***@") && !out.contains("PASSWORD"), "{out}");
+        let o = run(h.cmd(b, ROOT_TOKEN, &["unmount", mp.to_str().unwrap()]), 20);
+        assert_ok(&o, "unmount");
+    }
+}
+
+/// An address that is no valid Vault address is refused with a message
+/// that never shows what precedes its `@`, however it is spelled.
+#[test]
+fn a_refused_address_hides_its_userinfo() {
+    let b = Bao::shared();
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let hostport = b.addr.strip_prefix("http://").unwrap();
+    for addr in [
+        format!("//u:hunter2@{hostport}"),
+        "https//u:hunter2@vault:8200".to_string(),
+        "/u:hunter2@h".to_string(),
+        "u:hunter2@h:1".to_string(),
+        format!("ftp://u:hunter2@{hostport}"),
+        format!("http://u:hunter2@{hostport}/v1"),
+    ] {
+        let o = run(
+            h.cmd(
+                b,
+                ROOT_TOKEN,
+                &["mount", "--address", &addr, mp.to_str().unwrap()],
+            ),
+            20,
+        );
+        assert!(!o.status.success(), "{addr}");
+        let err = stderr(&o);
+        assert!(err.contains("invalid Vault address"), "{addr}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("u:"),
+            "{addr}: {err}"
+        );
+        assert!(!is_mounted(&mp));
+    }
 }
 
 /// `vaultfs status` prints a mount path with newline, tab, ESC, backslash
@@ -194,8 +239,17 @@ fn status_escapes_mount_paths_as_the_mount_table() {
         let o = run(h.cmd(b, ROOT_TOKEN, &args), 20);
         assert_ok(&o, "status");
         let out = String::from_utf8_lossy(&o.stdout);
-        assert_eq!(out.lines().count(), 1, "{args:?}: {out:?}");
-        assert!(out.starts_with(&format!("{shown}: live (pid ")), "{out:?}");
+        // Other tests' mounts may be listed too (status alone lists every
+        // mount of this user): ours is one line of its own.
+        let ours: Vec<_> = out
+            .lines()
+            .filter(|l| l.contains(&*h.path().to_string_lossy()))
+            .collect();
+        assert_eq!(ours.len(), 1, "{args:?}: {out:?}");
+        assert!(
+            ours[0].starts_with(&format!("{shown}: live (pid ")),
+            "{out:?}"
+        );
         assert!(!out.contains('\x1b') && !out.contains('\t'), "{out:?}");
     }
     assert!(!h.log().contains('\x1b'), "{:?}", h.log());
@@ -242,4 +296,68 @@ echo done
         !out.contains("environ-read") && !out.contains("mem-read"),
         "{out}"
     );
+}
+
+/// A path that is not UTF-8 anywhere in the mount table (a tmpfs another
+/// user mounted, say) hides no vaultfs mount: `status` lists the live mount,
+/// a second `mount` at it is refused, `unmount` unmounts. A vaultfs mount
+/// point that is itself not UTF-8 works the same, shown escaped.
+#[test]
+fn a_mount_path_that_is_not_utf8_hides_no_mount() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use vaultfs::mountpoint::Shown;
+    let b = Bao::shared();
+    b.put("secret", "odd/s", json!({"k": "odd-value"}));
+    let h = Home::new();
+    let odd = h.path().join(OsStr::from_bytes(b"tm\xe9"));
+    std::fs::create_dir(&odd).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_ok(&o, "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(&odd);
+    for mp in [
+        h.path().join("plain"),
+        h.path().join(OsStr::from_bytes(b"mnt\xff\n")),
+    ] {
+        std::fs::create_dir_all(&mp).unwrap();
+        let vaultfs = |args: &[&str], secs| {
+            let mut c = h.cmd(b, ROOT_TOKEN, args);
+            c.arg(&mp);
+            run(c, secs)
+        };
+        assert_ok(&vaultfs(&["mount"], 40), "mount");
+        assert_eq!(read(mp.join("secret/odd/s/k")), "odd-value");
+        let live = format!("{}: live (pid ", Shown(&mp));
+        let all = run(h.cmd(b, ROOT_TOKEN, &["status"]), 20);
+        assert_ok(&all, "status");
+        let one = vaultfs(&["status"], 20);
+        assert_ok(&one, "status M");
+        for o in [&all, &one] {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.lines().any(|l| l.starts_with(&live)),
+                "{live:?} in {out:?}"
+            );
+        }
+        let again = vaultfs(&["mount"], 20);
+        assert!(!again.status.success(), "a second mount stacked");
+        assert!(
+            stderr(&again).contains("already mounted"),
+            "{}",
+            stderr(&again)
+        );
+        assert_eq!(mount_count(&mp), 1);
+        assert_ok(&vaultfs(&["unmount"], 20), "unmount");
+        assert!(!is_mounted(&mp));
+    }
 }

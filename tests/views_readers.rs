@@ -4,7 +4,7 @@
 //! `=`, spaces, every line end a reader knows (LF, CR, CR LF, U+2028,
 //! U+2029, U+0085, VT, FF), NUL, non-ASCII, commands and long strings. They
 //! are rendered by the crate's own code (`Secret::from_data`), and then:
-//! - `.env` is read by bash and dash (`set -a; .`), python-dotenv and Node's
+//! - `.env` is read by bash, dash and zsh (`set -a; .`), python-dotenv and Node's
 //!   `dotenv`;
 //! - `.sh` by bash, dash, zsh and busybox sh (`.`).
 //!
@@ -267,7 +267,7 @@ proptest! {
         let sh = render(dir.path(), &secrets, SecretFile::Shell, "sh")?;
         let env_files: Vec<&std::path::Path> = env.files.iter().map(|f| f.as_path()).collect();
         let sh_files: Vec<&std::path::Path> = sh.files.iter().map(|f| f.as_path()).collect();
-        for (name, shell) in [("bash", BASH), ("dash", DASH)] {
+        for (name, shell) in [("bash", BASH), ("dash", DASH), ("zsh", ZSH)] {
             check(&format!("{name} on .env"), &env, shell_reads(shell, &work, &env_files, true), &work)?;
         }
         let some = |v: Vec<Defined>| v.into_iter().map(Some).collect::<Vec<_>>();

@@ -22,10 +22,12 @@ use crate::store::{KvMount, KvVersion, SecretStore};
 pub const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
 
 /// The version a `.versions` entry names: canonical decimal, from 1, so one
-/// version has one name.
+/// version has one name, and at most `i64::MAX`: Vault reads a version as
+/// a signed 64-bit number and refuses a larger one as a bad request, which
+/// would read as an I/O error where the answer is "no such version".
 fn version_number(seg: &str) -> Option<u64> {
     let n: u64 = seg.parse().ok()?;
-    (n > 0 && n.to_string() == seg).then_some(n)
+    (n > 0 && n <= i64::MAX as u64 && n.to_string() == seg).then_some(n)
 }
 
 impl<S: SecretStore> Tree<S> {
@@ -173,6 +175,7 @@ mod tests {
     fn one_name_per_version() {
         assert_eq!(version_number("1"), Some(1));
         assert_eq!(version_number("42"), Some(42));
+        assert_eq!(version_number("9223372036854775807"), Some(i64::MAX as u64));
         for bad in [
             "0",
             "01",
@@ -183,6 +186,8 @@ mod tests {
             "",
             "x",
             "99999999999999999999",
+            "9223372036854775808",
+            "18446744073709551615",
         ] {
             assert_eq!(version_number(bad), None, "{bad:?}");
         }

@@ -78,14 +78,48 @@ impl std::fmt::Debug for ClientConfig {
 
 /// `addr` with its userinfo (`user:pass@`), if any, replaced by `***@`.
 /// VAULT_ADDR may carry credentials (for a proxy in front of Vault), and the
-/// address is shown in errors and logs. Works on strings that are not valid
-/// URLs too, since those are echoed when rejected.
+/// address is shown in errors and logs. An address the client's own parser
+/// (WHATWG, which also takes `http:/u:p@h`, `http:///u:p@h` and `\` for `/`)
+/// reads without userinfo is shown as given. Any other is shown with
+/// everything before its last `@` (ahead of any `?` or `#`) hidden, so that
+/// a string that does not parse, or parses with userinfo however it is
+/// spelled, never shows what precedes an `@`.
 pub fn redact_userinfo(addr: &str) -> String {
-    let start = addr.find("://").map_or(0, |i| i + 3);
-    let rest = &addr[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{}***@{}", &addr[..start], &rest[at + 1..]),
+    if !addr.contains('@') {
+        return addr.to_string();
+    }
+    if let Ok(mut url) = Url::parse(addr) {
+        if matches!(url.scheme(), "http" | "https") {
+            if url.username().is_empty() && url.password().is_none() {
+                return addr.to_string();
+            }
+            if url.set_password(None).is_ok() && url.set_username("***").is_ok() {
+                return url.to_string();
+            }
+        }
+    }
+    // A scheme and the slashes after it are kept so that the error stays
+    // readable: `http:` or `https:`, or any scheme followed by `//` (what
+    // comes before `//` is a scheme, never userinfo). Any other word before
+    // a `:` may be a user name (`user:/pass@h`).
+    let scheme = addr
+        .find(':')
+        .filter(|&i| {
+            let s = &addr[..i];
+            let word = s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            word && (s.eq_ignore_ascii_case("http")
+                || s.eq_ignore_ascii_case("https")
+                || addr[i + 1..].starts_with("//"))
+        })
+        .map_or(0, |i| i + 1);
+    let slashes = addr[scheme..]
+        .find(|c| c != '/' && c != '\\')
+        .map_or(addr.len(), |n| scheme + n);
+    let end = addr.find(['?', '#']).unwrap_or(addr.len());
+    match addr[slashes..end].rfind('@') {
+        Some(at) => format!("{}***@{}", &addr[..slashes], &addr[slashes + at + 1..]),
         None => addr.to_string(),
     }
 }
@@ -109,14 +143,27 @@ mod tests {
     fn userinfo_is_redacted() {
         for (given, shown) in [
             ("https://u:p@vault:8200/x", "https://***@vault:8200/x"),
-            ("http://:p@h", "http://***@h"),
+            ("http://:p@h", "http://***@h/"),
             ("http://u@h/a@b", "http://***@h/a@b"),
             ("u:p@h:1", "***@h:1"),
             ("http://u:p@[::1", "http://***@[::1"),
             ("https://vault:8200/a@b", "https://vault:8200/a@b"),
             ("http://h?x=a@b", "http://h?x=a@b"),
+            ("http:/u:hunter2@h:1", "http://***@h:1/"),
+            ("http:///u:hunter2@h", "http://***@h/"),
+            ("http:/\\u:hunter2@h", "http://***@h/"),
+            ("http:\\/u:hunter2@h", "http://***@h/"),
+            ("//u:hunter2@127.0.0.1:1", "//***@127.0.0.1:1"),
+            ("https//u:hunter2@vault:8200", "***@vault:8200"),
+            ("/u:hunter2@h", "/***@h"),
+            ("\\u:hunter2@h/x", "\\***@h/x"),
+            ("u:hunter2@h/a@b", "***@b"),
+            ("user:/pass@h", "***@h"),
+            ("ftp://u:p@h:1", "ftp://***@h:1"),
+            ("u:p@h", "***@h"),
+            ("HTTP://u:p@[bad", "HTTP://***@[bad"),
         ] {
-            assert_eq!(redact_userinfo(given), shown);
+            assert_eq!(redact_userinfo(given), shown, "{given}");
         }
         let cfg = ClientConfig {
             address: Url::parse("https://user:Pa55@vault:8200").unwrap(),
