@@ -2,7 +2,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
@@ -131,6 +132,71 @@ pub struct TokenSource {
     stamp: Mutex<Option<Stamp>>,
     /// Bumped whenever the token changes; the renewal task watches it.
     generation: watch::Sender<u64>,
+    /// Runs every run-time look at the token file.
+    prober: Prober,
+}
+
+/// Every run-time touch of the token file (`stat`, open, read) runs on a
+/// thread of this, given [`READ_TIMEOUT`]: a file on a hung filesystem
+/// (a stopped FUSE daemon, a dead NFS server) must not hold a thread that
+/// serves the kernel or the signal path. At most one such thread exists at
+/// a time: while one has not answered, later looks are skipped at once
+/// (the token in hand is kept) instead of stacking stuck threads.
+#[derive(Default)]
+struct Prober {
+    /// A look is in flight (set by the caller, cleared by its thread).
+    busy: Arc<AtomicBool>,
+    /// A hang was logged; cleared once a look answers again.
+    hung_logged: AtomicBool,
+}
+
+/// Why a look at the token file was not made or not answered.
+#[derive(Debug, PartialEq, Eq)]
+enum Unanswered {
+    /// An earlier look is still in flight.
+    Busy,
+    /// This look did not answer within [`READ_TIMEOUT`].
+    TimedOut,
+}
+
+impl Prober {
+    fn run<T: Send + 'static>(
+        &self,
+        origin: &TokenOrigin,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Unanswered> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(Unanswered::Busy);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let busy = Arc::clone(&self.busy);
+        let spawned = std::thread::Builder::new()
+            .name("vaultfs-token".into())
+            .spawn(move || {
+                let got = f();
+                busy.store(false, Ordering::Release);
+                let _ = tx.send(got);
+            });
+        if spawned.is_err() {
+            self.busy.store(false, Ordering::Release);
+            return Err(Unanswered::TimedOut);
+        }
+        match rx.recv_timeout(READ_TIMEOUT) {
+            Ok(got) => {
+                self.hung_logged.store(false, Ordering::Relaxed);
+                Ok(got)
+            }
+            Err(_) => {
+                if !self.hung_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        source = %origin,
+                        "token file did not answer within 2s (hung filesystem?): keeping the current token"
+                    );
+                }
+                Err(Unanswered::TimedOut)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -164,8 +230,11 @@ impl TokenSource {
         }
         if let Some(home) = home {
             let p = home.join(".vault-token");
-            if p.exists() {
-                return Self::from_file(TokenOrigin::HomeFile(p));
+            let q = p.clone();
+            match crate::mountpoint::bounded(READ_TIMEOUT, move || q.exists()) {
+                Some(true) => return Self::from_file(TokenOrigin::HomeFile(p)),
+                Some(false) => {}
+                None => return Err(TokenError::Slow(p)),
             }
         }
         Err(TokenError::Missing)
@@ -177,19 +246,27 @@ impl TokenSource {
             token: RwLock::new(Held::new(Zeroizing::new(token))),
             stamp: Mutex::new(None),
             generation: watch::Sender::new(0),
+            prober: Prober::default(),
         }
     }
 
+    /// At start, once: the whole look (stat, open, read) is bounded, so a
+    /// token file on a hung filesystem is refused within [`READ_TIMEOUT`].
     fn from_file(origin: TokenOrigin) -> Result<TokenSource, TokenError> {
-        let path = origin.file().expect("file origin");
-        // Stamp first: a rewrite racing the read is then seen as a change.
-        let stamp = Stamp::of(path);
-        let token = read_token_file(path)?;
+        let path = origin.file().expect("file origin").to_path_buf();
+        let p = path.clone();
+        let (stamp, token) = crate::mountpoint::bounded(READ_TIMEOUT, move || {
+            // Stamp first: a rewrite racing the read is then seen as a change.
+            let stamp = Stamp::of(&p);
+            read_unbounded(&p).map(|t| (stamp, t))
+        })
+        .unwrap_or_else(|| Err(TokenError::Slow(path)))?;
         Ok(TokenSource {
             origin,
             token: RwLock::new(Held::new(token)),
             stamp: Mutex::new(stamp),
             generation: watch::Sender::new(0),
+            prober: Prober::default(),
         })
     }
 
@@ -224,43 +301,61 @@ impl TokenSource {
         let Some(path) = self.origin.file() else {
             return Ok(false);
         };
-        *self.stamp.lock().expect("stamp lock") = Stamp::of(path);
-        let new = read_token_file(path)?;
+        let p = path.to_path_buf();
+        let (stamp, new) = self
+            .prober
+            .run(&self.origin, move || (Stamp::of(&p), read_unbounded(&p)))
+            .map_err(|_| TokenError::Slow(path.to_path_buf()))?;
+        *self.stamp.lock().expect("stamp lock") = stamp;
+        Ok(self.replace(new?))
+    }
+
+    /// Use `new`; true when it differs from the token in use.
+    fn replace(&self, new: Zeroizing<String>) -> bool {
         let mut cur = self.token.write().expect("token lock");
         if cur.token == new {
-            return Ok(false);
+            return false;
         }
         *cur = Held::new(new);
         drop(cur);
         self.generation.send_modify(|g| *g += 1);
-        Ok(true)
+        true
     }
 
     /// Before a request: re-read the token file if it looks different from
-    /// last time (one `stat`, no read). A file that vanished or cannot be
-    /// read keeps the current token, with one warning per change.
+    /// last time (one `stat`, no read). A file that vanished, cannot be
+    /// read or does not answer keeps the current token, with one warning
+    /// per change.
     pub fn refresh_if_changed(&self) {
         let Some(path) = self.origin.file() else {
             return;
         };
-        let now = Stamp::of(path);
+        let last = *self.stamp.lock().expect("stamp lock");
+        let p = path.to_path_buf();
+        let Ok((now, read)) = self.prober.run(&self.origin, move || {
+            let now = Stamp::of(&p);
+            let read = (now.is_some() && now != last).then(|| read_unbounded(&p));
+            (now, read)
+        }) else {
+            return;
+        };
         {
-            let mut last = self.stamp.lock().expect("stamp lock");
-            if *last == now {
+            let mut stamp = self.stamp.lock().expect("stamp lock");
+            if *stamp == now {
                 return;
             }
-            *last = now;
+            *stamp = now;
         }
-        if now.is_none() {
-            tracing::warn!(source = %self.origin, "token file is gone: keeping the current token");
-            return;
-        }
-        match self.reload() {
-            Ok(true) => {
-                tracing::info!(source = %self.origin, "token file changed: using the new token")
+        match read {
+            None => {
+                tracing::warn!(source = %self.origin, "token file is gone: keeping the current token")
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "keeping the current token"),
+            Some(Ok(new)) => {
+                if self.replace(new) {
+                    tracing::info!(source = %self.origin, "token file changed: using the new token")
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "keeping the current token"),
         }
     }
 
@@ -274,6 +369,7 @@ impl TokenSource {
                 true
             }
             Ok(false) => self.generation() != generation,
+            Err(TokenError::Slow(_)) => self.generation() != generation,
             Err(e) => {
                 tracing::warn!(error = %e, "permission denied, and the token file cannot be re-read");
                 false
@@ -286,23 +382,18 @@ impl TokenSource {
 /// most; the cap keeps a wrong file (a log, an image) from being read whole.
 pub const MAX_TOKEN_FILE: u64 = 64 * 1024;
 
-/// How long reading a token file may take. The read runs on a thread of
-/// its own: a file on a hung network filesystem must not hold a thread
+/// How long a look at a token file (stat, open, read) may take. It runs on
+/// a thread of its own: a file on a hung filesystem must not hold a thread
 /// that serves the kernel. On time out the current token is kept.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Read a token file: a regular file (symlinks are followed, as Vault Agent
 /// sinks and Kubernetes secret volumes use them), opened non-blocking so a
 /// FIFO swapped in between the checks cannot block the open, read up to
-/// [`MAX_TOKEN_FILE`], within [`READ_TIMEOUT`]. As root, the file must be
-/// root's and closed to writing by others, as the pid and log files are: a
-/// token another user can write would choose what the daemon serves.
-fn read_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
-    let p = path.to_path_buf();
-    crate::mountpoint::bounded(READ_TIMEOUT, move || read_unbounded(&p))
-        .unwrap_or_else(|| Err(TokenError::Slow(path.to_path_buf())))
-}
-
+/// [`MAX_TOKEN_FILE`]. As root, the file must be root's and closed to
+/// writing by others, as the pid and log files are: a token another user
+/// can write would choose what the daemon serves. Callers bound it in time
+/// ([`Prober`], or [`crate::mountpoint::bounded`] at start).
 fn read_unbounded(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;

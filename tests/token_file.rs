@@ -223,3 +223,124 @@ fn an_expired_read_only_token_shows_no_directories_and_a_new_one_works_at_once()
         "token in the log"
     );
 }
+
+/// Continues a stopped daemon when dropped, so a failing test leaves no
+/// frozen mount behind.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        // SAFETY: signalling a daemon this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid as i32)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// A mount serving the token as a secret: a filesystem that hangs when its
+/// daemon is stopped (SIGSTOP), the way a dead NFS server or FUSE daemon does.
+fn token_mount() -> Mount {
+    let b = bao();
+    b.put("secret", "tf/tok", json!({"t": ROOT_TOKEN}));
+    // A short TTL: the kernel soon asks the stopped daemon again.
+    Mount::with(b, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"))
+}
+
+/// A token file on a hung filesystem: reads keep working with the token in
+/// hand (one look at the file at a time, each given 2 s), and SIGTERM still
+/// ends the daemon promptly.
+#[test]
+fn a_token_file_on_a_hung_filesystem_freezes_nothing() {
+    let a = token_mount();
+    let file = a.p("secret/tf/tok/t");
+    let mut m = Mount::with(
+        bao(),
+        MountOpts::new("unused")
+            .arg("--token-file")
+            .arg(file.to_str().unwrap())
+            .arg("--ttl")
+            .arg("1s"),
+    );
+    assert_eq!(read(m.p("secret/tf/app/db/password")), "ro");
+    let hung = Stopped::stop(a.pid());
+    for rel in ["secret/tf/app/db/password", "secret/tf/app/db3/password"] {
+        std::thread::sleep(Duration::from_millis(1200));
+        let p = m.p(rel);
+        let started = Instant::now();
+        within_10s("cat", move || read(p));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{rel}: took {:?}",
+            started.elapsed()
+        );
+    }
+    let log = m.log_text();
+    assert_eq!(
+        log.matches("token file did not answer within 2s").count(),
+        1,
+        "{log}"
+    );
+    let mut child = m.child.take().unwrap();
+    let started = Instant::now();
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut done = None;
+    wait_until("exit on SIGTERM", Duration::from_secs(10), || {
+        done = child.try_wait().unwrap();
+        done.is_some()
+    });
+    assert!(done.unwrap().success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!is_mounted(m.path()));
+    drop(hung);
+}
+
+/// At mount, a token file on a hung filesystem is refused within 2 s with
+/// one line and the "no usable token" status, not waited for past --wait.
+#[test]
+fn a_token_file_on_a_hung_filesystem_is_refused_at_mount_within_wait() {
+    let a = token_mount();
+    let file = a.p("secret/tf/tok/t");
+    // Looked at once while live, as a real setup would have.
+    assert_eq!(read(file.clone()), ROOT_TOKEN);
+    let h = Home::new();
+    let mp = h.path().join("mnt");
+    let hung = Stopped::stop(a.pid());
+    // Past the TTL the kernel asks the stopped daemon.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let o = run(
+        h.cmd(
+            bao(),
+            ROOT_TOKEN,
+            &[
+                "mount",
+                mp.to_str().unwrap(),
+                "--wait",
+                "4s",
+                "--token-file",
+                file.to_str().unwrap(),
+            ],
+        ),
+        30,
+    );
+    let took = started.elapsed();
+    drop(hung);
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_exit(
+        &o,
+        vaultfs::exit::Exit::Token,
+        "could not be read within 2s",
+    );
+    assert!(!is_mounted(&mp));
+}
