@@ -8,13 +8,19 @@
 //! - SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPIPE, SIGXFSZ,
 //!   SIGSTKFLT and the real-time signals: ignored, with a log line.
 //!
-//! Each one is logged by name. The fault signals (SIGSEGV, SIGBUS, SIGILL,
-//! SIGFPE, SIGTRAP, SIGSYS, SIGABRT) keep their default: they mean a bug,
-//! and a handler could not resume the faulting code. SIGKILL and SIGSTOP
-//! cannot be caught.
+//! - The fault signals (SIGILL, SIGTRAP, SIGABRT, SIGFPE, SIGSEGV, SIGBUS,
+//!   SIGSYS) sent by another process (`kill`): unmount and exit 0, as
+//!   SIGTERM. Raised by a real fault (or by the daemon itself, as `abort`
+//!   does): one fixed line naming it on stderr (the log), then the default
+//!   action (a core dump), as a handler cannot resume the faulting code.
+//!
+//! Each one is logged by name. SIGKILL and SIGSTOP cannot be caught.
 
 use std::io;
+use std::os::fd::IntoRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -47,6 +53,103 @@ const NAMED: &[(libc::c_int, &str, Action)] = &[
     (libc::SIGXFSZ, "SIGXFSZ", Action::Ignore),
     (libc::SIGSTKFLT, "SIGSTKFLT", Action::Ignore),
 ];
+
+/// The fault signals, and the line written when one is a real fault. The
+/// runtime's signal streams refuse some of them (a handler that returns
+/// would re-run the faulting instruction), so these get a handler of their
+/// own ([`on_fault`]).
+const FAULTS: &[(libc::c_int, &str, &[u8])] = &[
+    (
+        libc::SIGILL,
+        "SIGILL",
+        b"vaultfs: fatal signal SIGILL (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGTRAP,
+        "SIGTRAP",
+        b"vaultfs: fatal signal SIGTRAP (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGABRT,
+        "SIGABRT",
+        b"vaultfs: fatal signal SIGABRT (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGFPE,
+        "SIGFPE",
+        b"vaultfs: fatal signal SIGFPE (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGSEGV,
+        "SIGSEGV",
+        b"vaultfs: fatal signal SIGSEGV (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGBUS,
+        "SIGBUS",
+        b"vaultfs: fatal signal SIGBUS (a bug): dumping core\n",
+    ),
+    (
+        libc::SIGSYS,
+        "SIGSYS",
+        b"vaultfs: fatal signal SIGSYS (a bug): dumping core\n",
+    ),
+];
+
+/// The write end of the pipe [`on_fault`] tells the runtime through about
+/// a fault signal another process sent; -1 before [`Signals::install`].
+static FAULT_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// The fault signals' handler. Async-signal-safe only: atomics, getpid,
+/// write, sigaction, raise.
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // si_pid is meaningful for si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL),
+    // the only case it is read in.
+    let sent = unsafe { (*info).si_code <= 0 && (*info).si_pid() != libc::getpid() };
+    let pipe = FAULT_PIPE.load(Ordering::Relaxed);
+    if sent && pipe >= 0 {
+        let b = sig as u8;
+        // SAFETY: writing one byte from the stack to a descriptor this
+        // module owns; a full pipe drops the byte (one is already queued).
+        unsafe { libc::write(pipe, (&b as *const u8).cast(), 1) };
+        return;
+    }
+    let line = FAULTS
+        .iter()
+        .find(|f| f.0 == sig)
+        .map_or(&b"vaultfs: fatal signal\n"[..], |f| f.2);
+    // SAFETY: write from a static buffer; then the default action is put
+    // back and the signal raised again, delivered when this handler returns
+    // (a fault re-run then also meets the default): the core dump happens
+    // as without a handler.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Install [`on_fault`] for every fault signal, telling `pipe`.
+fn install_fault_handlers(pipe: libc::c_int) -> io::Result<()> {
+    FAULT_PIPE.store(pipe, Ordering::Relaxed);
+    for &(n, _, _) in FAULTS {
+        // SAFETY: a zeroed sigaction is valid; the handler is an
+        // SA_SIGINFO handler of the right type, on the alternate stack
+        // (a stack overflow is a SIGSEGV) when the thread has one.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_fault as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(n, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
 
 /// Every handled signal: number, name, action.
 pub fn handled() -> Vec<(libc::c_int, String, Action)> {
@@ -99,7 +202,7 @@ pub struct Signals {
 impl Signals {
     /// Must be called inside the runtime.
     pub fn install() -> io::Result<Signals> {
-        let table = handled();
+        let mut table = handled();
         let (tx, rx) = mpsc::unbounded_channel();
         for (i, (n, _, _)) in table.iter().enumerate() {
             let mut s = signal(SignalKind::from_raw(*n))?;
@@ -112,6 +215,30 @@ impl Signals {
                 }
             });
         }
+        let first_fault = table.len();
+        table.extend(
+            FAULTS
+                .iter()
+                .map(|&(n, name, _)| (n, name.to_string(), Action::Stop)),
+        );
+        let (write, read) = std::os::unix::net::UnixStream::pair()?;
+        write.set_nonblocking(true)?;
+        read.set_nonblocking(true)?;
+        let mut read = tokio::net::UnixStream::from_std(read)?;
+        tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            while read.read_exact(&mut b).await.is_ok() {
+                let Some(i) = FAULTS.iter().position(|f| f.0 == libc::c_int::from(b[0])) else {
+                    continue;
+                };
+                if tx.send(first_fault + i).is_err() {
+                    break;
+                }
+            }
+        });
+        // The write end lives as long as the process: the handler may run
+        // at any time.
+        install_fault_handlers(write.into_raw_fd())?;
         Ok(Signals { rx, table })
     }
 
