@@ -407,3 +407,27 @@ fn listings_only_when_asked() {
         }
     }
 }
+
+/// After SIGHUP drops the cache, the next open makes a Vault request, and
+/// its record says so, though the value (so the file's inode) is the same.
+#[test]
+fn an_open_after_sighup_is_from_vault() {
+    let b = Bao::shared();
+    seed(b);
+    let t = tempfile::tempdir().unwrap();
+    let (m, audit) = audited_mount(b, t.path(), &["--ttl", "1h"]);
+    let f = m.p("secret/audit/b/API_KEY");
+    // Held open across the SIGHUP: the file's inode stays, as it does
+    // for a listing or a reader that keeps it.
+    let held = std::fs::File::open(&f).unwrap();
+    let source = |pid| record_of(&audit, pid, "secret/audit/b/API_KEY")["source"].clone();
+    assert_eq!(source(run_ok(Command::new("cat").arg(&f))), "cache");
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+    wait_until("the SIGHUP log line", Duration::from_secs(5), || {
+        m.log_text().contains("SIGHUP: cached answers dropped")
+    });
+    assert_eq!(source(run_ok(Command::new("cat").arg(&f))), "vault");
+    assert_eq!(source(run_ok(Command::new("cat").arg(&f))), "cache");
+    drop(held);
+}

@@ -127,10 +127,19 @@ impl Inodes {
     }
 
     /// The inode of `node`, allocated if new, with one more reference.
-    /// A new file inode keeps `secret`, which holds its content.
+    /// A file inode keeps `secret`, which holds its content: the newest
+    /// answer given (the same bytes, as the node holds the fingerprint), so
+    /// the read audit asks the answer this lookup was served from, not the
+    /// first one, whether an open is its first.
     pub(super) fn acquire(&mut self, node: Node, secret: Option<&Arc<Secret>>) -> u64 {
         if let Some(&i) = self.by_node.get(&node) {
-            self.by_ino.get_mut(&i).expect("inode table").refs += 1;
+            let slot = self.by_ino.get_mut(&i).expect("inode table");
+            slot.refs += 1;
+            if let (Some(held), Some(new)) = (&mut slot.secret, secret) {
+                if !Arc::ptr_eq(held, new) {
+                    *held = new.clone();
+                }
+            }
             return i;
         }
         let i = self.next;
