@@ -37,5 +37,6 @@ pub mod slots;
 pub mod store;
 mod tls;
 pub mod tree;
+mod unseen;
 pub mod vault;
 pub mod views;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::unseen::unseen;
+
 use crate::env::{self, Env};
 use crate::private::{dir_and_name, PrivateDir, PrivateError};
 
@@ -60,7 +62,7 @@ impl std::fmt::Display for Shown<'_> {
         };
         for chunk in self.0.as_os_str().as_bytes().utf8_chunks() {
             for c in chunk.valid().chars() {
-                if c == '\\' || c.is_control() || c.is_whitespace() || is_format(c) {
+                if c == '\\' || unseen(c) {
                     octal(f, c.encode_utf8(&mut [0; 4]).as_bytes())?;
                 } else {
                     write!(f, "{c}")?;
@@ -70,37 +72,6 @@ impl std::fmt::Display for Shown<'_> {
         }
         Ok(())
     }
-}
-
-/// Unicode's format characters (general category Cf, Unicode 16), which
-/// std does not classify: bidi controls reorder what a terminal shows,
-/// others are invisible. By hand: no crate already in the tree has the
-/// table, and it changes rarely.
-fn is_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{AD}'
-            | '\u{600}'..='\u{605}'
-            | '\u{61C}'
-            | '\u{6DD}'
-            | '\u{70F}'
-            | '\u{890}'..='\u{891}'
-            | '\u{8E2}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-            | '\u{FFF9}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0001}'
-            | '\u{E0020}'..='\u{E007F}'
-    )
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -625,7 +596,7 @@ mod tests {
                 let shown = Shown(&p).to_string();
                 let shown_raw = |c: char| {
                     c.is_ascii_graphic()
-                        || !(c.is_ascii() || c.is_control() || c.is_whitespace() || is_format(c))
+                        || !(c.is_ascii() || unseen(c))
                 };
                 proptest::prop_assert!(shown.chars().all(shown_raw), "{shown:?}");
                 // Of the alphabet above, only printable ASCII and a letter

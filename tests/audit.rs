@@ -20,8 +20,11 @@ const VALUES: [&str; 3] = [
     "AUDITLEAK-VALUE-weird-0d1e",
 ];
 /// A key name a secret's writer chose: a quote, a newline faking a line,
-/// a terminal escape, a bidi override.
-const WEIRD_KEY: &str = "we\"ird\n{\"op\":\"open\"}\u{1b}[2J\u{202e}key";
+/// a terminal escape, a bidi override, line and paragraph separators, an
+/// Arabic letter mark.
+const WEIRD_KEY: &str = "we\"ird\n{\"op\":\"open\"}\u{1b}[2J\u{202e}\u{2028}\u{2029}\u{61c}key";
+/// What neither the audit file nor the table may hold raw.
+const RAW: [char; 5] = ['\x1b', '\u{202e}', '\u{2028}', '\u{2029}', '\u{61c}'];
 
 fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p)
@@ -182,7 +185,16 @@ fn who_read_what_with_their_own_pids_and_executables() {
         .unwrap();
     assert!(table.status.success(), "{}", stderr(&table));
     let table = String::from_utf8(table.stdout).unwrap();
-    assert!(!table.contains(['\x1b', '\u{202e}']), "{table:?}");
+    assert!(!table.contains(RAW), "{table:?}");
+    assert!(table.contains("\\u{2028}\\u{2029}\\u{61c}key"), "{table}");
+    let file = std::fs::read_to_string(&audit).unwrap();
+    assert!(!file.contains(RAW), "{file:?}");
+    let json = Command::new(vaultfs_bin())
+        .args(["audit", "--json", "--file", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let json = String::from_utf8(json.stdout).unwrap();
+    assert!(json.contains("\\u2028") && !json.contains(RAW), "{json:?}");
     assert!(table.contains("we\"ird\\n{"), "{table}");
     for pid in [cat, again, cat_weird] {
         assert!(

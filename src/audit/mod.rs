@@ -282,7 +282,8 @@ impl Writer {
 
 fn line(out: &mut Vec<u8>, r: &Record) {
     // A Record always serializes: every field is a plain value.
-    let _ = serde_json::to_writer(&mut *out, r);
+    let json = serde_json::to_string(r).unwrap_or_default();
+    out.extend_from_slice(crate::unseen::json_escaped(&json).as_bytes());
     out.push(b'\n');
 }
 

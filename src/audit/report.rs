@@ -183,15 +183,19 @@ impl Filter {
     }
 }
 
-/// A name shown on a terminal: control characters (a secret's writer
-/// chooses names: escape sequences, newlines faking lines) and Unicode
-/// direction overrides are escaped.
+/// A name shown on a terminal: what [`crate::unseen::unseen`] names (a
+/// secret's writer chooses names: escape sequences, newlines and line
+/// separators faking lines, direction overrides) is escaped, as is `\`;
+/// a plain space is kept, as the table's columns are read by eye.
 pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi || c == '\\' {
+        if c == ' ' {
+            out.push(c);
+        } else if c == '\\' || c.is_control() {
             out.extend(c.escape_debug());
+        } else if crate::unseen::unseen(c) {
+            out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
@@ -220,7 +224,10 @@ impl Output {
 
     fn print(&mut self, r: &Record, raw: &[u8], out: &mut impl Write) -> io::Result<()> {
         if self.json {
-            out.write_all(raw)?;
+            // Escaped again: the file may predate, or not come from, this
+            // writer.
+            let text = String::from_utf8_lossy(raw);
+            out.write_all(crate::unseen::json_escaped(&text).as_bytes())?;
             return out.write_all(b"\n");
         }
         if !self.header {
