@@ -443,3 +443,43 @@ fn an_open_after_sighup_is_from_vault() {
     assert_eq!(source(run_ok(Command::new("cat").arg(&f))), "cache");
     drop(held);
 }
+
+/// A symlink planted at the audit file's name after mount: SIGHUP does not
+/// write through it and does not claim to have reopened the file, and
+/// `vaultfs audit` refuses to read through it, as the writer does.
+#[test]
+fn a_symlink_planted_later_is_neither_written_nor_read() {
+    let b = Bao::shared();
+    seed(b);
+    let t = tempfile::tempdir().unwrap();
+    let (m, audit) = audited_mount(b, t.path(), &[]);
+    let cat = run_ok(Command::new("cat").arg(m.p("secret/audit/b/API_KEY")));
+    record_of(&audit, cat, "secret/audit/b/API_KEY");
+    let moved = t.path().join("moved.jsonl");
+    std::fs::rename(&audit, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &audit).unwrap();
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+    wait_until("the last SIGHUP action", Duration::from_secs(5), || {
+        m.log_text().contains("SIGHUP: the kernel's cached names")
+    });
+    let log = m.log_text();
+    assert!(log.contains("cannot reopen the audit file"), "{log}");
+    assert!(!log.contains("SIGHUP: audit file reopened"), "{log}");
+
+    let o = run(
+        {
+            let mut c = std::process::Command::new(vaultfs_bin());
+            c.args(["audit", "--file"]).arg(&audit);
+            c
+        },
+        20,
+    );
+    assert_fails(&o, "it is a symbolic link");
+    assert!(
+        stderr(&o).contains(audit.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+}

@@ -178,10 +178,15 @@ impl AuditLog {
     /// (`copytruncate` needs nothing; `create` is also noticed by itself
     /// before the next line). A failure is logged and the file already
     /// open is kept.
-    pub fn reopen(&self) {
+    /// False when the name could not be reopened (logged).
+    pub fn reopen(&self) -> bool {
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = f.reopen() {
-            tracing::error!(error = %e, "read audit: cannot reopen the audit file; writing on to the one open");
+        match f.reopen() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "read audit: cannot reopen the audit file; writing on to the one open");
+                false
+            }
         }
     }
 
@@ -495,7 +500,7 @@ mod tests {
         };
         write("one");
         std::fs::rename(&path, t.path().join("a.jsonl.rotated")).unwrap();
-        audit.reopen();
+        assert!(audit.reopen());
         write("two");
         let has = |f: &str, p: &str| {
             std::fs::read_to_string(t.path().join(f))
@@ -508,7 +513,7 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         std::fs::rename(&path, t.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&victim, &path).unwrap();
-        audit.reopen();
+        assert!(!audit.reopen());
         write("three");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(has("moved", "three"));

@@ -39,6 +39,31 @@ pub enum AuditError {
     },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "refusing the audit file {0}: it is a symbolic link (the daemon never writes through one)"
+    )]
+    Symlink(PathBuf),
+}
+
+/// The audit file opened for reading, never through a symlink: the daemon
+/// refuses to write through one, so one at the name was planted.
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// `source`, met on `path`; ELOOP from [`open_nofollow`] is a symlink.
+fn audit_error(path: &Path, source: io::Error) -> AuditError {
+    match source.raw_os_error() {
+        Some(libc::ELOOP) => AuditError::Symlink(path.to_path_buf()),
+        _ => AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
 /// `vaultfs audit`.
@@ -61,24 +86,29 @@ pub fn run(args: &AuditArgs) -> Result<(), AuditError> {
     // Where --follow goes on: after what was read here.
     let mut seen = 0;
     for p in [&old, &path] {
-        match std::fs::read(p) {
-            Ok(bytes) => {
-                // Complete lines only: the daemon may be writing the last.
-                let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                seen = end as u64;
-                out.lines(&bytes[..end], &filter, &mut stdout)
+        let mut file = match open_nofollow(p).map_err(|e| audit_error(p, e)) {
+            Ok(f) => f,
+            Err(AuditError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && p == &old =>
+            {
+                continue
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && p == &old => Ok(()),
-            Err(e) => Err(e),
-        }
-        .map_err(io_err(p))?;
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err(p))?;
+        // Complete lines only: the daemon may be writing the last.
+        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        seen = end as u64;
+        out.lines(&bytes[..end], &filter, &mut stdout)
+            .map_err(io_err(p))?;
     }
     if !out.header && !out.json && !args.follow {
         writeln!(stdout, "no matching reads").map_err(io_err(&path))?;
     }
     if args.follow {
         stdout.flush().map_err(io_err(&path))?;
-        follow(&path, seen, &filter, &mut out, &mut stdout).map_err(io_err(&path))?;
+        follow(&path, seen, &filter, &mut out, &mut stdout).map_err(|e| audit_error(&path, e))?;
     }
     if out.skipped > 0 {
         eprintln!(
@@ -281,7 +311,7 @@ fn follow(
     w: &mut impl Write,
 ) -> io::Result<()> {
     let open = || -> io::Result<(File, u64)> {
-        let file = File::open(path)?;
+        let file = open_nofollow(path)?;
         let ino = file.metadata()?.ino();
         Ok((file, ino))
     };

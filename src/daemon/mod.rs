@@ -274,7 +274,10 @@ fn serve(
     tracing::debug!(mount_id = mine.id, dev = %mine.dev, "mounted");
     reload.on("the kernel's cached names, attributes and pages dropped", {
         let tree = tree.clone();
-        move || invalidate_kernel(&tree, &notifier)
+        move || {
+            invalidate_kernel(&tree, &notifier);
+            true
+        }
     });
     life.mounted(mine.clone());
     crate::renew::spawn(p.client.clone(), token, rt.handle());
@@ -479,12 +482,17 @@ fn run_daemon(p: Prepared, reporter: &mut Reporter) -> Result<(), MountError> {
     let reload = Arc::new(Reload::default());
     reload.on("cached answers dropped", {
         let tree = tree.clone();
-        move || tree.forget_answers()
+        move || {
+            tree.forget_answers();
+            true
+        }
     });
     reload.on("log file reopened", || {
-        if !logging::reopen() {
+        let reopened = logging::reopen();
+        if !reopened {
             tracing::warn!("cannot reopen the log file: writing on in the old one");
         }
+        reopened
     });
     let life = Arc::new(Life::default());
     {

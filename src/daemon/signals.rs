@@ -164,7 +164,8 @@ pub fn handled() -> Vec<(libc::c_int, String, Action)> {
 
 /// What SIGHUP runs, in order. Each action is named for the log line. The
 /// daemon adds its cache drop and the log reopen; anything else that holds
-/// a file by name (an audit log) adds its reopen with [`Reload::on`].
+/// a file by name (an audit log) adds its reopen with [`Reload::on`]. An
+/// action says whether it was done: only a done one gets its log line.
 /// Actions may be added while signals are already served (those that need
 /// the mount are added once it exists).
 #[derive(Default)]
@@ -172,10 +173,11 @@ pub struct Reload {
     actions: std::sync::Mutex<Vec<(&'static str, ReloadAction)>>,
 }
 
-type ReloadAction = Box<dyn Fn() + Send + Sync>;
+/// Returns whether it was done; one that was not logs why itself.
+type ReloadAction = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl Reload {
-    pub fn on(&self, what: &'static str, f: impl Fn() + Send + Sync + 'static) {
+    pub fn on(&self, what: &'static str, f: impl Fn() -> bool + Send + Sync + 'static) {
         self.actions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -185,8 +187,9 @@ impl Reload {
     fn run(&self) {
         let actions = self.actions.lock().unwrap_or_else(|e| e.into_inner());
         for (what, f) in actions.iter() {
-            f();
-            tracing::info!("SIGHUP: {what}");
+            if f() {
+                tracing::info!("SIGHUP: {what}");
+            }
         }
     }
 }
