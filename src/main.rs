@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
         Command::Status(args) => daemon::status(args),
-        Command::Audit(args) => audit::run(args).map_err(|e| MountError::Other(e.to_string())),
+        Command::Audit(args) => audit::run(args).map_err(MountError::from),
         Command::Completions { shell } => assets::completions(*shell, &mut std::io::stdout())
             .map_err(|e| MountError::Other(format!("cannot write the completions: {e}"))),
         Command::Man { dir: Some(dir) } => {

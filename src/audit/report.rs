@@ -45,6 +45,18 @@ pub enum AuditError {
     Symlink(PathBuf),
 }
 
+/// Bad flag values are usage errors (status 2), as for every command.
+impl From<AuditError> for crate::daemon::MountError {
+    fn from(e: AuditError) -> Self {
+        use crate::daemon::MountError;
+        match e {
+            AuditError::Cli(e) => MountError::Cli(e),
+            AuditError::Since(_) | AuditError::Glob { .. } => MountError::Usage(e.to_string()),
+            e => MountError::Other(e.to_string()),
+        }
+    }
+}
+
 /// The audit file opened for reading, never through a symlink: the daemon
 /// refuses to write through one, so one at the name was planted.
 fn open_nofollow(path: &Path) -> io::Result<File> {
