@@ -49,6 +49,37 @@ fn replace(file: &Path, token: &str) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
+/// A mount whose token is in `file`, with `--ttl TTL`.
+fn token_file_mount(file: &Path, ttl: &str) -> Mount {
+    let o = MountOpts::new("unused")
+        .arg("--token-file")
+        .arg(file.to_str().unwrap())
+        .arg("--ttl")
+        .arg(ttl);
+    Mount::with(bao(), o)
+}
+
+/// `vaultfs mount MP --wait WAIT --token-file FILE`: its output and how
+/// long it took.
+fn mount_with_token_file(
+    h: &Home,
+    mp: &Path,
+    file: &Path,
+    wait: &str,
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let args = [
+        "mount",
+        mp.to_str().unwrap(),
+        "--wait",
+        wait,
+        "--token-file",
+        file.to_str().unwrap(),
+    ];
+    let o = run(h.cmd(bao(), ROOT_TOKEN, &args), 30);
+    (o, started.elapsed())
+}
+
 #[test]
 fn a_token_file_that_is_not_a_regular_file_is_refused_at_mount_at_once() {
     let h = Home::new();
@@ -72,27 +103,8 @@ fn a_token_file_that_is_not_a_regular_file_is_refused_at_mount_at_once() {
         (open.as_path(), "writable by other users (mode 0622)"),
         (theirs.as_path(), "belongs to uid 65534"),
     ] {
-        let started = Instant::now();
-        let o = run(
-            h.cmd(
-                bao(),
-                ROOT_TOKEN,
-                &[
-                    "mount",
-                    mp.to_str().unwrap(),
-                    "--wait",
-                    "5s",
-                    "--token-file",
-                    file.to_str().unwrap(),
-                ],
-            ),
-            20,
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{kind}: took {:?}",
-            started.elapsed()
-        );
+        let (o, took) = mount_with_token_file(&h, &mp, file, "5s");
+        assert!(took < Duration::from_secs(5), "{kind}: took {took:?}");
         assert_fails(&o, kind);
         let err = stderr(&o);
         assert!(err.contains(&*file.to_string_lossy()), "{err}");
@@ -103,18 +115,10 @@ fn a_token_file_that_is_not_a_regular_file_is_refused_at_mount_at_once() {
 
 #[test]
 fn a_fifo_swapped_in_at_run_time_keeps_the_token_and_blocks_nothing() {
-    let b = bao();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, ROOT_TOKEN).unwrap();
-    let mut m = Mount::with(
-        b,
-        MountOpts::new("unused")
-            .arg("--token-file")
-            .arg(file.to_str().unwrap())
-            .arg("--ttl")
-            .arg("1s"),
-    );
+    let mut m = token_file_mount(&file, "1s");
     assert_eq!(read(m.p("secret/tf/app/db/password")), "ro");
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo);
@@ -134,7 +138,14 @@ fn a_fifo_swapped_in_at_run_time_keeps_the_token_and_blocks_nothing() {
         "{log}"
     );
     // SIGTERM still ends it.
+    sigterm_ends(&mut m);
+}
+
+/// SIGTERM ends the daemon of `m` with status 0, its mount gone; returns
+/// how long it took.
+fn sigterm_ends(m: &mut Mount) -> Duration {
     let mut child = m.child.take().unwrap();
+    let started = Instant::now();
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut done = None;
@@ -144,6 +155,7 @@ fn a_fifo_swapped_in_at_run_time_keeps_the_token_and_blocks_nothing() {
     });
     assert!(done.unwrap().success());
     assert!(!is_mounted(m.path()));
+    started.elapsed()
 }
 
 #[test]
@@ -182,14 +194,7 @@ fn an_expired_read_only_token_shows_no_directories_and_a_new_one_works_at_once()
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, &short).unwrap();
-    let m = Mount::with(
-        b,
-        MountOpts::new("unused")
-            .arg("--token-file")
-            .arg(file.to_str().unwrap())
-            .arg("--ttl")
-            .arg("1m"),
-    );
+    let m = token_file_mount(&file, "1m");
     // The way in works by name, through folders it may not list.
     assert_eq!(read(m.p("secret/tf/app/db/password")), "ro");
     std::thread::sleep(expires.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
@@ -259,14 +264,7 @@ fn token_mount() -> Mount {
 fn a_token_file_on_a_hung_filesystem_freezes_nothing() {
     let a = token_mount();
     let file = a.p("secret/tf/tok/t");
-    let mut m = Mount::with(
-        bao(),
-        MountOpts::new("unused")
-            .arg("--token-file")
-            .arg(file.to_str().unwrap())
-            .arg("--ttl")
-            .arg("1s"),
-    );
+    let mut m = token_file_mount(&file, "1s");
     assert_eq!(read(m.p("secret/tf/app/db/password")), "ro");
     let hung = Stopped::stop(a.pid());
     for rel in ["secret/tf/app/db/password", "secret/tf/app/db3/password"] {
@@ -286,22 +284,8 @@ fn a_token_file_on_a_hung_filesystem_freezes_nothing() {
         1,
         "{log}"
     );
-    let mut child = m.child.take().unwrap();
-    let started = Instant::now();
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut done = None;
-    wait_until("exit on SIGTERM", Duration::from_secs(10), || {
-        done = child.try_wait().unwrap();
-        done.is_some()
-    });
-    assert!(done.unwrap().success());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(!is_mounted(m.path()));
+    let took = sigterm_ends(&mut m);
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
     drop(hung);
 }
 
@@ -318,23 +302,7 @@ fn a_token_file_on_a_hung_filesystem_is_refused_at_mount_within_wait() {
     let hung = Stopped::stop(a.pid());
     // Past the TTL the kernel asks the stopped daemon.
     std::thread::sleep(Duration::from_secs(2));
-    let started = Instant::now();
-    let o = run(
-        h.cmd(
-            bao(),
-            ROOT_TOKEN,
-            &[
-                "mount",
-                mp.to_str().unwrap(),
-                "--wait",
-                "4s",
-                "--token-file",
-                file.to_str().unwrap(),
-            ],
-        ),
-        30,
-    );
-    let took = started.elapsed();
+    let (o, took) = mount_with_token_file(&h, &mp, &file, "4s");
     drop(hung);
     assert!(took < Duration::from_secs(4), "took {took:?}");
     assert_exit(
