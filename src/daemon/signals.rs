@@ -269,6 +269,68 @@ impl Signals {
 mod tests {
     use super::*;
 
+    /// A real fault (and `abort`, raised by the process itself) is written
+    /// down in one line, then kills as its default does: in a child, with
+    /// its stderr on a pipe and core dumps off.
+    #[test]
+    fn a_real_fault_writes_one_line_then_dies_of_it() {
+        fn segv() {
+            // SAFETY: none: the point is the fault, in a forked child.
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+        }
+        fn abort() {
+            // SAFETY: ends the forked child.
+            unsafe { libc::abort() };
+        }
+        for (sig, name, crash) in [
+            (libc::SIGSEGV, "SIGSEGV", segv as fn()),
+            (libc::SIGABRT, "SIGABRT", abort),
+        ] {
+            let mut fds = [0; 2];
+            // SAFETY: pipe, fork, and in the child only async-signal-safe
+            // calls before the fault; the parent reads and reaps it.
+            unsafe {
+                assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+                let pid = libc::fork();
+                assert!(pid >= 0);
+                if pid == 0 {
+                    let none = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    libc::setrlimit(libc::RLIMIT_CORE, &none);
+                    libc::dup2(fds[1], 2);
+                    if install_fault_handlers(-1).is_err() {
+                        libc::_exit(3);
+                    }
+                    crash();
+                    libc::_exit(4);
+                }
+                libc::close(fds[1]);
+                let mut out = Vec::new();
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    out.extend_from_slice(&buf[..n as usize]);
+                }
+                libc::close(fds[0]);
+                let mut status = 0;
+                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+                assert!(
+                    libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == sig,
+                    "{name}: status {status:#x}"
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    format!("vaultfs: fatal signal {name} (a bug): dumping core\n")
+                );
+            }
+        }
+    }
+
     /// Every signal whose default action ends the process, other than the
     /// fault signals and the uncatchable ones, is handled; none twice.
     #[test]
