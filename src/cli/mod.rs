@@ -106,8 +106,10 @@ mount(8) finds vaultfs as /sbin/mount.fuse.vaultfs (a link to it) or on its PATH
 mount.fuse3; see docs/lifecycle.md.\n\n\
 Signals: SIGHUP drops every cached answer (the kernel's cached names, attributes and pages \
 too), so a rotated secret shows at once, and reopens the log file. SIGTERM, SIGINT, SIGQUIT, \
-SIGXCPU and SIGPWR unmount and exit 0. SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE and the other \
-signals that would end the process are ignored. Each is logged.";
+SIGXCPU and SIGPWR unmount and exit 0, and so do SIGILL, SIGTRAP, SIGABRT, SIGFPE, SIGSEGV, \
+SIGBUS and SIGSYS when another process sends them (a real fault logs one line and dumps \
+core). SIGUSR1, SIGUSR2, SIGALRM, SIGPIPE and the other signals that would end the process \
+are ignored. Each is logged.";
 
 #[derive(Debug, Args)]
 pub struct UnmountArgs {
