@@ -267,17 +267,28 @@ fn a_token_file_on_a_hung_filesystem_freezes_nothing() {
     let mut m = token_file_mount(&file, "1s");
     assert_eq!(read(m.p("secret/tf/app/db/password")), "ro");
     let hung = Stopped::stop(a.pid());
-    for rel in ["secret/tf/app/db/password", "secret/tf/app/db3/password"] {
+    for (rel, want) in [
+        ("secret/tf/app/db/password", "ro"),
+        ("secret/tf/app/db3/password", "ro3"),
+        ("secret/tf/plain/k", "v"),
+    ] {
         std::thread::sleep(Duration::from_millis(1200));
         let p = m.p(rel);
         let started = Instant::now();
-        within_10s("cat", move || read(p));
+        assert_eq!(within_10s("cat", move || read(p)), want);
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{rel}: took {:?}",
             started.elapsed()
         );
     }
+    // One stuck look at a time, not one per request.
+    let lookers = std::fs::read_dir(format!("/proc/{}/task", m.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "vaultfs-token")
+        .count();
+    assert_eq!(lookers, 1);
     let log = m.log_text();
     assert_eq!(
         log.matches("token file did not answer within 2s").count(),
