@@ -39,38 +39,20 @@ fn take_secret_address(argv: &[OsString]) -> (Vec<OsString>, Option<OsString>) {
             out.extend(it.by_ref().cloned());
             break;
         }
-        let value = if a == "--address" {
-            match it.next() {
-                Some(v) if has_userinfo(v) => Some(v.clone()),
-                Some(v) => {
-                    out.extend([a.clone(), v.clone()]);
-                    None
-                }
-                None => {
-                    out.push(a.clone());
-                    None
-                }
-            }
-        } else {
-            match a.as_encoded_bytes().strip_prefix(b"--address=") {
-                Some(v) => {
-                    let v = OsStr::from_bytes(v);
-                    if has_userinfo(v) {
-                        Some(v.to_os_string())
-                    } else {
-                        out.push(a.clone());
-                        None
-                    }
-                }
-                None => {
-                    out.push(a.clone());
-                    None
-                }
-            }
-        };
         // The last one wins, as with clap.
-        if value.is_some() {
-            address = value;
+        let joined = a
+            .as_encoded_bytes()
+            .strip_prefix(b"--address=")
+            .map(OsStr::from_bytes);
+        if a == "--address" {
+            match it.next() {
+                Some(v) if has_userinfo(v) => address = Some(v.clone()),
+                v => out.extend(std::iter::once(a).chain(v).cloned()),
+            }
+        } else if let Some(v) = joined.filter(|v| has_userinfo(v)) {
+            address = Some(v.to_os_string());
+        } else {
+            out.push(a.clone());
         }
     }
     (out, address)

@@ -12,16 +12,18 @@ use std::process::ExitCode;
 use crate::daemon::MountError;
 use crate::error::VaultError;
 
+/// Each status's code is its discriminant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Exit {
-    Success,
-    Failure,
-    Usage,
-    Unreachable,
-    Token,
-    Fuse,
-    Mountpoint,
-    Timeout,
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    Unreachable = 3,
+    Token = 4,
+    Fuse = 5,
+    Mountpoint = 6,
+    Timeout = 7,
 }
 
 impl Exit {
@@ -38,16 +40,7 @@ impl Exit {
     ];
 
     pub fn code(self) -> u8 {
-        match self {
-            Exit::Success => 0,
-            Exit::Failure => 1,
-            Exit::Usage => 2,
-            Exit::Unreachable => 3,
-            Exit::Token => 4,
-            Exit::Fuse => 5,
-            Exit::Mountpoint => 6,
-            Exit::Timeout => 7,
-        }
+        self as u8
     }
 
     pub fn from_code(code: u8) -> Option<Exit> {

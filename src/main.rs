@@ -8,10 +8,9 @@ use vaultfs::{assets, audit, cmdline, daemon, mount_helper};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
-    let mut from_helper = false;
-    let mut mount_argv = argv.clone();
-    let cli = match mount_helper::parse(&argv) {
-        None => Cli::parse(),
+    // `helper_argv`: the `vaultfs mount` arguments mount(8)'s were made into.
+    let (cli, helper_argv) = match mount_helper::parse(&argv) {
+        None => (Cli::parse(), None),
         // Started by mount(8): see src/mount_helper.rs.
         Some(Err(e)) => return fail(MountError::Usage(e)),
         Some(Ok(call)) => {
@@ -30,12 +29,15 @@ fn main() -> ExitCode {
                     _ => ExitCode::SUCCESS,
                 };
             }
-            (from_helper, mount_argv) = (true, call.argv);
-            cli
+            (cli, Some(call.argv))
         }
     };
     // No secret may stay in the daemon's arguments: see src/cmdline.rs.
-    if let (Command::Mount(_), Some(r)) = (&cli.command, cmdline::plan(&mount_argv, from_helper)) {
+    let mount_argv = helper_argv.as_deref().unwrap_or(&argv);
+    if let (Command::Mount(_), Some(r)) = (
+        &cli.command,
+        cmdline::plan(mount_argv, helper_argv.is_some()),
+    ) {
         let e = cmdline::exec(r);
         return fail(MountError::Other(format!(
             "cannot run vaultfs again without the secret in its arguments: {e}"

@@ -196,15 +196,6 @@ pub enum State {
     Other(String),
 }
 
-/// The mount table says whether and what is mounted without asking the
-/// filesystem; only a FUSE mount is then probed (see [`probe`]).
-pub fn state(path: &Path) -> State {
-    match mount_at(path) {
-        None => State::Free,
-        Some(entry) => probe(path, entry),
-    }
-}
-
 /// What the mount `entry` (the table's line for `path`) is: only a FUSE
 /// mount is probed, with a bounded statfs, to tell a dead one (ENOTCONN at
 /// once) from a live or unresponsive one. Not stat: the kernel answers it

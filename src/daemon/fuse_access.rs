@@ -74,12 +74,7 @@ const EFFECTIVE: &str = "CapEff:";
 /// Whether `cap` is in the mask named `field` of /proc/self/status. An
 /// unreadable mask counts as holding it: no hint rather than a wrong one.
 fn has_cap(field: &str, cap: u32) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_none_or(|mask| mask & (1 << cap) != 0)
+    super::harden::cap_mask(field).is_none_or(|mask| mask & (1 << cap) != 0)
 }
 
 #[cfg(test)]

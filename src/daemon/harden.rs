@@ -70,15 +70,13 @@ fn memlock_allowed() -> Result<(), String> {
 
 fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let hex = s
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))?
-                .trim()
-                .to_string();
-            u64::from_str_radix(&hex, 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+    cap_mask("CapEff:").is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// The capability mask named `field` (`CapEff:`, `CapBnd:`…) of
+/// /proc/self/status, if it can be read.
+pub(super) fn cap_mask(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(field))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }

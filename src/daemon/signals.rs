@@ -54,46 +54,35 @@ const NAMED: &[(libc::c_int, &str, Action)] = &[
     (libc::SIGSTKFLT, "SIGSTKFLT", Action::Ignore),
 ];
 
+/// A [`FAULTS`] row: number, name, and its line, whole, so that the handler
+/// writes it in one `write`.
+macro_rules! fault {
+    ($sig:ident) => {
+        (
+            libc::$sig,
+            stringify!($sig),
+            concat!(
+                "vaultfs: fatal signal ",
+                stringify!($sig),
+                " (a bug): dumping core\n"
+            )
+            .as_bytes(),
+        )
+    };
+}
+
 /// The fault signals, and the line written when one is a real fault. The
 /// runtime's signal streams refuse some of them (a handler that returns
 /// would re-run the faulting instruction), so these get a handler of their
 /// own ([`on_fault`]).
 const FAULTS: &[(libc::c_int, &str, &[u8])] = &[
-    (
-        libc::SIGILL,
-        "SIGILL",
-        b"vaultfs: fatal signal SIGILL (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGTRAP,
-        "SIGTRAP",
-        b"vaultfs: fatal signal SIGTRAP (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGABRT,
-        "SIGABRT",
-        b"vaultfs: fatal signal SIGABRT (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGFPE,
-        "SIGFPE",
-        b"vaultfs: fatal signal SIGFPE (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGSEGV,
-        "SIGSEGV",
-        b"vaultfs: fatal signal SIGSEGV (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGBUS,
-        "SIGBUS",
-        b"vaultfs: fatal signal SIGBUS (a bug): dumping core\n",
-    ),
-    (
-        libc::SIGSYS,
-        "SIGSYS",
-        b"vaultfs: fatal signal SIGSYS (a bug): dumping core\n",
-    ),
+    fault!(SIGILL),
+    fault!(SIGTRAP),
+    fault!(SIGABRT),
+    fault!(SIGFPE),
+    fault!(SIGSEGV),
+    fault!(SIGBUS),
+    fault!(SIGSYS),
 ];
 
 /// The write end of the pipe [`on_fault`] tells the runtime through about
