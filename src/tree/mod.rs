@@ -256,13 +256,6 @@ impl<S: SecretStore> Tree<S> {
         (dirs, names)
     }
 
-    /// The token changed: drop the refusals (403) the old one got, which
-    /// the new one may not get.
-    pub fn forget_refused(&self) {
-        self.answers
-            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
-    }
-
     /// Whether `r` is a refusal that the credentials changed since (a token
     /// file re-read after `vault login` or by Vault Agent): the refusals
     /// are then dropped, and the question is worth asking again.
@@ -274,7 +267,10 @@ impl<S: SecretStore> Tree<S> {
         if self.credentials.swap(now, Ordering::Relaxed) == now {
             return false;
         }
-        self.forget_refused();
+        // Drop the refusals (403) the old token got, which the new one may
+        // not get.
+        self.answers
+            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
         tracing::info!("new token: answers refused under the old one dropped");
         true
     }
