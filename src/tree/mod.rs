@@ -321,23 +321,25 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         name: &Name,
     ) -> Result<Entry, FsError> {
-        // An own name is never a folder; a Vault name too deep is not a
-        // folder we would show (see MAX_PATH), but may still be a key.
-        let (known, too_deep) = match name {
-            Name::Own(_) => (Child::No, false),
-            Name::Vault(seg) if join(path, seg).len() > MAX_PATH => (Child::No, true),
-            Name::Vault(seg) if !is_path_segment(seg) => (Child::No, false),
-            Name::Vault(seg) => (self.is_child_dir(mount, path, seg).await?, false),
-        };
         let seg = match name {
             Name::Own(own) => own,
             Name::Vault(seg) => seg.as_str(),
         };
+        let child = join(path, seg);
+        // An own name is never a folder; a Vault name too deep is not a
+        // folder we would show (see MAX_PATH), but may still be a key.
+        let too_deep = matches!(name, Name::Vault(_)) && child.len() > MAX_PATH;
+        let known = match name {
+            Name::Vault(seg) if !too_deep && is_path_segment(seg) => {
+                self.is_child_dir(mount, path, seg).await?
+            }
+            _ => Child::No,
+        };
         if known == Child::Yes {
-            self.visited(mount, &join(path, seg), true);
+            self.visited(mount, &child, true);
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
-                path: join(path, seg),
+                path: child,
             }));
         }
         // Only ask for the parent as a secret when its own listing does not
@@ -375,7 +377,7 @@ impl<S: SecretStore> Tree<S> {
             // that does not exist.
             Child::Unlisted if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
-                path: join(path, seg),
+                path: child,
             })),
             // Vault refused every question (an expired token): nothing says
             // it is a folder, so it is not shown as one.
