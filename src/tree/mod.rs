@@ -146,8 +146,11 @@ impl<S: SecretStore> Tree<S> {
     /// Where an inode shows in the mount, and a file's secret: what the read
     /// audit records of an open.
     pub fn shown(&self, ino: u64) -> Option<(String, Option<Arc<Secret>>)> {
-        let node = self.node(ino)?;
-        let secret = self.content(ino).ok().map(|(s, _)| s);
+        let (node, secret) = {
+            let inodes = self.inodes.lock().expect("inode lock");
+            let secret = inodes.content(ino).ok().map(|(s, _)| s);
+            (inodes.node(ino)?, secret)
+        };
         Some((layout::shown_path(&node, secret.as_deref()), secret))
     }
 
