@@ -43,6 +43,12 @@ impl MountEntry {
     fn is_fuse(&self) -> bool {
         self.fstype == "fuse" || self.fstype.starts_with("fuse.")
     }
+
+    /// Whether this line is the mount `other` (same id and device), wherever
+    /// either was read.
+    fn is(&self, other: &MountEntry) -> bool {
+        self.id == other.id && self.dev == other.dev
+    }
 }
 
 /// A path as vaultfs prints it: the mount table's octal escapes (`\040`
@@ -150,9 +156,7 @@ pub fn mount_at(path: &Path) -> Option<MountEntry> {
 /// by a rename of a directory above it): the same id and device. `None`
 /// once it is unmounted, detached included.
 pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
-    table()
-        .into_iter()
-        .find(|e| e.id == entry.id && e.dev == entry.dev)
+    table().into_iter().find(|e| e.is(entry))
 }
 
 /// How long a probe of a FUSE mount may take. A stopped or stuck daemon
@@ -303,26 +307,25 @@ impl UnmountError {
 /// open. Root calls umount2(2); other users go through the setuid
 /// `fusermount3` (or FUSE 2's `fusermount`).
 ///
-/// Both unmount by path, so the table is read again right before: the
-/// topmost mount at the path must be ours. What is left is the time between
-/// that read and the unmount call (microseconds), in which only a process
-/// allowed to mount there (root, or this user through fusermount3, which
-/// only unmounts the user's own FUSE mounts) could stack another mount.
+/// Both unmount by path, so the table is read again right before, once:
+/// ours is found in it, and the topmost mount at its path must be ours.
+/// What is left is the time between that read and the unmount call
+/// (microseconds), in which only a process allowed to mount there (root, or
+/// this user through fusermount3, which only unmounts the user's own FUSE
+/// mounts) could stack another mount.
 pub fn unmount(mine: &MountEntry, lazy: bool) -> Result<Unmounted, UnmountError> {
-    let Some(now) = find_again(mine) else {
+    let table = table();
+    let Some(now) = table.iter().find(|e| e.is(mine)) else {
         return Ok(Unmounted::Gone);
     };
-    let path = now.target;
-    match mount_at(&path) {
-        Some(top) if top.id == mine.id => {}
-        Some(top) => {
-            return Err(UnmountError::Covered {
-                path,
-                fstype: top.fstype,
-            })
-        }
-        // Unmounted between the two reads.
-        None => return Ok(Unmounted::Gone),
+    let path = now.target.clone();
+    // Ours is at `path` in this same read, so there is a topmost one.
+    let top = table.iter().rev().find(|e| e.target == path).unwrap_or(now);
+    if top.id != mine.id {
+        return Err(UnmountError::Covered {
+            path,
+            fstype: top.fstype.clone(),
+        });
     }
     unmount_path(&path, lazy)?;
     Ok(Unmounted::Done(path))

@@ -146,8 +146,11 @@ impl<S: SecretStore> Tree<S> {
     /// Where an inode shows in the mount, and a file's secret: what the read
     /// audit records of an open.
     pub fn shown(&self, ino: u64) -> Option<(String, Option<Arc<Secret>>)> {
-        let node = self.node(ino)?;
-        let secret = self.content(ino).ok().map(|(s, _)| s);
+        let (node, secret) = {
+            let inodes = self.inodes.lock().expect("inode lock");
+            let secret = inodes.content(ino).ok().map(|(s, _)| s);
+            (inodes.node(ino)?, secret)
+        };
         Some((layout::shown_path(&node, secret.as_deref()), secret))
     }
 
@@ -256,13 +259,6 @@ impl<S: SecretStore> Tree<S> {
         (dirs, names)
     }
 
-    /// The token changed: drop the refusals (403) the old one got, which
-    /// the new one may not get.
-    pub fn forget_refused(&self) {
-        self.answers
-            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
-    }
-
     /// Whether `r` is a refusal that the credentials changed since (a token
     /// file re-read after `vault login` or by Vault Agent): the refusals
     /// are then dropped, and the question is worth asking again.
@@ -274,7 +270,10 @@ impl<S: SecretStore> Tree<S> {
         if self.credentials.swap(now, Ordering::Relaxed) == now {
             return false;
         }
-        self.forget_refused();
+        // Drop the refusals (403) the old token got, which the new one may
+        // not get.
+        self.answers
+            .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
         tracing::info!("new token: answers refused under the old one dropped");
         true
     }
@@ -325,23 +324,25 @@ impl<S: SecretStore> Tree<S> {
         path: &str,
         name: &Name,
     ) -> Result<Entry, FsError> {
-        // An own name is never a folder; a Vault name too deep is not a
-        // folder we would show (see MAX_PATH), but may still be a key.
-        let (known, too_deep) = match name {
-            Name::Own(_) => (Child::No, false),
-            Name::Vault(seg) if join(path, seg).len() > MAX_PATH => (Child::No, true),
-            Name::Vault(seg) if !is_path_segment(seg) => (Child::No, false),
-            Name::Vault(seg) => (self.is_child_dir(mount, path, seg).await?, false),
-        };
         let seg = match name {
             Name::Own(own) => own,
             Name::Vault(seg) => seg.as_str(),
         };
+        let child = join(path, seg);
+        // An own name is never a folder; a Vault name too deep is not a
+        // folder we would show (see MAX_PATH), but may still be a key.
+        let too_deep = matches!(name, Name::Vault(_)) && child.len() > MAX_PATH;
+        let known = match name {
+            Name::Vault(seg) if !too_deep && is_path_segment(seg) => {
+                self.is_child_dir(mount, path, seg).await?
+            }
+            _ => Child::No,
+        };
         if known == Child::Yes {
-            self.visited(mount, &join(path, seg), true);
+            self.visited(mount, &child, true);
             return Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
-                path: join(path, seg),
+                path: child,
             }));
         }
         // Only ask for the parent as a secret when its own listing does not
@@ -379,7 +380,7 @@ impl<S: SecretStore> Tree<S> {
             // that does not exist.
             Child::Unlisted if parent_secret.is_none() => Ok(self.dir_entry(Node::Dir {
                 mount: mount.clone(),
-                path: join(path, seg),
+                path: child,
             })),
             // Vault refused every question (an expired token): nothing says
             // it is a folder, so it is not shown as one.

@@ -150,9 +150,14 @@ impl VaultClient {
             if let Some(ns) = &self.cfg.namespace {
                 req = req.header("X-Vault-Namespace", ns);
             }
-            let (sent, in_flight) = (Instant::now(), self.slots.in_flight().0);
+            // Only `auto` learns from the request: a fixed limit takes no
+            // extra look at the slots per request.
+            let sent = self
+                .limiter
+                .as_ref()
+                .map(|l| (l, Instant::now(), self.slots.in_flight().0));
             let resp = req.send().await.map_err(classify);
-            if let Some(l) = &self.limiter {
+            if let Some((l, sent, in_flight)) = sent {
                 let outcome = match &resp {
                     Ok(r) if matches!(r.status().as_u16(), 429 | 503) => Some(Outcome::Overloaded),
                     Ok(_) => Some(Outcome::Answered),
