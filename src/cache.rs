@@ -14,7 +14,8 @@
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use lru::LruCache;
 use tokio::sync::watch;

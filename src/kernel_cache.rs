@@ -27,7 +27,8 @@ use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
 
 use crate::tree::{Entry, Kind};
 

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::history;
 use super::layout::{holds, split_parent};

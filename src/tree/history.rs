@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::answers::until_of;
 use super::layout::{file_name, file_named, Name};

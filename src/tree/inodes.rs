@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 use crate::error::FsError;
 use crate::secret::{Secret, SecretFile};

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::cache::{Answer, CachePolicy};
 use crate::error::{FsError, VaultError};

@@ -6,7 +6,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::answers::{Answers, Key};
 use super::layout::{join, MAX_PATH};
