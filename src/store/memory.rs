@@ -24,8 +24,8 @@
 //!   sorted, and 404 for a folder with nothing in it; SCAN answers every
 //!   secret below a folder (`a/b/c`), or, with [`MemoryStore::with_scan`] off,
 //!   HTTP 405 as a server without SCAN does. A KV v2 read carries its
-//!   version's creation time; metadata is Vault's JSON document, parsed by
-//!   the HTTP client's own parser.
+//!   version's creation time; metadata holds Vault's document, built from
+//!   the versions held.
 //! - **Faults.** `fail` (one path), `fail_below` (a folder and everything
 //!   below it; `""` for a whole mount) and `fail_everything` program a
 //!   [`Fault`] for an [`Op`]; the last matching rule wins, and `heal`
@@ -458,43 +458,49 @@ impl SecretStore for MemoryStore {
 
     async fn metadata(&self, mount: &KvMount, path: &str) -> Result<Metadata, VaultError> {
         self.receive(Op::Metadata, &mount.path, path, None).await?;
-        let document = {
-            let st = self.state();
-            let key = (mount.path.to_string(), path.to_string());
-            let versions = match (mount.version, st.secrets.get(&key)) {
-                (KvVersion::V2, Some(v)) if !v.is_empty() => v,
-                _ => return Err(VaultError::NotFound),
-            };
-            let each: Map<String, Value> = versions
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let deleted = match v.deleted {
-                        true => rfc3339(v.created),
-                        false => String::new(),
-                    };
-                    let meta = json!({
-                        "created_time": rfc3339(v.created),
-                        "deletion_time": deleted,
-                        "destroyed": v.destroyed,
-                    });
-                    ((i + 1).to_string(), meta)
-                })
-                .collect();
-            let (first, last) = (&versions[0], &versions[versions.len() - 1]);
-            json!({"data": {
-                "versions": each,
-                "current_version": versions.len(),
-                "oldest_version": 1,
-                "created_time": rfc3339(first.created),
-                "updated_time": rfc3339(last.created),
-                "custom_metadata": null,
-                "max_versions": 0,
-                "cas_required": false,
-                "delete_version_after": "0s",
-            }})
+        let st = self.state();
+        let key = (mount.path.to_string(), path.to_string());
+        let versions = match (mount.version, st.secrets.get(&key)) {
+            (KvVersion::V2, Some(v)) if !v.is_empty() => v,
+            _ => return Err(VaultError::NotFound),
         };
-        crate::vault::parse_metadata(document)
+        let each: Map<String, Value> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let deleted = match v.deleted {
+                    true => rfc3339(v.created),
+                    false => String::new(),
+                };
+                let meta = json!({
+                    "created_time": rfc3339(v.created),
+                    "deletion_time": deleted,
+                    "destroyed": v.destroyed,
+                });
+                ((i + 1).to_string(), meta)
+            })
+            .collect();
+        let (first, last) = (&versions[0], &versions[versions.len() - 1]);
+        // As Vault shows it: what `.metadata.json` holds.
+        let data = json!({
+            "versions": each,
+            "current_version": versions.len(),
+            "oldest_version": 1,
+            "created_time": rfc3339(first.created),
+            "updated_time": rfc3339(last.created),
+            "custom_metadata": null,
+            "max_versions": 0,
+            "cas_required": false,
+            "delete_version_after": "0s",
+        });
+        let Value::Object(data) = data else {
+            unreachable!("a JSON object literal")
+        };
+        let live = (1..)
+            .zip(versions)
+            .filter(|(_, v)| v.live())
+            .map(|(n, _)| n);
+        Ok(Metadata::new(&data, live.collect(), Some(last.created)))
     }
 }
 

@@ -4,9 +4,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
 
 use crate::error::VaultError;
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretBuf};
 
 #[cfg(any(test, feature = "memory-store"))]
 pub mod memory;
@@ -79,4 +82,23 @@ pub struct Metadata {
     /// The versions that still hold data (neither deleted nor destroyed),
     /// ascending.
     pub live: Vec<u64>,
+}
+
+impl Metadata {
+    /// The metadata of a secret whose metadata object is `data` (what
+    /// `.metadata.json` shows), last written at `mtime`, with the versions
+    /// `live` that still hold data. Whoever reads the metadata (the Vault
+    /// client from its answer, the memory store from what it holds) says
+    /// which versions live; the document is rendered here, the one way.
+    pub fn new(data: &Map<String, Value>, mut live: Vec<u64>, mtime: Option<SystemTime>) -> Self {
+        live.sort_unstable();
+        let mut doc = SecretBuf::default();
+        // serde_json's map is ordered by key: the keys come out sorted.
+        let _ = serde_json::to_writer_pretty(&mut doc, data);
+        doc.extend(b"\n");
+        Metadata {
+            document: Arc::new(Secret::document(doc.0, mtime)),
+            live,
+        }
+    }
 }

@@ -2,14 +2,13 @@
 //! keys, metadata and token details. Bodies that hold the token are wiped
 //! once parsed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::error::VaultError;
-use crate::secret::{wipe, Secret, SecretBuf};
+use crate::secret::{wipe, Secret};
 use crate::store::{KvMount, KvVersion, Metadata};
 
 /// Token details from `auth/token/lookup-self`.
@@ -185,10 +184,10 @@ pub fn parse_read(
 }
 
 /// Parse a KV v2 metadata answer.
-pub fn parse_metadata(mut v: Value) -> Result<Metadata, VaultError> {
+pub(super) fn parse_metadata(mut v: Value) -> Result<Metadata, VaultError> {
     let result = match v.get_mut("data") {
         Some(Value::Object(d)) => {
-            let mut live: Vec<u64> = d
+            let live: Vec<u64> = d
                 .get("versions")
                 .and_then(Value::as_object)
                 .into_iter()
@@ -200,19 +199,11 @@ pub fn parse_metadata(mut v: Value) -> Result<Metadata, VaultError> {
                 .filter_map(|(n, _)| n.parse().ok())
                 .filter(|n| *n > 0)
                 .collect();
-            live.sort_unstable();
             let mtime = d
                 .get("updated_time")
                 .and_then(Value::as_str)
                 .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
-            let mut doc = SecretBuf::default();
-            // serde_json's map is ordered by key: the keys come out sorted.
-            let _ = serde_json::to_writer_pretty(&mut doc, &*d);
-            doc.extend(b"\n");
-            Ok(Metadata {
-                document: Arc::new(Secret::document(doc.0, mtime)),
-                live,
-            })
+            Ok(Metadata::new(d, live, mtime))
         }
         _ => Err(VaultError::BadResponse(
             "KV v2 metadata answer without data".into(),

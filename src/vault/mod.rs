@@ -22,8 +22,8 @@ mod limit;
 mod request;
 mod retry;
 
-use answer::{not_now, parse_mount, parse_renewal, parse_token_info, status_error};
-pub use answer::{parse_list, parse_metadata, parse_read, TokenInfo, MAX_VAULT_DURATION};
+use answer::{not_now, parse_metadata, parse_mount, parse_renewal, parse_token_info, status_error};
+pub use answer::{parse_list, parse_read, TokenInfo, MAX_VAULT_DURATION};
 pub use config::{redact_userinfo, ClientConfig, MaxRequests};
 use limit::{Limiter, Outcome, AUTO_CEILING, AUTO_START};
 use request::kv_path;
