@@ -16,18 +16,20 @@ use crate::slots::Slots;
 use crate::store::{KvMount, KvVersion, Metadata, SecretStore};
 use crate::tls::ConfigError;
 
-mod answer;
 mod config;
 mod limit;
 mod request;
+mod response;
 mod retry;
 
-use answer::{not_now, parse_metadata, parse_mount, parse_renewal, parse_token_info, status_error};
-pub use answer::{parse_list, parse_read, TokenInfo, MAX_VAULT_DURATION};
 pub use config::{redact_userinfo, ClientConfig, MaxRequests};
 use limit::{Limiter, Outcome, AUTO_CEILING, AUTO_START};
 use request::kv_path;
 pub use request::request_url;
+use response::{
+    not_now, parse_metadata, parse_mount, parse_renewal, parse_token_info, status_error,
+};
+pub use response::{parse_list, parse_read, TokenInfo, MAX_VAULT_DURATION};
 use retry::{backoff, Breaker};
 
 /// The one query parameter a request may carry.

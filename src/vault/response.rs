@@ -1,4 +1,4 @@
-//! Vault's answers read: statuses become errors, bodies become secrets,
+//! Vault's HTTP responses read: statuses become errors, bodies become secrets,
 //! keys, metadata and token details. Bodies that hold the token are wiped
 //! once parsed.
 
