@@ -40,7 +40,28 @@ impl Weigh for Vec<String> {
     }
 }
 
+/// What Vault said to one question: a value, or an error. The cache keeps
+/// values and definite errors (403, 404); a transient error is passed on.
 pub type Answer<V> = Result<Arc<V>, VaultError>;
+
+/// An answer from the cache, and until when the cache serves it without
+/// asking Vault: whoever hands it on (the kernel's entry cache) keeps it no
+/// longer. An answer the cache did not keep (a transient error, or one
+/// evicted as it was stored) is good until the instant it was given.
+#[derive(Debug)]
+pub struct Cached<V> {
+    pub answer: Answer<V>,
+    pub until: Instant,
+}
+
+impl<V> Clone for Cached<V> {
+    fn clone(&self) -> Self {
+        Cached {
+            answer: self.answer.clone(),
+            until: self.until,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct CachePolicy {
@@ -67,6 +88,15 @@ struct Ready<V> {
     weight: usize,
 }
 
+impl<V> Ready<V> {
+    fn cached(&self) -> Cached<V> {
+        Cached {
+            answer: self.answer.clone(),
+            until: self.expires,
+        }
+    }
+}
+
 enum Slot<V> {
     Ready(Ready<V>),
     /// A fetch is under way; waiters watch for the sender to go away. The
@@ -88,7 +118,7 @@ pub struct Cache<K: Hash + Eq, V> {
 
 /// What [`Cache::get`] decided under the lock.
 enum Step<V> {
-    Hit(Answer<V>),
+    Hit(Cached<V>),
     Wait(watch::Receiver<()>),
     Fetch(watch::Sender<()>),
 }
@@ -105,8 +135,8 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
     }
 
     /// The cached answer, or the result of `fetch` (run once for all
-    /// concurrent callers).
-    pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Answer<V>
+    /// concurrent callers), with its expiry.
+    pub async fn get<F, Fut>(&self, key: &K, fetch: F) -> Cached<V>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, VaultError>>,
@@ -130,20 +160,12 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         }
     }
 
-    /// The answer if one is cached and fresh, without fetching.
-    pub fn peek(&self, key: &K) -> Option<Answer<V>> {
-        self.peek_expiry(key).map(|(a, _)| a)
-    }
-
-    /// [`Cache::peek`], with the instant until which the answer is served
-    /// without asking Vault: callers that hand an answer on (the kernel's
-    /// entry cache) keep it no longer than that.
-    pub fn peek_expiry(&self, key: &K) -> Option<(Answer<V>, Instant)> {
+    /// The answer, with its expiry, if one is cached and fresh, without
+    /// fetching.
+    pub fn peek(&self, key: &K) -> Option<Cached<V>> {
         let mut inner = self.inner.lock().expect("cache lock");
         match inner.lru.get(key) {
-            Some(Slot::Ready(r)) if Instant::now() < r.expires => {
-                Some((r.answer.clone(), r.expires))
-            }
+            Some(Slot::Ready(r)) if Instant::now() < r.expires => Some(r.cached()),
             _ => None,
         }
     }
@@ -163,7 +185,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("cache lock");
         match inner.lru.get(key) {
-            Some(Slot::Ready(r)) if now < r.expires => return Step::Hit(r.answer.clone()),
+            Some(Slot::Ready(r)) if now < r.expires => return Step::Hit(r.cached()),
             Some(Slot::Pending(rx, _)) if rx.has_changed().is_ok() => {
                 return Step::Wait(rx.clone())
             }
@@ -180,7 +202,7 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
         Step::Fetch(tx)
     }
 
-    fn store(&self, key: &K, result: Result<V, VaultError>) -> Answer<V> {
+    fn store(&self, key: &K, result: Result<V, VaultError>) -> Cached<V> {
         let now = Instant::now();
         let p = &self.policy;
         // Built before taking the lock: weighing a value walks it.
@@ -212,7 +234,10 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
                 // that probes for a folder must not turn into EIO.
                 let stale = old.filter(|o| now < o.fetched + p.ttl + p.stale_if_error);
                 let Some(mut o) = stale else {
-                    return Err(e);
+                    return Cached {
+                        answer: Err(e),
+                        until: now,
+                    };
                 };
                 tracing::warn!(
                     error = %e,
@@ -223,11 +248,14 @@ impl<K: Hash + Eq + Clone + Weigh, V: Weigh> Cache<K, V> {
                 o
             }
         };
-        let answer = ready.answer.clone();
+        let mut cached = ready.cached();
         inner.bytes += ready.weight;
         inner.lru.put(key.clone(), Slot::Ready(ready));
         self.evict(&mut inner);
-        answer
+        if !inner.lru.contains(key) {
+            cached.until = now;
+        }
+        cached
     }
 
     /// What a slot costs besides its value: the key, with the strings it
@@ -423,6 +451,7 @@ mod tests {
                         Ok(Val(1))
                     })
                     .await
+                    .answer
                     .unwrap()
                     .0
             }));
@@ -456,6 +485,7 @@ mod tests {
                             Ok(Val(1))
                         })
                         .await
+                        .answer
                         .unwrap();
                 }));
             }
@@ -478,48 +508,58 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<Val, _>(VaultError::NotFound)
         };
-        assert!(cache.get(&1, fetch).await.is_err());
-        assert!(cache.get(&1, fetch).await.is_err());
+        assert!(cache.get(&1, fetch).await.answer.is_err());
+        assert!(cache.get(&1, fetch).await.answer.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(cache.get(&1, fetch).await.is_err());
+        assert!(cache.get(&1, fetch).await.answer.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn stale_if_error_serves_old_value_on_transient_only() {
         let cache = Cache::<u32, Val>::new(policy(20));
-        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        cache.get(&1, || async { Ok(Val(5)) }).await.answer.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
         let v = cache
             .get(&1, || async { Err(VaultError::Sealed) })
             .await
+            .answer
             .unwrap();
         assert_eq!(v.0, 5);
         tokio::time::sleep(Duration::from_millis(120)).await;
         // A definite answer replaces the stale value.
-        let e = cache.get(&1, || async { Err(VaultError::Forbidden) }).await;
+        let e = cache
+            .get(&1, || async { Err(VaultError::Forbidden) })
+            .await
+            .answer;
         assert_eq!(e.unwrap_err(), VaultError::Forbidden);
         // Transient errors are not cached.
-        let e = cache.get(&2, || async { Err(VaultError::Sealed) }).await;
+        let e = cache
+            .get(&2, || async { Err(VaultError::Sealed) })
+            .await
+            .answer;
         assert_eq!(e.unwrap_err(), VaultError::Sealed);
-        assert!(cache.get(&2, || async { Ok(Val(1)) }).await.is_ok());
+        assert!(cache.get(&2, || async { Ok(Val(1)) }).await.answer.is_ok());
     }
 
     #[tokio::test]
     async fn stale_if_error_also_keeps_definite_answers() {
         let cache = Cache::<u32, Val>::new(policy(20));
         let gone = || async { Err::<Val, _>(VaultError::NotFound) };
-        assert!(cache.get(&1, gone).await.is_err());
+        assert!(cache.get(&1, gone).await.answer.is_err());
         tokio::time::sleep(Duration::from_millis(40)).await;
-        let e = cache.get(&1, || async { Err(VaultError::Sealed) }).await;
+        let e = cache
+            .get(&1, || async { Err(VaultError::Sealed) })
+            .await
+            .answer;
         assert_eq!(e.unwrap_err(), VaultError::NotFound);
     }
 
     #[tokio::test]
     async fn cancelled_refresh_keeps_stale_value() {
         let cache = Cache::<u32, Val>::new(policy(20));
-        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        cache.get(&1, || async { Ok(Val(5)) }).await.answer.unwrap();
         let bytes = cache.usage().1;
         tokio::time::sleep(Duration::from_millis(40)).await;
         // A refresh that hangs and is abandoned (the fs layer's deadline).
@@ -531,6 +571,7 @@ mod tests {
         let v = cache
             .get(&1, || async { Err(VaultError::Sealed) })
             .await
+            .answer
             .unwrap();
         assert_eq!(v.0, 5);
         assert_eq!(cache.usage(), (1, bytes));
@@ -546,33 +587,72 @@ mod tests {
         let mut p = policy(60_000);
         p.max_entries = 10;
         let cache = Cache::<u32, Val>::new(p);
-        cache.get(&1000, || async { Ok(Val(1)) }).await.unwrap();
+        cache
+            .get(&1000, || async { Ok(Val(1)) })
+            .await
+            .answer
+            .unwrap();
         for k in 0..100 {
             let hung = cache.get(&k, std::future::pending::<Result<Val, VaultError>>);
             assert!(tokio::time::timeout(Duration::from_millis(1), hung)
                 .await
                 .is_err());
         }
-        cache.get(&1001, || async { Ok(Val(1)) }).await.unwrap();
+        cache
+            .get(&1001, || async { Ok(Val(1)) })
+            .await
+            .answer
+            .unwrap();
         assert!(cache.usage().0 <= 10, "{:?}", cache.usage());
         assert!(cache.peek(&1001).is_some(), "the newest answer was evicted");
     }
 
     #[tokio::test]
-    async fn peek_expiry_tells_when_the_answer_expires() {
+    async fn an_answer_comes_with_when_it_expires() {
         let cache = Cache::<u32, Val>::new(policy(200));
-        assert!(cache.peek_expiry(&1).is_none());
+        assert!(cache.peek(&1).is_none());
         let before = Instant::now();
-        cache.get(&1, || async { Ok(Val(1)) }).await.unwrap();
-        let (a, until) = cache.peek_expiry(&1).unwrap();
-        assert_eq!(a.unwrap().0, 1);
-        assert!(until >= before + Duration::from_millis(200));
-        assert!(until <= Instant::now() + Duration::from_millis(200));
+        let got = cache.get(&1, || async { Ok(Val(1)) }).await;
+        assert_eq!(got.answer.unwrap().0, 1);
+        assert!(got.until >= before + Duration::from_millis(200));
+        assert!(got.until <= Instant::now() + Duration::from_millis(200));
+        let hit = cache.get(&1, || async { Ok(Val(2)) }).await;
+        assert_eq!((hit.answer.unwrap().0, hit.until), (1, got.until));
+        let peeked = cache.peek(&1).unwrap();
+        assert_eq!((peeked.answer.unwrap().0, peeked.until), (1, got.until));
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(
-            cache.peek_expiry(&1).is_none(),
-            "expired answers are not peeked"
-        );
+        assert!(cache.peek(&1).is_none(), "expired answers are not peeked");
+        // Not kept: good until it was given.
+        let e = cache.get(&2, || async { Err(VaultError::Sealed) }).await;
+        assert!(e.until <= Instant::now());
+        assert_eq!(e.answer.unwrap_err(), VaultError::Sealed);
+    }
+
+    /// An answer too big to keep beside a fetch under way is evicted as it
+    /// is stored: it is given as good until then, not for the TTL.
+    #[tokio::test]
+    async fn an_answer_evicted_as_it_is_stored_expires_at_once() {
+        let mut p = policy(60_000);
+        p.max_bytes = 10_000;
+        let cache = Arc::new(Cache::<u32, Val>::new(p));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiting = cache.clone();
+        let fetching = tokio::spawn(async move {
+            let fetch = || async move {
+                let _ = rx.await;
+                Ok(Val(1))
+            };
+            waiting.get(&1, fetch).await.until
+        });
+        while !cache.in_hand(&1) {
+            tokio::task::yield_now().await;
+        }
+        let got = cache.get(&2, || async { Ok(Val(20_000)) }).await;
+        assert_eq!(got.answer.unwrap().0, 20_000);
+        assert!(cache.peek(&2).is_none(), "kept");
+        assert!(got.until <= Instant::now());
+        tx.send(()).unwrap();
+        assert!(fetching.await.unwrap() > Instant::now(), "a kept answer");
     }
 
     #[tokio::test]
@@ -580,11 +660,12 @@ mod tests {
         let mut p = policy(10);
         p.stale_if_error = Duration::ZERO;
         let cache = Cache::<u32, Val>::new(p);
-        cache.get(&1, || async { Ok(Val(5)) }).await.unwrap();
+        cache.get(&1, || async { Ok(Val(5)) }).await.answer.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(cache
             .get(&1, || async { Err(VaultError::Sealed) })
             .await
+            .answer
             .is_err());
     }
 
@@ -595,7 +676,11 @@ mod tests {
         p.max_entries = 5;
         let cache = Cache::<u32, Val>::new(p);
         for i in 0..10 {
-            cache.get(&i, || async { Ok(Val(10)) }).await.unwrap();
+            cache
+                .get(&i, || async { Ok(Val(10)) })
+                .await
+                .answer
+                .unwrap();
         }
         assert_eq!(cache.usage().0, 5);
         let big = Cache::<u32, Val>::new(CachePolicy {
@@ -603,7 +688,10 @@ mod tests {
             ..p
         });
         for i in 0..10 {
-            big.get(&i, || async { Ok(Val(3000)) }).await.unwrap();
+            big.get(&i, || async { Ok(Val(3000)) })
+                .await
+                .answer
+                .unwrap();
         }
         let (n, bytes) = big.usage();
         assert!(bytes <= 10_000, "{bytes}");

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::history;
 use super::layout::{holds, split_parent};
 use super::scan::Scan;
-use crate::cache::{Answer, Cache, CachePolicy, Weigh};
+use crate::cache::{Answer, Cache, CachePolicy, Cached, Weigh};
 use crate::error::VaultError;
 use crate::secret::Secret;
 use crate::store::{KvMount, Metadata, SecretStore};
@@ -75,7 +75,7 @@ impl<S: SecretStore> Answers<S> {
         self.scan.forget();
     }
 
-    pub(super) async fn mounts(&self) -> Answer<Vec<KvMount>> {
+    pub(super) async fn mounts(&self) -> Cached<Vec<KvMount>> {
         let store = &self.store;
         self.mounts.get(&(), || store.mounts()).await
     }
@@ -83,7 +83,7 @@ impl<S: SecretStore> Answers<S> {
     /// A folder's LIST answer, sorted and without duplicates (whatever the
     /// server sent), so a name is found in it by binary search: a lookup
     /// per child of a big folder must not read the whole answer.
-    pub(super) async fn listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
+    pub(super) async fn listing(&self, mount: &KvMount, path: &str) -> Cached<Vec<String>> {
         let key = (mount.clone(), path.to_string());
         let store = &self.store;
         let fetch = || async {
@@ -95,7 +95,7 @@ impl<S: SecretStore> Answers<S> {
         self.listings.get(&key, fetch).await
     }
 
-    pub(super) async fn secret(&self, mount: &KvMount, path: &str) -> Answer<Secret> {
+    pub(super) async fn secret(&self, mount: &KvMount, path: &str) -> Cached<Secret> {
         let key = (mount.clone(), path.to_string());
         let store = &self.store;
         self.secrets.get(&key, || store.read(mount, path)).await
@@ -106,7 +106,7 @@ impl<S: SecretStore> Answers<S> {
         mount: &KvMount,
         secret: &str,
         n: u64,
-    ) -> Answer<Secret> {
+    ) -> Cached<Secret> {
         let key = (mount.clone(), secret.to_string(), n);
         let store = &self.store;
         self.old_versions
@@ -114,7 +114,7 @@ impl<S: SecretStore> Answers<S> {
             .await
     }
 
-    pub(super) async fn metadata(&self, mount: &KvMount, secret: &str) -> Answer<Metadata> {
+    pub(super) async fn metadata(&self, mount: &KvMount, secret: &str) -> Cached<Metadata> {
         let key = (mount.clone(), secret.to_string());
         let store = &self.store;
         self.metadata
@@ -126,7 +126,7 @@ impl<S: SecretStore> Answers<S> {
     /// that listing if need be).
     pub(super) async fn facts(&self, mount: &KvMount, path: &str) -> Facts {
         let parent = match parent_key(mount, path) {
-            Some((mount, parent)) => Some(self.listing(&mount, &parent).await),
+            Some((mount, parent)) => Some(self.listing(&mount, &parent).await.answer),
             None => None,
         };
         Facts::of(path, parent.as_ref())
@@ -161,12 +161,11 @@ impl<S: SecretStore> Answers<S> {
     /// [`Ask::Peek`] and an answer is not cached.
     async fn dir(&self, mount: &KvMount, path: &str, ask: Ask) -> Option<DirAnswers> {
         let key = (mount.clone(), path.to_string());
-        let parent_key = parent_key(mount, path);
-        let parent = match &parent_key {
-            Some(k) => ask.keep(self.obtain_listing(k, ask.for_parent()).await)?,
+        let parent = match parent_key(mount, path) {
+            Some(k) => ask.keep(self.obtain_listing(&k, ask.for_parent()).await)?,
             None => None,
         };
-        let facts = Facts::of(path, parent.as_ref());
+        let facts = Facts::of(path, parent.as_ref().map(|p| &p.answer));
         let listing = async {
             match facts.folder {
                 Known::No => Some(None),
@@ -188,11 +187,9 @@ impl<S: SecretStore> Answers<S> {
         };
         let (listing, secret) = (listing?, secret?);
         let valid_until = [
-            parent_key
-                .zip(parent.as_ref())
-                .map(|(k, a)| until_of(&self.listings, &k, a)),
-            listing.as_ref().map(|a| until_of(&self.listings, &key, a)),
-            secret.as_ref().map(|a| until_of(&self.secrets, &key, a)),
+            parent.map(|p| p.until),
+            listing.as_ref().map(|l| l.until),
+            secret.as_ref().map(|s| s.until),
         ]
         .into_iter()
         .flatten()
@@ -204,7 +201,7 @@ impl<S: SecretStore> Answers<S> {
         })
     }
 
-    async fn obtain_listing(&self, key: &Key, ask: Ask) -> Option<Answer<Vec<String>>> {
+    async fn obtain_listing(&self, key: &Key, ask: Ask) -> Option<Cached<Vec<String>>> {
         let (mount, path) = key;
         match ask {
             Ask::Fetch { walk: true } => Some(self.walk_listing(mount, path).await),
@@ -213,7 +210,7 @@ impl<S: SecretStore> Answers<S> {
         }
     }
 
-    async fn obtain_secret(&self, key: &Key, ask: Ask) -> Option<Answer<Secret>> {
+    async fn obtain_secret(&self, key: &Key, ask: Ask) -> Option<Cached<Secret>> {
         let (mount, path) = key;
         match ask {
             Ask::Fetch { .. } => Some(self.secret(mount, path).await),
@@ -227,13 +224,20 @@ impl<S: SecretStore> Answers<S> {
 pub(super) struct DirAnswers {
     /// Its own LIST answer; `None` when its parent's listing says it is no
     /// folder.
-    pub(super) listing: Option<Answer<Vec<String>>>,
+    pub(super) listing: Option<Cached<Vec<String>>>,
     /// Its secret; `None` when its parent's listing says it is no secret.
-    pub(super) secret: Option<Answer<Secret>>,
+    pub(super) secret: Option<Cached<Secret>>,
     /// When the first of these answers, or of its parent's listing (which
     /// says what it is), expires; an answer the cache no longer holds counts
     /// as expired. `None` when there is none ([`Ask::Expiry`] only).
     pub(super) valid_until: Option<Instant>,
+}
+
+impl DirAnswers {
+    /// Its own LIST answer, if its parent's listing says it is a folder.
+    pub(super) fn listing(&self) -> Option<&Answer<Vec<String>>> {
+        self.listing.as_ref().map(|l| &l.answer)
+    }
 }
 
 /// How [`Answers::dir`] obtains an answer.
@@ -261,7 +265,7 @@ impl Ask {
 
     /// An answer as obtained: `Some` of it, or of its absence when that is
     /// allowed; `None` when the directory cannot be built without it.
-    fn keep<V>(self, got: Option<Answer<V>>) -> Option<Option<Answer<V>>> {
+    fn keep<V>(self, got: Option<Cached<V>>) -> Option<Option<Cached<V>>> {
         match (got, self) {
             (None, Ask::Peek) => None,
             (got, _) => Some(got),
@@ -330,21 +334,6 @@ impl Facts {
                 folder: Known::Untold,
             },
         }
-    }
-}
-
-/// Until when `used`, an answer taken from `cache` under `key`, is served
-/// without asking Vault: its expiry while the cache still holds that very
-/// answer, else now (it was refreshed or evicted since).
-pub(super) fn until_of<K, V>(cache: &Cache<K, V>, key: &K, used: &Answer<V>) -> Instant
-where
-    K: std::hash::Hash + Eq + Clone + Weigh,
-    V: Weigh,
-{
-    match (cache.peek_expiry(key), used) {
-        (Some((Ok(held), until)), Ok(used)) if Arc::ptr_eq(&held, used) => until,
-        (Some((Err(_), until)), Err(_)) => until,
-        _ => Instant::now(),
     }
 }
 

@@ -9,12 +9,11 @@ use std::time::Duration;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::answers::until_of;
 use super::layout::{file_name, file_named, Name};
 use super::{Entry, Listing, Node, Tree};
 use crate::error::FsError;
 use crate::naming::{METADATA_VIEW, VERSIONS_DIR};
-use crate::secret::{Secret, SecretFile};
+use crate::secret::SecretFile;
 use crate::store::{KvMount, KvVersion, SecretStore};
 
 /// How long an old version is kept. Its data never changes while it exists;
@@ -50,12 +49,10 @@ impl<S: SecretStore> Tree<S> {
                 secret: path.to_string(),
             }))),
             METADATA_VIEW => {
-                let answer = self.answers.metadata(mount, path).await;
-                let key = (mount.clone(), path.to_string());
-                let until = until_of(&self.answers.metadata, &key, &answer);
-                let document = answer?.document.clone();
+                let cached = self.answers.metadata(mount, path).await;
+                let document = cached.answer?.document.clone();
                 let path = path.into();
-                Ok(self.file_entry_until(mount, &path, &document, SecretFile::Json, until))
+                Ok(self.file_entry(mount, &path, &document, SecretFile::Json, cached.until))
             }
             _ => Ok(None),
         }
@@ -71,7 +68,13 @@ impl<S: SecretStore> Tree<S> {
         seg: &str,
     ) -> Result<Entry, FsError> {
         let n = version_number(seg).ok_or(FsError::NoEntry)?;
-        if self.answers.old_version(mount, secret, n).await?.deleted {
+        if self
+            .answers
+            .old_version(mount, secret, n)
+            .await
+            .answer?
+            .deleted
+        {
             return Err(FsError::NoEntry);
         }
         Ok(self.dir_entry(Node::AtVersion {
@@ -88,9 +91,10 @@ impl<S: SecretStore> Tree<S> {
         n: u64,
         name: &Name,
     ) -> Result<Entry, FsError> {
-        let (s, until) = self.old_version_until(mount, secret, n).await?;
+        let cached = self.answers.old_version(mount, secret, n).await;
+        let s = cached.answer?;
         let file = file_named(&s, name).ok_or(FsError::NoEntry)?;
-        self.file_entry_until(mount, &secret.into(), &s, file, until)
+        self.file_entry(mount, &secret.into(), &s, file, cached.until)
             .ok_or(FsError::NoEntry)
     }
 
@@ -100,10 +104,9 @@ impl<S: SecretStore> Tree<S> {
         mount: &KvMount,
         secret: &str,
     ) -> Result<Listing, FsError> {
-        let answer = self.answers.metadata(mount, secret).await;
-        let key = (mount.clone(), secret.to_string());
-        let until = until_of(&self.answers.metadata, &key, &answer);
-        let entries = answer?
+        let cached = self.answers.metadata(mount, secret).await;
+        let entries = cached
+            .answer?
             .live
             .iter()
             .map(|&n| {
@@ -115,7 +118,7 @@ impl<S: SecretStore> Tree<S> {
                 (n.to_string(), self.dir_entry(node))
             })
             .collect();
-        Ok(self.listing_of(entries, until))
+        Ok(self.listing_of(entries, cached.until))
     }
 
     pub(super) async fn readdir_version(
@@ -124,29 +127,18 @@ impl<S: SecretStore> Tree<S> {
         secret: &str,
         n: u64,
     ) -> Result<Listing, FsError> {
-        let (s, until) = self.old_version_until(mount, secret, n).await?;
+        let cached = self.answers.old_version(mount, secret, n).await;
+        let (s, until) = (cached.answer?, cached.until);
         let shared: Arc<str> = secret.into();
         let entries = s
             .files()
             .into_iter()
             .filter_map(|f| {
                 let name = file_name(mount, secret, &f)?;
-                Some((name, self.file_entry_until(mount, &shared, &s, f, until)?))
+                Some((name, self.file_entry(mount, &shared, &s, f, until)?))
             })
             .collect();
         Ok(self.listing_of(entries, until))
-    }
-
-    async fn old_version_until(
-        &self,
-        mount: &KvMount,
-        secret: &str,
-        n: u64,
-    ) -> Result<(Arc<Secret>, Instant), FsError> {
-        let answer = self.answers.old_version(mount, secret, n).await;
-        let key = (mount.clone(), secret.to_string(), n);
-        let until = until_of(&self.answers.old_versions, &key, &answer);
-        Ok((answer?, until))
     }
 
     /// When the answer a history directory's listing is built from expires.
@@ -155,13 +147,13 @@ impl<S: SecretStore> Tree<S> {
             Node::Versions { mount, secret } => self
                 .answers
                 .metadata
-                .peek_expiry(&(mount.clone(), secret.clone()))
-                .map(|(_, u)| u),
+                .peek(&(mount.clone(), secret.clone()))
+                .map(|c| c.until),
             Node::AtVersion { mount, secret, n } => self
                 .answers
                 .old_versions
-                .peek_expiry(&(mount.clone(), secret.clone(), *n))
-                .map(|(_, u)| u),
+                .peek(&(mount.clone(), secret.clone(), *n))
+                .map(|c| c.until),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-use crate::cache::{Answer, CachePolicy};
+use crate::cache::{Answer, CachePolicy, Cached};
 use crate::error::{FsError, VaultError};
 use crate::secret::{Secret, SecretFile};
 use crate::slots::Slots;
@@ -36,7 +36,7 @@ mod scan;
 #[cfg(test)]
 mod test_tree;
 
-use answers::{until_of, Answers, DirAnswers, Known};
+use answers::{Answers, DirAnswers, Known};
 use inodes::Inodes;
 pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join, Name};
@@ -164,7 +164,7 @@ impl<S: SecretStore> Tree<S> {
     }
 
     pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
-        self.answers.mounts().await
+        self.answers.mounts().await.answer
     }
 
     fn dir_entry(&self, node: Node) -> Entry {
@@ -178,24 +178,10 @@ impl<S: SecretStore> Tree<S> {
         }
     }
 
-    fn file_entry(
-        &self,
-        mount: &KvMount,
-        secret_path: &Arc<str>,
-        s: &Arc<Secret>,
-        file: SecretFile,
-    ) -> Option<Entry> {
-        let key = (mount.clone(), secret_path.to_string());
-        // The cached answer `s` came from expires then. If the cache holds
-        // another answer by now (refreshed, or evicted), the entry is not
-        // kept at all: the kernel asks again at once.
-        let valid_until = until_of(&self.answers.secrets, &key, &Ok(s.clone()));
-        self.file_entry_until(mount, secret_path, s, file, valid_until)
-    }
-
     /// A file of `s` (any answer that renders a secret's files), kept by the
-    /// kernel until `valid_until`. The files of one secret share its path.
-    fn file_entry_until(
+    /// kernel until `valid_until`, when the answer `s` came from expires.
+    /// The files of one secret share its path.
+    fn file_entry(
         &self,
         mount: &KvMount,
         secret_path: &Arc<str>,
@@ -351,19 +337,24 @@ impl<S: SecretStore> Tree<S> {
         let parent_secret = match self.answers.facts(mount, path).await.secret {
             Known::No => None,
             _ => match self.answers.secret(mount, path).await {
-                Ok(s) => Some(s),
-                Err(VaultError::NotFound) => None,
-                Err(VaultError::Forbidden) => {
-                    secret_denied = true;
-                    None
-                }
-                Err(e) => return Err(e.into()),
+                Cached {
+                    answer: Ok(s),
+                    until,
+                } => Some((s, until)),
+                Cached { answer: Err(e), .. } => match e {
+                    VaultError::NotFound => None,
+                    VaultError::Forbidden => {
+                        secret_denied = true;
+                        None
+                    }
+                    e => return Err(e.into()),
+                },
             },
         };
-        if let Some(s) = &parent_secret {
+        if let Some((s, until)) = &parent_secret {
             let shared = path.into();
-            if let Some(e) = file_named(s, name).and_then(|f| self.file_entry(mount, &shared, s, f))
-            {
+            let file = file_named(s, name);
+            if let Some(e) = file.and_then(|f| self.file_entry(mount, &shared, s, f, *until)) {
                 return Ok(e);
             }
             if let Name::Own(own) = name {
@@ -401,7 +392,7 @@ impl<S: SecretStore> Tree<S> {
         if self.answers.facts(mount, path).await.folder == Known::No {
             return Ok(Child::No);
         }
-        match self.answers.listing(mount, path).await {
+        match self.answers.listing(mount, path).await.answer {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Child::Yes } else { Child::No });
@@ -413,13 +404,13 @@ impl<S: SecretStore> Tree<S> {
         let child = join(path, seg);
         // 404 means the token may read there (else 403): a folder is then
         // plausible. A 403 tells nothing, an expired token included.
-        let read_there = match self.answers.secret(mount, &child).await {
+        let read_there = match self.answers.secret(mount, &child).await.answer {
             Ok(_) => return Ok(Child::Yes),
             Err(VaultError::NotFound) => true,
             Err(VaultError::Forbidden) => false,
             Err(e) => return Err(e.into()),
         };
-        match self.answers.listing(mount, &child).await {
+        match self.answers.listing(mount, &child).await.answer {
             Ok(keys) if !keys.is_empty() => Ok(Child::Yes),
             Ok(_) | Err(VaultError::NotFound) => Ok(Child::No),
             Err(VaultError::Forbidden) if read_there => Ok(Child::Unlisted),
@@ -476,15 +467,14 @@ impl<S: SecretStore> Tree<S> {
                     Node::Prefix(p) => p.clone(),
                     _ => String::new(),
                 };
-                let answer = self.mounts().await;
-                let until = until_of(&self.answers.mounts, &(), &answer);
-                let mounts = answer?;
+                let cached = self.answers.mounts().await;
+                let mounts = cached.answer?;
                 return Ok(self.listing_of(
                     mount_children(&mounts, &prefix)
                         .into_iter()
                         .filter_map(|(seg, n)| Some((encoded(&seg)?, self.dir_entry(n))))
                         .collect(),
-                    until,
+                    cached.until,
                 ));
             }
             Node::Dir { mount, path } => (mount.clone(), path.clone()),
@@ -498,7 +488,7 @@ impl<S: SecretStore> Tree<S> {
             self.visited(&mount, &path, true);
         }
         let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
-        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
+        if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
             self.prefetch_children(&mount, &path, keys);
         }
         self.assemble(&mount, &path, answers)
@@ -510,7 +500,7 @@ impl<S: SecretStore> Tree<S> {
     pub fn dir_valid_until(&self, ino: u64) -> Option<Instant> {
         let node = self.node(ino)?;
         match &*node {
-            Node::Root | Node::Prefix(_) => self.answers.mounts.peek_expiry(&()).map(|(_, u)| u),
+            Node::Root | Node::Prefix(_) => self.answers.mounts.peek(&()).map(|c| c.until),
             Node::Dir { mount, path } => self.answers.dir_until(mount, path),
             Node::Versions { .. } | Node::AtVersion { .. } => self.history_valid_until(&node),
             Node::File { .. } => None,
@@ -531,7 +521,7 @@ impl<S: SecretStore> Tree<S> {
             return None;
         };
         let answers = self.answers.peek_dir(mount, path)?;
-        if let (Some(Ok(keys)), true) = (&answers.listing, prefetch) {
+        if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
             if self.read_prefetches(mount, path, keys) {
                 return None;
             }
@@ -571,11 +561,17 @@ impl<S: SecretStore> Tree<S> {
         let valid_until = valid_until.unwrap_or_else(Instant::now);
         let (mount, path) = (mount.clone(), path.to_string());
         let secret = match secret {
-            Some(Ok(s)) => Some(s),
-            Some(Err(VaultError::NotFound | VaultError::Forbidden)) | None => None,
-            Some(Err(e)) => return Err(e.into()),
+            Some(Cached {
+                answer: Ok(s),
+                until,
+            }) => Some((s, until)),
+            Some(Cached { answer: Err(e), .. }) => match e {
+                VaultError::NotFound | VaultError::Forbidden => None,
+                e => return Err(e.into()),
+            },
+            None => None,
         };
-        let children = match listing {
+        let children = match listing.map(|l| l.answer) {
             Some(Ok(keys)) => listing_children(&keys),
             None | Some(Err(VaultError::NotFound)) => Vec::new(),
             // A readable secret still shows its keys when its folder is unlistable.
@@ -601,7 +597,7 @@ impl<S: SecretStore> Tree<S> {
                 }
             }
         }
-        if let Some(s) = secret {
+        if let Some((s, until)) = secret {
             let shared: Arc<str> = path.as_str().into();
             for f in s.files() {
                 let Some(name) = file_name(&mount, &path, &f) else {
@@ -611,7 +607,7 @@ impl<S: SecretStore> Tree<S> {
                 if out.contains_key(&name) {
                     continue;
                 }
-                if let Some(e) = self.file_entry(&mount, &shared, &s, f) {
+                if let Some(e) = self.file_entry(&mount, &shared, &s, f, until) {
                     out.insert(name, e);
                 }
             }

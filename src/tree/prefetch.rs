@@ -19,6 +19,7 @@ use lru::LruCache;
 use super::answers::Key;
 use super::layout::{encoded, is_path_segment, join, split_parent, MAX_PATH};
 use super::Tree;
+use crate::cache::Cached;
 use crate::slots::{background, Priority};
 use crate::store::{KvMount, SecretStore};
 
@@ -126,7 +127,10 @@ impl<S: SecretStore> Tree<S> {
         };
         // Only from a fresh listing: an expired one ends the window (the
         // next read of the directory starts one).
-        let Some(Ok(keys)) = self.answers.listings.peek(&key) else {
+        let Some(Cached {
+            answer: Ok(keys), ..
+        }) = self.answers.listings.peek(&key)
+        else {
             self.windows.0.lock().expect("windows lock").pop(&key);
             return true;
         };

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::answers::{Answers, Key};
 use super::layout::{join, MAX_PATH};
-use crate::cache::{Answer, Weigh};
+use crate::cache::{Cached, Weigh};
 use crate::error::VaultError;
 use crate::store::{KvMount, SecretStore};
 
@@ -85,30 +85,29 @@ impl<S: SecretStore> Answers<S> {
     /// below it, so a walk of the folder then makes no LIST at all, however
     /// deep (with LIST, each level waits for the one above). Otherwise, and
     /// whenever SCAN fails, LIST as ever.
-    pub(super) async fn walk_listing(&self, mount: &KvMount, path: &str) -> Answer<Vec<String>> {
+    pub(super) async fn walk_listing(&self, mount: &KvMount, path: &str) -> Cached<Vec<String>> {
         let key = (mount.clone(), path.to_string());
         let scan = self.scan.allowed(&mount.path);
         if scan && !self.listings.in_hand(&key) {
             let store = &self.store;
             let started = Instant::now();
-            match self.scans.get(&key, || store.scan(mount, path)).await {
-                Ok(keys) => {
-                    if let Some((_, until)) = self.scans.peek_expiry(&key) {
-                        match scan_listings(path, &keys, self.scan.budget(&keys)) {
-                            Some(folders) => {
-                                for (folder, entries) in folders {
-                                    let folder_key = (mount.clone(), join(path, &folder));
-                                    self.listings.offer(&folder_key, entries, until);
-                                }
-                            }
-                            // Describes far more than it weighs: LIST, as
-                            // for an answer too large to take at once.
-                            None => {
-                                tracing::info!(mount = %mount.path, path = %path, "SCAN answer expands past its budget: listing folders one at a time")
-                            }
+            let scanned = self.scans.get(&key, || store.scan(mount, path)).await;
+            match scanned.answer {
+                Ok(keys) => match scan_listings(path, &keys, self.scan.budget(&keys)) {
+                    // Kept as long as the SCAN answer (not at all if that
+                    // was not kept).
+                    Some(folders) => {
+                        for (folder, entries) in folders {
+                            let folder_key = (mount.clone(), join(path, &folder));
+                            self.listings.offer(&folder_key, entries, scanned.until);
                         }
                     }
-                }
+                    // Describes far more than it weighs: LIST, as for an
+                    // answer too large to take at once.
+                    None => {
+                        tracing::info!(mount = %mount.path, path = %path, "SCAN answer expands past its budget: listing folders one at a time")
+                    }
+                },
                 // Not found, unreachable, or too big to take at once: LIST.
                 Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
                 // Slower than its share of the deadline: it would be again
