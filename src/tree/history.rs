@@ -4,8 +4,6 @@
 //! `grep -r`, `ls -lR`) asks Vault for no history; both are
 //! reached by name (docs/semantics.md).
 
-use std::time::Duration;
-
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -15,10 +13,6 @@ use crate::error::FsError;
 use crate::naming::{METADATA_VIEW, VERSIONS_DIR};
 use crate::secret::SecretFile;
 use crate::store::{KvMount, KvVersion, SecretStore};
-
-/// How long an old version is kept. Its data never changes while it exists;
-/// only deleting or destroying it ends it, which then shows this late.
-pub const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
 
 /// The version a `.versions` entry names: canonical decimal, from 1, so one
 /// version has one name, and at most `i64::MAX`: Vault reads a version as
@@ -49,7 +43,7 @@ impl<S: SecretStore> Tree<S> {
                 secret: path.to_string(),
             }))),
             METADATA_VIEW => {
-                let cached = self.answers.metadata(mount, path).await;
+                let cached = self.caches.metadata(mount, path).await;
                 let document = cached.answer?.document.clone();
                 let path = path.into();
                 Ok(self.file_entry(mount, &path, &document, SecretFile::Json, cached.until))
@@ -69,7 +63,7 @@ impl<S: SecretStore> Tree<S> {
     ) -> Result<Entry, FsError> {
         let n = version_number(seg).ok_or(FsError::NoEntry)?;
         if self
-            .answers
+            .caches
             .old_version(mount, secret, n)
             .await
             .answer?
@@ -91,7 +85,7 @@ impl<S: SecretStore> Tree<S> {
         n: u64,
         name: &Name,
     ) -> Result<Entry, FsError> {
-        let cached = self.answers.old_version(mount, secret, n).await;
+        let cached = self.caches.old_version(mount, secret, n).await;
         let s = cached.answer?;
         let file = file_named(&s, name).ok_or(FsError::NoEntry)?;
         self.file_entry(mount, &secret.into(), &s, file, cached.until)
@@ -104,7 +98,7 @@ impl<S: SecretStore> Tree<S> {
         mount: &KvMount,
         secret: &str,
     ) -> Result<Listing, FsError> {
-        let cached = self.answers.metadata(mount, secret).await;
+        let cached = self.caches.metadata(mount, secret).await;
         let entries = cached
             .answer?
             .live
@@ -127,7 +121,7 @@ impl<S: SecretStore> Tree<S> {
         secret: &str,
         n: u64,
     ) -> Result<Listing, FsError> {
-        let cached = self.answers.old_version(mount, secret, n).await;
+        let cached = self.caches.old_version(mount, secret, n).await;
         let (s, until) = (cached.answer?, cached.until);
         let shared: Arc<str> = secret.into();
         let entries = s
@@ -145,12 +139,12 @@ impl<S: SecretStore> Tree<S> {
     pub(super) fn history_valid_until(&self, node: &Node) -> Option<Instant> {
         match node {
             Node::Versions { mount, secret } => self
-                .answers
+                .caches
                 .metadata
                 .peek(&(mount.clone(), secret.clone()))
                 .map(|c| c.until),
             Node::AtVersion { mount, secret, n } => self
-                .answers
+                .caches
                 .old_versions
                 .peek(&(mount.clone(), secret.clone(), *n))
                 .map(|c| c.until),

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Node;
+use super::inodes::Node;
 use crate::naming;
 use crate::naming::{ENV_VIEW, JSON_VIEW, METADATA_VIEW, SHELL_VIEW, VERSIONS_DIR};
 use crate::secret::{Secret, SecretFile};
@@ -17,6 +17,9 @@ use crate::store::KvMount;
 /// level, or one small SCAN answer, can describe without end) would cost
 /// memory quadratic in its depth.
 pub const MAX_PATH: usize = 4096;
+
+/// A folder or secret: its mount and its path inside it.
+pub(super) type Key = (KvMount, String);
 
 pub(super) fn join(parent: &str, seg: &str) -> String {
     if parent.is_empty() {

@@ -9,7 +9,8 @@
 //! content. What it is built from lives beside it:
 //! - `inodes`: the inode table and what an inode is;
 //! - `layout`: how Vault names become paths and file names;
-//! - `answers`: the cache of Vault's answers;
+//! - `caches`: the caches of Vault's answers, and what a directory is
+//!   made of;
 //! - `scan`: the SCAN fallback for listings;
 //! - `prefetch`: fetching a read directory's children in the background;
 //! - `history`: KV v2 `.versions` and `.metadata.json`.
@@ -27,7 +28,7 @@ use crate::secret::{Secret, SecretFile};
 use crate::slots::Slots;
 use crate::store::{KvMount, SecretStore};
 
-mod answers;
+mod caches;
 mod history;
 mod inodes;
 mod layout;
@@ -36,7 +37,7 @@ mod scan;
 #[cfg(test)]
 mod test_tree;
 
-use answers::{Answers, DirAnswers, Known};
+use caches::{Caches, DirAnswers, Known};
 use inodes::Inodes;
 pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join, Name};
@@ -56,7 +57,7 @@ enum Child {
 
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
-    answers: Answers<S>,
+    caches: Caches<S>,
     /// The request slots background prefetches take (see
     /// [`Tree::prefetch_children`]); `None` disables them.
     prefetch: Option<Arc<Slots>>,
@@ -76,7 +77,7 @@ pub struct Tree<S> {
 impl<S: SecretStore> Tree<S> {
     pub fn new(store: Arc<S>, policy: CachePolicy) -> Self {
         Tree {
-            answers: Answers::new(store, policy),
+            caches: Caches::new(store, policy),
             prefetch: None,
             windows: prefetch::Windows::default(),
             inodes: Arc::new(Mutex::new(Inodes::new())),
@@ -89,7 +90,7 @@ impl<S: SecretStore> Tree<S> {
     /// Whether directory reads may use SCAN (on by default; servers without
     /// it are detected).
     pub fn with_scan(mut self, scan: bool) -> Self {
-        self.answers.scan.enabled = scan;
+        self.caches.scan.enabled = scan;
         self
     }
 
@@ -164,7 +165,7 @@ impl<S: SecretStore> Tree<S> {
     }
 
     pub async fn mounts(&self) -> Answer<Vec<KvMount>> {
-        self.answers.mounts().await.answer
+        self.caches.mounts().await.answer
     }
 
     fn dir_entry(&self, node: Node) -> Entry {
@@ -210,7 +211,7 @@ impl<S: SecretStore> Tree<S> {
 
     /// SIGHUP: drop every cached answer; the next access asks Vault.
     pub fn forget_answers(&self) {
-        self.answers.forget(|_| true);
+        self.caches.forget(|_| true);
     }
 
     /// What the kernel may hold that a new answer could change: every
@@ -252,13 +253,13 @@ impl<S: SecretStore> Tree<S> {
         if !matches!(r, Err(FsError::Vault(VaultError::Forbidden))) {
             return false;
         }
-        let now = self.answers.store.credentials();
+        let now = self.caches.store.credentials();
         if self.credentials.swap(now, Ordering::Relaxed) == now {
             return false;
         }
         // Drop the refusals (403) the old token got, which the new one may
         // not get.
-        self.answers
+        self.caches
             .forget(|e| matches!(e, Some(VaultError::Forbidden | VaultError::BadToken(_))));
         tracing::info!("new token: answers refused under the old one dropped");
         true
@@ -334,9 +335,9 @@ impl<S: SecretStore> Tree<S> {
         // Only ask for the parent as a secret when its own listing does not
         // rule that out (during an outage that would turn ENOENT into EIO).
         let mut secret_denied = false;
-        let parent_secret = match self.answers.facts(mount, path).await.secret {
+        let parent_secret = match self.caches.facts(mount, path).await.secret {
             Known::No => None,
-            _ => match self.answers.secret(mount, path).await {
+            _ => match self.caches.secret(mount, path).await {
                 Cached {
                     answer: Ok(s),
                     until,
@@ -389,10 +390,10 @@ impl<S: SecretStore> Tree<S> {
     async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Child, FsError> {
         // A secret that is not also a folder has no children: LISTing it
         // would cost a request per lookup only to hear 404.
-        if self.answers.facts(mount, path).await.folder == Known::No {
+        if self.caches.facts(mount, path).await.folder == Known::No {
             return Ok(Child::No);
         }
-        match self.answers.listing(mount, path).await.answer {
+        match self.caches.listing(mount, path).await.answer {
             Ok(keys) => {
                 let hit = holds(&keys, seg) || holds(&keys, &format!("{seg}/"));
                 return Ok(if hit { Child::Yes } else { Child::No });
@@ -404,13 +405,13 @@ impl<S: SecretStore> Tree<S> {
         let child = join(path, seg);
         // 404 means the token may read there (else 403): a folder is then
         // plausible. A 403 tells nothing, an expired token included.
-        let read_there = match self.answers.secret(mount, &child).await.answer {
+        let read_there = match self.caches.secret(mount, &child).await.answer {
             Ok(_) => return Ok(Child::Yes),
             Err(VaultError::NotFound) => true,
             Err(VaultError::Forbidden) => false,
             Err(e) => return Err(e.into()),
         };
-        match self.answers.listing(mount, &child).await.answer {
+        match self.caches.listing(mount, &child).await.answer {
             Ok(keys) if !keys.is_empty() => Ok(Child::Yes),
             Ok(_) | Err(VaultError::NotFound) => Ok(Child::No),
             Err(VaultError::Forbidden) if read_there => Ok(Child::Unlisted),
@@ -467,7 +468,7 @@ impl<S: SecretStore> Tree<S> {
                     Node::Prefix(p) => p.clone(),
                     _ => String::new(),
                 };
-                let cached = self.answers.mounts().await;
+                let cached = self.caches.mounts().await;
                 let mounts = cached.answer?;
                 return Ok(self.listing_of(
                     mount_children(&mounts, &prefix)
@@ -487,7 +488,7 @@ impl<S: SecretStore> Tree<S> {
         if prefetch {
             self.visited(&mount, &path, true);
         }
-        let answers = self.answers.fetch_dir(&mount, &path, prefetch).await;
+        let answers = self.caches.fetch_dir(&mount, &path, prefetch).await;
         if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
             self.prefetch_children(&mount, &path, keys);
         }
@@ -500,8 +501,8 @@ impl<S: SecretStore> Tree<S> {
     pub fn dir_valid_until(&self, ino: u64) -> Option<Instant> {
         let node = self.node(ino)?;
         match &*node {
-            Node::Root | Node::Prefix(_) => self.answers.mounts.peek(&()).map(|c| c.until),
-            Node::Dir { mount, path } => self.answers.dir_until(mount, path),
+            Node::Root | Node::Prefix(_) => self.caches.mounts.peek(&()).map(|c| c.until),
+            Node::Dir { mount, path } => self.caches.dir_until(mount, path),
             Node::Versions { .. } | Node::AtVersion { .. } => self.history_valid_until(&node),
             Node::File { .. } => None,
         }
@@ -520,7 +521,7 @@ impl<S: SecretStore> Tree<S> {
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
-        let answers = self.answers.peek_dir(mount, path)?;
+        let answers = self.caches.peek_dir(mount, path)?;
         if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
             if self.read_prefetches(mount, path, keys) {
                 return None;

@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use super::answers::Key;
-use super::layout::{encoded, is_path_segment, join, split_parent, MAX_PATH};
+use super::layout::{encoded, is_path_segment, join, split_parent, Key, MAX_PATH};
 use super::Tree;
 use crate::cache::Cached;
 use crate::slots::{background, Priority};
@@ -129,7 +128,7 @@ impl<S: SecretStore> Tree<S> {
         // next read of the directory starts one).
         let Some(Cached {
             answer: Ok(keys), ..
-        }) = self.answers.listings.peek(&key)
+        }) = self.caches.listings.peek(&key)
         else {
             self.windows.0.lock().expect("windows lock").pop(&key);
             return true;
@@ -181,9 +180,9 @@ impl<S: SecretStore> Tree<S> {
                     let (mount, path) = key;
                     // Errors are cached or retried by whoever asks next.
                     if folder {
-                        let _ = tree.answers.listing(&mount, &path).await;
+                        let _ = tree.caches.listing(&mount, &path).await;
                     } else {
-                        let _ = tree.answers.secret(&mount, &path).await;
+                        let _ = tree.caches.secret(&mount, &path).await;
                     }
                 }));
             }
@@ -193,8 +192,8 @@ impl<S: SecretStore> Tree<S> {
     /// Whether the answer for `key` is cached or on its way.
     fn in_hand(&self, key: &Key, folder: bool) -> bool {
         match folder {
-            true => self.answers.listings.in_hand(key),
-            false => self.answers.secrets.in_hand(key),
+            true => self.caches.listings.in_hand(key),
+            false => self.caches.secrets.in_hand(key),
         }
     }
 
@@ -299,7 +298,7 @@ mod tests {
                 .expect("one reference")
                 .with_prefetch(Some(Slots::new(32))),
         );
-        let store = tree.answers.store.clone();
+        let store = tree.caches.store.clone();
         let root = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
         let big = tree.lookup(root, b"big").await.unwrap().ino;
         store.clear_calls();
@@ -324,7 +323,7 @@ mod tests {
             };
             let key = (m("secret"), path.clone());
             assert!(
-                tree.answers.secrets.in_hand(&key),
+                tree.caches.secrets.in_hand(&key),
                 "child {visits} ({path}) not prefetched"
             );
             match tree.readdir_cached(ino, true) {

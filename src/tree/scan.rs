@@ -2,16 +2,15 @@
 //! every folder below it, so a walk makes no LIST per folder. Where SCAN
 //! is refused, unknown or too slow, folders are LISTed one at a time; this
 //! holds which mounts that is, and turns a SCAN answer into LIST answers
-//! within a memory budget.
+//! within a memory budget, offered to the listings cache.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::answers::{Answers, Key};
-use super::layout::{join, MAX_PATH};
-use crate::cache::{Cached, Weigh};
+use super::layout::{join, Key, MAX_PATH};
+use crate::cache::{Cache, CachePolicy, Weigh};
 use crate::error::VaultError;
 use crate::store::{KvMount, SecretStore};
 
@@ -20,7 +19,7 @@ use crate::store::{KvMount, SecretStore};
 /// time, short enough that a Vault that hung for a while gets SCAN back.
 const SCAN_RETRY: Duration = Duration::from_secs(600);
 
-/// Where SCAN may be used.
+/// Where SCAN may be used, and what it answered.
 pub(super) struct Scan {
     /// SCAN may be used at all (off with `--no-scan`).
     pub(super) enabled: bool,
@@ -29,19 +28,24 @@ pub(super) struct Scan {
     no_scan: Mutex<HashMap<String, Option<Instant>>>,
     /// The listings cache's byte budget (see [`Scan::budget`]).
     listing_bytes: usize,
+    /// SCAN answers: every secret below a folder.
+    pub(super) scans: Cache<Key, Vec<String>>,
 }
 
 impl Scan {
-    pub(super) fn new(listing_bytes: usize) -> Self {
+    /// SCAN answers kept as `policy` says; the listings they fill are kept
+    /// under the same `policy` (see [`Scan::budget`]).
+    pub(super) fn new(policy: CachePolicy) -> Self {
         Scan {
             enabled: true,
             no_scan: Mutex::default(),
-            listing_bytes,
+            listing_bytes: policy.max_bytes,
+            scans: Cache::new(policy),
         }
     }
 
     /// Whether SCAN may be tried in this mount now.
-    fn allowed(&self, mount: &str) -> bool {
+    pub(super) fn allowed(&self, mount: &str) -> bool {
         if !self.enabled {
             return false;
         }
@@ -51,9 +55,10 @@ impl Scan {
         }
     }
 
-    /// Forget every refusal and deadline: after SIGHUP or a new token,
-    /// SCAN is tried again.
-    pub(super) fn forget(&self) {
+    /// Drop the SCAN answers `gone` picks, and every refusal and deadline:
+    /// after SIGHUP or a new token, SCAN is tried again.
+    pub(super) fn forget(&self, gone: impl Fn(Option<&VaultError>) -> bool) {
+        self.scans.forget(|a| gone(a.as_ref().err()));
         self.no_scan.lock().expect("no_scan").clear();
     }
 
@@ -77,61 +82,60 @@ impl Scan {
             .saturating_add(1 << 20)
             .min(self.listing_bytes / 4)
     }
-}
 
-impl<S: SecretStore> Answers<S> {
-    /// A folder's listing for the start of a directory read. When it is not
-    /// at hand and the server has SCAN, one SCAN answers it and every folder
-    /// below it, so a walk of the folder then makes no LIST at all, however
-    /// deep (with LIST, each level waits for the one above). Otherwise, and
-    /// whenever SCAN fails, LIST as ever.
-    pub(super) async fn walk_listing(&self, mount: &KvMount, path: &str) -> Cached<Vec<String>> {
+    /// One SCAN of folder `path` fills `listings` with the LIST answers of
+    /// it and of every folder below it, kept as long as the SCAN answer, so
+    /// a walk of the folder then makes no LIST at all, however deep (with
+    /// LIST, each level waits for the one above). Whenever SCAN fails,
+    /// nothing is filled (the caller LISTs), and a SCAN that is refused or
+    /// too slow is not tried again in this mount for a while or for good.
+    pub(super) async fn fill<S: SecretStore>(
+        &self,
+        store: &S,
+        listings: &Cache<Key, Vec<String>>,
+        mount: &KvMount,
+        path: &str,
+    ) {
         let key = (mount.clone(), path.to_string());
-        let scan = self.scan.allowed(&mount.path);
-        if scan && !self.listings.in_hand(&key) {
-            let store = &self.store;
-            let started = Instant::now();
-            let scanned = self.scans.get(&key, || store.scan(mount, path)).await;
-            match scanned.answer {
-                Ok(keys) => match scan_listings(path, &keys, self.scan.budget(&keys)) {
-                    // Kept as long as the SCAN answer (not at all if that
-                    // was not kept).
-                    Some(folders) => {
-                        for (folder, entries) in folders {
-                            let folder_key = (mount.clone(), join(path, &folder));
-                            self.listings.offer(&folder_key, entries, scanned.until);
-                        }
+        let started = Instant::now();
+        let scanned = self.scans.get(&key, || store.scan(mount, path)).await;
+        match scanned.answer {
+            Ok(keys) => match scan_listings(path, &keys, self.budget(&keys)) {
+                // Kept as long as the SCAN answer (not at all if that was
+                // not kept).
+                Some(folders) => {
+                    for (folder, entries) in folders {
+                        let folder_key = (mount.clone(), join(path, &folder));
+                        listings.offer(&folder_key, entries, scanned.until);
                     }
-                    // Describes far more than it weighs: LIST, as for an
-                    // answer too large to take at once.
-                    None => {
-                        tracing::info!(mount = %mount.path, path = %path, "SCAN answer expands past its budget: listing folders one at a time")
-                    }
-                },
-                // Not found, unreachable, or too big to take at once: LIST.
-                Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
-                // Slower than its share of the deadline: it would be again
-                // (the tree only grows), and each try costs a user's read
-                // that share. Only a SCAN that ran for that share: a timeout
-                // that comes sooner is the breaker's (another request found
-                // Vault down), and says nothing about SCAN.
-                // A hung Vault looks the same, so it is tried again later.
-                Err(e @ VaultError::Timeout(d)) if !d.is_zero() && started.elapsed() >= d => {
-                    tracing::info!(mount = %mount.path, error = %e, retry_s = SCAN_RETRY.as_secs(), "SCAN too slow: listing folders one at a time");
-                    let again = Instant::now() + SCAN_RETRY;
-                    self.scan.no_scan_until(&mount.path, Some(again));
                 }
-                Err(e) if e.is_transient() => {}
-                // Refused (no `scan` capability) or not understood (a server
-                // without SCAN): LIST in this mount from now on, rather than
-                // a refused SCAN before every LIST.
-                Err(e) => {
-                    tracing::info!(mount = %mount.path, error = %e, "SCAN not available: listing folders one at a time");
-                    self.scan.no_scan_until(&mount.path, None);
+                // Describes far more than it weighs: LIST, as for an answer
+                // too large to take at once.
+                None => {
+                    tracing::info!(mount = %mount.path, path = %path, "SCAN answer expands past its budget: listing folders one at a time")
                 }
+            },
+            // Not found, unreachable, or too big to take at once: LIST.
+            Err(VaultError::NotFound | VaultError::TooLarge(_)) => {}
+            // Slower than its share of the deadline: it would be again (the
+            // tree only grows), and each try costs a user's read that
+            // share. Only a SCAN that ran for that share: a timeout that
+            // comes sooner is the breaker's (another request found Vault
+            // down), and says nothing about SCAN.
+            // A hung Vault looks the same, so it is tried again later.
+            Err(e @ VaultError::Timeout(d)) if !d.is_zero() && started.elapsed() >= d => {
+                tracing::info!(mount = %mount.path, error = %e, retry_s = SCAN_RETRY.as_secs(), "SCAN too slow: listing folders one at a time");
+                self.no_scan_until(&mount.path, Some(Instant::now() + SCAN_RETRY));
+            }
+            Err(e) if e.is_transient() => {}
+            // Refused (no `scan` capability) or not understood (a server
+            // without SCAN): LIST in this mount from now on, rather than a
+            // refused SCAN before every LIST.
+            Err(e) => {
+                tracing::info!(mount = %mount.path, error = %e, "SCAN not available: listing folders one at a time");
+                self.no_scan_until(&mount.path, None);
             }
         }
-        self.listing(mount, path).await
     }
 }
 
@@ -261,7 +265,12 @@ mod tests {
 
     #[test]
     fn a_slow_scan_is_tried_again_later_a_refused_one_never() {
-        let scan = Scan::new(1 << 20);
+        let scan = Scan::new(CachePolicy {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::ZERO,
+            max_entries: 100,
+            max_bytes: 1 << 20,
+        });
         let (now, s) = (Instant::now(), Duration::from_secs(1));
         assert!(scan.allowed("a"));
         scan.no_scan_until("a", Some(now + 10 * s));
@@ -276,10 +285,10 @@ mod tests {
     /// (bytes the cached listings hold at the least: their keys' strings and
     /// their entries; bytes the listings cache accounts for).
     fn listings_held(tree: &Tree<MemoryStore>) -> (usize, usize) {
-        let held = tree.answers.listings.weigh_all(|(m, p), v| {
+        let held = tree.caches.listings.weigh_all(|(m, p), v| {
             m.path.len() + p.len() + v.iter().map(String::len).sum::<usize>()
         });
-        (held, tree.answers.listings.usage().1)
+        (held, tree.caches.listings.usage().1)
     }
 
     /// Read the mount root as `ls` does: its listing comes from a SCAN.
@@ -340,8 +349,8 @@ mod tests {
         let tree = fake(Ok(()));
         let seen = walk(&tree).await;
         assert!(seen.contains(&"/a/b/c".to_string()), "{seen:?}");
-        assert_eq!(tree.answers.store.count(Op::Scan), 1);
-        assert_eq!(tree.answers.store.count(Op::List), 0);
+        assert_eq!(tree.caches.store.count(Op::Scan), 1);
+        assert_eq!(tree.caches.store.count(Op::List), 0);
     }
 
     #[tokio::test]
@@ -356,12 +365,12 @@ mod tests {
             let tree = fake(Err(refusal));
             let via_list = walk(&tree).await;
             assert_eq!(
-                tree.answers.store.count(Op::Scan),
+                tree.caches.store.count(Op::Scan),
                 1,
                 "asked once, then not again"
             );
             // The root, `a` and `a/b`: one LIST per folder.
-            assert_eq!(tree.answers.store.count(Op::List), 3);
+            assert_eq!(tree.caches.store.count(Op::List), 3);
             assert_eq!(via_list, walk(&fake(Ok(()))).await, "same tree either way");
         }
     }

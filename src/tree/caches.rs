@@ -1,9 +1,9 @@
-//! The answer cache: what Vault said, per question, and until when. One
+//! The tree's caches: what Vault said, per question, and until when. One
 //! cache per kind of answer (mounts, listings, SCANs, secrets, old
-//! versions, metadata), each read through a typed getter that asks Vault
-//! on a miss.
+//! versions, metadata), each read through a typed getter that asks the
+//! store on a miss.
 //!
-//! Also the one rule of what a directory is made of ([`Answers::dir`]):
+//! Also the one rule of what a directory is made of ([`Caches::dir`]):
 //! which answers its parent's listing says it needs ([`Facts`]), and until
 //! when they hold ([`DirAnswers`]). A directory read that may fetch, one
 //! from the cache alone, and the expiry alone all go through it.
@@ -11,49 +11,48 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::time::Instant;
 
-use super::history;
-use super::layout::{holds, split_parent};
+use super::layout::{holds, split_parent, Key};
 use super::scan::Scan;
 use crate::cache::{Answer, Cache, CachePolicy, Cached, Weigh};
 use crate::error::VaultError;
 use crate::secret::Secret;
 use crate::store::{KvMount, Metadata, SecretStore};
 
-/// A folder or secret: its mount and its path inside it.
-pub(super) type Key = (KvMount, String);
+/// How long an old version is kept. Its data never changes while it exists;
+/// only deleting or destroying it ends it, which then shows this late.
+pub const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
 
-pub(super) struct Answers<S> {
+/// The store, and a cache in front of it per kind of question.
+pub(super) struct Caches<S> {
     pub(super) store: Arc<S>,
     pub(super) mounts: Cache<(), Vec<KvMount>>,
     pub(super) listings: Cache<Key, Vec<String>>,
-    /// SCAN answers: every secret below a folder (see
-    /// [`Answers::walk_listing`]).
-    pub(super) scans: Cache<Key, Vec<String>>,
-    /// Where SCAN may be used.
+    /// Where SCAN may be used, and its answers (see
+    /// [`Caches::walk_listing`]).
     pub(super) scan: Scan,
     pub(super) secrets: Cache<Key, Secret>,
     /// KV v2 history (history.rs): versions before the current one, kept
-    /// longer than `--ttl`, and metadata.
+    /// longer than `--ttl` ([`OLD_VERSION_TTL`]), and metadata.
     pub(super) old_versions: Cache<(KvMount, String, u64), Secret>,
     pub(super) metadata: Cache<Key, Metadata>,
 }
 
-impl<S: SecretStore> Answers<S> {
+impl<S: SecretStore> Caches<S> {
     pub(super) fn new(store: Arc<S>, policy: CachePolicy) -> Self {
-        Answers {
+        Caches {
             store,
             mounts: Cache::new(CachePolicy {
                 max_entries: 1,
                 ..policy
             }),
             listings: Cache::new(policy),
-            scans: Cache::new(policy),
-            scan: Scan::new(policy.max_bytes),
+            scan: Scan::new(policy),
             secrets: Cache::new(policy),
             old_versions: Cache::new(CachePolicy {
-                ttl: policy.ttl.max(history::OLD_VERSION_TTL),
+                ttl: policy.ttl.max(OLD_VERSION_TTL),
                 ..policy
             }),
             metadata: Cache::new(policy),
@@ -68,11 +67,10 @@ impl<S: SecretStore> Answers<S> {
         }
         self.mounts.forget(|a| gone(err(a)));
         self.listings.forget(|a| gone(err(a)));
-        self.scans.forget(|a| gone(err(a)));
         self.secrets.forget(|a| gone(err(a)));
         self.old_versions.forget(|a| gone(err(a)));
         self.metadata.forget(|a| gone(err(a)));
-        self.scan.forget();
+        self.scan.forget(gone);
     }
 
     pub(super) async fn mounts(&self) -> Cached<Vec<KvMount>> {
@@ -93,6 +91,19 @@ impl<S: SecretStore> Answers<S> {
             Ok(keys)
         };
         self.listings.get(&key, fetch).await
+    }
+
+    /// A folder's listing for the start of a directory read. When it is not
+    /// at hand and the server has SCAN, one SCAN answers it and every folder
+    /// below it ([`Scan::fill`]). Otherwise, and whenever SCAN fails, LIST
+    /// as ever.
+    pub(super) async fn walk_listing(&self, mount: &KvMount, path: &str) -> Cached<Vec<String>> {
+        let key = (mount.clone(), path.to_string());
+        if self.scan.allowed(&mount.path) && !self.listings.in_hand(&key) {
+            let listings = &self.listings;
+            self.scan.fill(&*self.store, listings, mount, path).await;
+        }
+        self.listing(mount, path).await
     }
 
     pub(super) async fn secret(&self, mount: &KvMount, path: &str) -> Cached<Secret> {
@@ -134,7 +145,7 @@ impl<S: SecretStore> Answers<S> {
 
     /// What Vault said about directory `path`, from the cache or else from
     /// Vault. `walk`: the directory is read from the start, so its own
-    /// listing may come from a SCAN ([`Answers::walk_listing`]).
+    /// listing may come from a SCAN ([`Caches::walk_listing`]).
     pub(super) async fn fetch_dir(&self, mount: &KvMount, path: &str, walk: bool) -> DirAnswers {
         let answers = self.dir(mount, path, Ask::Fetch { walk }).await;
         answers.expect("a fetch has every answer")
@@ -240,7 +251,7 @@ impl DirAnswers {
     }
 }
 
-/// How [`Answers::dir`] obtains an answer.
+/// How [`Caches::dir`] obtains an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ask {
     /// From the cache, else from Vault. `walk`: the directory's own
@@ -408,7 +419,7 @@ mod tests {
     /// and `x`'s secret, one key (until `until[2]`). With `x`'s inode.
     fn cached(parent: Option<&[&str]>, until: [Instant; 3]) -> (Arc<Tree<MemoryStore>>, u64) {
         let tree = tree_of(Vec::new(), Ok(()), 100, 1 << 20);
-        let a = &tree.answers;
+        let a = &tree.caches;
         let key = |p: &str| (m("secret"), p.to_string());
         if let Some(parent) = parent {
             a.listings.offer(&key(""), strings(parent), until[0]);
@@ -442,7 +453,7 @@ mod tests {
             assert_eq!(peeked.unwrap().valid_until, want, "{first}");
             let fetched = tree.readdir(ino, false).await.unwrap();
             assert_eq!(fetched.valid_until, want, "{first}");
-            assert_eq!(tree.answers.store.calls().len(), 0, "all from the cache");
+            assert_eq!(tree.caches.store.calls().len(), 0, "all from the cache");
         }
     }
 
