@@ -37,7 +37,7 @@ mod scan;
 #[cfg(test)]
 mod test_tree;
 
-use caches::{Caches, DirAnswers, Known};
+use caches::{Caches, DirAnswers, Facts, Known};
 use inodes::Inodes;
 pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
 use layout::{encoded, file_name, file_named, holds, join, Name};
@@ -319,9 +319,10 @@ impl<S: SecretStore> Tree<S> {
         // An own name is never a folder; a Vault name too deep is not a
         // folder we would show (see MAX_PATH), but may still be a key.
         let too_deep = matches!(name, Name::Vault(_)) && child.len() > MAX_PATH;
+        let facts = self.caches.facts(mount, path).await;
         let known = match name {
             Name::Vault(seg) if !too_deep && is_path_segment(seg) => {
-                self.is_child_dir(mount, path, seg).await?
+                self.is_child_dir(mount, path, facts, seg).await?
             }
             _ => Child::No,
         };
@@ -335,7 +336,7 @@ impl<S: SecretStore> Tree<S> {
         // Only ask for the parent as a secret when its own listing does not
         // rule that out (during an outage that would turn ENOENT into EIO).
         let mut secret_denied = false;
-        let parent_secret = match self.caches.facts(mount, path).await.secret {
+        let parent_secret = match facts.secret {
             Known::No => None,
             _ => match self.caches.secret(mount, path).await {
                 Cached {
@@ -387,10 +388,17 @@ impl<S: SecretStore> Tree<S> {
     /// Is `seg` a child folder or secret of `path`? Answered from the parent's
     /// LIST when the token may list; otherwise by asking for the child itself,
     /// so that read-only tokens can still walk to what they know the name of.
-    async fn is_child_dir(&self, mount: &KvMount, path: &str, seg: &str) -> Result<Child, FsError> {
+    /// `facts`: what `path` is.
+    async fn is_child_dir(
+        &self,
+        mount: &KvMount,
+        path: &str,
+        facts: Facts,
+        seg: &str,
+    ) -> Result<Child, FsError> {
         // A secret that is not also a folder has no children: LISTing it
         // would cost a request per lookup only to hear 404.
-        if self.caches.facts(mount, path).await.folder == Known::No {
+        if facts.folder == Known::No {
             return Ok(Child::No);
         }
         match self.caches.listing(mount, path).await.answer {
@@ -620,7 +628,27 @@ impl<S: SecretStore> Tree<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::Op;
     use test_tree::tree_of;
+
+    /// A lookup asks what its directory is (its parent's listing) once:
+    /// while that listing fails, each ask is a request.
+    #[tokio::test]
+    async fn a_lookup_asks_for_the_parent_listing_once() {
+        let tree = tree_of(vec!["a/b".into()], Ok(()), 100, 1 << 20);
+        let store = tree.caches.store.clone();
+        store.put("secret", "a/b", serde_json::json!({"k": "v"}));
+        let mut ino = tree.lookup(ROOT_INO, b"secret").await.unwrap().ino;
+        for name in ["a", "b"] {
+            ino = tree.lookup(ino, name.as_bytes()).await.unwrap().ino;
+        }
+        tree.forget_answers();
+        store.fail(Op::List, "secret", "a", VaultError::Sealed);
+        store.clear_calls();
+        let k = tree.lookup(ino, b"k").await.unwrap();
+        assert_eq!(k.kind, Kind::File);
+        assert_eq!(store.count_at(Op::List, "secret", "a"), 1);
+    }
 
     /// A chain of folders deeper than the path budget (4,096 bytes inside
     /// the mount, Linux's PATH_MAX): its inodes would hold ever longer
