@@ -17,6 +17,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -265,12 +266,22 @@ impl<S: SecretStore> Tree<S> {
         true
     }
 
-    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
-        let r = self.lookup_once(parent, name).await;
+    /// `ask`, and once more if it was refused under credentials that have
+    /// changed since (see [`Tree::refused_before_new_credentials`]).
+    async fn again_if_new_credentials<T, Fut>(&self, ask: impl Fn() -> Fut) -> Result<T, FsError>
+    where
+        Fut: Future<Output = Result<T, FsError>>,
+    {
+        let r = ask().await;
         if self.refused_before_new_credentials(&r) {
-            return self.lookup_once(parent, name).await;
+            return ask().await;
         }
         r
+    }
+
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+        self.again_if_new_credentials(|| self.lookup_once(parent, name))
+            .await
     }
 
     async fn lookup_once(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
@@ -461,11 +472,8 @@ impl<S: SecretStore> Tree<S> {
     /// With `prefetch`, its children are fetched in the background (see
     /// [`Tree::prefetch_children`]): for the start of a directory stream.
     pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
-        let r = self.readdir_once(ino, prefetch).await;
-        if self.refused_before_new_credentials(&r) {
-            return self.readdir_once(ino, prefetch).await;
-        }
-        r
+        self.again_if_new_credentials(|| self.readdir_once(ino, prefetch))
+            .await
     }
 
     async fn readdir_once(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
