@@ -526,8 +526,9 @@ impl<S: SecretStore> Tree<S> {
 
     /// [`Tree::readdir`] of a folder or secret when it needs no request
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
-    /// prefetch either ([`Tree::to_prefetch`] is empty); `None` otherwise.
-    /// Lets walks skip a task per directory.
+    /// prefetch either (its first batch is all in hand; its window starts
+    /// all the same); `None` otherwise. Lets walks skip a task per
+    /// directory.
     pub fn readdir_cached(
         self: &Arc<Self>,
         ino: u64,
@@ -538,13 +539,18 @@ impl<S: SecretStore> Tree<S> {
             return None;
         };
         let answers = self.caches.peek_dir(mount, path)?;
-        if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
-            if self.read_prefetches(mount, path, keys) {
-                return None;
-            }
+        let first_batch = match (answers.listing(), prefetch) {
+            (Some(Ok(keys)), true) => Some(self.first_batch(mount, path, keys)),
+            _ => None,
+        };
+        if first_batch.as_ref().is_some_and(|b| !b.queue.is_empty()) {
+            return None;
         }
         if prefetch && !self.visited(mount, path, false) {
             return None;
+        }
+        if let Some(batch) = first_batch {
+            self.start_window(mount, path, &batch);
         }
         let r = self.assemble(mount, path, answers);
         // Refused under an old token: ask again (through `readdir`).

@@ -79,7 +79,20 @@ impl<S: SecretStore> Tree<S> {
         if self.prefetch.is_none() {
             return;
         }
-        let batch = self.to_prefetch(mount, path, keys, 0, PREFETCH_MAX);
+        let batch = self.first_batch(mount, path, keys);
+        self.start_window(mount, path, &batch);
+        self.spawn_prefetch(batch.queue);
+    }
+
+    /// What a read of `path` (named in `keys`) at a stream's start
+    /// prefetches: its first batch, handed to [`Tree::start_window`].
+    pub(super) fn first_batch(&self, mount: &KvMount, path: &str, keys: &[String]) -> Batch {
+        self.to_prefetch(mount, path, keys, 0, PREFETCH_MAX)
+    }
+
+    /// Start `path`'s window anew after its first batch `batch` (none when
+    /// that batch covers all its children), without fetching anything.
+    pub(super) fn start_window(&self, mount: &KvMount, path: &str, batch: &Batch) {
         let key = (mount.clone(), path.to_string());
         let mut windows = self.windows.0.lock().expect("windows lock");
         if batch.more {
@@ -94,8 +107,6 @@ impl<S: SecretStore> Tree<S> {
         } else {
             windows.pop(&key);
         }
-        drop(windows);
-        self.spawn_prefetch(batch.queue);
     }
 
     /// The user visited `child` (a read or lookup of it): if its parent
@@ -195,14 +206,6 @@ impl<S: SecretStore> Tree<S> {
             true => self.caches.listings.in_hand(key),
             false => self.caches.secrets.in_hand(key),
         }
-    }
-
-    /// Whether a read of `path` (named in `keys`) at a stream's start has
-    /// anything to prefetch, or more children than one read prefetches (its
-    /// window starts then).
-    pub(super) fn read_prefetches(&self, mount: &KvMount, path: &str, keys: &[String]) -> bool {
-        let first = self.to_prefetch(mount, path, keys, 0, PREFETCH_MAX);
-        !first.queue.is_empty() || first.more
     }
 
     /// The children of `path` (named in `keys`, its LIST answer) that come
@@ -339,6 +342,23 @@ mod tests {
             );
         }
         assert_eq!(store.count(Op::Read), N, "each child fetched once");
+    }
+
+    /// A read of a big folder whose first batch is all in hand needs no
+    /// task: it is served from the cache, and starts the window as a read
+    /// through the runtime does.
+    #[tokio::test]
+    async fn a_big_folder_read_again_is_served_from_the_cache() {
+        let (tree, store, big) = big_folder().await;
+        let listing = tree.readdir(big, true).await.unwrap();
+        settle(&store).await;
+        let requests = store.calls().len();
+        let cached = tree.readdir_cached(big, true).expect("from the cache");
+        assert_eq!(cached.unwrap().len(), listing.len());
+        assert_eq!(store.calls().len(), requests, "no request");
+        let key = (m("secret"), "big".to_string());
+        let windows = tree.windows.0.lock().unwrap();
+        assert_eq!(windows.peek(&key).map(|w| w.queued), Some(PREFETCH_MAX));
     }
 
     /// Children visited out of stream order (`ls -R` goes by name, and a
