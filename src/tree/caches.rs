@@ -133,6 +133,15 @@ impl<S: SecretStore> Caches<S> {
             .await
     }
 
+    /// Whether the answer for `key`, a folder's listing or else a secret,
+    /// is cached or on its way: nobody asking for it would start a request.
+    pub(super) fn in_hand(&self, key: &Key, folder: bool) -> bool {
+        match folder {
+            true => self.listings.in_hand(key),
+            false => self.secrets.in_hand(key),
+        }
+    }
+
     /// What the parent's listing says directory `path` is (asking Vault for
     /// that listing if need be).
     pub(super) async fn facts(&self, mount: &KvMount, path: &str) -> Facts {

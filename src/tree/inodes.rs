@@ -3,7 +3,9 @@
 //! back for one ([`Entry`], [`Held`], [`Listing`]), since each of those
 //! holds references in the table.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -205,8 +207,25 @@ impl Inodes {
     }
 }
 
+/// Where an entry sits in a directory stream: a keyed hash of its name, so
+/// the position names the entry, and a stream resumed after the listing
+/// changed neither repeats nor skips the entries that stayed (there is no
+/// opendir snapshot to keep positions stable). Streams list in this order,
+/// and a directory read fetches its children in it, so a walker finds the
+/// next child first. One key per mount: a clone orders alike.
+#[derive(Clone, Default)]
+pub(super) struct StreamOrder(RandomState);
+
+impl StreamOrder {
+    /// The cookie of `name`. 1 and 2 are `.` and `..`; the top bits stay
+    /// clear, as `telldir` offsets are signed.
+    pub(super) fn cookie(&self, name: &str) -> u64 {
+        3 + (self.0.hash_one(name) >> 2)
+    }
+}
+
 /// Directory entries (without `.` and `..`) in stream order: by cookie
-/// ([`super::Tree::cookie`]), so a chunk of a stream is found by binary
+/// ([`StreamOrder`]), so a chunk of a stream is found by binary
 /// search rather than by sorting the listing again. Each entry holds a
 /// reference on its inode while this lives, so a `readdirplus` reply built
 /// from it never hands out a dropped inode.

@@ -39,10 +39,11 @@ mod scan;
 mod test_tree;
 
 use caches::{Caches, DirAnswers, Facts, Known};
-use inodes::Inodes;
 pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+use inodes::{Inodes, StreamOrder};
 use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
+use prefetch::Prefetch;
 
 /// What Vault said about a name as a child folder ([`Tree::is_child_dir`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,18 +59,16 @@ enum Child {
 
 pub struct Tree<S> {
     /// What Vault said, and where SCAN may be used.
-    caches: Caches<S>,
-    /// The request slots background prefetches take (see
-    /// [`Tree::prefetch_children`]); `None` disables them.
-    prefetch: Option<Arc<Slots>>,
-    /// Where the prefetch of each big directory read last stands.
-    windows: prefetch::Windows,
+    caches: Arc<Caches<S>>,
+    /// Fetches a read directory's children in the background; `None`
+    /// disables it.
+    prefetch: Option<Prefetch>,
     inodes: Arc<Mutex<Inodes>>,
     /// Keys the content fingerprints, so no value can be crafted to
     /// collide with another version of the same file.
     hasher: RandomState,
-    /// Keys the directory order (see [`Tree::cookie`]).
-    order: RandomState,
+    /// The directory streams' order (see [`Tree::cookie`]).
+    order: StreamOrder,
     /// The store's credentials when last seen after a refusal (see
     /// [`Tree::refused_before_new_credentials`]).
     credentials: AtomicU64,
@@ -78,12 +77,11 @@ pub struct Tree<S> {
 impl<S: SecretStore> Tree<S> {
     pub fn new(store: Arc<S>, policy: CachePolicy) -> Self {
         Tree {
-            caches: Caches::new(store, policy),
+            caches: Arc::new(Caches::new(store, policy)),
             prefetch: None,
-            windows: prefetch::Windows::default(),
             inodes: Arc::new(Mutex::new(Inodes::new())),
             hasher: RandomState::new(),
-            order: RandomState::new(),
+            order: StreamOrder::default(),
             credentials: AtomicU64::new(0),
         }
     }
@@ -91,7 +89,11 @@ impl<S: SecretStore> Tree<S> {
     /// Whether directory reads may use SCAN (on by default; servers without
     /// it are detected).
     pub fn with_scan(mut self, scan: bool) -> Self {
-        self.caches.scan.enabled = scan;
+        // Only the prefetch shares the caches, and it is given them per call.
+        Arc::get_mut(&mut self.caches)
+            .expect("the caches are the tree's alone")
+            .scan
+            .enabled = scan;
         self
     }
 
@@ -99,19 +101,23 @@ impl<S: SecretStore> Tree<S> {
     /// request slots `slots` (the store's) that no user request waits for.
     /// `None` disables prefetching.
     pub fn with_prefetch(mut self, slots: Option<Arc<Slots>>) -> Self {
-        self.prefetch = slots;
+        self.prefetch = slots.map(|s| Prefetch::new(self.order.clone(), s));
         self
     }
 
-    /// Where an entry named `name` sits in a directory stream: a keyed hash
-    /// of the name, so the position names the entry, and a stream resumed
-    /// after the listing changed neither repeats nor skips the entries that
-    /// stayed (there is no opendir snapshot to keep positions stable).
-    /// Streams list in this order, and a directory read fetches its
-    /// children in it, so a walker finds the next child first. 1 and 2 are
-    /// `.` and `..`; the top bits stay clear, as `telldir` offsets are signed.
+    /// Where an entry named `name` sits in a directory stream (see
+    /// [`StreamOrder`]).
     pub fn cookie(&self, name: &str) -> u64 {
-        3 + (self.order.hash_one(name) >> 2)
+        self.order.cookie(name)
+    }
+
+    /// The user visited `child` (a read or lookup of it): the prefetch
+    /// moves on ([`Prefetch::visited`]). `false` when that needs a task
+    /// and `can_spawn` is not set.
+    fn visited(&self, mount: &KvMount, child: &str, can_spawn: bool) -> bool {
+        self.prefetch
+            .as_ref()
+            .is_none_or(|p| p.visited(&self.caches, mount, child, can_spawn))
     }
 
     pub fn node(&self, ino: u64) -> Option<Arc<Node>> {
@@ -279,12 +285,12 @@ impl<S: SecretStore> Tree<S> {
         r
     }
 
-    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         self.again_if_new_credentials(|| self.lookup_once(parent, name))
             .await
     }
 
-    async fn lookup_once(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
+    async fn lookup_once(&self, parent: u64, name: &[u8]) -> Result<Entry, FsError> {
         let node = self.node(parent).ok_or(FsError::BadHandle)?;
         let name = Name::of(name).ok_or(FsError::NoEntry)?;
         match &*node {
@@ -317,7 +323,7 @@ impl<S: SecretStore> Tree<S> {
     }
 
     async fn lookup_in_dir(
-        self: &Arc<Self>,
+        &self,
         mount: &KvMount,
         path: &str,
         name: &Name,
@@ -471,12 +477,12 @@ impl<S: SecretStore> Tree<S> {
     /// Every entry of a directory (without `.` and `..`), sorted by name.
     /// With `prefetch`, its children are fetched in the background (see
     /// [`Tree::prefetch_children`]): for the start of a directory stream.
-    pub async fn readdir(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
+    pub async fn readdir(&self, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         self.again_if_new_credentials(|| self.readdir_once(ino, prefetch))
             .await
     }
 
-    async fn readdir_once(self: &Arc<Self>, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
+    async fn readdir_once(&self, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         let node = self.node(ino).ok_or(FsError::BadHandle)?;
         let (mount, path) = match &*node {
             Node::Root | Node::Prefix(_) => {
@@ -505,8 +511,8 @@ impl<S: SecretStore> Tree<S> {
             self.visited(&mount, &path, true);
         }
         let answers = self.caches.fetch_dir(&mount, &path, prefetch).await;
-        if let (Some(Ok(keys)), true) = (answers.listing(), prefetch) {
-            self.prefetch_children(&mount, &path, keys);
+        if let (Some(Ok(keys)), true, Some(p)) = (answers.listing(), prefetch, &self.prefetch) {
+            p.children(&self.caches, &mount, &path, keys);
         }
         self.assemble(&mount, &path, answers)
     }
@@ -529,28 +535,28 @@ impl<S: SecretStore> Tree<S> {
     /// prefetch either (its first batch is all in hand; its window starts
     /// all the same); `None` otherwise. Lets walks skip a task per
     /// directory.
-    pub fn readdir_cached(
-        self: &Arc<Self>,
-        ino: u64,
-        prefetch: bool,
-    ) -> Option<Result<Listing, FsError>> {
+    pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
             return None;
         };
         let answers = self.caches.peek_dir(mount, path)?;
+        let prefetch = self.prefetch.as_ref().filter(|_| prefetch);
         let first_batch = match (answers.listing(), prefetch) {
-            (Some(Ok(keys)), true) => Some(self.first_batch(mount, path, keys)),
+            (Some(Ok(keys)), Some(p)) => Some((p, p.first_batch(&self.caches, mount, path, keys))),
             _ => None,
         };
-        if first_batch.as_ref().is_some_and(|b| !b.queue.is_empty()) {
+        if first_batch
+            .as_ref()
+            .is_some_and(|(_, b)| !b.queue.is_empty())
+        {
             return None;
         }
-        if prefetch && !self.visited(mount, path, false) {
+        if prefetch.is_some() && !self.visited(mount, path, false) {
             return None;
         }
-        if let Some(batch) = first_batch {
-            self.start_window(mount, path, &batch);
+        if let Some((p, batch)) = first_batch {
+            p.start_window(mount, path, &batch);
         }
         let r = self.assemble(mount, path, answers);
         // Refused under an old token: ask again (through `readdir`).

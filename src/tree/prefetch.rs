@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use super::caches::Caches;
+use super::inodes::StreamOrder;
 use super::layout::{encoded, is_path_segment, join, split_parent, Key, MAX_PATH};
-use super::Tree;
 use crate::cache::Cached;
-use crate::slots::{background, Priority};
+use crate::slots::{background, Priority, Slots};
 use crate::store::{KvMount, SecretStore};
 
 /// At most this many children of a directory are prefetched per read of
@@ -40,19 +41,18 @@ struct Window {
     visits: usize,
 }
 
-/// The moving windows of the directories read last that have more children
-/// than one read prefetches.
-pub(super) struct Windows(Mutex<LruCache<Key, Window>>);
-
-impl Default for Windows {
-    fn default() -> Self {
-        Windows(Mutex::new(LruCache::new(
-            NonZeroUsize::new(WINDOWS).expect("non-zero"),
-        )))
-    }
+/// Fetches the children of the directories read into the caches it is
+/// given, in request slots no user request waits for.
+pub(super) struct Prefetch {
+    /// The order a walker visits children in: the streams'.
+    order: StreamOrder,
+    slots: Arc<Slots>,
+    /// The moving windows of the directories read last that have more
+    /// children than one read prefetches.
+    windows: Mutex<LruCache<Key, Window>>,
 }
 
-/// What [`Tree::to_prefetch`] found: the children to fetch, in stream
+/// What [`Prefetch::to_prefetch`] found: the children to fetch, in stream
 /// order, each with whether it is a folder.
 pub(super) struct Batch {
     pub(super) queue: Vec<(Key, bool)>,
@@ -64,37 +64,50 @@ pub(super) struct Batch {
     more: bool,
 }
 
-impl<S: SecretStore> Tree<S> {
+impl Prefetch {
+    /// Children fetched in `slots`, in `order`.
+    pub(super) fn new(order: StreamOrder, slots: Arc<Slots>) -> Self {
+        Prefetch {
+            order,
+            slots,
+            windows: Mutex::new(LruCache::new(NonZeroUsize::new(WINDOWS).expect("non-zero"))),
+        }
+    }
+
     /// Walks (`find`, `ls -lR`, `grep -r`) visit every child of a directory
     /// they have just read, one at a time. Fetching those children now, in
     /// parallel, turns a serial chain of round trips into a pipeline: the
     /// walker then finds each child cached or already in flight (the cache's
     /// single-flight joins it). Starts the directory's window anew.
-    pub(super) fn prefetch_children(
-        self: &Arc<Self>,
+    pub(super) fn children<S: SecretStore>(
+        &self,
+        caches: &Arc<Caches<S>>,
         mount: &KvMount,
         path: &str,
         keys: &[String],
     ) {
-        if self.prefetch.is_none() {
-            return;
-        }
-        let batch = self.first_batch(mount, path, keys);
+        let batch = self.first_batch(caches, mount, path, keys);
         self.start_window(mount, path, &batch);
-        self.spawn_prefetch(batch.queue);
+        self.spawn(caches, batch.queue);
     }
 
     /// What a read of `path` (named in `keys`) at a stream's start
-    /// prefetches: its first batch, handed to [`Tree::start_window`].
-    pub(super) fn first_batch(&self, mount: &KvMount, path: &str, keys: &[String]) -> Batch {
-        self.to_prefetch(mount, path, keys, 0, PREFETCH_MAX)
+    /// prefetches: its first batch, handed to [`Prefetch::start_window`].
+    pub(super) fn first_batch<S: SecretStore>(
+        &self,
+        caches: &Caches<S>,
+        mount: &KvMount,
+        path: &str,
+        keys: &[String],
+    ) -> Batch {
+        self.to_prefetch(caches, mount, path, keys, 0, PREFETCH_MAX)
     }
 
     /// Start `path`'s window anew after its first batch `batch` (none when
     /// that batch covers all its children), without fetching anything.
     pub(super) fn start_window(&self, mount: &KvMount, path: &str, batch: &Batch) {
         let key = (mount.clone(), path.to_string());
-        let mut windows = self.windows.0.lock().expect("windows lock");
+        let mut windows = self.windows.lock().expect("windows lock");
         if batch.more {
             windows.put(
                 key,
@@ -114,14 +127,20 @@ impl<S: SecretStore> Tree<S> {
     /// [`PREFETCH_MAX`], queue the next batch after it. With `!can_spawn`
     /// (outside the runtime) a visit that would queue is not counted and
     /// `false` is returned: the caller goes through the runtime instead.
-    pub(super) fn visited(self: &Arc<Self>, mount: &KvMount, child: &str, can_spawn: bool) -> bool {
-        if child.is_empty() || self.prefetch.is_none() {
+    pub(super) fn visited<S: SecretStore>(
+        &self,
+        caches: &Arc<Caches<S>>,
+        mount: &KvMount,
+        child: &str,
+        can_spawn: bool,
+    ) -> bool {
+        if child.is_empty() {
             return true;
         }
         let (path, _) = split_parent(child);
         let key = (mount.clone(), path.to_string());
         let frontier = {
-            let mut windows = self.windows.0.lock().expect("windows lock");
+            let mut windows = self.windows.lock().expect("windows lock");
             let Some(w) = windows.get_mut(&key) else {
                 return true;
             };
@@ -139,13 +158,13 @@ impl<S: SecretStore> Tree<S> {
         // next read of the directory starts one).
         let Some(Cached {
             answer: Ok(keys), ..
-        }) = self.caches.listings.peek(&key)
+        }) = caches.listings.peek(&key)
         else {
-            self.windows.0.lock().expect("windows lock").pop(&key);
+            self.windows.lock().expect("windows lock").pop(&key);
             return true;
         };
-        let batch = self.to_prefetch(mount, path, &keys, frontier, PREFETCH_MAX / 2);
-        let mut windows = self.windows.0.lock().expect("windows lock");
+        let batch = self.to_prefetch(caches, mount, path, &keys, frontier, PREFETCH_MAX / 2);
+        let mut windows = self.windows.lock().expect("windows lock");
         match windows.get_mut(&key) {
             // Another visit moved it meanwhile: that one queued.
             Some(w) if w.frontier != frontier => return true,
@@ -159,7 +178,7 @@ impl<S: SecretStore> Tree<S> {
             None => return true,
         }
         drop(windows);
-        self.spawn_prefetch(batch.queue);
+        self.spawn(caches, batch.queue);
         true
     }
 
@@ -168,44 +187,33 @@ impl<S: SecretStore> Tree<S> {
     /// a background slot (its request's): a user request never finds a
     /// prefetch of what it wants queued, only in flight, and takes the
     /// next free slot before any prefetch does.
-    fn spawn_prefetch(self: &Arc<Self>, queue: Vec<(Key, bool)>) {
-        let Some(slots) = &self.prefetch else {
-            return;
-        };
+    fn spawn<S: SecretStore>(&self, caches: &Arc<Caches<S>>, queue: Vec<(Key, bool)>) {
         if queue.is_empty() {
             return;
         }
-        let (tree, slots) = (self.clone(), slots.clone());
+        let (caches, slots) = (caches.clone(), self.slots.clone());
         tokio::spawn(async move {
             for (key, folder) in queue {
                 // Fetched meanwhile (the walker got there first).
-                if tree.in_hand(&key, folder) {
+                if caches.in_hand(&key, folder) {
                     continue;
                 }
                 let permit = slots.acquire(Priority::Background).await;
-                if tree.in_hand(&key, folder) {
+                if caches.in_hand(&key, folder) {
                     continue;
                 }
-                let tree = tree.clone();
+                let caches = caches.clone();
                 tokio::spawn(background(permit, async move {
                     let (mount, path) = key;
                     // Errors are cached or retried by whoever asks next.
                     if folder {
-                        let _ = tree.caches.listing(&mount, &path).await;
+                        let _ = caches.listing(&mount, &path).await;
                     } else {
-                        let _ = tree.caches.secret(&mount, &path).await;
+                        let _ = caches.secret(&mount, &path).await;
                     }
                 }));
             }
         });
-    }
-
-    /// Whether the answer for `key` is cached or on its way.
-    fn in_hand(&self, key: &Key, folder: bool) -> bool {
-        match folder {
-            true => self.caches.listings.in_hand(key),
-            false => self.caches.secrets.in_hand(key),
-        }
     }
 
     /// The children of `path` (named in `keys`, its LIST answer) that come
@@ -213,9 +221,10 @@ impl<S: SecretStore> Tree<S> {
     /// most `limit` of them, in the order the walker will visit them: one
     /// level deep only, so `ls` of a big tree's root does not fetch the
     /// whole tree; and none that is cached or on its way (those count as
-    /// covered). Empty when prefetching is off.
-    pub(super) fn to_prefetch(
+    /// covered).
+    fn to_prefetch<S: SecretStore>(
         &self,
+        caches: &Caches<S>,
         mount: &KvMount,
         path: &str,
         keys: &[String],
@@ -228,9 +237,6 @@ impl<S: SecretStore> Tree<S> {
             last: after,
             more: false,
         };
-        if self.prefetch.is_none() {
-            return batch;
-        }
         let mut queue: Vec<(u64, &str, bool)> = keys
             .iter()
             .filter_map(|k| {
@@ -241,7 +247,7 @@ impl<S: SecretStore> Tree<S> {
                 if !is_path_segment(seg) || path.len() + seg.len() >= MAX_PATH {
                     return None;
                 }
-                let cookie = self.cookie(&encoded(seg)?);
+                let cookie = self.order.cookie(&encoded(seg)?);
                 (cookie > after).then_some((cookie, seg, folder))
             })
             .collect();
@@ -258,7 +264,7 @@ impl<S: SecretStore> Tree<S> {
         batch.queue = queue
             .into_iter()
             .map(|(_, seg, folder)| ((mount.clone(), join(path, seg)), folder))
-            .filter(|(key, folder)| !self.in_hand(key, *folder))
+            .filter(|(key, folder)| !caches.in_hand(key, *folder))
             .collect();
         batch
     }
@@ -267,7 +273,7 @@ impl<S: SecretStore> Tree<S> {
 #[cfg(test)]
 mod tests {
     use super::super::test_tree::{m, tree_of};
-    use super::super::{Node, ROOT_INO};
+    use super::super::{Node, Tree, ROOT_INO};
     use super::*;
     use crate::slots::Slots;
     use crate::store::memory::{MemoryStore, Op};
@@ -357,7 +363,8 @@ mod tests {
         assert_eq!(cached.unwrap().len(), listing.len());
         assert_eq!(store.calls().len(), requests, "no request");
         let key = (m("secret"), "big".to_string());
-        let windows = tree.windows.0.lock().unwrap();
+        let prefetch = tree.prefetch.as_ref().unwrap();
+        let windows = prefetch.windows.lock().unwrap();
         assert_eq!(windows.peek(&key).map(|w| w.queued), Some(PREFETCH_MAX));
     }
 
