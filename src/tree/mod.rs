@@ -476,7 +476,7 @@ impl<S: SecretStore> Tree<S> {
 
     /// Every entry of a directory (without `.` and `..`), sorted by name.
     /// With `prefetch`, its children are fetched in the background (see
-    /// [`Tree::prefetch_children`]): for the start of a directory stream.
+    /// [`Prefetch::children`]): for the start of a directory stream.
     pub async fn readdir(&self, ino: u64, prefetch: bool) -> Result<Listing, FsError> {
         self.again_if_new_credentials(|| self.readdir_once(ino, prefetch))
             .await
