@@ -23,7 +23,7 @@ use crate::store::{KvMount, Metadata, SecretStore};
 
 /// How long an old version is kept. Its data never changes while it exists;
 /// only deleting or destroying it ends it, which then shows this late.
-pub const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
+const OLD_VERSION_TTL: Duration = Duration::from_secs(600);
 
 /// The store, and a cache in front of it per kind of question.
 pub(super) struct Caches<S> {
@@ -100,8 +100,9 @@ impl<S: SecretStore> Caches<S> {
     pub(super) async fn walk_listing(&self, mount: &KvMount, path: &str) -> Cached<Vec<String>> {
         let key = (mount.clone(), path.to_string());
         if self.scan.allowed(&mount.path) && !self.listings.in_hand(&key) {
-            let listings = &self.listings;
-            self.scan.fill(&*self.store, listings, mount, path).await;
+            self.scan
+                .fill(&*self.store, &self.listings, mount, path)
+                .await;
         }
         self.listing(mount, path).await
     }

@@ -355,20 +355,18 @@ impl<S: SecretStore> Tree<S> {
         let mut secret_denied = false;
         let parent_secret = match facts.secret {
             Known::No => None,
-            _ => match self.caches.secret(mount, path).await {
-                Cached {
-                    answer: Ok(s),
-                    until,
-                } => Some((s, until)),
-                Cached { answer: Err(e), .. } => match e {
-                    VaultError::NotFound => None,
-                    VaultError::Forbidden => {
+            _ => {
+                let Cached { answer, until } = self.caches.secret(mount, path).await;
+                match answer {
+                    Ok(s) => Some((s, until)),
+                    Err(VaultError::NotFound) => None,
+                    Err(VaultError::Forbidden) => {
                         secret_denied = true;
                         None
                     }
-                    e => return Err(e.into()),
-                },
-            },
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
         if let Some((s, until)) = &parent_secret {
             let shared = path.into();
@@ -589,16 +587,10 @@ impl<S: SecretStore> Tree<S> {
         } = answers;
         let valid_until = valid_until.unwrap_or_else(Instant::now);
         let (mount, path) = (mount.clone(), path.to_string());
-        let secret = match secret {
-            Some(Cached {
-                answer: Ok(s),
-                until,
-            }) => Some((s, until)),
-            Some(Cached { answer: Err(e), .. }) => match e {
-                VaultError::NotFound | VaultError::Forbidden => None,
-                e => return Err(e.into()),
-            },
-            None => None,
+        let secret = match secret.map(|c| (c.answer, c.until)) {
+            Some((Ok(s), until)) => Some((s, until)),
+            Some((Err(VaultError::NotFound | VaultError::Forbidden), _)) | None => None,
+            Some((Err(e), _)) => return Err(e.into()),
         };
         let children = match listing.map(|l| l.answer) {
             Some(Ok(keys)) => listing_children(&keys),
