@@ -54,15 +54,6 @@ pub struct Cached<V> {
     pub until: Instant,
 }
 
-impl<V> Clone for Cached<V> {
-    fn clone(&self) -> Self {
-        Cached {
-            answer: self.answer.clone(),
-            until: self.until,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct CachePolicy {
     pub ttl: Duration,
