@@ -104,7 +104,7 @@ impl DirReplier for ReplyDirectory {
 
 impl DirReplier for ReplyDirectoryPlus {
     fn add(&mut self, e: DirEntry<'_>) -> bool {
-        // The core gives every entry of a plus stream its attributes.
+        // Every entry of a plus stream comes with its attributes.
         let a = e.attr.expect("readdirplus entry without attributes");
         let at = file_attr(&a);
         ReplyDirectoryPlus::add(self, at.ino, e.cookie, e.name, &a.ttl, &at, Generation(0))
@@ -132,11 +132,12 @@ macro_rules! dir_reply {
 dir_reply!(ReplyDirectory, ReplyDirectoryPlus);
 
 impl<S: SecretStore> FuseFs<S> {
-    fn readdir_any(&self, op: &'static str, ino: INodeNo, offset: u64, mut reply: impl DirReply) {
+    /// A chunk of a directory stream; `plus`: with attributes.
+    fn stream(&self, ino: INodeNo, offset: u64, plus: bool, mut reply: impl DirReply) {
         let fs = self.fs.clone();
+        let op = if plus { "readdirplus" } else { "readdir" };
         let span = tracing::debug_span!("fuse", op, ino = ino.0, offset);
         self.run(span, async move {
-            let plus = op == "readdirplus";
             match fs.readdir(ino.0, offset, plus, &mut reply).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -268,7 +269,7 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        self.readdir_any("readdir", ino, offset, reply);
+        self.stream(ino, offset, false, reply);
     }
 
     fn readdirplus(
@@ -279,7 +280,7 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        self.readdir_any("readdirplus", ino, offset, reply);
+        self.stream(ino, offset, true, reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -295,11 +296,14 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
         }
     }
 
+    // Told ENOSYS once, the kernel stops asking for the life of the mount.
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _n: &OsStr, _size: u32, reply: ReplyXattr) {
+        let _span = tracing::debug_span!("fuse", op = "getxattr").entered();
         reply.error(errno(&FsError::NotImplemented));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        let _span = tracing::debug_span!("fuse", op = "listxattr").entered();
         reply.error(errno(&FsError::NotImplemented));
     }
 
