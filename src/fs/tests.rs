@@ -20,9 +20,14 @@ const MS: Duration = Duration::from_millis(1);
 
 type Fs = VaultFs<MemoryStore>;
 
-fn kv2() -> Arc<MemoryStore> {
+/// A KV v2 mount `secret` holding `secrets` (put in order: a path twice
+/// makes two versions).
+fn kv2(secrets: &[(&str, serde_json::Value)]) -> Arc<MemoryStore> {
     let store = MemoryStore::new();
     store.kv2("secret");
+    for (path, data) in secrets {
+        store.put("secret", path, data.clone());
+    }
     Arc::new(store)
 }
 
@@ -134,8 +139,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// again when it expires, and then shows a change made just after the fetch.
 #[tokio::test(start_paused = true)]
 async fn a_late_lookup_of_a_file_expires_with_the_answer_it_came_from() {
-    let store = kv2();
-    store.put("secret", "late", json!({"a": "a1", "b": "old"}));
+    let store = kv2(&[("late", json!({"a": "a1", "b": "old"}))]);
     let fs = mount(&store);
     let (a, _) = walk(&fs, "secret/late/a").await.unwrap();
     assert_eq!(text(&fs, a.ino), "a1");
@@ -153,14 +157,12 @@ async fn a_late_lookup_of_a_file_expires_with_the_answer_it_came_from() {
 
 /// Per kind: a file's name and attributes live as long as its answer (a
 /// secret's keys and its views alike; the metadata view's as long as the
-/// metadata; an old version's the full TTL, always); a directory's name the full TTL, its
-/// attributes only as long as the listing the kernel may hold. Modes,
-/// owners and link counts as configured.
+/// metadata; an old version's the full TTL, always); a directory's name
+/// the full TTL, its attributes only as long as the listing the kernel may
+/// hold. Modes, owners and link counts as configured.
 #[tokio::test(start_paused = true)]
 async fn entry_and_attribute_ttls_per_kind() {
-    let store = kv2();
-    store.put("secret", "s", json!({"k": "v1"}));
-    store.put("secret", "s", json!({"k": "v2"}));
+    let store = kv2(&[("s", json!({"k": "v1"})), ("s", json!({"k": "v2"}))]);
     let fs = mount(&store);
     let (s, s_name) = walk(&fs, "secret/s").await.unwrap();
     assert_eq!((s.kind, s.perm, s.nlink), (Kind::Dir, 0o500, 2));
@@ -210,9 +212,7 @@ async fn entry_and_attribute_ttls_per_kind() {
 /// name added or removed, or a file's content changed), and only then.
 #[tokio::test(start_paused = true)]
 async fn a_directorys_mtime_changes_when_and_only_when_its_listing_does() {
-    let store = kv2();
-    store.put("secret", "d/x", json!({"k": "1"}));
-    store.put("secret", "d", json!({"own": "a"}));
+    let store = kv2(&[("d/x", json!({"k": "1"})), ("d", json!({"own": "a"}))]);
     let fs = mount(&store);
     let d = ino(&fs, "secret/d").await;
     assert_eq!(ls(&fs, d).await, [".env", ".json", ".sh", "own", "x"]);
@@ -257,7 +257,7 @@ async fn a_directorys_mtime_changes_when_and_only_when_its_listing_does() {
 /// read of it (no SCAN, no prefetch of its children).
 #[tokio::test(start_paused = true)]
 async fn revalidating_a_path_costs_only_its_own_expired_answers() {
-    let store = kv2();
+    let store = kv2(&[]);
     for i in 0..40 {
         store.put("secret", &format!("rv/s{i}"), json!({"a": format!("{i}")}));
     }
@@ -306,8 +306,7 @@ async fn revalidating_a_path_costs_only_its_own_expired_answers() {
 /// once the TTL has passed since then.
 #[tokio::test(start_paused = true)]
 async fn a_late_listing_expires_with_the_answers_it_came_from() {
-    let store = kv2();
-    store.put("secret", "late/f/one", json!({"k": "1"}));
+    let store = kv2(&[("late/f/one", json!({"k": "1"}))]);
     let fs = mount(&store);
     let late = ino(&fs, "secret/late").await;
     // Lists `f`, and fetches f's own listing in the background.
@@ -341,7 +340,7 @@ async fn a_late_listing_expires_with_the_answers_it_came_from() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_read_in_chunks_neither_repeats_nor_skips() {
     let n = 700;
-    let store = kv2();
+    let store = kv2(&[]);
     for i in 0..n {
         store.put("secret", &format!("big/s{i:04}"), json!({"k": "v"}));
     }
@@ -397,9 +396,8 @@ async fn a_stream_read_in_chunks_neither_repeats_nor_skips() {
 /// whatever the offset and size; a directory or an unknown inode is an error.
 #[tokio::test(start_paused = true)]
 async fn reads_at_offsets_and_sizes_past_the_end() {
-    let store = kv2();
     let big = "x".repeat(1 << 20) + "end";
-    store.put("secret", "r", json!({"v": "hello world", "big": big}));
+    let store = kv2(&[("r", json!({"v": "hello world", "big": big}))]);
     let fs = mount(&store);
     let v = ino(&fs, "secret/r/v").await;
     let read = |ino, offset, size| {
@@ -427,9 +425,8 @@ async fn reads_at_offsets_and_sizes_past_the_end() {
 /// listing hands out the new inodes too.
 #[tokio::test(start_paused = true)]
 async fn a_rotated_value_is_a_new_inode_and_the_old_one_keeps_its_bytes() {
-    let store = kv2();
     let short = "o".repeat(9000);
-    store.put("secret", "rot", json!({"v": short, "w": "steady"}));
+    let store = kv2(&[("rot", json!({"v": short, "w": "steady"}))]);
     let fs = mount(&store);
     let old = ino(&fs, "secret/rot/v").await;
     let w = ino(&fs, "secret/rot/w").await;
@@ -474,8 +471,7 @@ fn answer(call: impl FnOnce(mpsc::Sender<Result<(), FsError>>)) -> Option<i32> {
 /// answered, or left to the kernel (ENOSYS) once it can open by itself.
 #[tokio::test(start_paused = true)]
 async fn writes_are_refused_and_opens_left_to_the_kernel() {
-    let store = kv2();
-    store.put("secret", "s", json!({"k": "v"}));
+    let store = kv2(&[("s", json!({"k": "v"}))]);
     let fs = mount(&store);
     let k = ino(&fs, "secret/s/k").await;
     let s = ino(&fs, "secret/s").await;
@@ -511,8 +507,7 @@ async fn writes_are_refused_and_opens_left_to_the_kernel() {
 /// still gets its attributes then, with no TTL.
 #[tokio::test(start_paused = true)]
 async fn the_deadline_turns_a_hung_store_into_eio() {
-    let store = kv2();
-    store.put("secret", "d/s", json!({"k": "v"}));
+    let store = kv2(&[("d/s", json!({"k": "v"}))]);
     let fs = mount(&store);
     let d = ino(&fs, "secret/d").await;
     ls(&fs, d).await;
@@ -550,8 +545,7 @@ async fn the_deadline_turns_a_hung_store_into_eio() {
 /// entry, forgets only what it was given.
 #[tokio::test(start_paused = true)]
 async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
-    let store = kv2();
-    store.put("secret", "a/s", json!({}));
+    let store = kv2(&[("a/s", json!({}))]);
     let fs = mount(&store);
     let root = ino(&fs, "secret").await;
     // The kernel looked `a` up (one reference) and listed it.
@@ -575,10 +569,7 @@ async fn a_lookup_cut_by_its_deadline_leaves_no_reference() {
 /// never went out holds none.
 #[tokio::test(start_paused = true)]
 async fn inodes_live_as_long_as_the_kernel_references_them() {
-    let store = kv2();
-    store
-        .put("secret", "d/a", json!({}))
-        .put("secret", "d/b", json!({}));
+    let store = kv2(&[("d/a", json!({})), ("d/b", json!({}))]);
     let fs = mount(&store);
     let d = ino(&fs, "secret/d").await;
     let gone = async |ino| fs.getattr(ino).await.err().map(|e| e.errno());
@@ -613,8 +604,7 @@ async fn inodes_live_as_long_as_the_kernel_references_them() {
 /// (inode numbers are never reused).
 #[tokio::test(start_paused = true)]
 async fn served_records_do_not_outlive_their_inodes() {
-    let store = kv2();
-    store.put("secret", "a/s", json!({}));
+    let store = kv2(&[("a/s", json!({}))]);
     let fs = mount(&store);
     let tree = fs.tree.clone();
     let root = ino(&fs, "secret").await;
