@@ -621,3 +621,67 @@ async fn served_records_do_not_outlive_their_inodes() {
     let held = fs.kernel.records();
     assert!(held < 2500, "{held} records kept for no live directory");
 }
+
+/// Hostile names too: dots, percent signs, `..` as a whole name.
+fn names() -> impl proptest::strategy::Strategy<Value = std::collections::BTreeSet<String>> {
+    proptest::collection::btree_set("[ab.%]{1,4}", 0..40)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
+
+    /// Whatever the names, the chunk sizes and where in the stream the
+    /// folder gains names and the daemon's answers expire: `.` and `..`
+    /// come first and once, no entry comes twice, every entry shown both
+    /// before and after the change comes, and nothing else does.
+    #[test]
+    fn any_stream_in_any_chunks_across_a_change_shows_what_stayed_once(
+        before in names(),
+        added in names(),
+        rooms in proptest::collection::vec(1usize..12, 1..20),
+        cut in 0usize..50,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let put = |store: &MemoryStore, names: &std::collections::BTreeSet<String>| {
+                for n in names {
+                    store.put("secret", &format!("p/{n}/s"), json!({"k": "v"}));
+                }
+            };
+            let store = kv2(&[("p/keep", json!({}))]);
+            put(&store, &before);
+            let fs = mount(&store);
+            let p = ino(&fs, "secret/p").await;
+            let old = ls(&fs, p).await;
+            let (mut seen, mut offset, mut changed) = (Vec::new(), 0, false);
+            for room in rooms.iter().cycle().take(200) {
+                if !changed && seen.len() >= cut {
+                    put(&store, &added);
+                    advance(TTL).await;
+                    changed = true;
+                }
+                let c = chunk(&fs, p, offset, *room, false).await;
+                let Some(last) = c.got.last() else { break };
+                offset = last.0;
+                seen.extend(c.got.into_iter().map(|e| e.1));
+            }
+            let new = ls(&fs, p).await;
+            assert_eq!(&seen[..2], [".", ".."]);
+            let seen = &seen[2..];
+            let mut unique = seen.to_vec();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), seen.len(), "an entry came twice: {seen:?}");
+            for n in old.iter().filter(|n| new.contains(n)) {
+                assert!(seen.contains(n), "{n:?} skipped");
+            }
+            for n in seen {
+                assert!(old.contains(n) || new.contains(n), "{n:?} never there");
+            }
+        });
+    }
+}
