@@ -332,3 +332,57 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
         ) -> ReplyWrite;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CachePolicy;
+    use crate::fs::FsOptions;
+    use crate::store::memory::MemoryStore;
+    use crate::tree::Tree;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// What needs no wait replies on the FUSE thread, before `run` returns;
+    /// what must wait never holds the FUSE thread, and replies from a task.
+    #[test]
+    fn the_fuse_thread_runs_only_what_needs_no_wait() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let policy = CachePolicy {
+            ttl: Duration::from_secs(1),
+            stale_if_error: Duration::ZERO,
+            max_entries: 10,
+            max_bytes: 1 << 10,
+        };
+        let tree = Tree::new(Arc::new(MemoryStore::new()), policy);
+        let opts = FsOptions {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o400,
+            dir_mode: 0o500,
+            ttl: Duration::from_secs(1),
+            op_timeout: Duration::from_secs(5),
+        };
+        let fuse = FuseFs::new(VaultFs::new(Arc::new(tree), opts), rt.handle().clone());
+        let (tx, rx) = mpsc::channel();
+        let here = std::thread::current().id();
+        let done = tx.clone();
+        fuse.run(Span::none(), async move {
+            done.send(std::thread::current().id()).unwrap()
+        });
+        assert_eq!(rx.try_recv(), Ok(here), "a ready answer waited for a task");
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        fuse.run(Span::none(), async move {
+            wait.await.unwrap();
+            tx.send(std::thread::current().id()).unwrap()
+        });
+        assert!(rx.try_recv().is_err(), "answered before it could be");
+        go.send(()).unwrap();
+        let there = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(there, here, "the FUSE thread waited");
+    }
+}
