@@ -128,6 +128,14 @@ pub enum FsError {
     /// A folder deeper than the path budget (`tree::MAX_PATH`).
     #[error("path too long")]
     PathTooLong,
+    /// The operation outlived its deadline (`--timeout`): a backstop for
+    /// chains of Vault requests, each with its own.
+    #[error("operation took longer than {0:?}")]
+    Timeout(Duration),
+    /// An operation this filesystem leaves to the kernel: told so once, the
+    /// kernel stops asking for the life of the mount (opens, xattrs).
+    #[error("left to the kernel")]
+    NotImplemented,
 }
 
 impl FsError {
@@ -140,12 +148,13 @@ impl FsError {
             FsError::Vault(VaultError::NotFound | VaultError::UnsafePath(_)) | FsError::NoEntry => {
                 libc::ENOENT
             }
-            FsError::Vault(_) => libc::EIO,
+            FsError::Vault(_) | FsError::Timeout(_) => libc::EIO,
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle => libc::EBADF,
             FsError::PathTooLong => libc::ENAMETOOLONG,
+            FsError::NotImplemented => libc::ENOSYS,
         }
     }
 }
@@ -196,6 +205,9 @@ mod tests {
             libc::EIO
         );
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        let late = FsError::Timeout(Duration::from_secs(10));
+        assert_eq!(late.errno(), libc::EIO);
+        assert_eq!(FsError::NotImplemented.errno(), libc::ENOSYS);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! vaultfs: HashiCorp Vault / OpenBao KV secrets as a read-only FUSE filesystem.
 //!
 //! Layers, outermost first (docs/architecture.md): `cli` (flags and
-//! environment → settings) → `daemon` (the mount's life) → `fs` (FUSE
-//! adapter, asking `kernel_cache` what the kernel may keep) → `tree` (names
-//! and semantics, with its answer cache) → `store` (the `SecretStore` trait)
-//! ← `vault` (the HTTP client implementing it).
+//! environment → settings) → `daemon` (the mount's life) → `fuse` (the FUSE
+//! shim) → `fs` (the filesystem core, asking `fs::kernel_cache` what the
+//! kernel may keep) → `tree` (names and semantics, with its answer cache)
+//! → `store` (the `SecretStore` trait) ← `vault` (the HTTP client
+//! implementing it).
 //!
 //! Public: what `main.rs` runs (`cli`, `daemon`, `assets`, `mount_helper`)
 //! and what the integration tests drive directly (the tree over a store,
@@ -22,7 +23,7 @@ mod env;
 pub mod error;
 pub mod exit;
 mod fs;
-mod kernel_cache;
+mod fuse;
 mod logging;
 pub mod mount_helper;
 pub mod mountpoint;

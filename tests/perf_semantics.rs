@@ -196,26 +196,6 @@ fn deep_walk_costs_one_scan() {
 }
 
 #[test]
-fn rotated_value_is_read_whole_after_ttl() {
-    let a = audited();
-    a.bao.put_http("secret", "rot", json!({"v": "first-value"}));
-    let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("1s"));
-    let f = m.p("secret/rot/v");
-    // Read twice: the second open keeps the kernel's page cache.
-    assert_eq!(read(&f), "first-value");
-    assert_eq!(read(&f), "first-value");
-
-    for next in ["a-much-longer-second-value-than-before", "3rd", ""] {
-        a.bao.put_http("secret", "rot", json!({ "v": next }));
-        std::thread::sleep(Duration::from_millis(2200));
-        // Whole: never the old length (truncated or padded), never old pages.
-        assert_eq!(read(&f), next);
-        assert_eq!(std::fs::metadata(&f).unwrap().len(), next.len() as u64);
-        assert_eq!(read(&f), next, "second read of the kept cache");
-    }
-}
-
-#[test]
 fn large_folder_lists_whole_and_follows_changes() {
     let a = audited();
     let n = 700;
@@ -236,41 +216,13 @@ fn large_folder_lists_whole_and_follows_changes() {
     );
 
     a.bao.put_http("secret", "big/zz-new", json!({"k": "v"}));
-    std::thread::sleep(Duration::from_millis(2200));
+    wait_until("the new listing", Duration::from_secs(10), || {
+        names(m.p("secret/big")).len() == n + 1
+    });
     let now = names(m.p("secret/big"));
     assert_eq!(now.len(), n + 1);
     assert_eq!(now.last().map(String::as_str), Some("zz-new"));
     assert_eq!(read(m.p("secret/big/zz-new/k")), "v");
-}
-
-/// After the TTL, a `cat` costs a request per expired answer on its path,
-/// not a re-read of the directories it passes through (no prefetch of their
-/// children, no SCAN): a stat is not a read of the listing.
-#[test]
-fn revalidation_after_the_ttl_fetches_only_the_path() {
-    let a = audited();
-    for i in 0..40 {
-        a.bao
-            .put_http("secret", &format!("rv/s{i}"), json!({"a": format!("{i}")}));
-    }
-    let m = Mount::with(&a.bao, MountOpts::new(ROOT_TOKEN).arg("--ttl").arg("2s"));
-    assert_eq!(names(m.p("secret/rv")).len(), 40);
-    assert_eq!(read(m.p("secret/rv/s7/a")), "7");
-    std::thread::sleep(Duration::from_millis(2500));
-    for round in 0..2 {
-        let start = a.settle();
-        assert_eq!(read(m.p("secret/rv/s7/a")), "7");
-        let reqs = a.requests(start, a.settle());
-        assert_eq!(count(&reqs, "scan", ""), 0, "round {round}: {reqs:?}");
-        assert_eq!(
-            count(&reqs, "read", "secret/data/"),
-            1,
-            "round {round}: {reqs:?}"
-        );
-        // The mount root's listing and rv's, each expired once.
-        assert!(count(&reqs, "list", "") <= 2, "round {round}: {reqs:?}");
-        std::thread::sleep(Duration::from_millis(2500));
-    }
 }
 
 /// History costs requests only when used: a walk that reads every file

@@ -25,6 +25,7 @@ use crate::env;
 use crate::error::VaultError;
 use crate::exit::Exit;
 use crate::fs::VaultFs;
+use crate::fuse::FuseFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, Shown, State};
 use crate::private::{self, PrivateError};
@@ -250,8 +251,8 @@ fn serve(
         let a = a.clone();
         reload.on("audit file reopened", move || a.reopen());
     }
-    let fs = VaultFs::new(tree.clone(), rt.handle().clone(), p.settings.fs.clone())
-        .with_audit(audit.clone());
+    let fs = VaultFs::new(tree.clone(), p.settings.fs.clone()).with_audit(audit.clone());
+    let fs = FuseFs::new(fs, rt.handle().clone());
     life.mounting();
     let session = Session::new(fs, mp, &p.settings.fuse).map_err(|source| MountError::Fuse {
         path: mp.clone(),

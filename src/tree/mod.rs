@@ -2,7 +2,7 @@
 //!
 //! This layer knows Vault's data model (mounts, folders, secrets, keys) but
 //! neither HTTP (that is `vault/`, behind [`SecretStore`]) nor FUSE (that
-//! is `fs.rs`). See docs/semantics.md for the rules implemented here.
+//! is `fuse.rs`). See docs/semantics.md for the rules implemented here.
 //!
 //! [`Tree`] (this file) answers the adapter's questions: lookups (with the
 //! rules for walking where LIST is denied), directory reads, attributes and
