@@ -450,8 +450,7 @@ fn check_token_file(path: &Path, m: &std::fs::Metadata) -> Result<(), TokenError
             kind,
         });
     }
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     if m.uid() != 0 {
@@ -536,9 +535,7 @@ mod tests {
     fn only_regular_files_are_read_and_never_block() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let started = std::time::Instant::now();
@@ -586,8 +583,7 @@ mod tests {
 
     #[test]
     fn as_root_a_token_file_must_be_roots_and_closed_to_writers() {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             return;
         }
         use std::os::unix::fs::PermissionsExt;

@@ -10,6 +10,7 @@
 //! and what the integration tests drive directly (the tree over a store,
 //! the client's parsers and request paths, the token source, the mount table).
 //! Everything else is private to the crate.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod assets;
 pub mod audit;

@@ -2,14 +2,17 @@
 //! dead FUSE mounts left by a killed daemon, unmounting, and the pid file
 //! that ties a mount point to its daemon.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use nix::mount::MntFlags;
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 use crate::unseen::unseen;
 
@@ -254,26 +257,19 @@ fn resolve_unbounded(abs: PathBuf) -> PathBuf {
 /// statfs(2) of `path`. On FUSE it always reaches the daemon (the kernel
 /// caches no answer), unlike stat, whose attributes the kernel may answer
 /// from its cache even after the daemon died.
-fn statfs(path: &Path) -> io::Result<libc::statfs> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: statfs fills a zeroed struct; `c` is a valid C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+fn statfs(path: &Path) -> io::Result<nix::sys::statfs::Statfs> {
+    Ok(nix::sys::statfs::statfs(path)?)
 }
 
 /// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
 // `f_type` is i64 here but narrower on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
 pub fn is_fuse_root(path: &Path) -> bool {
-    statfs(path).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
+    statfs(path).is_ok_and(|st| st.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// What [`unmount`] did.
@@ -333,13 +329,11 @@ pub fn unmount(mine: &MountEntry, lazy: bool) -> Result<Unmounted, UnmountError>
 
 fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: `c` is a valid C string.
-        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-            return Ok(());
+        let mut flags = MntFlags::UMOUNT_NOFOLLOW;
+        if lazy {
+            flags |= MntFlags::MNT_DETACH;
         }
-        return Err(io::Error::last_os_error());
+        return Ok(nix::mount::umount2(path, flags)?);
     }
     // FUSE 2 systems have only `fusermount`, which takes the same flags
     // (fuser's mount falls back to it the same way).
@@ -449,10 +443,7 @@ impl PidFile {
         file.write_all(format!("{}\n{address}\n", std::process::id()).as_bytes())
             .map_err(io_err)?;
         // Locked before it gets its name, so it is never seen unlocked.
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io_err(io::Error::last_os_error()));
-        }
+        flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| io_err(e.into()))?;
         dir.rename(tmp, &name).map_err(io_err)?;
         Ok(PidFile { dir, name, file })
     }
@@ -470,11 +461,7 @@ impl PidFile {
         use std::io::Read;
         let (dir, name) = private_parent(path, false).ok()?;
         let mut f = dir.open_file(&name, libc::O_RDONLY).ok()?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-            return None;
-        }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+        if flock(&f, FlockOperation::NonBlockingLockShared) != Err(Errno::WOULDBLOCK) {
             return None;
         }
         let mut s = String::new();
@@ -510,13 +497,15 @@ pub fn lock(
     let f = dir.open_file(&name, libc::O_WRONLY | libc::O_CREAT)?;
     let end = Instant::now() + timeout;
     loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(f));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= end {
-            return Err(PrivateError::Io { path, source: e });
+        let e = match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(f)),
+            Err(e) => e,
+        };
+        if e != Errno::WOULDBLOCK || Instant::now() >= end {
+            return Err(PrivateError::Io {
+                path,
+                source: e.into(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -13,6 +13,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use nix::time::{clock_gettime, ClockId};
+use nix::unistd::{sysconf, SysconfVar};
+
 /// What `/proc` told about a caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -50,10 +53,12 @@ pub struct ProcFs {
 
 impl ProcFs {
     pub fn new() -> ProcFs {
-        // SAFETY: sysconf has no preconditions.
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let tick = sysconf(SysconfVar::CLK_TCK).ok().flatten();
         ProcFs {
-            tick: u64::try_from(tick).ok().filter(|t| *t > 0).unwrap_or(100),
+            tick: tick
+                .and_then(|t| u64::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(100),
         }
     }
 }
@@ -168,12 +173,11 @@ impl<P: Proc> Callers<P> {
 /// Nanoseconds since boot (CLOCK_BOOTTIME, the clock of `/proc` start
 /// times): when a request was received.
 pub fn boot_ns() -> u64 {
-    // SAFETY: clock_gettime fills a zeroed timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    clock_gettime(ClockId::CLOCK_BOOTTIME).map_or(0, |ts| {
+        (ts.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec() as u64)
+    })
 }
 
 #[cfg(test)]

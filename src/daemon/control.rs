@@ -15,8 +15,7 @@ use crate::mountpoint::{self, MountEntry, PidFile, Shown, State, UnmountError};
 /// vaultfs mounts, one line each. Never waits on a daemon: see `live_at`.
 pub fn status(args: &StatusArgs) -> Result<(), MountError> {
     if args.mountpoint.is_none() && args.wait.is_none() {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = nix::unistd::getuid().as_raw();
         for m in mountpoint::vaultfs_mounts()
             .iter()
             .filter(|m| m.owner == Some(uid))

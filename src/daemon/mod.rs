@@ -264,7 +264,8 @@ fn serve(
         .spawn()
         .map_err(|e| MountError::Other(format!("cannot start the FUSE session: {e}")))?;
     let notifier = serving.notifier();
-    let session_thread = without_unmount_by_path(serving);
+    let session_thread = without_unmount_by_path(serving)
+        .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?;
     let Some(mine) = mine else {
         return Err(MountError::Mountpoint {
             path: mp.clone(),
@@ -352,14 +353,20 @@ fn own_entry(mp: &Path) -> Option<mountpoint::MountEntry> {
 /// above the mount point, someone else's filesystem. Unmounting is
 /// [`unmount_own`]'s job instead, by the mount's identity. fuser's mount
 /// handle (a path, and a second reference to the /dev/fuse descriptor) is
-/// leaked on purpose: the descriptor closes when the process exits.
+/// leaked on purpose: the descriptor closes when the process exits. The
+/// session's thread handle is taken out first, a finished placeholder
+/// thread's left in its place (and leaked with it: one small exited
+/// thread, never joined).
 fn without_unmount_by_path(
-    serving: fuser::BackgroundSession,
-) -> std::thread::JoinHandle<io::Result<()>> {
-    let serving = std::mem::ManuallyDrop::new(serving);
-    // SAFETY: the join handle is moved out exactly once, and `serving` is
-    // never used or dropped after: nothing else reads the moved-out field.
-    unsafe { std::ptr::read(&serving.guard) }
+    mut serving: fuser::BackgroundSession,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+    let placeholder = std::thread::Builder::new()
+        .name("vaultfs-unused".into())
+        .stack_size(0)
+        .spawn(|| Ok(()))?;
+    let session = std::mem::replace(&mut serving.guard, placeholder);
+    std::mem::forget(serving);
+    Ok(session)
 }
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the
