@@ -41,3 +41,4 @@ pub mod tree;
 mod unseen;
 pub mod vault;
 pub mod views;
+mod wiped;

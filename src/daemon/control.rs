@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::MountError;
+use super::error::MountError;
 use crate::cli::{self, StatusArgs, UnmountArgs};
 use crate::env;
 use crate::mountpoint::{self, MountEntry, PidFile, Shown, State, UnmountError};

@@ -5,27 +5,39 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use nix::sys::signal::{self, Signal};
 use nix::sys::wait::{self, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
-use std::path::Path;
-use std::time::Duration;
 
-use super::{run_daemon, MountError, Prepared};
-use crate::exit::Exit;
+use super::error::MountError;
 use crate::mountpoint::{self, State};
 use crate::readiness::{self, Outcome, Reporter};
 
-/// `lock` is released when the parent exits, after the mount is live.
+/// What the parent waits for: the mount at `mountpoint` live within `wait`;
+/// `log` is named in what it says when the daemon fails.
+pub(super) struct Watch {
+    pub wait: Duration,
+    pub mountpoint: PathBuf,
+    pub log: Option<PathBuf>,
+}
+
+/// Run `daemon` in a child, reporting on the pipe; the parent returns once
+/// it is live or has failed. `log_f` becomes the child's stderr; `lock` is
+/// released when the parent exits, after the mount is live.
 pub(super) fn background(
-    p: Prepared,
+    daemon: impl FnOnce(&mut Reporter) -> Result<(), MountError>,
+    watch: Watch,
     log_f: Option<std::fs::File>,
     lock: Option<std::fs::File>,
 ) -> Result<(), MountError> {
-    let wait = p.settings.wait;
-    let mp = p.settings.mountpoint.clone();
-    let log = p.settings.log.file.as_ref().map(|l| l.path.clone());
+    let Watch {
+        wait,
+        mountpoint: mp,
+        log,
+    } = watch;
     let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
     // SAFETY: no other thread exists yet (the runtime is built in the
     // child), so the child may do anything the parent could.
@@ -33,7 +45,7 @@ pub(super) fn background(
         Err(e) => Err(MountError::Other(format!("fork: {}", io::Error::from(e)))),
         Ok(ForkResult::Child) => {
             drop((rx, lock));
-            let code = child(p, tx, log_f);
+            let code = child(daemon, tx, log_f);
             std::process::exit(code)
         }
         Ok(ForkResult::Parent { child }) => {
@@ -45,7 +57,11 @@ pub(super) fn background(
 
 /// The daemon: detach from the terminal and the caller's pipes (a start
 /// script's output must not stay open because of us), then run.
-fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
+fn child(
+    daemon: impl FnOnce(&mut Reporter) -> Result<(), MountError>,
+    tx: OwnedFd,
+    log: Option<std::fs::File>,
+) -> i32 {
     let _ = unistd::setsid();
     let _ = unistd::chdir("/");
     let null = std::fs::File::options()
@@ -60,11 +76,11 @@ fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
         let _ = unistd::dup2_stderr(err);
     }
     let mut reporter = Reporter::pipe(tx);
-    match run_daemon(p, &mut reporter) {
+    match daemon(&mut reporter) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            let exit = Exit::of(&e);
+            let exit = e.exit();
             reporter.failed(exit, &e.to_string());
             exit.code().into()
         }

@@ -1,102 +1,40 @@
 //! The mount's life: check the token, mount, prove the mount is live, serve,
 //! unmount on a signal. Errors found before going into the background
 //! ([`fork`]) are returned directly. [`control`]: `vaultfs status` and
-//! `vaultfs unmount`.
+//! `vaultfs unmount`; [`report`]: `vaultfs audit`.
 
 mod control;
+mod error;
 mod fork;
 mod fuse_access;
 mod harden;
+mod report;
 mod signals;
 
 pub use control::{status, unmount};
+pub use error::MountError;
+pub use report::audit;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::Session;
 
 use crate::audit::{self, AuditLog};
-use crate::auth::{TokenError, TokenSource};
-use crate::cli::{self, MountArgs, Settings};
+use crate::auth::TokenSource;
+use crate::cli::{MountArgs, Settings};
 use crate::env;
 use crate::error::VaultError;
-use crate::exit::Exit;
 use crate::fs::VaultFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, Shown, State};
-use crate::private::{self, PrivateError};
+use crate::private;
 use crate::readiness::{self, Reporter};
-use crate::tls::ConfigError;
 use crate::tree::Tree;
 use crate::vault::{TokenInfo, VaultClient};
 use signals::{Reload, Signals};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MountError {
-    #[error(transparent)]
-    Cli(#[from] cli::CliError),
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("token from {origin} was rejected by Vault at {addr}: {source}")]
-    TokenRejected {
-        origin: String,
-        addr: String,
-        source: VaultError,
-    },
-    #[error("cannot reach Vault at {addr}: {source}")]
-    Unreachable { addr: String, source: VaultError },
-    #[error("cannot list KV mounts at {addr}: {source}")]
-    Mounts { addr: String, source: VaultError },
-    #[error("mountpoint {}: {message}", Shown(path))]
-    Mountpoint { path: PathBuf, message: String },
-    /// `message`: FUSE's error with what to do about it ([`fuse_access`]).
-    #[error("cannot mount at {}: {message}", Shown(path))]
-    Fuse { path: PathBuf, message: String },
-    #[error(
-        "{}: the mount came up but its root cannot be listed: {source}",
-        Shown(path)
-    )]
-    NotReady { path: PathBuf, source: io::Error },
-    #[error(
-        "{} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {}` first",
-        Shown(path),
-        Shown(path)
-    )]
-    AlreadyMounted {
-        path: PathBuf,
-        pid: String,
-        why: &'static str,
-    },
-    #[error("nothing is mounted at {}", Shown(.0))]
-    NotMounted(PathBuf),
-    #[error("cannot unmount {}: {source}{hint}", Shown(path))]
-    Unmount {
-        path: PathBuf,
-        source: io::Error,
-        hint: &'static str,
-    },
-    #[error("cannot open the log file: {0}")]
-    Log(PrivateError),
-    #[error("cannot open the audit file: {0}")]
-    Audit(PrivateError),
-    /// A failure the background daemon reported through the pipe, verbatim,
-    /// with the status it maps to there.
-    #[error("{message}")]
-    Daemon { exit: Exit, message: String },
-    /// Not done within the time given (`--wait`).
-    #[error("{0}")]
-    TimedOut(String),
-    /// A command line mount(8) passed that cannot be read.
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Other(String),
-}
 
 /// Everything resolved and checked before mounting.
 struct Prepared {
@@ -399,7 +337,7 @@ fn announce_when_live(
             path: mp.to_path_buf(),
             source,
         };
-        reporter.failed(Exit::of(&e), &e.to_string());
+        reporter.failed(e.exit(), &e.to_string());
         unmount_own(mine);
         return (Err(e), None);
     }
@@ -613,5 +551,10 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     if p.settings.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    fork::background(p, stderr_f, lock)
+    let watch = fork::Watch {
+        wait: p.settings.wait,
+        mountpoint: p.settings.mountpoint.clone(),
+        log: p.settings.log.file.as_ref().map(|l| l.path.clone()),
+    };
+    fork::background(|reporter| run_daemon(p, reporter), watch, stderr_f, lock)
 }
