@@ -167,17 +167,22 @@ pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
 /// Generous: a live daemon may ask Vault before answering a stat of its root.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Run `f` on a thread of its own and give its result if it finishes within
-/// `timeout`. On time the thread is joined, so none is left (the caller may
-/// fork next). Otherwise it is left blocked in the kernel, holding no lock:
-/// it ends when the daemon answers, the mount goes, or the process exits.
+/// The name of a [`bounded`] probe's thread.
+pub const PROBE: &str = "vaultfs-probe";
+
+/// Run `f` on a thread named `name` and give its result if it finishes
+/// within `timeout`. On time the thread is joined, so none is left (the
+/// caller may fork next). Otherwise it is left blocked in the kernel,
+/// holding no lock: it ends when the daemon answers, the mount goes, or the
+/// process exits.
 pub fn bounded<T: Send + 'static>(
+    name: &str,
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::Builder::new()
-        .name("vaultfs-probe".into())
+        .name(name.into())
         .spawn(move || {
             let _ = tx.send(f());
         })
@@ -212,7 +217,7 @@ pub fn probe(path: &Path, entry: MountEntry) -> State {
         return State::Other(entry.fstype);
     }
     let p = path.to_path_buf();
-    match bounded(PROBE_TIMEOUT, move || statfs(&p)) {
+    match bounded(PROBE, PROBE_TIMEOUT, move || statfs(&p)) {
         // ECONNABORTED: the connection was aborted through /sys/fs/fuse.
         Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             State::Dead
@@ -230,7 +235,7 @@ pub fn probe(path: &Path, entry: MountEntry) -> State {
 pub fn resolve(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let a = abs.clone();
-    bounded(PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
+    bounded(PROBE, PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
 }
 
 fn resolve_unbounded(abs: PathBuf) -> PathBuf {
@@ -511,11 +516,42 @@ pub fn lock(
     }
 }
 
-/// The state letter of process `pid` (R, S, T, Z, ...), if it exists.
+/// The parts of `/proc/PID/stat` vaultfs reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    /// R, S, T, Z, ...
+    pub state: char,
+    pub ppid: u32,
+    /// Clock ticks after boot.
+    pub start: u64,
+}
+
+/// `/proc/PID/stat`: `comm` is in parentheses and may itself hold `)` and
+/// spaces, so the fields are counted after the last `)`.
+pub fn parse_stat(s: &str) -> Option<Stat> {
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s.get(open + 1..close)?.to_string();
+    // After ") ": state(3) ppid(4) ... starttime(22).
+    let rest: Vec<&str> = s.get(close + 1..)?.split_whitespace().collect();
+    Some(Stat {
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        start: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Process `pid`'s `/proc/PID/stat`, if it exists.
+pub fn proc_stat(pid: u32) -> Option<Stat> {
+    let raw = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&raw))
+}
+
+/// The state letter of process `pid`, if it exists.
 fn proc_state(pid: i32) -> Option<char> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the parenthesised command name.
-    s.rsplit_once(") ")?.1.chars().next()
+    proc_stat(u32::try_from(pid).ok()?).map(|s| s.state)
 }
 
 /// Running, and not a zombie waiting for a parent that never reaps.
@@ -546,6 +582,7 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use std::os::unix::ffi::OsStringExt;
 
     #[test]
@@ -695,5 +732,23 @@ mod tests {
     fn own_process_is_alive() {
         assert!(is_alive(std::process::id() as i32));
         assert!(!is_alive(i32::MAX));
+    }
+
+    #[test]
+    fn stat_with_a_hostile_comm() {
+        let s = parse_stat("12 (a) b (c) S 7 12 12 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 4242 0 0")
+            .unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                comm: "a) b (c".into(),
+                state: 'S',
+                ppid: 7,
+                start: 4242
+            }
+        );
+        assert_eq!(parse_stat("12 (x"), None);
+        let me = proc_stat(std::process::id()).unwrap();
+        assert!(me.start > 0 && me.ppid > 0);
     }
 }

@@ -319,7 +319,7 @@ fn announce_when_live(
     mine: &mountpoint::MountEntry,
 ) -> (Result<(), MountError>, Option<PidFile>) {
     let probe = mp.to_path_buf();
-    let listed = mountpoint::bounded(wait, move || {
+    let listed = mountpoint::bounded(mountpoint::PROBE, wait, move || {
         if mountpoint::is_fuse_root(&probe) {
             list_root(&probe)
         } else {
