@@ -29,7 +29,6 @@ pub mod mount_helper;
 pub mod mountpoint;
 pub mod naming;
 mod private;
-mod readiness;
 mod renew;
 pub mod secret;
 #[cfg(test)]

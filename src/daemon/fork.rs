@@ -13,8 +13,8 @@ use nix::sys::wait::{self, WaitPidFlag, WaitStatus};
 use nix::unistd::{self, ForkResult, Pid};
 
 use super::error::MountError;
+use super::readiness::{self, Outcome, Reporter};
 use crate::mountpoint::{self, State};
-use crate::readiness::{self, Outcome, Reporter};
 
 /// What the parent waits for: the mount at `mountpoint` live within `wait`;
 /// `log` is named in what it says when the daemon fails.
@@ -80,9 +80,8 @@ fn child(
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            let exit = e.exit();
-            reporter.failed(exit, &e.to_string());
-            exit.code().into()
+            reporter.failed(&e);
+            e.exit().code().into()
         }
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod fork;
 mod fuse_access;
 mod harden;
+mod readiness;
 mod report;
 mod signals;
 
@@ -31,9 +32,9 @@ use crate::fs::VaultFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, Shown, State};
 use crate::private;
-use crate::readiness::{self, Reporter};
 use crate::tree::Tree;
 use crate::vault::{TokenInfo, VaultClient};
+use readiness::Reporter;
 use signals::{Reload, Signals};
 
 /// Everything resolved and checked before mounting.
@@ -337,7 +338,7 @@ fn announce_when_live(
             path: mp.to_path_buf(),
             source,
         };
-        reporter.failed(e.exit(), &e.to_string());
+        reporter.failed(&e);
         unmount_own(mine);
         return (Err(e), None);
     }

@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::error::MountError;
 use crate::exit::Exit;
 
 const READY: &str = "READY";
@@ -47,9 +48,11 @@ impl Reporter {
         self.send(READY)
     }
 
-    /// The mount failed with `msg` (one line); the parent exits with `exit`.
-    pub fn failed(&mut self, exit: Exit, msg: &str) {
-        let _ = self.send(&format!("{ERROR}{} {}", exit.code(), one_line(msg)));
+    /// The mount failed with `e`, said on one line; the parent exits with
+    /// its status.
+    pub fn failed(&mut self, e: &MountError) {
+        let msg = one_line(&e.to_string());
+        let _ = self.send(&format!("{ERROR}{} {msg}", e.exit().code()));
     }
 
     fn send(&mut self, line: &str) -> io::Result<()> {
@@ -159,10 +162,18 @@ mod tests {
         assert_eq!(wait(r, Duration::from_secs(5)), Outcome::Ready);
 
         let (r, w) = pipe().unwrap();
-        Reporter::pipe(w).failed(Exit::Token, "token rejected\nby Vault");
+        let e = MountError::NotReady {
+            path: "/m".into(),
+            source: io::Error::other("token rejected\nby Vault"),
+        };
+        Reporter::pipe(w).failed(&e);
         assert_eq!(
             wait(r, Duration::from_secs(5)),
-            Outcome::Failed(Exit::Token, "token rejected; by Vault".into())
+            Outcome::Failed(
+                Exit::Fuse,
+                "/m: the mount came up but its root cannot be listed: token rejected; by Vault"
+                    .into()
+            )
         );
 
         let (r, w) = pipe().unwrap();
