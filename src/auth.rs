@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::env::Env;
+use crate::mountpoint;
 
 /// Where the token was found. Logged by name; the token never is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,25 +169,18 @@ impl Prober {
         if self.busy.swap(true, Ordering::AcqRel) {
             return Err(Unanswered::Busy);
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let busy = Arc::clone(&self.busy);
-        let spawned = std::thread::Builder::new()
-            .name("vaultfs-token".into())
-            .spawn(move || {
-                let got = f();
-                busy.store(false, Ordering::Release);
-                let _ = tx.send(got);
-            });
-        if spawned.is_err() {
-            self.busy.store(false, Ordering::Release);
-            return Err(Unanswered::TimedOut);
-        }
-        match rx.recv_timeout(READ_TIMEOUT) {
-            Ok(got) => {
+        // Cleared when `f` returns, or when it is dropped unrun (no thread).
+        let idle = Idle(Arc::clone(&self.busy));
+        let look = move || {
+            let _idle = idle;
+            f()
+        };
+        match mountpoint::bounded("vaultfs-token", READ_TIMEOUT, look) {
+            Some(got) => {
                 self.hung_logged.store(false, Ordering::Relaxed);
                 Ok(got)
             }
-            Err(_) => {
+            None => {
                 if !self.hung_logged.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         source = %origin,
@@ -196,6 +190,15 @@ impl Prober {
                 Err(Unanswered::TimedOut)
             }
         }
+    }
+}
+
+/// Marks the [`Prober`] idle when dropped.
+struct Idle(Arc<AtomicBool>);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -231,7 +234,7 @@ impl TokenSource {
         if let Some(home) = home {
             let p = home.join(".vault-token");
             let q = p.clone();
-            match crate::mountpoint::bounded(READ_TIMEOUT, move || q.exists()) {
+            match mountpoint::bounded(mountpoint::PROBE, READ_TIMEOUT, move || q.exists()) {
                 Some(true) => return Self::from_file(TokenOrigin::HomeFile(p)),
                 Some(false) => {}
                 None => return Err(TokenError::Slow(p)),
@@ -255,7 +258,7 @@ impl TokenSource {
     fn from_file(origin: TokenOrigin) -> Result<TokenSource, TokenError> {
         let path = origin.file().expect("file origin").to_path_buf();
         let p = path.clone();
-        let (stamp, token) = crate::mountpoint::bounded(READ_TIMEOUT, move || {
+        let (stamp, token) = mountpoint::bounded(mountpoint::PROBE, READ_TIMEOUT, move || {
             // Stamp first: a rewrite racing the read is then seen as a change.
             let stamp = Stamp::of(&p);
             read_unbounded(&p).map(|t| (stamp, t))
@@ -450,8 +453,7 @@ fn check_token_file(path: &Path, m: &std::fs::Metadata) -> Result<(), TokenError
             kind,
         });
     }
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Ok(());
     }
     if m.uid() != 0 {
@@ -536,9 +538,7 @@ mod tests {
     fn only_regular_files_are_read_and_never_block() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
         let started = std::time::Instant::now();
@@ -586,8 +586,7 @@ mod tests {
 
     #[test]
     fn as_root_a_token_file_must_be_roots_and_closed_to_writers() {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             return;
         }
         use std::os::unix::fs::PermissionsExt;

@@ -30,24 +30,7 @@ pub fn process(k: &str) -> Option<String> {
 }
 
 fn passwd_home() -> Option<String> {
-    use std::ffi::CStr;
-    // SAFETY: getpwuid_r writes into the buffers we own; pw_dir is checked
-    // non-null and points into `buf`, which outlives its use.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        let rc = libc::getpwuid_r(
-            libc::geteuid(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut out,
-        );
-        if rc != 0 || out.is_null() || pw.pw_dir.is_null() {
-            return None;
-        }
-        let dir = CStr::from_ptr(pw.pw_dir).to_str().ok()?;
-        dir.starts_with('/').then(|| dir.to_string())
-    }
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    let dir = user.dir.into_os_string().into_string().ok()?;
+    dir.starts_with('/').then_some(dir)
 }

@@ -1,16 +1,13 @@
 //! Exit statuses: one code per kind of failure, so a start script, a
 //! service manager or mount(8)'s caller can tell "fix the token" from "wait
 //! for Vault" from "fix the mount point" without parsing the message. The
-//! one mapping from [`MountError`] to a code is [`Exit::of`]; the man
+//! one mapping from a failure to a code is `MountError::exit`; the man
 //! page's EXIT STATUS section is rendered from [`Exit::ALL`].
 //!
 //! The codes are small and distinct, as rclone's and gocryptfs's are, and 2
 //! is clap's own code for a bad command line, so every usage error shares it.
 
 use std::process::ExitCode;
-
-use crate::daemon::MountError;
-use crate::error::VaultError;
 
 /// Each status's code is its discriminant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,34 +83,6 @@ impl Exit {
             }
         }
     }
-
-    /// The status for a failure: the single mapping from error to code.
-    pub fn of(e: &MountError) -> Exit {
-        match e {
-            MountError::Cli(_) | MountError::Config(_) | MountError::Usage(_) => Exit::Usage,
-            MountError::Token(_) | MountError::TokenRejected { .. } => Exit::Token,
-            MountError::Unreachable { .. } => Exit::Unreachable,
-            MountError::Mounts { source, .. } => match source {
-                VaultError::BadToken(_) | VaultError::Forbidden => Exit::Token,
-                _ => Exit::Unreachable,
-            },
-            MountError::Mountpoint { .. }
-            | MountError::AlreadyMounted { .. }
-            | MountError::NotMounted(_)
-            | MountError::Unmount { .. } => Exit::Mountpoint,
-            MountError::Fuse { .. } => Exit::Fuse,
-            MountError::NotReady { source, .. } => {
-                if source.kind() == std::io::ErrorKind::TimedOut {
-                    Exit::Timeout
-                } else {
-                    Exit::Fuse
-                }
-            }
-            MountError::TimedOut(_) => Exit::Timeout,
-            MountError::Daemon { exit, .. } => *exit,
-            MountError::Log(_) | MountError::Audit(_) | MountError::Other(_) => Exit::Failure,
-        }
-    }
 }
 
 impl From<Exit> for ExitCode {
@@ -133,20 +102,5 @@ mod tests {
             assert_eq!(Exit::from_code(e.code()), Some(e));
         }
         assert_eq!(Exit::from_code(8), None);
-    }
-
-    #[test]
-    fn list_denied_is_a_token_problem_and_list_failed_an_outage() {
-        let mounts = |source| MountError::Mounts {
-            addr: String::new(),
-            source,
-        };
-        assert_eq!(Exit::of(&mounts(VaultError::Forbidden)), Exit::Token);
-        assert_eq!(Exit::of(&mounts(VaultError::Sealed)), Exit::Unreachable);
-        let late = MountError::NotReady {
-            path: "/m".into(),
-            source: std::io::ErrorKind::TimedOut.into(),
-        };
-        assert_eq!(Exit::of(&late), Exit::Timeout);
     }
 }

@@ -11,6 +11,7 @@
 //! and what the integration tests drive directly (the tree over a store,
 //! the client's parsers and request paths, the token source, the mount table).
 //! Everything else is private to the crate.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod assets;
 pub mod audit;
@@ -29,7 +30,6 @@ pub mod mount_helper;
 pub mod mountpoint;
 pub mod naming;
 mod private;
-mod readiness;
 mod renew;
 pub mod secret;
 #[cfg(test)]
@@ -41,3 +41,4 @@ pub mod tree;
 mod unseen;
 pub mod vault;
 pub mod views;
+mod wiped;

@@ -13,9 +13,9 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
-use std::os::fd::AsRawFd;
 use std::sync::{Mutex, OnceLock};
 
+use rustix::fs::{flock, FlockOperation};
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -149,9 +149,8 @@ impl RotatingLog {
     /// log file so that a panic lands in it: it follows, when it is that file.
     fn switch(&mut self, new: File) {
         let id = |st: libc::stat| (st.st_dev, st.st_ino);
-        if matches!((fstat(&io::stderr()), fstat(&self.file)), (Ok(a), Ok(b)) if id(a) == id(b)) {
-            // SAFETY: dup2 of a file we own onto fd 2.
-            unsafe { libc::dup2(new.as_raw_fd(), 2) };
+        if matches!((fstat(io::stderr()), fstat(&self.file)), (Ok(a), Ok(b)) if id(a) == id(b)) {
+            let _ = nix::unistd::dup2_stderr(&new);
         }
         self.file = new;
     }
@@ -187,8 +186,8 @@ impl RotatingLog {
         let Ok(guard) = self.file.try_clone() else {
             return;
         };
-        // SAFETY: flock on an fd we own (released by LOCK_UN or its close).
-        unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_EX) };
+        // Released by the unlock below, or by the close of `guard`.
+        let _ = flock(&guard, FlockOperation::LockExclusive);
         if self.dir.is(&self.name, &self.file) {
             let _ = self.dir.rename(&self.name, &self.old);
         }
@@ -202,8 +201,7 @@ impl RotatingLog {
         {
             let _ = self.file.set_len(0);
         }
-        // SAFETY: as above.
-        unsafe { libc::flock(guard.as_raw_fd(), libc::LOCK_UN) };
+        let _ = flock(&guard, FlockOperation::Unlock);
     }
 }
 

@@ -1,10 +1,11 @@
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use vaultfs::cli::{Cli, Command};
 use vaultfs::daemon::MountError;
-use vaultfs::exit::Exit;
-use vaultfs::{assets, audit, cmdline, daemon, mount_helper};
+use vaultfs::{assets, cmdline, daemon, mount_helper};
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().collect();
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => daemon::mount(args),
         Command::Unmount(args) => daemon::unmount(args),
         Command::Status(args) => daemon::status(args),
-        Command::Audit(args) => audit::run(args).map_err(MountError::from),
+        Command::Audit(args) => daemon::audit(args).map_err(MountError::from),
         Command::Completions { shell } => assets::completions(*shell, &mut std::io::stdout())
             .map_err(|e| MountError::Other(format!("cannot write the completions: {e}"))),
         Command::Man { dir: Some(dir) } => {
@@ -65,5 +66,5 @@ fn main() -> ExitCode {
 /// One line on stderr, and the status docs/lifecycle.md lists for it.
 fn fail(e: MountError) -> ExitCode {
     eprintln!("vaultfs: {e}");
-    Exit::of(&e).into()
+    e.exit().into()
 }

@@ -2,14 +2,17 @@
 //! dead FUSE mounts left by a killed daemon, unmounting, and the pid file
 //! that ties a mount point to its daemon.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use nix::mount::MntFlags;
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 use crate::unseen::unseen;
 
@@ -164,17 +167,22 @@ pub fn find_again(entry: &MountEntry) -> Option<MountEntry> {
 /// Generous: a live daemon may ask Vault before answering a stat of its root.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Run `f` on a thread of its own and give its result if it finishes within
-/// `timeout`. On time the thread is joined, so none is left (the caller may
-/// fork next). Otherwise it is left blocked in the kernel, holding no lock:
-/// it ends when the daemon answers, the mount goes, or the process exits.
+/// The name of a [`bounded`] probe's thread.
+pub const PROBE: &str = "vaultfs-probe";
+
+/// Run `f` on a thread named `name` and give its result if it finishes
+/// within `timeout`. On time the thread is joined, so none is left (the
+/// caller may fork next). Otherwise it is left blocked in the kernel,
+/// holding no lock: it ends when the daemon answers, the mount goes, or the
+/// process exits.
 pub fn bounded<T: Send + 'static>(
+    name: &str,
     timeout: Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     let t = std::thread::Builder::new()
-        .name("vaultfs-probe".into())
+        .name(name.into())
         .spawn(move || {
             let _ = tx.send(f());
         })
@@ -209,7 +217,7 @@ pub fn probe(path: &Path, entry: MountEntry) -> State {
         return State::Other(entry.fstype);
     }
     let p = path.to_path_buf();
-    match bounded(PROBE_TIMEOUT, move || statfs(&p)) {
+    match bounded(PROBE, PROBE_TIMEOUT, move || statfs(&p)) {
         // ECONNABORTED: the connection was aborted through /sys/fs/fuse.
         Some(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             State::Dead
@@ -227,7 +235,7 @@ pub fn probe(path: &Path, entry: MountEntry) -> State {
 pub fn resolve(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let a = abs.clone();
-    bounded(PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
+    bounded(PROBE, PROBE_TIMEOUT, move || resolve_unbounded(a)).unwrap_or(abs)
 }
 
 fn resolve_unbounded(abs: PathBuf) -> PathBuf {
@@ -254,26 +262,19 @@ fn resolve_unbounded(abs: PathBuf) -> PathBuf {
 /// statfs(2) of `path`. On FUSE it always reaches the daemon (the kernel
 /// caches no answer), unlike stat, whose attributes the kernel may answer
 /// from its cache even after the daemon died.
-fn statfs(path: &Path) -> io::Result<libc::statfs> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: statfs fills a zeroed struct; `c` is a valid C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
+fn statfs(path: &Path) -> io::Result<nix::sys::statfs::Statfs> {
+    Ok(nix::sys::statfs::statfs(path)?)
 }
 
 /// Whether `path` is the root of a FUSE filesystem (statfs, not the table).
 // `f_type` is i64 here but narrower on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
 pub fn is_fuse_root(path: &Path) -> bool {
-    statfs(path).is_ok_and(|st| st.f_type as i64 == FUSE_SUPER_MAGIC)
+    statfs(path).is_ok_and(|st| st.filesystem_type().0 as i64 == FUSE_SUPER_MAGIC)
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// What [`unmount`] did.
@@ -333,13 +334,11 @@ pub fn unmount(mine: &MountEntry, lazy: bool) -> Result<Unmounted, UnmountError>
 
 fn unmount_path(path: &Path, lazy: bool) -> io::Result<()> {
     if is_root() {
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        let flags = libc::UMOUNT_NOFOLLOW | if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: `c` is a valid C string.
-        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-            return Ok(());
+        let mut flags = MntFlags::UMOUNT_NOFOLLOW;
+        if lazy {
+            flags |= MntFlags::MNT_DETACH;
         }
-        return Err(io::Error::last_os_error());
+        return Ok(nix::mount::umount2(path, flags)?);
     }
     // FUSE 2 systems have only `fusermount`, which takes the same flags
     // (fuser's mount falls back to it the same way).
@@ -449,10 +448,7 @@ impl PidFile {
         file.write_all(format!("{}\n{address}\n", std::process::id()).as_bytes())
             .map_err(io_err)?;
         // Locked before it gets its name, so it is never seen unlocked.
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(io_err(io::Error::last_os_error()));
-        }
+        flock(&file, FlockOperation::NonBlockingLockExclusive).map_err(|e| io_err(e.into()))?;
         dir.rename(tmp, &name).map_err(io_err)?;
         Ok(PidFile { dir, name, file })
     }
@@ -470,11 +466,7 @@ impl PidFile {
         use std::io::Read;
         let (dir, name) = private_parent(path, false).ok()?;
         let mut f = dir.open_file(&name, libc::O_RDONLY).ok()?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
-            return None;
-        }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EWOULDBLOCK) {
+        if flock(&f, FlockOperation::NonBlockingLockShared) != Err(Errno::WOULDBLOCK) {
             return None;
         }
         let mut s = String::new();
@@ -510,23 +502,56 @@ pub fn lock(
     let f = dir.open_file(&name, libc::O_WRONLY | libc::O_CREAT)?;
     let end = Instant::now() + timeout;
     loop {
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(f));
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || Instant::now() >= end {
-            return Err(PrivateError::Io { path, source: e });
+        let e = match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(f)),
+            Err(e) => e,
+        };
+        if e != Errno::WOULDBLOCK || Instant::now() >= end {
+            return Err(PrivateError::Io {
+                path,
+                source: e.into(),
+            });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// The state letter of process `pid` (R, S, T, Z, ...), if it exists.
+/// The parts of `/proc/PID/stat` vaultfs reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub comm: String,
+    /// R, S, T, Z, ...
+    pub state: char,
+    pub ppid: u32,
+    /// Clock ticks after boot.
+    pub start: u64,
+}
+
+/// `/proc/PID/stat`: `comm` is in parentheses and may itself hold `)` and
+/// spaces, so the fields are counted after the last `)`.
+pub fn parse_stat(s: &str) -> Option<Stat> {
+    let open = s.find('(')?;
+    let close = s.rfind(')')?;
+    let comm = s.get(open + 1..close)?.to_string();
+    // After ") ": state(3) ppid(4) ... starttime(22).
+    let rest: Vec<&str> = s.get(close + 1..)?.split_whitespace().collect();
+    Some(Stat {
+        comm,
+        state: rest.first()?.chars().next()?,
+        ppid: rest.get(1)?.parse().ok()?,
+        start: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Process `pid`'s `/proc/PID/stat`, if it exists.
+pub fn proc_stat(pid: u32) -> Option<Stat> {
+    let raw = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&raw))
+}
+
+/// The state letter of process `pid`, if it exists.
 fn proc_state(pid: i32) -> Option<char> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the parenthesised command name.
-    s.rsplit_once(") ")?.1.chars().next()
+    proc_stat(u32::try_from(pid).ok()?).map(|s| s.state)
 }
 
 /// Running, and not a zombie waiting for a parent that never reaps.
@@ -557,6 +582,7 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use std::os::unix::ffi::OsStringExt;
 
     #[test]
@@ -706,5 +732,23 @@ mod tests {
     fn own_process_is_alive() {
         assert!(is_alive(std::process::id() as i32));
         assert!(!is_alive(i32::MAX));
+    }
+
+    #[test]
+    fn stat_with_a_hostile_comm() {
+        let s = parse_stat("12 (a) b (c) S 7 12 12 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 4242 0 0")
+            .unwrap();
+        assert_eq!(
+            s,
+            Stat {
+                comm: "a) b (c".into(),
+                state: 'S',
+                ppid: 7,
+                start: 4242
+            }
+        );
+        assert_eq!(parse_stat("12 (x"), None);
+        let me = proc_stat(std::process::id()).unwrap();
+        assert!(me.start > 0 && me.ppid > 0);
     }
 }

@@ -6,13 +6,17 @@
 //! once and every file is opened relative to that handle (no path is looked
 //! up twice), and no symlink is followed.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, AtFlags, OFlag};
+use nix::sys::stat::{self, Mode};
+use nix::unistd::{self, UnlinkatFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateError {
@@ -33,21 +37,11 @@ pub enum PrivateError {
 }
 
 fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
-pub fn fstat(fd: &impl AsRawFd) -> io::Result<libc::stat> {
-    // SAFETY: fstat fills a zeroed struct from a valid fd.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn cstr(b: &[u8]) -> io::Result<CString> {
-    CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+pub fn fstat(fd: impl AsFd) -> io::Result<libc::stat> {
+    Ok(stat::fstat(fd)?)
 }
 
 /// A directory checked to be ours and closed to others, held open.
@@ -86,28 +80,28 @@ impl PrivateDir {
                 .create(path)
                 .map_err(io_err)?;
         }
-        let c = cstr(path.as_os_str().as_bytes()).map_err(io_err)?;
-        let nofollow = if checked { libc::O_NOFOLLOW } else { 0 };
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | nofollow | libc::O_CLOEXEC;
-        // SAFETY: `c` is a valid C string; the fd is checked before use.
-        let raw = unsafe { libc::open(c.as_ptr(), flags) };
-        if raw < 0 {
-            let e = io::Error::last_os_error();
-            // With O_DIRECTORY a symlink fails ENOTDIR, not ELOOP.
-            let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-            return Err(match e.raw_os_error() {
-                Some(libc::ELOOP | libc::ENOTDIR) if link => PrivateError::Symlink {
-                    path: path.to_path_buf(),
-                },
-                Some(libc::ENOTDIR) => PrivateError::WrongType {
-                    path: path.to_path_buf(),
-                    want: "directory",
-                },
-                _ => io_err(e),
-            });
+        let mut flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        if checked {
+            flags |= OFlag::O_NOFOLLOW;
         }
-        // SAFETY: `raw` was just opened and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = match fcntl::open(path, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // With O_DIRECTORY a symlink fails ENOTDIR, not ELOOP.
+                let link =
+                    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+                return Err(match e {
+                    Errno::ELOOP | Errno::ENOTDIR if link => PrivateError::Symlink {
+                        path: path.to_path_buf(),
+                    },
+                    Errno::ENOTDIR => PrivateError::WrongType {
+                        path: path.to_path_buf(),
+                        want: "directory",
+                    },
+                    _ => io_err(e.into()),
+                });
+            }
+        };
         if !checked {
             return Ok(PrivateDir {
                 fd,
@@ -140,48 +134,29 @@ impl PrivateDir {
     /// ours would otherwise be written to.
     pub fn open_file(&self, name: &OsStr, flags: libc::c_int) -> Result<File, PrivateError> {
         let path = self.path.join(name);
-        open_checked(&self.fd, &path, name.as_bytes(), flags)
+        open_checked(&self.fd, &path, name, flags)
     }
 
     /// Remove `name` (a symlink itself, never what it points to); absent is fine.
     pub fn remove(&self, name: &OsStr) -> io::Result<()> {
-        let c = cstr(name.as_bytes())?;
-        // SAFETY: valid dirfd and C string.
-        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(e);
-            }
+        match unistd::unlinkat(&self.fd, name, UnlinkatFlags::NoRemoveDir) {
+            Err(e) if e != Errno::ENOENT => Err(e.into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
-        let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
-        let d = self.fd.as_raw_fd();
-        // SAFETY: valid dirfd and C strings.
-        if unsafe { libc::renameat(d, f.as_ptr(), d, t.as_ptr()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(fcntl::renameat(&self.fd, from, &self.fd, to)?)
     }
 
     /// Whether `name` here is (still) the file `f`, not following symlinks.
     pub fn is(&self, name: &OsStr, f: &File) -> bool {
-        let Ok(c) = cstr(name.as_bytes()) else {
-            return false;
-        };
-        // SAFETY: fstatat/fstat fill zeroed structs; valid fds and C string.
-        unsafe {
-            let (mut a, mut b): (libc::stat, libc::stat) = (std::mem::zeroed(), std::mem::zeroed());
-            libc::fstatat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &mut a,
-                libc::AT_SYMLINK_NOFOLLOW,
-            ) == 0
-                && libc::fstat(f.as_raw_fd(), &mut b) == 0
-                && (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+        match (
+            stat::fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+            stat::fstat(f),
+        ) {
+            (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+            _ => false,
         }
     }
 }
@@ -189,28 +164,21 @@ impl PrivateDir {
 fn open_checked(
     dir: &OwnedFd,
     path: &Path,
-    name: &[u8],
+    name: &OsStr,
     flags: libc::c_int,
 ) -> Result<File, PrivateError> {
     let io_err = |source| PrivateError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let c = cstr(name).map_err(io_err)?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: valid dirfd and C string; mode for O_CREAT.
-    let raw = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) };
-    if raw < 0 {
-        let e = io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ELOOP) => PrivateError::Symlink {
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd =
+        fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| match e {
+            Errno::ELOOP => PrivateError::Symlink {
                 path: path.to_path_buf(),
             },
-            _ => io_err(e),
-        });
-    }
-    // SAFETY: `raw` was just opened and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            _ => io_err(e.into()),
+        })?;
     let st = fstat(&fd).map_err(io_err)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(PrivateError::WrongType {

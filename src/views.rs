@@ -5,7 +5,7 @@
 //! is left out and named in a comment that holds printable ASCII only
 //! (docs/semantics.md, docs/security.md; tests/dotenv.rs runs the readers).
 
-use crate::secret::{Bytes, SecretBuf};
+use crate::wiped::{Bytes, SecretBuf};
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: what every shell and dotenv reader takes for a
 /// variable name.

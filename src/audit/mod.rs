@@ -13,9 +13,6 @@
 //! by size, followed when moved away.
 
 mod caller;
-mod report;
-
-pub use report::run;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -364,7 +361,7 @@ pub fn remember(state_dir: &Path, mountpoint: &Path, audit: &Path) -> Result<(),
 }
 
 /// The audit file recorded for `mountpoint`, if any.
-fn recalled(state_dir: &Path, mountpoint: &Path) -> Option<PathBuf> {
+pub fn recalled(state_dir: &Path, mountpoint: &Path) -> Option<PathBuf> {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
     let path = record_path(state_dir, mountpoint);

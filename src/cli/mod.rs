@@ -11,8 +11,10 @@ pub use crate::logging::LogFormat;
 use crate::mountpoint as mount_table;
 use crate::vault::{redact_userinfo, MaxRequests};
 
+mod help;
 mod settings;
 
+pub use help::ENVIRONMENT;
 pub use settings::{AuditSettings, LogSettings, LogTarget, Settings};
 
 #[derive(Debug, Parser)]
@@ -25,7 +27,7 @@ filesystem.\n\nConnection settings follow the Vault CLI: VAULT_ADDR, VAULT_TOKEN
 VAULT_NAMESPACE, VAULT_CACERT, ... (BAO_* names are a fallback). The token is read from \
 --token-file, VAULT_TOKEN, BAO_TOKEN or ~/.vault-token, in that order; it is never taken \
 on the command line.",
-    after_long_help = crate::assets::help_footer()
+    after_long_help = help::footer()
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fuser::{Config as FuseConfig, MountOption, SessionACL};
+use nix::unistd::{getgid, getuid};
 use reqwest::Url;
 
 use super::{mountpoint, parse_duration, CliError, LogFormat, MountArgs};
@@ -82,8 +83,7 @@ impl Settings {
     pub fn resolve(args: &MountArgs, env: Env<'_>) -> Result<Settings, CliError> {
         args.check()?;
         let client = args.client_config(env)?;
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
         let fs = FsOptions {
             uid: args.uid.unwrap_or(uid),
             gid: args.gid.unwrap_or(gid),
@@ -269,6 +269,7 @@ impl MountArgs {
 
 #[cfg(test)]
 mod tests {
+    use nix::unistd::{getgid, getuid};
     use std::path::Path;
 
     use super::super::parse_mount as args;
@@ -394,8 +395,7 @@ mod tests {
         let s = resolve(&[], &home, &[]);
         assert_eq!(s.mountpoint, home.join("secrets"));
         assert_eq!(s.token_file, None);
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (getuid().as_raw(), getgid().as_raw());
         assert_eq!((s.fs.uid, s.fs.gid), (uid, gid));
         assert_eq!((s.fs.file_mode, s.fs.dir_mode), (0o400, 0o500));
         assert_eq!(s.fs.ttl, Duration::from_secs(60));

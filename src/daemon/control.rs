@@ -4,7 +4,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::MountError;
+use super::error::MountError;
 use crate::cli::{self, StatusArgs, UnmountArgs};
 use crate::env;
 use crate::mountpoint::{self, MountEntry, PidFile, Shown, State, UnmountError};
@@ -15,8 +15,7 @@ use crate::mountpoint::{self, MountEntry, PidFile, Shown, State, UnmountError};
 /// vaultfs mounts, one line each. Never waits on a daemon: see `live_at`.
 pub fn status(args: &StatusArgs) -> Result<(), MountError> {
     if args.mountpoint.is_none() && args.wait.is_none() {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+        let uid = nix::unistd::getuid().as_raw();
         for m in mountpoint::vaultfs_mounts()
             .iter()
             .filter(|m| m.owner == Some(uid))

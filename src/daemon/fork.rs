@@ -4,79 +4,91 @@
 //! failure or timeout it reaps the child and leaves nothing mounted.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{run_daemon, MountError, Prepared};
-use crate::exit::Exit;
-use crate::mountpoint::{self, State};
-use crate::readiness::{self, Outcome, Reporter};
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{self, WaitPidFlag, WaitStatus};
+use nix::unistd::{self, ForkResult, Pid};
 
-/// `lock` is released when the parent exits, after the mount is live.
+use super::error::MountError;
+use super::readiness::{self, Outcome, Reporter};
+use crate::mountpoint::{self, State};
+
+/// What the parent waits for: the mount at `mountpoint` live within `wait`;
+/// `log` is named in what it says when the daemon fails.
+pub(super) struct Watch {
+    pub wait: Duration,
+    pub mountpoint: PathBuf,
+    pub log: Option<PathBuf>,
+}
+
+/// Run `daemon` in a child, reporting on the pipe; the parent returns once
+/// it is live or has failed. `log_f` becomes the child's stderr; `lock` is
+/// released when the parent exits, after the mount is live.
 pub(super) fn background(
-    p: Prepared,
+    daemon: impl FnOnce(&mut Reporter) -> Result<(), MountError>,
+    watch: Watch,
     log_f: Option<std::fs::File>,
     lock: Option<std::fs::File>,
 ) -> Result<(), MountError> {
-    let wait = p.settings.wait;
-    let mp = p.settings.mountpoint.clone();
-    let log = p.settings.log.file.as_ref().map(|l| l.path.clone());
+    let Watch {
+        wait,
+        mountpoint: mp,
+        log,
+    } = watch;
     let (rx, tx) = readiness::pipe().map_err(|e| MountError::Other(format!("pipe: {e}")))?;
-    // SAFETY: no other thread exists yet (the runtime is built in the child).
-    match unsafe { libc::fork() } {
-        -1 => Err(MountError::Other(format!(
-            "fork: {}",
-            io::Error::last_os_error()
-        ))),
-        0 => {
+    // SAFETY: no other thread exists yet (the runtime is built in the
+    // child), so the child may do anything the parent could.
+    match unsafe { unistd::fork() } {
+        Err(e) => Err(MountError::Other(format!("fork: {}", io::Error::from(e)))),
+        Ok(ForkResult::Child) => {
             drop((rx, lock));
-            let code = child(p, tx, log_f);
+            let code = child(daemon, tx, log_f);
             std::process::exit(code)
         }
-        pid => {
+        Ok(ForkResult::Parent { child }) => {
             drop(tx);
-            parent(pid, rx, wait, &mp, log.as_deref())
+            parent(child, rx, wait, &mp, log.as_deref())
         }
     }
 }
 
 /// The daemon: detach from the terminal and the caller's pipes (a start
 /// script's output must not stay open because of us), then run.
-fn child(p: Prepared, tx: OwnedFd, log: Option<std::fs::File>) -> i32 {
-    // SAFETY: plain syscalls on fds we own.
-    unsafe {
-        libc::setsid();
-        let _ = libc::chdir(c"/".as_ptr());
-    }
+fn child(
+    daemon: impl FnOnce(&mut Reporter) -> Result<(), MountError>,
+    tx: OwnedFd,
+    log: Option<std::fs::File>,
+) -> i32 {
+    let _ = unistd::setsid();
+    let _ = unistd::chdir("/");
     let null = std::fs::File::options()
         .read(true)
         .write(true)
         .open("/dev/null");
     let err = log.or_else(|| null.as_ref().ok().and_then(|f| f.try_clone().ok()));
     if let (Ok(null), Some(err)) = (&null, &err) {
-        // SAFETY: dup2 onto the standard fds; panics then land in the log.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(err.as_raw_fd(), 2);
-        }
+        // Onto the standard fds; panics then land in the log.
+        let _ = unistd::dup2_stdin(null);
+        let _ = unistd::dup2_stdout(null);
+        let _ = unistd::dup2_stderr(err);
     }
     let mut reporter = Reporter::pipe(tx);
-    match run_daemon(p, &mut reporter) {
+    match daemon(&mut reporter) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            let exit = Exit::of(&e);
-            reporter.failed(exit, &e.to_string());
-            exit.code().into()
+            reporter.failed(&e);
+            e.exit().code().into()
         }
     }
 }
 
 /// Wait for the daemon's word. On a timeout, stop it and leave nothing mounted.
 fn parent(
-    pid: i32,
+    pid: Pid,
     rx: OwnedFd,
     wait: Duration,
     mp: &Path,
@@ -99,11 +111,9 @@ fn parent(
             )))
         }
         Outcome::TimedOut => {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let _ = signal::kill(pid, Signal::SIGTERM);
             if reap(pid, Duration::from_secs(5)) == "still running" {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = signal::kill(pid, Signal::SIGKILL);
                 reap(pid, Duration::from_secs(5));
             }
             cleanup_dead(mp);
@@ -117,27 +127,18 @@ fn parent(
 }
 
 /// Wait for our child; describe how it ended.
-fn reap(pid: i32, timeout: Duration) -> String {
+fn reap(pid: Pid, timeout: Duration) -> String {
     let end = std::time::Instant::now() + timeout;
     loop {
-        let mut st = 0;
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        if r == pid {
-            return if libc::WIFSIGNALED(st) {
-                format!("killed by signal {}", libc::WTERMSIG(st))
-            } else {
-                format!("exit status {}", libc::WEXITSTATUS(st))
-            };
+        match wait::waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return format!("killed by signal {}", sig as i32)
+            }
+            Ok(WaitStatus::Exited(_, code)) => return format!("exit status {code}"),
+            Err(_) => return "gone".into(),
+            Ok(_) if std::time::Instant::now() >= end => return "still running".into(),
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
         }
-        if r < 0 || std::time::Instant::now() >= end {
-            return if r < 0 {
-                "gone".into()
-            } else {
-                "still running".into()
-            };
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

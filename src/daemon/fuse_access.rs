@@ -7,6 +7,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use nix::unistd::{access, geteuid, getuid, AccessFlags};
+
 /// CAP_SYS_ADMIN's bit in /proc/PID/status's capability masks.
 const CAP_SYS_ADMIN: u32 = 21;
 
@@ -19,8 +21,7 @@ pub(super) fn explain(source: &io::Error) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let dev = Path::new("/dev/fuse");
-    // SAFETY: plain syscalls without pointers we do not own.
-    let (uid, root) = unsafe { (libc::getuid(), libc::geteuid() == 0) };
+    let (uid, root) = (getuid(), geteuid().is_root());
     let hint = if !dev.exists() {
         "there is no /dev/fuse: FUSE is not available here (a container needs the device: \
          docker run --device /dev/fuse, or a Kubernetes device plugin)"
@@ -60,12 +61,7 @@ pub(super) fn explain(source: &io::Error) -> String {
 
 /// Whether this user may open `dev` for reading and writing.
 fn accessible(dev: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dev.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated path we own.
-    unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
+    access(dev, AccessFlags::R_OK | AccessFlags::W_OK).is_ok()
 }
 
 const BOUNDING: &str = "CapBnd:";

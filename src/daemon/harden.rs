@@ -3,12 +3,16 @@
 
 use std::io;
 
+use nix::errno::Errno;
+use nix::sys::mman::{self, MlockAllFlags};
+use nix::sys::prctl;
+use nix::sys::resource::{self, Resource};
+
 /// Turn off core dumps and ptrace by same-uid processes, and keep memory
 /// out of swap when that is safe (see docs/security.md).
 pub fn harden(mlock: bool) {
-    // SAFETY: plain syscall with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "cannot disable core dumps");
+    if let Err(e) = prctl::set_dumpable(false) {
+        tracing::warn!(error = %io::Error::from(e), "cannot disable core dumps");
     }
     if !mlock {
         return;
@@ -20,15 +24,15 @@ pub fn harden(mlock: bool) {
             // (fuser's 16 MiB request buffer, thread stacks) stays out of
             // RAM, while every page that ever holds data is locked the moment
             // it does. Kernels before 4.4 refuse the flag: lock it all then.
-            let all = libc::MCL_CURRENT | libc::MCL_FUTURE;
-            // SAFETY: plain syscalls with constant arguments.
-            let mut rc = unsafe { libc::mlockall(all | libc::MCL_ONFAULT) };
-            if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-                rc = unsafe { libc::mlockall(all) };
+            let all = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+            let on_fault = MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+            let mut rc = mman::mlockall(all | on_fault);
+            if rc == Err(Errno::EINVAL) {
+                rc = mman::mlockall(all);
             }
-            if rc != 0 {
+            if let Err(e) = rc {
                 tracing::warn!(
-                    error = %io::Error::last_os_error(),
+                    error = %io::Error::from(e),
                     "cannot lock memory: secrets may reach swap (pass --no-mlock to silence)"
                 );
             }
@@ -45,26 +49,17 @@ pub fn harden(mlock: bool) {
 /// later instead of warning now. Safe with an unlimited limit (the soft one
 /// is raised to the hard one first) or with CAP_IPC_LOCK.
 fn memlock_allowed() -> Result<(), String> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) != 0 {
-            return Err(io::Error::last_os_error().to_string());
-        }
-        if lim.rlim_cur != lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
-        }
+    let (cur, max) = resource::getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map_err(|e| io::Error::from(e).to_string())?;
+    if cur != max {
+        let _ = resource::setrlimit(Resource::RLIMIT_MEMLOCK, max, max);
     }
-    if lim.rlim_max == libc::RLIM_INFINITY || has_cap_ipc_lock() {
+    if max == resource::RLIM_INFINITY || has_cap_ipc_lock() {
         return Ok(());
     }
     Err(format!(
         "RLIMIT_MEMLOCK is {} KiB and CAP_IPC_LOCK is missing",
-        lim.rlim_max / 1024
+        max / 1024
     ))
 }
 

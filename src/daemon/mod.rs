@@ -1,103 +1,42 @@
 //! The mount's life: check the token, mount, prove the mount is live, serve,
 //! unmount on a signal. Errors found before going into the background
 //! ([`fork`]) are returned directly. [`control`]: `vaultfs status` and
-//! `vaultfs unmount`.
+//! `vaultfs unmount`; [`report`]: `vaultfs audit`.
 
 mod control;
+mod error;
 mod fork;
 mod fuse_access;
 mod harden;
+mod readiness;
+mod report;
 mod signals;
 
 pub use control::{status, unmount};
+pub use error::MountError;
+pub use report::audit;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::Session;
 
 use crate::audit::{self, AuditLog};
-use crate::auth::{TokenError, TokenSource};
-use crate::cli::{self, MountArgs, Settings};
+use crate::auth::TokenSource;
+use crate::cli::{MountArgs, Settings};
 use crate::env;
 use crate::error::VaultError;
-use crate::exit::Exit;
 use crate::fs::VaultFs;
 use crate::fuse::FuseFs;
 use crate::logging;
 use crate::mountpoint::{self, PidFile, Shown, State};
-use crate::private::{self, PrivateError};
-use crate::readiness::{self, Reporter};
-use crate::tls::ConfigError;
+use crate::private;
 use crate::tree::Tree;
 use crate::vault::{TokenInfo, VaultClient};
+use readiness::Reporter;
 use signals::{Reload, Signals};
-
-#[derive(Debug, thiserror::Error)]
-pub enum MountError {
-    #[error(transparent)]
-    Cli(#[from] cli::CliError),
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("token from {origin} was rejected by Vault at {addr}: {source}")]
-    TokenRejected {
-        origin: String,
-        addr: String,
-        source: VaultError,
-    },
-    #[error("cannot reach Vault at {addr}: {source}")]
-    Unreachable { addr: String, source: VaultError },
-    #[error("cannot list KV mounts at {addr}: {source}")]
-    Mounts { addr: String, source: VaultError },
-    #[error("mountpoint {}: {message}", Shown(path))]
-    Mountpoint { path: PathBuf, message: String },
-    /// `message`: FUSE's error with what to do about it ([`fuse_access`]).
-    #[error("cannot mount at {}: {message}", Shown(path))]
-    Fuse { path: PathBuf, message: String },
-    #[error(
-        "{}: the mount came up but its root cannot be listed: {source}",
-        Shown(path)
-    )]
-    NotReady { path: PathBuf, source: io::Error },
-    #[error(
-        "{} is already mounted by vaultfs{pid}{why}; run `vaultfs unmount {}` first",
-        Shown(path),
-        Shown(path)
-    )]
-    AlreadyMounted {
-        path: PathBuf,
-        pid: String,
-        why: &'static str,
-    },
-    #[error("nothing is mounted at {}", Shown(.0))]
-    NotMounted(PathBuf),
-    #[error("cannot unmount {}: {source}{hint}", Shown(path))]
-    Unmount {
-        path: PathBuf,
-        source: io::Error,
-        hint: &'static str,
-    },
-    #[error("cannot open the log file: {0}")]
-    Log(PrivateError),
-    #[error("cannot open the audit file: {0}")]
-    Audit(PrivateError),
-    /// A failure the background daemon reported through the pipe, verbatim,
-    /// with the status it maps to there.
-    #[error("{message}")]
-    Daemon { exit: Exit, message: String },
-    /// Not done within the time given (`--wait`).
-    #[error("{0}")]
-    TimedOut(String),
-    /// A command line mount(8) passed that cannot be read.
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Other(String),
-}
 
 /// Everything resolved and checked before mounting.
 struct Prepared {
@@ -265,7 +204,8 @@ fn serve(
         .spawn()
         .map_err(|e| MountError::Other(format!("cannot start the FUSE session: {e}")))?;
     let notifier = serving.notifier();
-    let session_thread = without_unmount_by_path(serving);
+    let session_thread = without_unmount_by_path(serving)
+        .map_err(|e| MountError::Other(format!("cannot start a thread: {e}")))?;
     let Some(mine) = mine else {
         return Err(MountError::Mountpoint {
             path: mp.clone(),
@@ -353,14 +293,20 @@ fn own_entry(mp: &Path) -> Option<mountpoint::MountEntry> {
 /// above the mount point, someone else's filesystem. Unmounting is
 /// [`unmount_own`]'s job instead, by the mount's identity. fuser's mount
 /// handle (a path, and a second reference to the /dev/fuse descriptor) is
-/// leaked on purpose: the descriptor closes when the process exits.
+/// leaked on purpose: the descriptor closes when the process exits. The
+/// session's thread handle is taken out first, a finished placeholder
+/// thread's left in its place (and leaked with it: one small exited
+/// thread, never joined).
 fn without_unmount_by_path(
-    serving: fuser::BackgroundSession,
-) -> std::thread::JoinHandle<io::Result<()>> {
-    let serving = std::mem::ManuallyDrop::new(serving);
-    // SAFETY: the join handle is moved out exactly once, and `serving` is
-    // never used or dropped after: nothing else reads the moved-out field.
-    unsafe { std::ptr::read(&serving.guard) }
+    mut serving: fuser::BackgroundSession,
+) -> io::Result<std::thread::JoinHandle<io::Result<()>>> {
+    let placeholder = std::thread::Builder::new()
+        .name("vaultfs-unused".into())
+        .stack_size(0)
+        .spawn(|| Ok(()))?;
+    let session = std::mem::replace(&mut serving.guard, placeholder);
+    std::mem::forget(serving);
+    Ok(session)
 }
 
 /// Prove the mount is live (it is FUSE, and its root lists), then record the
@@ -375,7 +321,7 @@ fn announce_when_live(
     mine: &mountpoint::MountEntry,
 ) -> (Result<(), MountError>, Option<PidFile>) {
     let probe = mp.to_path_buf();
-    let listed = mountpoint::bounded(wait, move || {
+    let listed = mountpoint::bounded(mountpoint::PROBE, wait, move || {
         if mountpoint::is_fuse_root(&probe) {
             list_root(&probe)
         } else {
@@ -393,7 +339,7 @@ fn announce_when_live(
             path: mp.to_path_buf(),
             source,
         };
-        reporter.failed(Exit::of(&e), &e.to_string());
+        reporter.failed(&e);
         unmount_own(mine);
         return (Err(e), None);
     }
@@ -607,5 +553,10 @@ pub fn mount(args: &MountArgs) -> Result<(), MountError> {
     if p.settings.foreground {
         return run_daemon(p, &mut Reporter::none());
     }
-    fork::background(p, stderr_f, lock)
+    let watch = fork::Watch {
+        wait: p.settings.wait,
+        mountpoint: p.settings.mountpoint.clone(),
+        log: p.settings.log.file.as_ref().map(|l| l.path.clone()),
+    };
+    fork::background(|reporter| run_daemon(p, reporter), watch, stderr_f, lock)
 }

@@ -17,8 +17,11 @@
 //! Each one is logged by name. SIGKILL and SIGSTOP cannot be caught.
 
 use std::io;
-use std::os::fd::IntoRawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::OnceLock;
+
+use nix::sys::signal::{self as sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::unistd::{self, getpid};
 
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -86,56 +89,56 @@ const FAULTS: &[(libc::c_int, &str, &[u8])] = &[
 ];
 
 /// The write end of the pipe [`on_fault`] tells the runtime through about
-/// a fault signal another process sent; -1 before [`Signals::install`].
-static FAULT_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// a fault signal another process sent; unset before [`Signals::install`].
+/// It lives as long as the process: the handler may run at any time.
+static FAULT_PIPE: OnceLock<OwnedFd> = OnceLock::new();
 
-/// The fault signals' handler. Async-signal-safe only: atomics, getpid,
-/// write, sigaction, raise.
+/// The fault signals' handler. Async-signal-safe only: atomics (the
+/// `OnceLock` read), getpid, write, sigaction, raise.
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
     // si_pid is meaningful for si_code <= 0 (SI_USER, SI_QUEUE, SI_TKILL),
     // the only case it is read in.
-    let sent = unsafe { (*info).si_code <= 0 && (*info).si_pid() != libc::getpid() };
-    let pipe = FAULT_PIPE.load(Ordering::Relaxed);
-    if sent && pipe >= 0 {
-        let b = sig as u8;
-        // SAFETY: writing one byte from the stack to a descriptor this
-        // module owns; a full pipe drops the byte (one is already queued).
-        unsafe { libc::write(pipe, (&b as *const u8).cast(), 1) };
+    let sent = unsafe { (*info).si_code <= 0 && (*info).si_pid() != getpid().as_raw() };
+    if let (true, Some(pipe)) = (sent, FAULT_PIPE.get()) {
+        // A full pipe drops the byte: one is already queued.
+        let _ = unistd::write(pipe, &[sig as u8]);
         return;
     }
     let line = FAULTS
         .iter()
         .find(|f| f.0 == sig)
         .map_or(&b"vaultfs: fatal signal\n"[..], |f| f.2);
-    // SAFETY: write from a static buffer; then the default action is put
-    // back and the signal raised again, delivered when this handler returns
-    // (a fault re-run then also meets the default): the core dump happens
-    // as without a handler.
-    unsafe {
-        libc::write(2, line.as_ptr().cast(), line.len());
-        libc::signal(sig, libc::SIG_DFL);
-        libc::raise(sig);
-    }
+    let _ = unistd::write(io::stderr(), line);
+    let Ok(signal) = Signal::try_from(sig) else {
+        return;
+    };
+    // SAFETY: putting back the default action, which is not a handler. The
+    // signal raised next is delivered when this handler returns (a fault
+    // re-run then also meets the default): the core dump happens as without
+    // a handler.
+    let _ = unsafe { sigaction::signal(signal, SigHandler::SigDfl) };
+    let _ = sigaction::raise(signal);
 }
 
-/// Install [`on_fault`] for every fault signal, telling `pipe`.
-fn install_fault_handlers(pipe: libc::c_int) -> io::Result<()> {
-    FAULT_PIPE.store(pipe, Ordering::Relaxed);
+/// Install [`on_fault`] for every fault signal, telling `pipe` (when there
+/// is one) about those another process sent.
+fn install_fault_handlers(pipe: Option<OwnedFd>) -> io::Result<()> {
+    if let Some(pipe) = pipe {
+        let _ = FAULT_PIPE.set(pipe);
+    }
+    // On the alternate stack (a stack overflow is a SIGSEGV) when the
+    // thread has one.
+    let action = SigAction::new(
+        SigHandler::SigAction(on_fault),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for &(n, _, _) in FAULTS {
-        // SAFETY: a zeroed sigaction is valid; the handler is an
-        // SA_SIGINFO handler of the right type, on the alternate stack
-        // (a stack overflow is a SIGSEGV) when the thread has one.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_fault as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(n, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let signal = Signal::try_from(n).map_err(io::Error::from)?;
+        // SAFETY: `on_fault` is an SA_SIGINFO handler of the right type
+        // that makes only async-signal-safe calls.
+        unsafe { sigaction::sigaction(signal, &action) }.map_err(io::Error::from)?;
     }
     Ok(())
 }
@@ -228,9 +231,7 @@ impl Signals {
                 }
             }
         });
-        // The write end lives as long as the process: the handler may run
-        // at any time.
-        install_fault_handlers(write.into_raw_fd())?;
+        install_fault_handlers(Some(write.into()))?;
         Ok(Signals { rx, table })
     }
 
@@ -263,59 +264,57 @@ mod tests {
     /// its stderr on a pipe and core dumps off.
     #[test]
     fn a_real_fault_writes_one_line_then_dies_of_it() {
+        use nix::sys::resource::{setrlimit, Resource};
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use std::io::Read;
+
+        /// A real SIGSEGV without `unsafe`: a stack overflow, met on the
+        /// alternate stack.
+        fn overflow(depth: u64) -> u64 {
+            let frame = std::hint::black_box([depth as u8; 512]);
+            if std::hint::black_box(depth) == u64::MAX {
+                return 0;
+            }
+            overflow(depth + 1) + u64::from(frame[7])
+        }
         fn segv() {
-            // SAFETY: none: the point is the fault, in a forked child.
-            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+            std::hint::black_box(overflow(0));
         }
         fn abort() {
-            // SAFETY: ends the forked child.
-            unsafe { libc::abort() };
+            std::process::abort()
         }
         for (sig, name, crash) in [
-            (libc::SIGSEGV, "SIGSEGV", segv as fn()),
-            (libc::SIGABRT, "SIGABRT", abort),
+            (Signal::SIGSEGV, "SIGSEGV", segv as fn()),
+            (Signal::SIGABRT, "SIGABRT", abort),
         ] {
-            let mut fds = [0; 2];
-            // SAFETY: pipe, fork, and in the child only async-signal-safe
-            // calls before the fault; the parent reads and reaps it.
-            unsafe {
-                assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
-                let pid = libc::fork();
-                assert!(pid >= 0);
-                if pid == 0 {
-                    let none = libc::rlimit {
-                        rlim_cur: 0,
-                        rlim_max: 0,
-                    };
-                    libc::setrlimit(libc::RLIMIT_CORE, &none);
-                    libc::dup2(fds[1], 2);
-                    if install_fault_handlers(-1).is_err() {
-                        libc::_exit(3);
+            let (read, write) = unistd::pipe().unwrap();
+            // SAFETY: in the child only async-signal-safe calls before the
+            // fault, and it never returns; the parent reads and reaps it.
+            match unsafe { unistd::fork() }.unwrap() {
+                unistd::ForkResult::Child => {
+                    drop(read);
+                    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                    let _ = unistd::dup2_stderr(&write);
+                    if install_fault_handlers(None).is_ok() {
+                        crash();
                     }
-                    crash();
-                    libc::_exit(4);
+                    // Dies of SIGABRT: not the status asked for.
+                    std::process::abort();
                 }
-                libc::close(fds[1]);
-                let mut out = Vec::new();
-                let mut buf = [0u8; 256];
-                loop {
-                    let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
-                    if n <= 0 {
-                        break;
-                    }
-                    out.extend_from_slice(&buf[..n as usize]);
+                unistd::ForkResult::Parent { child } => {
+                    drop(write);
+                    let mut out = String::new();
+                    std::fs::File::from(read).read_to_string(&mut out).unwrap();
+                    let status = waitpid(child, None).unwrap();
+                    assert!(
+                        matches!(status, WaitStatus::Signaled(_, s, _) if s == sig),
+                        "{name}: {status:?}"
+                    );
+                    assert_eq!(
+                        out,
+                        format!("vaultfs: fatal signal {name} (a bug): dumping core\n")
+                    );
                 }
-                libc::close(fds[0]);
-                let mut status = 0;
-                assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-                assert!(
-                    libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == sig,
-                    "{name}: status {status:#x}"
-                );
-                assert_eq!(
-                    String::from_utf8_lossy(&out),
-                    format!("vaultfs: fatal signal {name} (a bug): dumping core\n")
-                );
             }
         }
     }

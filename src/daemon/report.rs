@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobMatcher};
 
-use super::{recalled, Record};
+use super::error::MountError;
+use crate::audit::{recalled, Record};
 use crate::cli::{self, AuditArgs};
 use crate::env::{self, Env};
 use crate::mountpoint::state_dir;
@@ -46,9 +47,8 @@ pub enum AuditError {
 }
 
 /// Bad flag values are usage errors (status 2), as for every command.
-impl From<AuditError> for crate::daemon::MountError {
+impl From<AuditError> for MountError {
     fn from(e: AuditError) -> Self {
-        use crate::daemon::MountError;
         match e {
             AuditError::Cli(e) => MountError::Cli(e),
             AuditError::Since(_) | AuditError::Glob { .. } => MountError::Usage(e.to_string()),
@@ -79,7 +79,7 @@ fn audit_error(path: &Path, source: io::Error) -> AuditError {
 }
 
 /// `vaultfs audit`.
-pub fn run(args: &AuditArgs) -> Result<(), AuditError> {
+pub fn audit(args: &AuditArgs) -> Result<(), AuditError> {
     let path = locate(args, &env::process)?;
     let filter = Filter::new(args, SystemTime::now())?;
     let mut out = Output {

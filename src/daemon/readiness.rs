@@ -3,26 +3,25 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::error::MountError;
 use crate::exit::Exit;
 
 const READY: &str = "READY";
 const ERROR: &str = "ERROR ";
 
-/// A pipe whose ends survive fork but not exec. (By hand: `std::io::pipe`
-/// needs Rust 1.87, newer than our rust-version.)
+/// A pipe whose ends survive fork but not exec. (`std::io::pipe` needs
+/// Rust 1.87, newer than our rust-version.)
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// The daemon's side: says once whether the mount came up.
@@ -49,9 +48,11 @@ impl Reporter {
         self.send(READY)
     }
 
-    /// The mount failed with `msg` (one line); the parent exits with `exit`.
-    pub fn failed(&mut self, exit: Exit, msg: &str) {
-        let _ = self.send(&format!("{ERROR}{} {}", exit.code(), one_line(msg)));
+    /// The mount failed with `e`, said on one line; the parent exits with
+    /// its status.
+    pub fn failed(&mut self, e: &MountError) {
+        let msg = one_line(&e.to_string());
+        let _ = self.send(&format!("{ERROR}{} {msg}", e.exit().code()));
     }
 
     fn send(&mut self, line: &str) -> io::Result<()> {
@@ -83,7 +84,6 @@ pub enum Outcome {
 /// The parent's side: wait up to `timeout` for the daemon's one line.
 pub fn wait(fd: OwnedFd, timeout: Duration) -> Outcome {
     let end = Instant::now() + timeout;
-    let raw = fd.as_raw_fd();
     let mut f = File::from(fd);
     let mut buf = Vec::new();
     loop {
@@ -91,22 +91,12 @@ pub fn wait(fd: OwnedFd, timeout: Duration) -> Outcome {
         if left.is_zero() {
             return Outcome::TimedOut;
         }
-        let mut pfd = libc::pollfd {
-            fd: raw,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-        if rc < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Outcome::Vanished;
-        }
-        if rc == 0 {
-            continue;
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let ms = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(f.as_fd(), PollFlags::POLLIN)], ms) {
+            Err(Errno::EINTR) | Ok(0) => continue,
+            Err(_) => return Outcome::Vanished,
+            Ok(_) => {}
         }
         let mut chunk = [0u8; 1024];
         match f.read(&mut chunk) {
@@ -172,10 +162,18 @@ mod tests {
         assert_eq!(wait(r, Duration::from_secs(5)), Outcome::Ready);
 
         let (r, w) = pipe().unwrap();
-        Reporter::pipe(w).failed(Exit::Token, "token rejected\nby Vault");
+        let e = MountError::NotReady {
+            path: "/m".into(),
+            source: io::Error::other("token rejected\nby Vault"),
+        };
+        Reporter::pipe(w).failed(&e);
         assert_eq!(
             wait(r, Duration::from_secs(5)),
-            Outcome::Failed(Exit::Token, "token rejected; by Vault".into())
+            Outcome::Failed(
+                Exit::Fuse,
+                "/m: the mount came up but its root cannot be listed: token rejected; by Vault"
+                    .into()
+            )
         );
 
         let (r, w) = pipe().unwrap();
