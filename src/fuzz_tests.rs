@@ -6,17 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::CachePolicy;
+use crate::error::VaultError;
+use crate::naming::{decode, encode, own_name, NAME_MAX, OWN_NAMES};
+use crate::secret::{Secret, SecretFile};
+use crate::store::memory::{MemoryStore, Op};
+use crate::store::KvVersion;
+use crate::tree::{is_path_segment, listing_children, Tree, ROOT_INO};
+use crate::vault::{parse_list, parse_read, request_url};
 use proptest::prelude::*;
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
-use vaultfs::cache::CachePolicy;
-use vaultfs::error::VaultError;
-use vaultfs::naming::{decode, encode, own_name, NAME_MAX, OWN_NAMES};
-use vaultfs::secret::{Secret, SecretFile};
-use vaultfs::store::memory::{MemoryStore, Op};
-use vaultfs::store::KvVersion;
-use vaultfs::tree::{is_path_segment, listing_children, Tree, ROOT_INO};
-use vaultfs::vault::{parse_list, parse_read, request_url};
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {

@@ -13,7 +13,7 @@ use crate::vault::{redact_userinfo, MaxRequests};
 
 mod settings;
 
-pub use settings::{AuditSettings, LogSettings, LogTarget, Settings};
+pub use settings::Settings;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::VaultError;
 use crate::secret::Secret;
 
-#[cfg(any(test, feature = "memory-store"))]
+#[cfg(test)]
 pub mod memory;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

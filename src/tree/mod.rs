@@ -38,7 +38,9 @@ mod test_tree;
 
 use answers::{until_of, Answers, DirAnswers, Known};
 use inodes::Inodes;
-pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+#[cfg(test)]
+pub use inodes::ROOT_INO;
+pub use inodes::{Entry, Held, Kind, Listing, Node, Version};
 use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
 

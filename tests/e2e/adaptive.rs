@@ -4,9 +4,7 @@
 //! requests the quota refuses must stay few: a refusal holds every request
 //! back instead of making room for the next refusal.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 const FOLDERS: usize = 2;

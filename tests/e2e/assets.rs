@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use clap::CommandFactory;
-use vaultfs::cli::Cli;
+use vaultfs::testing::cli::Cli;
 
 fn vaultfs(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_vaultfs"))
@@ -173,7 +173,7 @@ fn roff(s: &str) -> String {
 
 #[test]
 fn man_pages_and_help_document_environment_files_and_exit_statuses() {
-    use vaultfs::exit::Exit;
+    use vaultfs::testing::exit::Exit;
     let dir = tempfile::tempdir().unwrap();
     vaultfs(&["man", "--dir", dir.path().to_str().unwrap()]);
     let page = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
@@ -246,7 +246,7 @@ fn mount_helper_page_documents_every_mount_option() {
     let p = std::fs::read_to_string(dir.path().join("mount.fuse.vaultfs.8")).unwrap();
     assert!(p.contains(".TH mount.fuse.vaultfs 8"), "{p:.200}");
     let options = section(&p, "OPTIONS");
-    let all = vaultfs::mount_helper::options();
+    let all = vaultfs::testing::mount_helper::options();
     assert!(all.len() > 25, "{all:?}");
     for (o, takes_value) in all {
         let want = if takes_value {
@@ -256,7 +256,7 @@ fn mount_helper_page_documents_every_mount_option() {
         };
         assert!(options.contains(&want), "mount.fuse.vaultfs.8 lacks {o}");
     }
-    for g in vaultfs::mount_helper::IGNORED {
+    for g in vaultfs::testing::mount_helper::IGNORED {
         assert!(options.contains(&roff(g)), "mount.fuse.vaultfs.8 lacks {g}");
     }
 }

@@ -4,13 +4,11 @@
 //! value or token reaches the file, hostile names stay one JSON line, and an
 //! audit file that cannot be written never holds up a read.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "AUDITLEAK-TOKEN-2c9e41d7";
@@ -482,21 +480,4 @@ fn a_symlink_planted_later_is_neither_written_nor_read() {
         stderr(&o)
     );
     assert!(o.stdout.is_empty());
-}
-
-/// A bad --since, --secret or --exe is a usage error (status 2), one line.
-#[test]
-fn bad_filters_are_usage_errors() {
-    let t = tempfile::tempdir().unwrap();
-    let f = t.path().join("audit.jsonl");
-    std::fs::write(&f, "").unwrap();
-    for (flag, value, want) in [
-        ("--since", "bogus", "invalid --since"),
-        ("--secret", "[", "invalid --secret glob"),
-        ("--exe", "[", "invalid --exe glob"),
-    ] {
-        let mut c = Command::new(vaultfs_bin());
-        c.args(["audit", "--file"]).arg(&f).args([flag, value]);
-        assert_exit(&run(c, 20), vaultfs::exit::Exit::Usage, want);
-    }
 }

@@ -2,14 +2,12 @@
 //! server name, mTLS) and namespaces, against real OpenBao servers and real
 //! FUSE mounts.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// The plain-HTTP server, seeded once: a secret and two policies whose
@@ -200,32 +198,6 @@ fn tls_server_name_is_what_is_verified() {
     let err = mount_fails(cmd);
     assert!(err.contains("not valid for name"), "{err}");
     assert!(err.contains("--tls-server-name"), "{err}");
-}
-
-#[tokio::test]
-async fn http2_over_tls_and_http1_in_the_clear() {
-    use clap::Parser;
-    use vaultfs::auth::{TokenOrigin, TokenSource};
-    use vaultfs::cli::{Cli, Command as Sub};
-    use vaultfs::vault::VaultClient;
-
-    async fn version(b: &Bao) -> reqwest::Version {
-        let Sub::Mount(args) = Cli::parse_from(["vaultfs", "mount"]).command else {
-            unreachable!()
-        };
-        let ca = b.ca_file().map(|p| p.to_string_lossy().into_owned());
-        let env = |k: &str| match k {
-            "VAULT_ADDR" => Some(b.addr.clone()),
-            "VAULT_CACERT" => ca.clone(),
-            _ => None,
-        };
-        let cfg = args.client_config(&env).unwrap();
-        let token = TokenSource::fixed(TokenOrigin::Env("VAULT_TOKEN"), ROOT_TOKEN.into());
-        let c = VaultClient::new(cfg, Arc::new(token)).unwrap();
-        c.http_version().await.unwrap()
-    }
-    assert_eq!(version(tls()).await, reqwest::Version::HTTP_2);
-    assert_eq!(version(plain()).await, reqwest::Version::HTTP_11);
 }
 
 // ---- mutual TLS --------------------------------------------------------------

@@ -1,9 +1,7 @@
-//! vaultfs against a real three-node OpenBao HA cluster (`common::cluster`):
+//! vaultfs against a real three-node OpenBao HA cluster (`harness::cluster`):
 //! a standby, a step-down, the active node killed, a node restarted sealed,
 //! and a bounded soak with a failover. The windows measured are printed
 //! (`-- --nocapture`); docs/reliability.md quotes them.
-
-mod common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +9,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::cluster::*;
-use common::rotation::Rotation;
-use common::*;
+use crate::harness::cluster::*;
+use crate::harness::rotation::Rotation;
+use crate::harness::*;
 use serde_json::json;
 
 /// Cluster tests run one at a time: each starts three servers on a 2-core
@@ -719,25 +717,6 @@ fn soak_rotation_renewal_and_a_failover() {
     );
 }
 
-/// Several addresses: vaultfs takes one. A list (comma or space separated,
-/// as some tools accept) is refused with one line before anything is
-/// mounted; a cluster is reached through one name that a load balancer or
-/// DNS points at healthy nodes (docs/reliability.md, "HA clusters").
-#[test]
-fn several_addresses_are_refused_in_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    for list in [
-        "http://127.0.0.1:8200,http://127.0.0.1:8202",
-        "http://127.0.0.1:8200 http://127.0.0.1:8202",
-    ] {
-        let mut cmd = vaultfs_cmd_at(list, "unused");
-        cmd.arg("mount").arg("--foreground").arg(dir.path());
-        let o = run(cmd, 20);
-        assert_fails(&o, "invalid Vault address");
-        assert!(!is_mounted(dir.path()));
-    }
-}
-
 /// A failover during renewal, made deterministic with the loopback fake
 /// Vault of tests/common/hostile.rs: a standby that cannot forward
 /// `renew-self` to a new active node yet answers 307 (to the active node's address). vaultfs
@@ -745,7 +724,7 @@ fn several_addresses_are_refused_in_one_line() {
 /// stop renewing (the token would then expire).
 #[test]
 fn renewal_rides_out_a_standbys_307() {
-    use common::hostile::*;
+    use crate::harness::hostile::*;
     use std::sync::atomic::AtomicUsize;
     let renewals = Arc::new(AtomicUsize::new(0));
     let seen = renewals.clone();

@@ -3,16 +3,12 @@
 //! scripts/package builds (served over loopback HTTP), with a real mount as
 //! the result; its shellcheck and terraform checks.
 
-mod common;
-#[path = "common/package.rs"]
-mod package;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// The recommended policy from docs/coder.md: read + list on metadata.
@@ -509,6 +505,7 @@ fn a_token_that_never_becomes_valid_fails_within_the_wait() {
 
 /// A FUSE 2 image: `fusermount` but no `fusermount3`. As a normal user
 /// (root would mount directly), in a private mount namespace.
+#[cfg(feature = "root_tests")]
 #[test]
 fn works_with_fusermount_when_fusermount3_is_missing() {
     let b = bao();
@@ -788,6 +785,7 @@ fn the_registry_checks_pass() {
     );
 }
 
+#[cfg(feature = "root_tests")]
 /// The body of the `coder_script` in docs/coder.md's ordering snippet,
 /// rendered as terraform would: heredoc indentation stripped and the
 /// module's `wait_command` output in place.
@@ -823,6 +821,7 @@ fn docs_ordering_snippet(wait_command: &str) -> String {
 /// second finds the link first on PATH, same version, same settings); two
 /// at once both succeed with one mount; another start script running
 /// docs/coder.md's snippet before vaultfs is on PATH waits for the mount.
+#[cfg(feature = "root_tests")]
 #[test]
 fn agent_restarts_and_parallel_starts_keep_one_mount() {
     if !terraform_installed() {

@@ -3,12 +3,10 @@
 //! shows through the directory's mtime, and the kernel keeps it no longer
 //! than the answers it came from (docs/performance.md, "Directories").
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {

@@ -8,13 +8,11 @@
 //! shells and runtimes act on. The property test over generated secrets is
 //! tests/views_readers.rs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::readers::*;
-use common::*;
+use crate::harness::readers::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 /// Vault's value of each key as its key file shows it.

@@ -2,14 +2,12 @@
 //! test; odd data OpenBao stores and hostile answers it cannot give (from a
 //! loopback server); bad command lines; a leader election waited out.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::hostile::*;
-use common::*;
+use crate::harness::hostile::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(2);

@@ -3,14 +3,12 @@
 //! (mount(8) clears the environment). Needs root: it links vaultfs as
 //! /usr/sbin/mount.fuse.vaultfs for the test's duration.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 const HELPER: &str = "/usr/sbin/mount.fuse.vaultfs";
@@ -97,7 +95,8 @@ fn mount_type(mp: &Path) -> Option<(String, String, String)> {
     String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .find_map(|l| {
-            let e = vaultfs::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
+            let e =
+                vaultfs::testing::mountpoint::parse_mountinfo_line(l).filter(|e| e.target == mp)?;
             Some((e.fstype, e.source, l.rsplit(' ').next()?.to_string()))
         })
 }
@@ -107,7 +106,9 @@ fn per_mount_flags(mp: &Path) -> String {
     // Lossy: another mount's path need not be UTF-8; `mp` is.
     String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
-        .find(|l| vaultfs::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp))
+        .find(|l| {
+            vaultfs::testing::mountpoint::parse_mountinfo_line(l).is_some_and(|e| e.target == mp)
+        })
         .and_then(|l| l.split(' ').nth(5).map(String::from))
         .unwrap_or_else(|| panic!("{} not in mountinfo", mp.display()))
 }

@@ -3,12 +3,10 @@
 //! in; pid and log files do not follow planted symlinks; a normal user's
 //! `unmount` finds its non-dumpable daemon. Real OpenBao, real FUSE mounts.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {
@@ -120,6 +118,7 @@ fn stopped_daemon_does_not_hang_mount_or_unmount() {
 /// the kernel's `allow_other` and leave the rest to fuser, whose check skips
 /// reads and never sees lookups the kernel answers from its cache, so any
 /// user could read a secret the owner had read.
+#[cfg(feature = "root_tests")]
 #[test]
 fn allow_root_is_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -155,6 +154,7 @@ fn allow_root_is_refused() {
     assert!(!is_mounted(&mp));
 }
 
+#[cfg(feature = "root_tests")]
 /// Run `body` (bash) as [`run_as_nobody`] does, with /etc/fuse.conf saying
 /// `user_allow_other` and `as_other CMD` running CMD as uid 65533.
 fn as_normal_user(body: &str) -> (bool, String) {
@@ -174,6 +174,7 @@ as_other() {{ setpriv --reuid=65533 --regid=65533 --clear-groups -- "$@"; }}
 /// `--allow-other` with the default owner-only modes. The kernel checks the
 /// modes on every access, cached or not: root passes (its capabilities),
 /// another user does not, even right after the owner read the file.
+#[cfg(feature = "root_tests")]
 #[test]
 fn allow_other_with_owner_modes_lets_root_in_and_no_one_else() {
     let (ok, out) = as_normal_user(
@@ -299,6 +300,7 @@ fn pid_and_log_files_do_not_follow_planted_symlinks() {
 /// daemon. Through fusermount3 as a normal user: a second `mount` names the
 /// pid, `unmount` returns once the daemon is gone, and a stopped daemon's
 /// `unmount` is bounded and names it.
+#[cfg(feature = "root_tests")]
 #[test]
 fn normal_user_unmount_finds_its_daemon() {
     let (ok, out) = as_normal_user(

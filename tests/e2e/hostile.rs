@@ -3,14 +3,12 @@
 //! be sent. Real OpenBao where it can produce the case, a loopback server
 //! where it cannot.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::hostile::*;
-use common::*;
+use crate::harness::hostile::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// Every percent-encoded form a file name could take of `.`, `..`, `/`,

@@ -2,12 +2,10 @@
 //! and the renewal task: the real binary against the loopback server of
 //! tests/common/hostile.rs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::hostile::*;
-use common::*;
+use crate::harness::hostile::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn lookups(server: &Server) -> usize {

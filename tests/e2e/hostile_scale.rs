@@ -2,14 +2,12 @@
 //! its documented budgets and a directory lists in time linear in its size
 //! (docs/reliability.md, "Resource bounds"): real mounts of a loopback server.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::hostile::*;
-use common::*;
+use crate::harness::hostile::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// (VmRSS, VmHWM) of a process, in KiB.

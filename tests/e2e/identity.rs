@@ -5,14 +5,13 @@
 //! old path. As root (umount2) and as a normal user (fusermount3), against
 //! a real OpenBao and real mounts.
 
-mod common;
-
 use std::path::Path;
+#[cfg(feature = "root_tests")]
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {
@@ -24,6 +23,7 @@ fn bao() -> &'static Bao {
     b
 }
 
+#[cfg(feature = "root_tests")]
 /// Another filesystem, with the user's files, at `at`.
 fn mount_tmpfs(at: &Path) {
     let st = Command::new("mount")
@@ -80,6 +80,7 @@ fn a_lazily_detached_daemon_leaves_the_next_mount_alone() {
 /// The rename repro, as root: mount at dp/mnt, `mv dp dp3`, a tmpfs at a
 /// new dp/mnt, SIGTERM. The tmpfs (and its file) stays; the vaultfs mount
 /// is unmounted where it went, dp3/mnt.
+#[cfg(feature = "root_tests")]
 #[test]
 fn sigterm_after_a_rename_unmounts_ours_where_it_went_and_nothing_else() {
     let h = Home::new();
@@ -122,6 +123,7 @@ fn sigterm_after_a_rename_unmounts_ours_where_it_went_and_nothing_else() {
 
 /// Both repros as a normal user through fusermount3, with the issue's
 /// commands.
+#[cfg(feature = "root_tests")]
 #[test]
 fn normal_user_busy_remount_and_rename() {
     let o = run_as_nobody(
@@ -173,6 +175,7 @@ echo done
 /// A mount point elsewhere whose name is not UTF-8 (mountinfo shows such
 /// bytes raw) must not hide ours from the mount table: the mount is found,
 /// `status` sees it, SIGTERM unmounts it.
+#[cfg(feature = "root_tests")]
 #[test]
 fn a_mount_point_named_in_non_utf8_elsewhere_hides_nothing() {
     use std::os::unix::ffi::OsStrExt;

@@ -1,9 +1,7 @@
 //! KV v2 history on a real OpenBao and a real mount: `.versions/<n>/` and
 //! `.metadata.json` (docs/semantics.md, "History").
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{json, Value};
 
 fn seed(b: &Bao, path: &str) {

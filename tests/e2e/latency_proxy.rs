@@ -4,8 +4,8 @@
 //! a trivial loopback server, never vaultfs.
 
 #[allow(dead_code)]
-#[path = "../examples/latency_proxy.rs"]
-mod latency_proxy;
+#[path = "../../examples/latency_proxy.rs"]
+mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use latency_proxy::{Config, Proxy, Stats};
+use proxy::{Config, Proxy, Stats};
 
 /// A loopback server answering each HTTP request head at once (`http`),
 /// or echoing every byte back as it comes.

@@ -3,17 +3,15 @@
 //! `vaultfs unmount` and `status`, systemd notify, a normal user's mount
 //! through fusermount3, and the bounded log file.
 
-mod common;
-
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
-use vaultfs::exit::Exit;
+use vaultfs::testing::exit::Exit;
 
 fn bao() -> &'static Bao {
     static SEEDED: OnceLock<()> = OnceLock::new();
@@ -57,6 +55,7 @@ fn background_mount_is_ready_on_return_and_unmounts() {
     assert_fails(&o, "nothing is mounted at");
 }
 
+#[cfg(feature = "root_tests")]
 #[test]
 fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
     let h = Home::new();
@@ -144,6 +143,7 @@ fn failures_exit_nonzero_with_one_line_and_mount_nothing() {
 /// The statuses the other failures map to (docs/lifecycle.md, "Exit
 /// status"): a bad command line or setting, and a host without FUSE (here a
 /// mount namespace whose /dev/fuse is /dev/null).
+#[cfg(feature = "root_tests")]
 #[test]
 fn usage_and_fuse_failures_have_their_own_exit_status() {
     let h = Home::new();
@@ -186,7 +186,7 @@ fn usage_and_fuse_failures_have_their_own_exit_status() {
 /// mount table: the status says which (Vault not usable, or the token).
 #[test]
 fn a_hostile_server_gets_the_status_of_what_it_answered() {
-    use common::hostile::{self, Server};
+    use crate::harness::hostile::{self, Server};
     let h = Home::new();
     let mp = h.path().join("mnt");
     let m = mp.to_str().unwrap();
@@ -417,6 +417,7 @@ fn systemd_notify_ready_when_live() {
 /// allow_other), reads its secrets, and unmounts. This machine's /dev/fuse is
 /// root-only, so the test runs in a private mount namespace where a 0666
 /// node for the same device is bound over /dev/fuse, as on usual hosts.
+#[cfg(feature = "root_tests")]
 #[test]
 fn normal_user_mounts_through_fusermount3() {
     let script = r#"

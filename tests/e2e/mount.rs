@@ -1,14 +1,12 @@
 //! The tree, names, values and views, modes, errnos and permissions, against
 //! a real OpenBao and a real FUSE mount.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// Seed the shared server once per test binary.

@@ -3,13 +3,10 @@
 //! that verifies, and a binary that runs on Ubuntu 20.04 (static, or glibc
 //! 2.31 at most).
 
-#[path = "common/package.rs"]
-mod package;
-
 use std::path::Path;
 use std::process::Command;
 
-use package::package;
+use crate::harness::package::package;
 
 /// The newest glibc the release binaries may need: Ubuntu 20.04's.
 const GLIBC_FLOOR: (u32, u32) = (2, 31);

@@ -2,13 +2,11 @@
 //! counted on the server's side with a file audit device on a private
 //! OpenBao dev server.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 /// A private dev server whose requests are logged to an audit file.

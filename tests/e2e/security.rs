@@ -1,12 +1,12 @@
 //! Secrets stay secret: logs at trace level hold no token and no value;
 //! other users cannot read the mount; memory is locked.
 
-mod common;
-
+#[cfg(feature = "root_tests")]
 use std::path::Path;
+#[cfg(feature = "root_tests")]
 use std::process::Command;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 const TOKEN: &str = "LEAKCHECK-TOKEN-7f3a9c1e";
@@ -29,9 +29,9 @@ fn trace_log_holds_no_token_and_no_value() {
     );
     b.put("secret", "leak/gone", json!({"v": VALUES[3]}));
     b.cli(&["kv", "delete", "-mount=secret", "leak/gone"]);
-    // Mount's RUST_LOG comes from VAULTFS_TEST_LOG.
-    std::env::set_var("VAULTFS_TEST_LOG", "trace");
-    let m = Mount::with(b, MountOpts::new(TOKEN).arg("--ttl").arg("1s"));
+    // This mount's own RUST_LOG (the environment is the whole test run's).
+    let o = MountOpts::new(TOKEN).arg("--ttl").arg("1s");
+    let m = Mount::with(b, o.env("RUST_LOG", "trace"));
 
     assert_eq!(read(m.p("secret/leak/a/password")), VALUES[0]);
     assert!(read(m.p("secret/leak/b/nested")).contains(VALUES[1]));
@@ -106,6 +106,7 @@ fn json_log_is_json_lines_without_token_or_value() {
     assert!(!log.contains("JSONLEAK-VALUE"), "a value in the JSON log");
 }
 
+#[cfg(feature = "root_tests")]
 #[test]
 fn other_users_cannot_read_the_mount() {
     let b = Bao::shared();
@@ -263,6 +264,7 @@ fn status_escapes_mount_paths_as_the_mount_table() {
 /// with userinfo goes) or its memory: the daemon is not dumpable, so
 /// /proc/PID/{environ,mem} belong to root. Its command line, which every
 /// user reads, holds no password. As a normal user through fusermount3.
+#[cfg(feature = "root_tests")]
 #[test]
 fn the_daemons_environment_and_memory_are_closed_to_its_own_user() {
     let b = Bao::shared();
@@ -302,11 +304,12 @@ echo done
 /// user mounted, say) hides no vaultfs mount: `status` lists the live mount,
 /// a second `mount` at it is refused, `unmount` unmounts. A vaultfs mount
 /// point that is itself not UTF-8 works the same, shown escaped.
+#[cfg(feature = "root_tests")]
 #[test]
 fn a_mount_path_that_is_not_utf8_hides_no_mount() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
-    use vaultfs::mountpoint::Shown;
+    use vaultfs::testing::mountpoint::Shown;
     let b = Bao::shared();
     b.put("secret", "odd/s", json!({"k": "odd-value"}));
     let h = Home::new();

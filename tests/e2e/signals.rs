@@ -4,12 +4,10 @@
 //! included, and reopens the log; the others either stop it cleanly, as
 //! SIGTERM does, or are ignored, each with a log line.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {
@@ -191,26 +189,6 @@ fn sighup_reopens_the_log_file() {
     assert_ok(
         &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", mps]), 20),
         "unmount",
-    );
-}
-
-/// `vaultfs mount --help` and its man page say what the signals do.
-#[test]
-fn help_and_man_page_name_the_signals() {
-    let mut c = std::process::Command::new(vaultfs_bin());
-    c.args(["mount", "--help"]);
-    let help = run(c, 20);
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    assert!(help.contains("SIGHUP drops every cached answer"), "{help}");
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = std::process::Command::new(vaultfs_bin());
-    c.args(["man", "--dir"]).arg(dir.path());
-    let o = run(c, 20);
-    assert_ok(&o, "vaultfs man --dir");
-    let page = read(dir.path().join("vaultfs-mount.1"));
-    assert!(
-        page.contains("SIGHUP") && page.contains("reopens the log file"),
-        "{page}"
     );
 }
 

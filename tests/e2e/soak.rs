@@ -2,13 +2,11 @@
 //! writer keeps rotating them in OpenBao and the TTL is short: no errors, and
 //! every read is one whole value that was really written.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::rotation::Rotation;
-use common::*;
+use crate::harness::rotation::Rotation;
+use crate::harness::*;
 use serde_json::json;
 
 const SECRETS: usize = 300;

@@ -5,13 +5,11 @@
 //! token that expires, unknown names are EACCES, never directories, and a
 //! new token in the file works at once.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {
@@ -318,7 +316,7 @@ fn a_token_file_on_a_hung_filesystem_is_refused_at_mount_within_wait() {
     assert!(took < Duration::from_secs(4), "took {took:?}");
     assert_exit(
         &o,
-        vaultfs::exit::Exit::Token,
+        vaultfs::testing::exit::Exit::Token,
         "could not be read within 2s",
     );
     assert!(!is_mounted(&mp));

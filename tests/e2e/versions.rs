@@ -2,13 +2,11 @@
 //! the kernel's page cache across opens, a changed value is a new inode, and
 //! a handle held across a rotation keeps the version it opened.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn bao() -> &'static Bao {

@@ -15,18 +15,16 @@
 //! case costs one process per reader. Failing cases are shrunk and kept in
 //! proptest-regressions/views_readers.txt.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::readers::*;
+use crate::harness::readers::*;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use serde_json::{json, Map, Value};
-use vaultfs::secret::{Secret, SecretFile};
-use vaultfs::views::{is_dangerous, is_variable_name};
+use vaultfs::testing::secret::{Secret, SecretFile};
+use vaultfs::testing::views::{is_dangerous, is_variable_name};
 
 /// Pieces strings are made of.
 const PIECES: &[&str] = &[

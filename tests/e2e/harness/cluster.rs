@@ -40,7 +40,7 @@ pub struct Cluster {
     pub nodes: Mutex<Vec<Node>>,
     pub root_token: String,
     pub unseal_key: String,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 /// What `sys/health` says of a node.
@@ -125,7 +125,7 @@ impl Cluster {
             nodes: Mutex::new(nodes),
             root_token: String::new(),
             unseal_key: String::new(),
-            dir,
+            _dir: dir,
         };
         for i in 0..n {
             c.spawn(i);

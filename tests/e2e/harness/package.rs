@@ -1,6 +1,5 @@
 //! The release archive that `scripts/package` builds for this machine,
-//! built once per test binary (tests/package.rs, tests/coder.rs).
-#![allow(dead_code)]
+//! built once per test run (the package and coder modules).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +12,6 @@ pub struct Package {
     /// `vaultfs-<version>-<target>`, the archive's top directory.
     pub name: String,
     pub version: String,
-    pub target: String,
 }
 
 /// `$VAULTFS_PACKAGE_TARGET`, else what scripts/package builds by default.
@@ -70,7 +68,6 @@ pub fn package() -> &'static Package {
             archive,
             name,
             version,
-            target,
         }
     })
 }
