@@ -4,7 +4,7 @@
 //! below (`--help` lists the environment and exit statuses; the man pages
 //! give them their own sections). `vaultfs completions SHELL`, `vaultfs man
 //! [--dir DIR]`; scripts/package puts both in the release archive, and
-//! tests/assets.rs checks they name every flag, every environment variable
+//! tests/e2e/assets.rs checks they name every flag, every environment variable
 //! the code reads and every exit status.
 
 use std::io::{self, Write};

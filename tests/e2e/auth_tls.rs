@@ -53,20 +53,18 @@ fn mount_fails(mut cmd: Command) -> String {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err).unwrap());
     let mut child = spawn_kept(cmd);
-    let end = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if is_mounted(dir.path()) || Instant::now() > end {
-            let _ = child.kill();
-            let _ = Command::new("fusermount3")
-                .arg("-uz")
-                .arg(dir.path())
-                .status();
-            panic!("vaultfs mounted (or hung) where it had to fail");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let mut exited = None;
+    poll(Duration::from_secs(20), || {
+        exited = child.try_wait().unwrap();
+        exited.is_some() || is_mounted(dir.path())
+    });
+    let Some(status) = exited else {
+        let _ = child.kill();
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(dir.path())
+            .status();
+        panic!("vaultfs mounted (or hung) where it had to fail");
     };
     let text = std::fs::read_to_string(&err).unwrap();
     // Beside the temporary directory, so not removed with it.
@@ -96,15 +94,11 @@ fn log_of(m: &Mount) -> String {
 }
 
 fn wait_for_log(m: &Mount, what: &str, timeout: Duration) {
-    let end = Instant::now() + timeout;
-    while !log_of(m).contains(what) {
-        assert!(
-            Instant::now() < end,
-            "no {what:?} in the log within {timeout:?}:\n{}",
-            log_of(m)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        poll(timeout, || log_of(m).contains(what)),
+        "no {what:?} in the log within {timeout:?}:\n{}",
+        log_of(m)
+    );
 }
 
 // ---- TLS -------------------------------------------------------------------

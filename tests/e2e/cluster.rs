@@ -718,7 +718,7 @@ fn soak_rotation_renewal_and_a_failover() {
 }
 
 /// A failover during renewal, made deterministic with the loopback fake
-/// Vault of tests/common/hostile.rs: a standby that cannot forward
+/// Vault of tests/e2e/harness/hostile.rs: a standby that cannot forward
 /// `renew-self` to a new active node yet answers 307 (to the active node's address). vaultfs
 /// follows no redirect; it must retry, not take the 307 for a refusal and
 /// stop renewing (the token would then expire).
@@ -743,10 +743,9 @@ fn renewal_rides_out_a_standbys_307() {
         _ => basics(r),
     });
     let m = server.mount(&[]);
-    let end = Instant::now() + Duration::from_secs(20);
-    while !m.log_text().contains("token renewed") && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll(Duration::from_secs(20), || {
+        m.log_text().contains("token renewed")
+    });
     let log = m.log_text();
     assert!(
         log.contains("token renewed"),

@@ -3,9 +3,10 @@
 //! scripts/package builds (served over loopback HTTP), with a real mount as
 //! the result; its shellcheck and terraform checks.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -100,15 +101,56 @@ fn wait_for_mount(h: &Home, secs: u32) -> Command {
     c
 }
 
+/// A `run.sh start` running, its output collected as it comes (through
+/// pipes, as a Coder agent reads it).
+struct Started {
+    child: std::process::Child,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+/// What a pipe has delivered so far, and whether it is closed.
+type Collected = (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>);
+
+fn collect(mut pipe: impl Read + Send + 'static) -> Collected {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let into = got.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut buf) {
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (got, reader)
+}
+
+impl Started {
+    /// Until its output so far says `what`.
+    fn wait_for_output(&self, what: &str) {
+        wait_until(
+            &format!("run.sh to say {what:?}"),
+            Duration::from_secs(20),
+            || String::from_utf8_lossy(&self.stdout.0.lock().unwrap()).contains(what),
+        );
+    }
+}
+
 /// `run.sh start` that waits up to 30 s for a token Vault accepts.
-fn start_waiting_for_a_token(h: &Home) -> std::process::Child {
+fn start_waiting_for_a_token(h: &Home) -> Started {
     let mut c = script(h, "start");
     c.env("VAULTFS_BIN", vaultfs_bin())
         .env("VAULTFS_TOKEN_WAIT", "30")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    spawn_kept(c)
+    let mut child = spawn_kept(c);
+    let stdout = collect(child.stdout.take().unwrap());
+    let stderr = collect(child.stderr.take().unwrap());
+    Started {
+        child,
+        stdout,
+        stderr,
+    }
 }
 
 /// What `vault login` does: a new `~/.vault-token`, written whole.
@@ -118,10 +160,27 @@ fn login(h: &Home, token: &str) {
     std::fs::rename(&tmp, h.path().join(".vault-token")).unwrap();
 }
 
-/// The output of a `run.sh` that must end within 40 s.
-fn finish(child: std::process::Child) -> std::process::Output {
+/// The output of a `run.sh` that must end, its pipes closed, within 40 s.
+fn finish(s: Started) -> std::process::Output {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    std::thread::spawn(move || {
+        let Started {
+            mut child,
+            stdout,
+            stderr,
+        } = s;
+        let status = child.wait().unwrap();
+        let all = |(got, reader): Collected| {
+            reader.join().unwrap();
+            std::mem::take(&mut *got.lock().unwrap())
+        };
+        let (stdout, stderr) = (all(stdout), all(stderr));
+        tx.send(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
+    });
     rx.recv_timeout(Duration::from_secs(40))
         .expect("run.sh did not finish (a daemon holding its output?)")
 }
@@ -134,8 +193,8 @@ fn waits_for_a_token_file_written_after_it_starts() {
     let child = start_waiting_for_a_token(&h);
     // Another script waiting for the mount with vaultfs status.
     let waiter = spawn_kept(wait_for_mount(&h, 40));
-    // Like `vault login` in a parallel start script, a little later.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Like `vault login` in a parallel start script, once it waits.
+    child.wait_for_output("waiting up to 30s");
     login(&h, &token);
     let o = finish(child);
     let out = String::from_utf8_lossy(&o.stdout);
@@ -460,7 +519,7 @@ fn a_stale_token_is_replaced_during_the_wait_and_mounted() {
     let h = Home::new();
     std::fs::write(h.path().join(".vault-token"), stale).unwrap();
     let child = start_waiting_for_a_token(&h);
-    std::thread::sleep(Duration::from_millis(2500));
+    child.wait_for_output("was rejected by Vault");
     login(&h, &token);
     let o = finish(child);
     let out = String::from_utf8_lossy(&o.stdout);

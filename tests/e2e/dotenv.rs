@@ -6,7 +6,7 @@
 //! be set or run. Then the attacks of a secret's writer: a left-out key
 //! that ends the report line for Node, a key named `.env`, and names that
 //! shells and runtimes act on. The property test over generated secrets is
-//! tests/views_readers.rs.
+//! tests/e2e/views_readers.rs.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -17,7 +17,7 @@ fn require_root() {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         panic!(
-            "tests/fstab.rs must run as root: it mounts through mount(8) and links vaultfs as \
+            "tests/e2e/fstab.rs must run as root: it mounts through mount(8) and links vaultfs as \
              {HELPER} for its duration (CI runs as root; run `sudo -E cargo test --test fstab`)"
         );
     }

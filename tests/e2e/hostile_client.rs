@@ -1,6 +1,6 @@
 //! What a hostile Vault (or a hostile VAULT_ADDR) can do to the HTTP client
 //! and the renewal task: the real binary against the loopback server of
-//! tests/common/hostile.rs.
+//! tests/e2e/harness/hostile.rs.
 
 use std::time::Duration;
 
@@ -32,8 +32,8 @@ fn huge_token_ttl_keeps_renewal_alive() {
     wait_until("the mount's lookup", Duration::from_secs(10), || {
         lookups(&server) >= 1
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let before = lookups(&server);
+    // Any lookup of the renewal task's start has landed.
+    let before = settled(|| lookups(&server));
     std::fs::write(&token, "hostile-token-2").unwrap();
     // Nothing else touches Vault: only a live renewal task (which looks at
     // the token file every 5 s) looks the new token up.

@@ -4,7 +4,8 @@
 //! included, and reopens the log; the others either stop it cleanly, as
 //! SIGTERM does, or are ignored, each with a log line.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -199,10 +200,13 @@ fn signals_during_start_up() {
     // A "Vault" that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", silent.local_addr().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
     let held = std::thread::spawn(move || {
         let mut kept = Vec::new();
         for c in silent.incoming().take(8) {
             kept.push(c);
+            counted.fetch_add(1, Ordering::SeqCst);
         }
     });
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +220,12 @@ fn signals_during_start_up() {
         .stderr(std::fs::File::create(&log).unwrap());
     let mut child = spawn_kept(cmd);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    std::thread::sleep(Duration::from_millis(500));
+    // Its first request to Vault comes after its signal handlers are in.
+    wait_until(
+        "the daemon's first request",
+        Duration::from_secs(10),
+        || asked.load(Ordering::SeqCst) > 0,
+    );
     kill(child.id(), libc::SIGHUP);
     wait_until("the SIGHUP line", Duration::from_secs(5), || {
         text().contains("SIGHUP")

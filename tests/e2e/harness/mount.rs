@@ -11,11 +11,11 @@ use std::sync::mpsc;
 #[cfg(feature = "fuse_tests")]
 use std::time::{Duration, Instant};
 
-#[cfg(feature = "fuse_tests")]
-use super::spawn_kept;
 use super::vaultfs_bin;
 #[cfg(feature = "fuse_tests")]
 use super::Bao;
+#[cfg(feature = "fuse_tests")]
+use super::{poll, spawn_kept};
 
 /// Every entry of /proc/self/mountinfo, read with the crate's parser.
 pub fn mounts() -> Vec<vaultfs::testing::mountpoint::MountEntry> {
@@ -145,21 +145,20 @@ impl Mount {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = spawn_kept(cmd);
-        let end = Instant::now() + wait;
-        while !is_mounted(dir.path()) {
+        let up = poll(wait, || {
             if let Ok(Some(st)) = child.try_wait() {
                 panic!(
                     "vaultfs exited with {st}: {}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(
-                Instant::now() < end,
-                "mount did not come up: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            is_mounted(dir.path())
+        });
+        assert!(
+            up,
+            "mount did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         Mount {
             dir,
             child: Some(child),

@@ -68,16 +68,30 @@ pub fn spawn_kept(mut cmd: Command) -> Child {
     rx.recv().unwrap().expect("spawn")
 }
 
+/// Whether `f` came to hold within `timeout`, asked every 50 ms. Every
+/// wait for something running in the background (a daemon, a mount, a
+/// renewal, a log line) goes through here, never through a fixed sleep.
 #[cfg(feature = "fuse_tests")]
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
-    while Instant::now() < end {
+    loop {
         if f() {
-            return;
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// [`poll`], failing the test when `f` did not come to hold.
+#[cfg(feature = "fuse_tests")]
+pub fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        poll(timeout, f),
+        "timed out after {timeout:?} waiting for {what}"
+    );
 }
 
 #[cfg(feature = "fuse_tests")]
