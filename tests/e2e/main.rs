@@ -19,60 +19,28 @@
 
 mod harness;
 
-#[cfg(feature = "fuse_tests")]
-mod adaptive;
+/// Declares the modules that need what `$cfg` turns on.
+macro_rules! modules {
+    (#[$cfg:meta] $($module:ident),+ $(,)?) => {
+        $(#[$cfg] mod $module;)+
+    };
+}
+
+// The binary alone.
 mod assets;
-#[cfg(feature = "fuse_tests")]
-mod audit;
-#[cfg(feature = "fuse_tests")]
-mod auth_tls;
-#[cfg(feature = "bao_tests")]
-mod client;
-#[cfg(feature = "fuse_tests")]
-mod cluster;
-#[cfg(all(feature = "fuse_tests", feature = "tool_tests"))]
-mod coder;
 mod command_line;
-#[cfg(feature = "fuse_tests")]
-mod dirs;
-#[cfg(all(feature = "fuse_tests", feature = "tool_tests"))]
-mod dotenv;
-#[cfg(feature = "fuse_tests")]
-mod faults;
-#[cfg(feature = "root_tests")]
-mod fstab;
-#[cfg(feature = "fuse_tests")]
-mod host;
-#[cfg(feature = "fuse_tests")]
-mod hostile;
-#[cfg(feature = "fuse_tests")]
-mod hostile_client;
-#[cfg(feature = "fuse_tests")]
-mod hostile_scale;
-#[cfg(feature = "fuse_tests")]
-mod identity;
-#[cfg(feature = "fuse_tests")]
-mod kv_history;
 mod latency_proxy;
-#[cfg(feature = "fuse_tests")]
-mod lifecycle;
-#[cfg(feature = "fuse_tests")]
-mod messages;
-#[cfg(feature = "fuse_tests")]
-mod mount;
-#[cfg(feature = "tool_tests")]
-mod package;
-#[cfg(feature = "fuse_tests")]
-mod perf_semantics;
-#[cfg(feature = "fuse_tests")]
-mod security;
-#[cfg(feature = "fuse_tests")]
-mod signals;
-#[cfg(feature = "fuse_tests")]
-mod soak;
-#[cfg(feature = "fuse_tests")]
-mod token_file;
-#[cfg(feature = "fuse_tests")]
-mod versions;
-#[cfg(feature = "tool_tests")]
-mod views_readers;
+
+modules! { #[cfg(feature = "bao_tests")] client }
+
+modules! { #[cfg(feature = "fuse_tests")]
+    adaptive, audit, auth_tls, cluster, dirs, faults, host, hostile, hostile_client,
+    hostile_scale, identity, kv_history, lifecycle, messages, mount, perf_semantics,
+    security, signals, soak, token_file, versions,
+}
+
+modules! { #[cfg(feature = "tool_tests")] package, views_readers }
+
+modules! { #[cfg(all(feature = "fuse_tests", feature = "tool_tests"))] coder, dotenv }
+
+modules! { #[cfg(feature = "root_tests")] fstab }
