@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{bao_bin, free_port, http, init_and_unseal, spawn_kept, wait_until, Mount};
+use super::{bao_bin, free_port, http, init_and_unseal, poll, spawn_kept, wait_until, Mount};
 
 /// One `bao server` of the cluster.
 pub struct Node {
@@ -312,9 +312,8 @@ impl Cluster {
     /// active, retrying (for up to 60 s) through an election.
     pub fn put(&self, path: &str, data: Value) {
         let body = json!({ "data": data });
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(a) = self.active() {
+        let written = poll(Duration::from_secs(60), || {
+            self.active().is_some_and(|a| {
                 let r = http(
                     &self.addr(a),
                     "POST",
@@ -322,13 +321,10 @@ impl Cluster {
                     &self.root_token,
                     Some(&body),
                 );
-                if let Some((200 | 204, _)) = r {
-                    return;
-                }
-            }
-            assert!(Instant::now() < end, "could not write secret/{path}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                matches!(r, Some((200 | 204, _)))
+            })
+        });
+        assert!(written, "could not write secret/{path}");
     }
 
     /// Wait until every node that answers as active or standby serves
@@ -374,19 +370,18 @@ impl Cluster {
     }
 
     fn wait_listening(&self, i: usize) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while http(&self.addr(i), "GET", "sys/health", "", None).is_none() {
+        let up = poll(Duration::from_secs(30), || {
+            if http(&self.addr(i), "GET", "sys/health", "", None).is_some() {
+                return true;
+            }
             let exited = self.nodes.lock().unwrap()[i]
                 .child
                 .as_mut()
                 .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            assert!(
-                !exited && Instant::now() < end,
-                "node {i} did not come up: {}",
-                self.node_log(i)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            assert!(!exited, "node {i} exited: {}", self.node_log(i));
+            false
+        });
+        assert!(up, "node {i} did not come up: {}", self.node_log(i));
     }
 
     /// A token with `ttl` (renewable, no max beyond the mount's), root policy.

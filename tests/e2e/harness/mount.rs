@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 #[cfg(feature = "fuse_tests")]
 use std::sync::mpsc;
 #[cfg(feature = "fuse_tests")]
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::vaultfs_bin;
 #[cfg(feature = "fuse_tests")]
@@ -212,13 +212,9 @@ impl Drop for Mount {
             unsafe {
                 libc::kill(c.id() as i32, libc::SIGTERM);
             }
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            poll(Duration::from_secs(5), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 #[cfg(feature = "bao_tests")]
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Duration;
-#[cfg(feature = "fuse_tests")]
+#[cfg(feature = "bao_tests")]
 use std::time::Instant;
 
 #[cfg(feature = "root_tests")]
@@ -71,7 +71,7 @@ pub fn spawn_kept(mut cmd: Command) -> Child {
 /// Whether `f` came to hold within `timeout`, asked every 50 ms. Every
 /// wait for something running in the background (a daemon, a mount, a
 /// renewal, a log line) goes through here, never through a fixed sleep.
-#[cfg(feature = "fuse_tests")]
+#[cfg(feature = "bao_tests")]
 pub fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
     loop {

@@ -8,11 +8,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[cfg(feature = "fuse_tests")]
 use super::stderr;
-use super::{alive, free_port, spawn_kept};
+use super::{alive, free_port, poll, spawn_kept};
 
 pub const ROOT_TOKEN: &str = "vaultfs-test-root";
 
@@ -157,27 +157,24 @@ impl Bao {
             tls_dir,
             log,
         };
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
+        let mut exited = None;
+        let up = poll(Duration::from_secs(30), || {
             if bao.try_cli(&["status"]).is_some_and(|o| o.status.success()) {
-                return Some(bao);
+                return true;
             }
-            let log = || std::fs::read_to_string(&bao.log).unwrap_or_default();
-            let exited = bao.child.lock().unwrap().try_wait().ok().flatten();
-            if let Some(st) = exited {
-                eprintln!(
-                    "OpenBao dev server exited ({st}), starting another: {}",
-                    log()
-                );
-                return None;
-            }
-            assert!(
-                Instant::now() < end,
-                "OpenBao dev server not up within 30 s: {}",
+            exited = bao.child.lock().unwrap().try_wait().ok().flatten();
+            exited.is_some()
+        });
+        let log = || std::fs::read_to_string(&bao.log).unwrap_or_default();
+        if let Some(st) = exited {
+            eprintln!(
+                "OpenBao dev server exited ({st}), starting another: {}",
                 log()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            return None;
         }
+        assert!(up, "OpenBao dev server not up within 30 s: {}", log());
+        Some(bao)
     }
 
     pub fn ca_file(&self) -> Option<PathBuf> {
