@@ -4,7 +4,7 @@
 //! with the exit statuses), the files and examples from the tables below;
 //! the man pages give each its own section. `vaultfs completions SHELL`, `vaultfs man
 //! [--dir DIR]`; scripts/package puts both in the release archive, and
-//! tests/assets.rs checks they name every flag, every environment variable
+//! tests/e2e/assets.rs checks they name every flag, every environment variable
 //! the code reads and every exit status.
 
 use std::io::{self, Write};

@@ -7,38 +7,45 @@
 //! → `store` (the `SecretStore` trait) ← `vault` (the HTTP client
 //! implementing it).
 //!
-//! Public: what `main.rs` runs (`cli`, `daemon`, `assets`, `mount_helper`)
-//! and what the integration tests drive directly (the tree over a store,
-//! the client's parsers and request paths, the token source, the mount table).
-//! Everything else is private to the crate.
+//! Public: `main`, which the binary runs, and, with the `testing` feature,
+//! the `testing` module the end-to-end tests and the fuzz targets reach in
+//! through. Every module is private to the crate.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod assets;
-pub mod audit;
-pub mod auth;
-pub mod cache;
-pub mod cli;
-pub mod cmdline;
-pub mod daemon;
+mod assets;
+mod audit;
+mod auth;
+mod cache;
+mod cli;
+mod cmdline;
+mod daemon;
 mod env;
-pub mod error;
-pub mod exit;
+mod error;
+mod exit;
 mod fs;
 mod fuse;
+#[cfg(test)]
+mod fuzz_tests;
 mod logging;
-pub mod mount_helper;
-pub mod mountpoint;
-pub mod naming;
+mod mount_helper;
+mod mountpoint;
+mod naming;
 mod private;
 mod renew;
-pub mod secret;
+mod run;
+mod secret;
 #[cfg(test)]
 mod semantics_tests;
-pub mod slots;
-pub mod store;
+mod slots;
+mod store;
 mod tls;
-pub mod tree;
+mod tree;
 mod unseen;
-pub mod vault;
-pub mod views;
+mod vault;
+mod views;
 mod wiped;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use run::main;

@@ -103,6 +103,7 @@ fn unescape(b: &[u8]) -> PathBuf {
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
+#[cfg(any(test, feature = "testing"))]
 pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     parse_line(line.as_bytes())
 }

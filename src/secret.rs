@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-pub use crate::naming::{ENV_VIEW, JSON_VIEW, SHELL_VIEW};
 use crate::views::{render_env, render_shell};
 pub use crate::wiped::{wipe, Bytes, SecretBuf};
 

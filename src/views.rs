@@ -3,7 +3,7 @@
 //! so nothing from Vault is written outside a quoted value: a key that is
 //! no variable name, or that shells and runtimes act on ([`is_dangerous`]),
 //! is left out and named in a comment that holds printable ASCII only
-//! (docs/semantics.md, docs/security.md; tests/dotenv.rs runs the readers).
+//! (docs/semantics.md, docs/security.md; tests/e2e/dotenv.rs runs the readers).
 
 use crate::wiped::{Bytes, SecretBuf};
 
@@ -146,7 +146,7 @@ pub fn is_dangerous(name: &str) -> bool {
 
 /// How one value is written in `.env` so that every common reader gets its
 /// exact bytes: POSIX shells (`set -a; . .env`), python-dotenv and Node's
-/// `dotenv` (docs/semantics.md has the table, tests/dotenv.rs runs them).
+/// `dotenv` (docs/semantics.md has the table, tests/e2e/dotenv.rs runs them).
 #[derive(Debug, PartialEq, Eq)]
 enum EnvQuote {
     /// `K=v`: also what `docker run --env-file` reads literally.

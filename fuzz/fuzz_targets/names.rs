@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vaultfs::naming::{decode, encode, own_name, NAME_MAX};
+use vaultfs::testing::naming::{decode, encode, own_name, NAME_MAX};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(n) = decode(data) {

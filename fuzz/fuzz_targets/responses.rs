@@ -4,9 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use reqwest::StatusCode;
-use vaultfs::tree::listing_children;
-use vaultfs::store::KvVersion;
-use vaultfs::vault::{parse_list, parse_read};
+use vaultfs::testing::tree::listing_children;
+use vaultfs::testing::store::KvVersion;
+use vaultfs::testing::vault::{parse_list, parse_read};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {

@@ -15,7 +15,7 @@ mod help;
 mod settings;
 
 pub use help::ENVIRONMENT;
-pub use settings::{AuditSettings, LogSettings, LogTarget, Settings};
+pub use settings::Settings;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -133,7 +133,7 @@ fn parse(buf: &[u8]) -> Option<Outcome> {
 /// Send `state` (e.g. `READY=1`) to the service manager when `NOTIFY_SOCKET`
 /// is set; a no-op otherwise. A leading `@` names an abstract socket.
 /// Kept by hand: the sd-notify crate (0.5) connects to NOTIFY_SOCKET as a
-/// path, so an abstract `@` socket (which sd_notify(3) allows; tests/lifecycle.rs
+/// path, so an abstract `@` socket (which sd_notify(3) allows; tests/e2e/lifecycle.rs
 /// uses one) fails with it, and it reads only the process environment.
 pub fn sd_notify(env: crate::env::Env<'_>, state: &str) -> io::Result<()> {
     let Some(path) = env("NOTIFY_SOCKET").filter(|p| !p.is_empty()) else {

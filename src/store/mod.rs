@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::error::VaultError;
 use crate::secret::{Secret, SecretBuf};
 
-#[cfg(any(test, feature = "memory-store"))]
+#[cfg(test)]
 pub mod memory;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

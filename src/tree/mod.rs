@@ -39,7 +39,9 @@ mod scan;
 mod test_tree;
 
 use caches::{Caches, DirAnswers, Facts, Known};
-pub use inodes::{Entry, Held, Kind, Listing, Node, Version, ROOT_INO};
+#[cfg(test)]
+pub use inodes::ROOT_INO;
+pub use inodes::{Entry, Held, Kind, Listing, Node, Version};
 use inodes::{Inodes, StreamOrder};
 use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};

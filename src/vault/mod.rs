@@ -283,6 +283,7 @@ impl VaultClient {
     }
 
     /// The HTTP version spoken with Vault (HTTP/2 when TLS offers it).
+    #[cfg(any(test, feature = "testing"))]
     pub async fn http_version(&self) -> Result<reqwest::Version, VaultError> {
         let req = self.http.get(self.url("sys/health")?).send();
         match tokio::time::timeout(self.cfg.timeout, req).await {

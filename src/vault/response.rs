@@ -151,7 +151,7 @@ pub fn parse_read(
         },
         KvVersion::V2 => {
             // get_mut, never `v["data"]`: IndexMut panics on a non-object,
-            // and the body is the server's to choose (tests/fuzz.rs).
+            // and the body is the server's to choose (src/fuzz_tests.rs).
             let mut d = v.get_mut("data");
             let meta = d
                 .as_deref_mut()
