@@ -529,22 +529,23 @@ def run_big(a, work, res):
     res.setdefault("bao_version", bao.version())
     n = a.big_folders * a.big_per_folder
     runs = {"vaultfs": [], "floor": [], "hwm_kib": []}
-    bases = {b: [] for b in a.baseline_vaultfs}
+    bases = {b: [] for b in a.baseline_vaultfs}  # by `[LABEL=]BINARY`
     try:
         secs = seed(a, bao, a.big_folders, a.big_per_folder)
         log(f"big: seeded {n} secrets in {secs:.1f}s")
         for _ in range(a.reps):
-            for binary, times in [(None, runs["vaultfs"])] + list(bases.items()):
+            for spec, times in [(None, runs["vaultfs"])] + list(bases.items()):
+                binary = spec and baseline(spec)[1]
                 m = Mount(a, bao, work, binary=binary)
                 try:
                     times.append(timed(BIG_WALK.format(m=m.dir)))
-                    if binary is None:
+                    if spec is None:
                         runs["hwm_kib"].append(m.hwm_kib())
                 finally:
                     m.stop()
             runs["floor"].append(floor(a, bao, "walk", f"--concurrency={a.max_requests}")["secs"])
             log(f"big: vaultfs {runs['vaultfs'][-1]:.2f}s "
-                + "".join(f"{baseline_label(b)} {t[-1]:.2f}s " for b, t in bases.items())
+                + "".join(f"{baseline(b)[0]} {t[-1]:.2f}s " for b, t in bases.items())
                 + f"floor {runs['floor'][-1]:.2f}s")
     finally:
         bao.stop()
@@ -554,17 +555,24 @@ def run_big(a, work, res):
         "vaultfs": med(v), "floor": med(runs["floor"]),
         "over_floor": med([x / f for x, f in zip(v, runs["floor"])]),
         "hwm_kib": max(runs["hwm_kib"]),
-        "baselines": [{"binary": b, "label": baseline_label(b), "secs": med(t), "raw": t,
-                       "ratio": med([x / y for x, y in zip(v, t)])} for b, t in bases.items()],
+        "baselines": [{"binary": baseline(b)[1], "label": baseline(b)[0], "secs": med(t),
+                       "raw": t, "ratio": med([x / y for x, y in zip(v, t)])}
+                      for b, t in bases.items()],
     }
 
 
-def baseline_label(binary):
-    """What a baseline binary was built from: `git describe` of its tree."""
+def baseline(spec):
+    """(label, binary) of a `--baseline-vaultfs [LABEL=]BINARY`: the label
+    says what the baseline does differently; without one, the commit its
+    tree is at."""
+    label, sep, binary = spec.partition("=")
+    if sep and "/" not in label:
+        return label, binary
+    binary = spec
     tree = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(binary))))
     r = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
                        capture_output=True, text=True)
-    return r.stdout.strip() or binary
+    return r.stdout.strip() or binary, binary
 
 
 def run_scale(a, work, res):
@@ -873,6 +881,22 @@ def verdict(v, target, kind):
     return ("meets" if ok else "MISSES") + f" ({'≤' if kind == 'max' else '≥'} {target:g})"
 
 
+# Everything from this line on in benchmarks.md is written by hand and kept
+# as it is when the report is rewritten.
+HAND_MARKER = "<!-- Measured by hand: scripts/bench keeps this part as it is. -->"
+
+
+def hand_measured(path):
+    """The hand-written tail of an earlier report at `path`, marker included."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    i = text.find(HAND_MARKER)
+    return text[i:] if i >= 0 else ""
+
+
 def report(a, res, out):
     rows = ratios(res)
     mach = res["machine"]
@@ -896,9 +920,10 @@ def report(a, res, out):
         L.append(f"- the {x} suite was not rerun: its results are from {k['date']} "
                  f"(vaultfs {k['rev']})")
     L.append(f"- vaultfs `--max-requests {res['max_requests']}` {' '.join(a.vaultfs_arg)}\n")
-    L.append("For each target missed, the measured reason is in "
-             "[performance.md](performance.md) (\"Targets at a glance\" for the "
-             "network, scaling and big-folder rows, \"On loopback\" for the others).\n")
+    L.append("The design behind these numbers is in [performance.md](performance.md); "
+             "what bounds each one on this machine, and measurements `scripts/bench` does "
+             "not make, each with the command that repeats it, are under \"Measured by "
+             "hand\" at the end (kept as they are when this file is rewritten).\n")
     L.append("## Ratios\n")
     L.append("| ratio | value | target |")
     L.append("|---|---:|---|")
@@ -997,8 +1022,11 @@ def report(a, res, out):
              "stated concurrency, with no filesystem in between. See docs/performance.md for the "
              "design behind these numbers.")
     path = os.path.join(out, "benchmarks.md")
+    kept = hand_measured(path)
     with open(path, "w") as f:
         f.write("\n".join(L) + "\n")
+        if kept:
+            f.write("\n" + kept)
     return path, rows
 
 
@@ -1104,7 +1132,7 @@ def scale_chart(res, out):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--suites", default=",".join(SUITES),
-                   help="which to run (comma list of loopback, rtt, scale); a suite not run "
+                   help="which to run (comma list of loopback, rtt, scale, big); a suite not run "
                         "keeps its results from the last run's benchmarks.json in --out")
     p.add_argument("--folders", type=int, default=50, help="loopback suite: folders")
     p.add_argument("--per-folder", type=int, default=100, help="loopback suite: secrets per folder")
@@ -1129,9 +1157,10 @@ def main():
     p.add_argument("--big-folders", type=int, default=10, help="big suite: folders")
     p.add_argument("--big-per-folder", type=int, default=2000,
                    help="big suite: secrets per folder")
-    p.add_argument("--baseline-vaultfs", action="append", default=[], metavar="BINARY",
-                   help="big suite: a vaultfs built from another commit (e.g. in a\n"
-                        "`git worktree`), measured right after this one in each run")
+    p.add_argument("--baseline-vaultfs", action="append", default=[], metavar="[LABEL=]BINARY",
+                   help="big suite: a vaultfs built otherwise (e.g. in a `git worktree`), "
+                        "measured right after this one in each run; LABEL says what it does "
+                        "differently (default: the commit its tree is at)")
     p.add_argument("--seed-conc", type=int, default=32, help="parallel writes when seeding")
     p.add_argument("--out", default=os.path.join(ROOT, "docs"), help="where to write the report")
     p.add_argument("--vaultfs", required=True)
