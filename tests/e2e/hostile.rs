@@ -281,10 +281,13 @@ fn a_scan_timing_out_during_an_outage_does_not_close_the_breaker() {
     // Vault hangs: a read waits out its deadline and opens the breaker.
     assert_eq!(errno_of(std::fs::read(m.p("secret/x/k"))), libc::EIO);
     assert!(m.log_text().contains("Vault unavailable"));
-    // A probe is due; the next request is b's SCAN, which times out.
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = std::fs::read_dir(m.p("secret/b")).map(|d| d.count());
-    assert!(server.count(|r| r.method == "SCAN") == 1);
+    // Once a probe is due, the next request is b's SCAN, which times out
+    // (until then each listing fails at once, asking nothing).
+    wait_until("b's SCAN as the probe", Duration::from_secs(10), || {
+        let _ = std::fs::read_dir(m.p("secret/b")).map(|d| d.count());
+        server.count(|r| r.method == "SCAN") > 0
+    });
+    assert_eq!(server.count(|r| r.method == "SCAN"), 1);
     let log = m.log_text();
     assert!(!log.contains("reachable again"), "{log}");
 }
