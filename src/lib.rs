@@ -1,11 +1,11 @@
 //! vaultfs: HashiCorp Vault / OpenBao KV secrets as a read-only FUSE filesystem.
 //!
-//! Layers, outermost first (docs/architecture.md): `cli` (flags and
-//! environment → settings) → `daemon` (the mount's life) → `fuse` (the FUSE
-//! shim) → `fs` (the filesystem core, asking `fs::kernel_cache` what the
-//! kernel may keep) → `tree` (names and semantics, with its answer cache)
-//! → `store` (the `SecretStore` trait) ← `vault` (the HTTP client
-//! implementing it).
+//! Layers, outermost first (docs/architecture.md): `run` (argv → command
+//! → exit status) → `cli` (flags and environment → settings) → `daemon`
+//! (the mount's life) → `fuse` (the FUSE shim) → `fs` (the filesystem core:
+//! plain answers, and what the kernel may keep) → `tree` (names and
+//! semantics) → `cache` → `store` (the `SecretStore` trait) ← `vault` (the
+//! HTTP client implementing it).
 //!
 //! Public: `main`, which the binary runs, and, with the `testing` feature,
 //! the `testing` module the end-to-end tests and the fuzz targets reach in

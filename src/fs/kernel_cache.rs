@@ -1,7 +1,7 @@
 //! What the kernel may cache of the mount, and for how long
-//! (docs/performance.md, "Warm: let the kernel answer" and the two
-//! sections after it). The FUSE adapter asks this module for every TTL and
-//! directory mtime it hands out; nothing here knows FUSE or Vault.
+//! (docs/performance.md, "The kernel cache"). The fs core asks this
+//! module for every TTL and directory mtime it hands out; nothing here
+//! knows FUSE or Vault.
 //!
 //! The rules:
 //! - A file's name and attributes may be kept until the cached answer they

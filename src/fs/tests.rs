@@ -1,5 +1,5 @@
-//! The rules the kernel sees (docs/performance.md, "Warm: let the kernel
-//! answer" and after; docs/semantics.md), checked on the core over the
+//! The rules the kernel sees (docs/performance.md, "The kernel cache";
+//! docs/semantics.md), checked on the core over the
 //! memory store with a paused clock: no FUSE, no Vault, no sleeping. Time
 //! moves only when a test says so, so every TTL is asserted exactly.
 
