@@ -106,8 +106,10 @@ fn who_read_what_with_their_own_pids_and_executables() {
     let t = tempfile::tempdir().unwrap();
     let (m, audit) = audited_mount(b, t.path(), &[]);
     let me = std::process::id();
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
 
     let a = m.p("secret/audit/a/password");
     let cat = run_ok(Command::new("cat").arg(&a));
@@ -432,8 +434,7 @@ fn an_open_after_sighup_is_from_vault() {
     let held = std::fs::File::open(&f).unwrap();
     let source = |pid| record_of(&audit, pid, "secret/audit/b/API_KEY")["source"].clone();
     assert_eq!(source(run_ok(Command::new("cat").arg(&f))), "cache");
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+    signal(m.pid() as i32, Signal::SIGHUP);
     wait_until("the SIGHUP log line", Duration::from_secs(5), || {
         m.log_text().contains("SIGHUP: cached answers dropped")
     });
@@ -456,8 +457,7 @@ fn a_symlink_planted_later_is_neither_written_nor_read() {
     let moved = t.path().join("moved.jsonl");
     std::fs::rename(&audit, &moved).unwrap();
     std::os::unix::fs::symlink(&moved, &audit).unwrap();
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(m.pid() as i32, libc::SIGHUP) };
+    signal(m.pid() as i32, Signal::SIGHUP);
     wait_until("the last SIGHUP action", Duration::from_secs(5), || {
         m.log_text().contains("SIGHUP: the kernel's cached names")
     });

@@ -1140,8 +1140,7 @@ fn a_killed_daemon_is_recovered_by_the_next_start() {
     assert_ok(&start(), "start");
     assert_eq!(read(mp.join("coder/app/db/password")), "from-coder");
     let pid = h.pid(&mp);
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
     let o = start();
     assert_ok(&o, "start over a dead mount");

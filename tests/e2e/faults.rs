@@ -32,7 +32,7 @@ fn fault_mount(bao: &Bao) -> Mount {
 struct Resume<'a>(&'a Bao);
 impl Drop for Resume<'_> {
     fn drop(&mut self) {
-        self.0.signal(libc::SIGCONT);
+        self.0.signal(Signal::SIGCONT);
     }
 }
 
@@ -56,7 +56,7 @@ fn hung_server_eio_within_deadline_stale_served_then_recovers() {
     // Past the TTL (daemon and kernel) everything must be asked for again.
     std::thread::sleep(Duration::from_millis(1500));
 
-    bao.signal(libc::SIGSTOP);
+    bao.signal(Signal::SIGSTOP);
     let _resume = Resume(&bao);
 
     // Twelve cold reads at once through 4 request slots: the queue counts
@@ -92,7 +92,7 @@ fn hung_server_eio_within_deadline_stale_served_then_recovers() {
     assert!(log.contains("past its TTL"), "{log}");
 
     // Back: no remount needed, new values and new secrets show up.
-    bao.signal(libc::SIGCONT);
+    bao.signal(Signal::SIGCONT);
     bao.put("secret", "hung/cached", json!({"v": "after-recovery"}));
     wait_until("recovery", Duration::from_secs(15), || {
         std::fs::read_to_string(m.p("secret/hung/cached/v")).ok() == Some("after-recovery".into())

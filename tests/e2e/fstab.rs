@@ -14,8 +14,7 @@ use serde_json::json;
 const HELPER: &str = "/usr/sbin/mount.fuse.vaultfs";
 
 fn require_root() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         panic!(
             "tests/e2e/fstab.rs must run as root: it mounts through mount(8) and links vaultfs as \
              {HELPER} for its duration (CI runs as root; run `sudo -E cargo test --test fstab`)"
@@ -79,8 +78,7 @@ struct Cleanup(PathBuf);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some((pid, _)) = daemon_of(&self.0) {
-            // SAFETY: a vaultfs daemon this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            signal(pid, Signal::SIGKILL);
         }
         if is_mounted(&self.0) {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();

@@ -24,15 +24,13 @@ struct Stopped(i32);
 
 impl Stopped {
     fn new(pid: i32) -> Stopped {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        signal(pid, Signal::SIGSTOP);
         Stopped(pid)
     }
 
     /// Continue it and let it finish on its own.
     fn resume(mut self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
+        signal(self.0, Signal::SIGCONT);
         self.0 = 0;
     }
 }
@@ -40,11 +38,8 @@ impl Stopped {
 impl Drop for Stopped {
     fn drop(&mut self) {
         if self.0 > 0 && alive(self.0) {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(self.0, libc::SIGCONT);
-                libc::kill(self.0, libc::SIGKILL);
-            }
+            signal(self.0, Signal::SIGCONT);
+            signal(self.0, Signal::SIGKILL);
         }
     }
 }

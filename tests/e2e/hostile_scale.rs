@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::hostile::*;
 use crate::harness::*;
+use nix::sys::stat::Mode;
 use serde_json::json;
 
 /// (VmRSS, VmHWM) of a process, in KiB.
@@ -76,21 +77,12 @@ fn a_chain_of_folders_ends_at_the_path_budget() {
     let mut dir = std::fs::File::open(m.p("secret")).unwrap();
     let mut depth = 0;
     let err = loop {
-        use std::os::unix::io::{AsRawFd, FromRawFd};
-        let name = std::ffi::CString::new("aaaaaaa").unwrap();
-        // SAFETY: a valid directory fd and a NUL-terminated name.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY,
-            )
-        };
-        if fd < 0 {
-            break std::io::Error::last_os_error();
+        use nix::fcntl::OFlag;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+        match nix::fcntl::openat(&dir, "aaaaaaa", flags, Mode::empty()) {
+            Ok(fd) => dir = fd.into(),
+            Err(e) => break std::io::Error::from(e),
         }
-        // SAFETY: a fresh fd we own.
-        dir = unsafe { std::fs::File::from_raw_fd(fd) };
         depth += 1;
         assert!(depth <= 4096, "the chain of folders never ends");
     };

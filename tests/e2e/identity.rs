@@ -96,8 +96,7 @@ fn sigterm_after_a_rename_unmounts_ours_where_it_went_and_nothing_else() {
     mount_tmpfs(&mp);
     std::fs::write(mp.join("work.txt"), "the user's files").unwrap();
 
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(pid, Signal::SIGTERM);
     wait_until("daemon exit on SIGTERM", Duration::from_secs(10), || {
         !alive(pid)
     });
@@ -189,8 +188,7 @@ fn a_mount_point_named_in_non_utf8_elsewhere_hides_nothing() {
     let live = status(&h, &mp);
     let pid = h.pid_file(&mp).exists().then(|| h.pid(&mp));
     if let Some(pid) = pid {
-        // SAFETY: signalling the daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        signal(pid, Signal::SIGTERM);
         wait_until("daemon exit on SIGTERM", Duration::from_secs(10), || {
             !alive(pid)
         });

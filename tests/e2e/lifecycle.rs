@@ -220,8 +220,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     let m = mp.to_str().unwrap();
     assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
-    // SAFETY: signalling the daemon we started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    signal(pid, Signal::SIGTERM);
     wait_until("daemon exit on SIGTERM", Duration::from_secs(10), || {
         !alive(pid)
     });
@@ -230,8 +229,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
 
     assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
     // The dead mount users see: "Transport endpoint is not connected" (or,
     // when the kernel marked the connection aborted, ECONNABORTED).
@@ -255,8 +253,7 @@ fn sigterm_unmounts_and_sigkill_is_recovered() {
     // `unmount` also cleans a dead mount on its own.
     assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40), "mount");
     let pid = h.pid(&mp);
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
     assert_ok(
         &run(h.cmd(bao(), ROOT_TOKEN, &["unmount", m]), 20),
@@ -293,8 +290,7 @@ fn a_mount_point_holding_files_is_refused_unless_allowed() {
     // A live vaultfs mount: the usual refusal, whatever is underneath.
     // Killed: the dead mount is removed, then the files under it count.
     let pid = h.pid(&mp);
-    // SAFETY: signalling the daemon we started.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
     let o = run(h.cmd(bao(), ROOT_TOKEN, &["mount", m]), 40);
     assert_fails(&o, "not empty");
@@ -304,8 +300,7 @@ fn a_mount_point_holding_files_is_refused_unless_allowed() {
     // The same after a kill, with the flag: recovered and mounted once.
     assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &allowed), 40), "mount");
     let pid = h.pid(&mp);
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("daemon death", Duration::from_secs(10), || !alive(pid));
     assert_ok(&run(h.cmd(bao(), ROOT_TOKEN, &allowed), 40), "remount");
     assert_eq!(mount_count(&mp), 1);
@@ -404,8 +399,7 @@ fn systemd_notify_ready_when_live() {
     assert_eq!(&buf[..n], b"READY=1");
     // Ready means live: no waiting.
     assert_eq!(read(mp.join("secret/app/db/password")), "s3cr3t");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child.id() as i32, Signal::SIGTERM);
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
     let st = child.wait().unwrap();
@@ -477,14 +471,14 @@ fn status_says_whether_a_live_vaultfs_is_mounted() {
 
     // Stopped, past the TTL (so the kernel asks the daemon): not live,
     // and status does not hang on it.
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    signal(pid, Signal::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1500));
     let o = status(&[m]);
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    signal(pid, Signal::SIGCONT);
     assert_fails(&o, &format!("vaultfs (pid {pid}) does not answer"));
 
     // Killed: the kernel's entry is left, and it is not live.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, Signal::SIGKILL);
     wait_until("the daemon's exit", Duration::from_secs(10), || !alive(pid));
     assert_fails(&status(&[m]), "stale");
     assert!(is_mounted(&mp));

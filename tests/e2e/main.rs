@@ -17,6 +17,8 @@
 //! The modules without a feature need nothing but the binary and run with
 //! a plain `cargo test`.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod harness;
 
 /// Declares the modules that need what `$cfg` turns on.

@@ -2,11 +2,12 @@
 //! a real OpenBao and a real FUSE mount.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::UNIX_EPOCH;
 
 use crate::harness::*;
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
 use serde_json::json;
 
 /// Seed the shared server once per test binary.
@@ -53,7 +54,7 @@ fn layout_values_and_modes() {
     assert_eq!(f.mode() & 0o7777, 0o400);
     assert_eq!(f.len(), 6);
     // SAFETY: getuid cannot fail.
-    assert_eq!(f.uid(), unsafe { libc::getuid() });
+    assert_eq!(f.uid(), nix::unistd::getuid().as_raw());
     let d = std::fs::metadata(m.p("secret/app")).unwrap();
     assert!(d.is_dir());
     assert_eq!(d.mode() & 0o7777, 0o500);
@@ -254,23 +255,23 @@ fn every_write_fails_with_erofs() {
         erofs,
         "chmod"
     );
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let (cf, name) = (c(&file), c"user.x");
-    // SAFETY: valid C strings and buffers.
-    unsafe {
-        assert_eq!(libc::truncate(cf.as_ptr(), 0), -1);
-        assert_eq!(*libc::__errno_location(), erofs, "truncate(2)");
-        assert_eq!(libc::chown(cf.as_ptr(), 0, 0), -1);
-        assert_eq!(*libc::__errno_location(), erofs, "chown");
-        assert_eq!(
-            libc::setxattr(cf.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0),
-            -1
-        );
-        assert_eq!(*libc::__errno_location(), erofs, "setxattr");
-        let mk = c(&dir.join("fifo"));
-        assert_eq!(libc::mkfifo(mk.as_ptr(), 0o600), -1);
-        assert_eq!(*libc::__errno_location(), erofs, "mknod");
-    }
+    let nix_errno = |r: nix::Result<()>| errno_of(r.map_err(std::io::Error::from));
+    assert_eq!(nix_errno(nix::unistd::truncate(&file, 0)), erofs, "truncate(2)");
+    let root = (Some(Uid::from_raw(0)), Some(Gid::from_raw(0)));
+    assert_eq!(nix_errno(nix::unistd::chown(&file, root.0, root.1)), erofs, "chown");
+    assert_eq!(
+        errno_of(
+            rustix::fs::setxattr(&file, "user.x", b"v", rustix::fs::XattrFlags::empty())
+                .map_err(std::io::Error::from)
+        ),
+        erofs,
+        "setxattr"
+    );
+    assert_eq!(
+        nix_errno(nix::unistd::mkfifo(&dir.join("fifo"), Mode::from_bits_truncate(0o600))),
+        erofs,
+        "mknod"
+    );
     // Nothing changed in Vault.
     assert_eq!(read(&file), "s3cr3t");
 }

@@ -24,9 +24,7 @@ fn bao() -> &'static Bao {
 }
 
 fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
 
 /// `f` on a thread of its own, given 10 s: a read that blocks on the
@@ -144,8 +142,7 @@ fn a_fifo_swapped_in_at_run_time_keeps_the_token_and_blocks_nothing() {
 fn sigterm_ends(m: &mut Mount) -> Duration {
     let mut child = m.child.take().unwrap();
     let started = Instant::now();
-    // SAFETY: signalling the daemon this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    signal(child.id() as i32, Signal::SIGTERM);
     let mut done = None;
     wait_until("exit on SIGTERM", Duration::from_secs(10), || {
         done = child.try_wait().unwrap();
@@ -233,16 +230,14 @@ struct Stopped(i32);
 
 impl Stopped {
     fn stop(pid: u32) -> Stopped {
-        // SAFETY: signalling a daemon this test started.
-        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        signal(pid as i32, Signal::SIGSTOP);
         Stopped(pid as i32)
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
+        signal(self.0, Signal::SIGCONT);
     }
 }
 

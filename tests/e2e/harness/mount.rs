@@ -11,11 +11,11 @@ use std::sync::mpsc;
 #[cfg(feature = "fuse_tests")]
 use std::time::Duration;
 
-use super::vaultfs_bin;
 #[cfg(feature = "fuse_tests")]
 use super::Bao;
 #[cfg(feature = "fuse_tests")]
 use super::{poll, spawn_kept};
+use super::{signal, vaultfs_bin, Signal};
 
 /// Every entry of /proc/self/mountinfo, read with the crate's parser.
 pub fn mounts() -> Vec<vaultfs::testing::mountpoint::MountEntry> {
@@ -190,15 +190,13 @@ impl Mount {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
         let pid = self.pid() as i32;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        signal(pid, Signal::SIGSTOP);
         let (tx, rx) = mpsc::channel();
         let worker = std::thread::spawn(move || {
             let _ = tx.send(f());
         });
         let got = rx.recv_timeout(Duration::from_secs(10)).ok();
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        signal(pid, Signal::SIGCONT);
         worker.join().unwrap();
         got
     }
@@ -208,10 +206,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(c.id() as i32, libc::SIGTERM);
-            }
+            signal(c.id() as i32, Signal::SIGTERM);
             poll(Duration::from_secs(5), || {
                 matches!(c.try_wait(), Ok(Some(_)))
             });
@@ -373,8 +368,7 @@ impl Drop for Home {
             // Only a daemon that still holds its pid file's lock: the pid
             // of a killed one may belong to another process by now.
             if let Some(pid) = vaultfs::testing::mountpoint::PidFile::read_live(&e.path()) {
-                // SAFETY: signalling a vaultfs daemon this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                signal(pid, Signal::SIGKILL);
             }
         }
         for e in mounts() {

@@ -2,6 +2,7 @@
 //! kept (dying with the test process), the one poll-with-a-deadline every
 //! wait goes through, and the unprivileged user (65534) tests run things as.
 
+pub use nix::sys::signal::Signal;
 #[cfg(feature = "bao_tests")]
 use std::net::TcpListener;
 #[cfg(feature = "bao_tests")]
@@ -47,10 +48,13 @@ pub fn spawn_kept(mut cmd: Command) -> Child {
         let (tx, rx) = mpsc::channel::<SpawnReq>();
         std::thread::spawn(move || {
             for (mut cmd, back) in rx {
-                // SAFETY: prctl is async-signal-safe.
+                // SAFETY: the hook runs in the forked child before exec, where
+                // only async-signal-safe calls are sound: it makes one
+                // prctl(2) call and allocates nothing. std has no safe way to
+                // run code between fork and exec.
                 unsafe {
                     cmd.pre_exec(|| {
-                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
                         Ok(())
                     });
                 }
@@ -151,6 +155,12 @@ pub fn assert_exit(o: &Output, exit: vaultfs::testing::exit::Exit, want: &str) {
 #[cfg(feature = "bao_tests")]
 pub fn alive(pid: i32) -> bool {
     vaultfs::testing::mountpoint::is_alive(pid)
+}
+
+/// Sends `sig` to `pid`, a process the test started. One that is already
+/// gone is no error here: callers that care ask [`alive`].
+pub fn signal(pid: i32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 #[cfg(feature = "fuse_tests")]

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[cfg(feature = "fuse_tests")]
 use super::stderr;
 use super::{alive, free_port, poll, spawn_kept};
+#[cfg(feature = "fuse_tests")]
+use super::{signal, Signal};
 
 pub const ROOT_TOKEN: &str = "vaultfs-test-root";
 
@@ -270,11 +272,8 @@ impl Bao {
         self.cli(&args).trim().to_string()
     }
 
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: sending a signal to our own child.
-        unsafe {
-            libc::kill(self.pid as i32, sig);
-        }
+    pub fn signal(&self, sig: Signal) {
+        signal(self.pid as i32, sig);
     }
 }
 
