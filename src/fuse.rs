@@ -3,17 +3,20 @@
 //! thin so that every rule the kernel sees is tested on the core, without
 //! FUSE in the loop.
 //!
-//! An operation that may wait on Vault runs as a future, polled once on the
-//! FUSE thread (a cached answer replies right here, with no thread hop)
-//! and otherwise handed to a tokio task (fuser's replies are `Send`), so
-//! the FUSE loop never waits on the network and cold requests overlap.
+//! What the core can answer without waiting (a read, a cached listing, a
+//! directory's attributes that need no revalidation) is answered right
+//! here on the FUSE thread; every other operation runs in a tokio task
+//! (fuser's replies are `Send`), never polled here first: work before a
+//! future's first wait (reading a token file, building a big listing from
+//! cached answers) would hold the one thread every request of the mount
+//! goes through. So the FUSE loop never waits on the network, and cold
+//! requests overlap.
 //! Each operation gets one tracing span.
 
 use std::ffi::OsStr;
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::SystemTime;
 
 use fuser::{
@@ -43,17 +46,9 @@ impl<S: SecretStore> FuseFs<S> {
         }
     }
 
-    /// Run `f` (which replies) here if it needs no wait, else in a task.
-    fn run(&self, span: Span, f: impl Future<Output = ()> + Send + 'static) {
-        let mut f = Box::pin(f.instrument(span));
-        let _rt = self.rt.enter();
-        // Polled again, with a real waker, by the task if it was not ready.
-        if f.as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
-            self.rt.spawn(f);
-        }
+    /// Run `f`, which replies, in a task.
+    fn spawn(&self, span: Span, f: impl Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(f.instrument(span));
     }
 }
 
@@ -137,12 +132,23 @@ impl<S: SecretStore> FuseFs<S> {
         let fs = self.fs.clone();
         let op = if plus { "readdirplus" } else { "readdir" };
         let span = tracing::debug_span!("fuse", op, ino = ino.0, offset);
-        self.run(span, async move {
-            match fs.readdir(ino.0, offset, plus, &mut reply).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+        let now = span.in_scope(|| fs.listing_now(ino.0, offset));
+        match now {
+            Some(Ok(l)) => {
+                let _span = span.entered();
+                match fs.fill(ino.0, offset, plus, &l, &mut reply) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
             }
-        });
+            Some(Err(e)) => reply.error(errno(&e)),
+            None => self.spawn(span, async move {
+                match fs.readdir(ino.0, offset, plus, &mut reply).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            }),
+        }
     }
 }
 
@@ -193,7 +199,7 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, name) = (self.fs.clone(), name.as_bytes().to_vec());
         let span = tracing::debug_span!("fuse", op = "lookup", parent = parent.0);
-        self.run(span, async move {
+        self.spawn(span, async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(l) => {
                     let (attr, entry) = (file_attr(&l.attr), l.entry_ttl);
@@ -206,14 +212,24 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
         let span = tracing::debug_span!("fuse", op = "getattr", ino = ino.0);
-        self.run(span, async move {
-            match fs.getattr(ino.0).await {
-                Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+        let now = span.in_scope(|| self.fs.getattr_now(ino.0));
+        let r = match now {
+            Some(r) => r,
+            None => {
+                let fs = self.fs.clone();
+                return self.spawn(span, async move {
+                    match fs.getattr(ino.0).await {
+                        Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
+                        Err(e) => reply.error(errno(&e)),
+                    }
+                });
             }
-        });
+        };
+        match r {
+            Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -343,10 +359,11 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    /// What needs no wait replies on the FUSE thread, before `run` returns;
-    /// what must wait never holds the FUSE thread, and replies from a task.
+    /// Work handed to a task never runs on the FUSE thread, even when it
+    /// could start at once: what comes before its first wait may block
+    /// (reading a token file on a hung filesystem, building a big listing).
     #[test]
-    fn the_fuse_thread_runs_only_what_needs_no_wait() {
+    fn spawned_work_never_runs_on_the_fuse_thread() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -368,21 +385,17 @@ mod tests {
             op_timeout: Duration::from_secs(5),
         };
         let fuse = FuseFs::new(VaultFs::new(Arc::new(tree), opts), rt.handle().clone());
+        let (go, wait) = mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel();
         let here = std::thread::current().id();
-        let done = tx.clone();
-        fuse.run(Span::none(), async move {
-            done.send(std::thread::current().id()).unwrap()
-        });
-        assert_eq!(rx.try_recv(), Ok(here), "a ready answer waited for a task");
-        let (go, wait) = tokio::sync::oneshot::channel::<()>();
-        fuse.run(Span::none(), async move {
-            wait.await.unwrap();
+        // Blocks before any await: run here, it would hold this thread
+        // until the wait below gives up.
+        fuse.spawn(Span::none(), async move {
+            let _ = wait.recv_timeout(Duration::from_secs(5));
             tx.send(std::thread::current().id()).unwrap()
         });
-        assert!(rx.try_recv().is_err(), "answered before it could be");
         go.send(()).unwrap();
         let there = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert_ne!(there, here, "the FUSE thread waited");
+        assert_ne!(there, here, "the FUSE thread ran a task's work");
     }
 }

@@ -222,6 +222,15 @@ impl<S: SecretStore> VaultFs<S> {
         Ok(self.attr(&e))
     }
 
+    /// [`VaultFs::getattr`] when it needs no revalidation, which may wait
+    /// on Vault; `None` otherwise.
+    pub fn getattr_now(&self, ino: u64) -> Option<Result<Attr, FsError>> {
+        match self.tree.getattr(ino) {
+            Ok(e) if e.kind == Kind::Dir && self.kernel.stale(ino) => None,
+            r => Some(r.map(|e| self.attr(&e))),
+        }
+    }
+
     /// The stream of directory `ino` after `offset` (0: its start), into
     /// `reply` until it is full. With `plus`, each entry comes with its
     /// attributes and counts as a lookup (`.` and `..` aside).
@@ -232,7 +241,23 @@ impl<S: SecretStore> VaultFs<S> {
         plus: bool,
         reply: &mut impl DirReplier,
     ) -> Result<(), FsError> {
-        let listing = self.listing(ino, offset).await?;
+        let listing = match self.listing_now(ino, offset) {
+            Some(r) => r?,
+            None => self.listing(ino, offset).await?,
+        };
+        self.fill(ino, offset, plus, &listing, reply)
+    }
+
+    /// Directory `ino`'s stream after `offset` from `listing` (see
+    /// [`VaultFs::listing_now`]), into `reply` until it is full.
+    pub fn fill(
+        &self,
+        ino: u64,
+        offset: u64,
+        plus: bool,
+        listing: &Listing,
+        reply: &mut impl DirReplier,
+    ) -> Result<(), FsError> {
         let me = self.tree.getattr(ino)?;
         let dots = [(1, "."), (2, "..")]
             .into_iter()
@@ -256,27 +281,38 @@ impl<S: SecretStore> VaultFs<S> {
         Ok(())
     }
 
-    /// A directory's listing for a stream at `offset`: the one the stream's
-    /// earlier chunks came from while its answers are fresh; else built
-    /// anew (with no wait when everything it shows is cached), and recorded
-    /// as served. The start of a stream is always built anew and also
-    /// fetches the children a walker visits next.
-    async fn listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>, FsError> {
+    /// A directory's listing for a stream at `offset` when it needs no
+    /// wait: the one the stream's earlier chunks came from while its
+    /// answers are fresh, or one built from cached answers
+    /// ([`Tree::readdir_cached`]); `None` otherwise. The start of a stream
+    /// is always built anew and also fetches the children a walker visits
+    /// next.
+    pub fn listing_now(&self, ino: u64, offset: u64) -> Option<Result<Arc<Listing>, FsError>> {
         let prefetch = offset == 0;
         if !prefetch {
             if let Some(l) = self.streams.lock().expect("streams").get(ino) {
-                return Ok(l);
+                return Some(Ok(l));
             }
         }
-        let listing = match self.tree.readdir_cached(ino, prefetch) {
-            Some(r) => r?,
-            None => self.deadline(self.tree.readdir(ino, prefetch)).await?,
-        };
+        let r = self.tree.readdir_cached(ino, prefetch)?;
+        Some(r.map(|l| self.served(ino, l)))
+    }
+
+    /// The listing for a stream at `offset` built through the tree, which
+    /// may ask Vault.
+    async fn listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>, FsError> {
+        let listing = self.deadline(self.tree.readdir(ino, offset == 0)).await?;
+        Ok(self.served(ino, listing))
+    }
+
+    /// Record `listing` as served of `ino`, and keep it for the stream's
+    /// later chunks.
+    fn served(&self, ino: u64, listing: Listing) -> Arc<Listing> {
         let listing = Arc::new(listing);
         self.note_served(ino, &listing);
         let mut streams = self.streams.lock().expect("streams");
         streams.put(ino, listing.clone());
-        Ok(listing)
+        listing
     }
 
     /// `size` bytes of file inode `ino` from `offset` (fewer at its end).

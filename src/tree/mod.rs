@@ -532,9 +532,11 @@ impl<S: SecretStore> Tree<S> {
 
     /// [`Tree::readdir`] of a folder or secret when it needs no request
     /// (everything it shows is cached and fresh) and, with `prefetch`, no
-    /// prefetch either (its first batch is all in hand; its window starts
-    /// all the same); `None` otherwise. Lets walks skip a task per
-    /// directory.
+    /// prefetch either; `None` otherwise. Lets walks skip a task per
+    /// directory: it runs on the FUSE thread, so it leaves to a task what
+    /// may take long there, a folder too big for one prefetch batch (its
+    /// listing of many thousand children, and its window) and a refusal
+    /// (checking the token may read its file).
     pub fn readdir_cached(&self, ino: u64, prefetch: bool) -> Option<Result<Listing, FsError>> {
         let node = self.node(ino)?;
         let Node::Dir { mount, path } = &*node else {
@@ -548,7 +550,7 @@ impl<S: SecretStore> Tree<S> {
         };
         if first_batch
             .as_ref()
-            .is_some_and(|(_, b)| !b.queue.is_empty())
+            .is_some_and(|(_, b)| !b.queue.is_empty() || b.more)
         {
             return None;
         }
@@ -559,8 +561,7 @@ impl<S: SecretStore> Tree<S> {
             p.start_window(mount, path, &batch);
         }
         let r = self.assemble(mount, path, answers);
-        // Refused under an old token: ask again (through `readdir`).
-        if self.refused_before_new_credentials(&r) {
+        if matches!(r, Err(FsError::Vault(VaultError::Forbidden))) {
             return None;
         }
         Some(r)
