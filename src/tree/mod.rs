@@ -45,7 +45,7 @@ pub use inodes::{Entry, Held, Kind, Listing, Node, Version};
 use inodes::{Inodes, StreamOrder};
 use layout::{encoded, file_name, file_named, holds, join, Name};
 pub use layout::{is_path_segment, listing_children, mount_children, MAX_PATH};
-use prefetch::Prefetch;
+use prefetch::{Prefetch, PREFETCH_MAX};
 
 /// What Vault said about a name as a child folder ([`Tree::is_child_dir`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,14 +543,22 @@ impl<S: SecretStore> Tree<S> {
             return None;
         };
         let answers = self.caches.peek_dir(mount, path)?;
+        let keys = match answers.listing() {
+            Some(Ok(keys)) => Some(keys),
+            _ => None,
+        };
+        // Told by the key count alone, before anything is worked out here.
+        if prefetch && keys.is_some_and(|k| k.len() > PREFETCH_MAX) {
+            return None;
+        }
         let prefetch = self.prefetch.as_ref().filter(|_| prefetch);
-        let first_batch = match (answers.listing(), prefetch) {
-            (Some(Ok(keys)), Some(p)) => Some((p, p.first_batch(&self.caches, mount, path, keys))),
+        let first_batch = match (keys, prefetch) {
+            (Some(keys), Some(p)) => Some((p, p.first_batch(&self.caches, mount, path, keys))),
             _ => None,
         };
         if first_batch
             .as_ref()
-            .is_some_and(|(_, b)| !b.queue.is_empty() || b.more)
+            .is_some_and(|(_, b)| !b.queue.is_empty())
         {
             return None;
         }

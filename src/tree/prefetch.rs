@@ -26,7 +26,7 @@ use crate::store::{KvMount, SecretStore};
 /// At most this many children of a directory are prefetched per read of
 /// it, and then at most one more per visit of a child. Without a bound,
 /// one `ls` of a folder of 100,000 secrets would make 100,000 requests.
-const PREFETCH_MAX: usize = 1000;
+pub(super) const PREFETCH_MAX: usize = 1000;
 
 /// How many directories keep a moving window (the most recently read).
 const WINDOWS: usize = 64;
@@ -61,7 +61,7 @@ pub(super) struct Batch {
     /// The cookie of its last child.
     last: u64,
     /// Whether children remain after it.
-    pub(super) more: bool,
+    more: bool,
 }
 
 impl Prefetch {
