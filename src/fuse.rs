@@ -128,25 +128,19 @@ dir_reply!(ReplyDirectory, ReplyDirectoryPlus);
 
 impl<S: SecretStore> FuseFs<S> {
     /// A chunk of a directory stream; `plus`: with attributes.
-    fn stream(&self, ino: INodeNo, offset: u64, plus: bool, mut reply: impl DirReply) {
+    fn stream<R: DirReply>(&self, ino: INodeNo, offset: u64, plus: bool, mut reply: R) {
         let fs = self.fs.clone();
         let op = if plus { "readdirplus" } else { "readdir" };
         let span = tracing::debug_span!("fuse", op, ino = ino.0, offset);
-        let now = span.in_scope(|| fs.listing_now(ino.0, offset));
-        match now {
-            Some(Ok(l)) => {
-                let _span = span.entered();
-                match fs.fill(ino.0, offset, plus, &l, &mut reply) {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
-                }
-            }
-            Some(Err(e)) => reply.error(errno(&e)),
+        let answer = |reply: R, r: Result<(), FsError>| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        };
+        match span.in_scope(|| fs.readdir_now(ino.0, offset, plus, &mut reply)) {
+            Some(r) => answer(reply, r),
             None => self.spawn(span, async move {
-                match fs.readdir(ino.0, offset, plus, &mut reply).await {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(errno(&e)),
-                }
+                let r = fs.readdir(ino.0, offset, plus, &mut reply).await;
+                answer(reply, r)
             }),
         }
     }
@@ -213,22 +207,16 @@ impl<S: SecretStore> Filesystem for FuseFs<S> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = tracing::debug_span!("fuse", op = "getattr", ino = ino.0);
-        let now = span.in_scope(|| self.fs.getattr_now(ino.0));
-        let r = match now {
-            Some(r) => r,
-            None => {
-                let fs = self.fs.clone();
-                return self.spawn(span, async move {
-                    match fs.getattr(ino.0).await {
-                        Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
-                        Err(e) => reply.error(errno(&e)),
-                    }
-                });
-            }
-        };
-        match r {
+        let answer = |reply: ReplyAttr, r: Result<Attr, FsError>| match r {
             Ok(a) => reply.attr(&a.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
+        };
+        match span.in_scope(|| self.fs.getattr_now(ino.0)) {
+            Some(r) => answer(reply, r),
+            None => {
+                let fs = self.fs.clone();
+                self.spawn(span, async move { answer(reply, fs.getattr(ino.0).await) });
+            }
         }
     }
 

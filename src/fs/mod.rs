@@ -211,7 +211,7 @@ impl<S: SecretStore> VaultFs<S> {
     /// if that check fails, the attributes go out with no TTL.
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let e = self.tree.getattr(ino)?;
-        if e.kind == Kind::Dir && self.kernel.stale(ino) {
+        if self.stale_dir(&e) {
             let checked = self.deadline(async {
                 self.revalidate(ino).await;
                 Ok(())
@@ -226,9 +226,15 @@ impl<S: SecretStore> VaultFs<S> {
     /// on Vault; `None` otherwise.
     pub fn getattr_now(&self, ino: u64) -> Option<Result<Attr, FsError>> {
         match self.tree.getattr(ino) {
-            Ok(e) if e.kind == Kind::Dir && self.kernel.stale(ino) => None,
+            Ok(e) if self.stale_dir(&e) => None,
             r => Some(r.map(|e| self.attr(&e))),
         }
+    }
+
+    /// `e` is a directory whose listing the kernel may hold has outlived
+    /// its answers: its attributes go out only after a revalidation.
+    fn stale_dir(&self, e: &Entry) -> bool {
+        e.kind == Kind::Dir && self.kernel.stale(e.ino)
     }
 
     /// The stream of directory `ino` after `offset` (0: its start), into
@@ -241,16 +247,29 @@ impl<S: SecretStore> VaultFs<S> {
         plus: bool,
         reply: &mut impl DirReplier,
     ) -> Result<(), FsError> {
-        let listing = match self.listing_now(ino, offset) {
-            Some(r) => r?,
-            None => self.listing(ino, offset).await?,
-        };
+        if let Some(r) = self.readdir_now(ino, offset, plus, reply) {
+            return r;
+        }
+        let listing = self.listing(ino, offset).await?;
         self.fill(ino, offset, plus, &listing, reply)
     }
 
-    /// Directory `ino`'s stream after `offset` from `listing` (see
-    /// [`VaultFs::listing_now`]), into `reply` until it is full.
-    pub fn fill(
+    /// [`VaultFs::readdir`] when its listing needs no wait (see
+    /// [`VaultFs::listing_now`]); `None`, with `reply` untouched, otherwise.
+    pub fn readdir_now(
+        &self,
+        ino: u64,
+        offset: u64,
+        plus: bool,
+        reply: &mut impl DirReplier,
+    ) -> Option<Result<(), FsError>> {
+        let listing = self.listing_now(ino, offset)?;
+        Some(listing.and_then(|l| self.fill(ino, offset, plus, &l, reply)))
+    }
+
+    /// Directory `ino`'s stream after `offset` from `listing`, into
+    /// `reply` until it is full.
+    fn fill(
         &self,
         ino: u64,
         offset: u64,
@@ -287,7 +306,7 @@ impl<S: SecretStore> VaultFs<S> {
     /// ([`Tree::readdir_cached`]); `None` otherwise. The start of a stream
     /// is always built anew and also fetches the children a walker visits
     /// next.
-    pub fn listing_now(&self, ino: u64, offset: u64) -> Option<Result<Arc<Listing>, FsError>> {
+    fn listing_now(&self, ino: u64, offset: u64) -> Option<Result<Arc<Listing>, FsError>> {
         let prefetch = offset == 0;
         if !prefetch {
             if let Some(l) = self.streams.lock().expect("streams").get(ino) {
